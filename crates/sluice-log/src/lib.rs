@@ -1,0 +1,223 @@
+//! sluice-log: an embedded, durable, partitioned append-only log.
+//!
+//! Layout under the log directory:
+//!
+//! ```text
+//! <dir>/_topics/<topic>.json              topic metadata: {"name": ..., "partitions": N}
+//! <dir>/<topic>-<partition>/<base>.log    segments, <base> = first offset, 20 digits
+//! ```
+//!
+//! Semantics follow Kafka's: offsets are dense and increasing per partition; the high
+//! watermark is one past the last durable offset; appends return only once durable
+//! (see [`partition`] for group commit and poisoning, [`batch`] for the byte layout,
+//! [`segment`] for recovery).
+
+pub mod batch;
+mod error;
+pub mod partition;
+pub mod segment;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Duration;
+
+pub use batch::{NewRecord, Record};
+pub use error::{DecodeError, LogError, Result};
+pub use partition::{AppendInfo, Partition};
+
+use error::io;
+
+/// Log settings. Sizes in bytes, times in ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll to a new segment once the active one would exceed this many bytes.
+    pub segment_bytes: u64,
+    /// Roll to a new segment once the active one's first batch is this old.
+    pub segment_ms: i64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { segment_bytes: 1 << 30, segment_ms: 7 * 24 * 3600 * 1000 }
+    }
+}
+
+/// A counter bumped whenever any partition's high watermark moves, so readers can wait
+/// for new data across partitions.
+#[derive(Default)]
+pub struct Changes {
+    version: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Changes {
+    pub(crate) fn bump(&self) {
+        let mut v = self.version.lock().unwrap_or_else(|p| p.into_inner());
+        *v += 1;
+        self.cv.notify_all();
+    }
+
+    /// Current version.
+    pub fn version(&self) -> u64 {
+        *self.version.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the version differs from `seen` or `timeout` passes; returns the version.
+    pub fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        let guard = self.version.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = self
+            .cv
+            .wait_timeout_while(guard, timeout, |v| *v == seen)
+            .unwrap_or_else(|p| p.into_inner());
+        *guard
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TopicMeta {
+    name: String,
+    partitions: u32,
+}
+
+/// A named set of partitions.
+pub struct Topic {
+    name: String,
+    partitions: Vec<Arc<Partition>>,
+    changes: Arc<Changes>,
+}
+
+impl Topic {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+    pub fn partition(&self, id: u32) -> Result<&Arc<Partition>> {
+        self.partitions
+            .get(id as usize)
+            .ok_or_else(|| LogError::UnknownPartition { topic: self.name.clone(), partition: id })
+    }
+    pub fn partitions(&self) -> &[Arc<Partition>] {
+        &self.partitions
+    }
+    /// Change notifications for all of this topic's partitions.
+    pub fn changes(&self) -> &Arc<Changes> {
+        &self.changes
+    }
+}
+
+/// The log: every topic under one directory.
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+}
+
+/// Checks a topic name with Kafka's rules: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    let bad = |reason: &str| Err(LogError::InvalidTopicName { name: name.to_string(), reason: reason.to_string() });
+    if name.is_empty() || name.len() > 249 {
+        return bad("must be 1 to 249 characters");
+    }
+    if name == "." || name == ".." {
+        return bad("must not be '.' or '..'");
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        return bad("may contain only ASCII letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+impl Log {
+    /// Opens the log in `dir` (created if missing), recovering every topic found there.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<Log> {
+        let meta_dir = dir.join("_topics");
+        std::fs::create_dir_all(&meta_dir).map_err(io(&meta_dir))?;
+        let log = Log { dir: dir.to_path_buf(), config, topics: RwLock::new(BTreeMap::new()) };
+        let mut metas = Vec::new();
+        for entry in std::fs::read_dir(&meta_dir).map_err(io(&meta_dir))? {
+            let path = entry.map_err(io(&meta_dir))?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let bytes = std::fs::read(&path).map_err(io(&path))?;
+                let meta: TopicMeta =
+                    serde_json::from_slice(&bytes).map_err(|source| LogError::Metadata { path: path.clone(), source })?;
+                metas.push(meta);
+            }
+        }
+        for meta in metas {
+            let topic = log.open_topic(&meta.name, meta.partitions)?;
+            log.topics.write().unwrap_or_else(|p| p.into_inner()).insert(meta.name, topic);
+        }
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn open_topic(&self, name: &str, partitions: u32) -> Result<Arc<Topic>> {
+        let changes = Arc::new(Changes::default());
+        let parts = (0..partitions)
+            .map(|p| {
+                let dir = self.dir.join(format!("{name}-{p}"));
+                Partition::open(name, p, &dir, self.config, changes.clone()).map(Arc::new)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(Topic { name: name.to_string(), partitions: parts, changes }))
+    }
+
+    /// Creates a topic with `partitions` partitions. Errors if it exists.
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<Arc<Topic>> {
+        validate_topic_name(name)?;
+        if partitions == 0 {
+            return Err(LogError::InvalidTopicName { name: name.into(), reason: "needs at least 1 partition".into() });
+        }
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = topics.get(name) {
+            return Err(LogError::TopicExists { name: name.into(), partitions: t.partition_count() });
+        }
+        let topic = self.open_topic(name, partitions)?;
+        let meta_dir = self.dir.join("_topics");
+        let path = meta_dir.join(format!("{name}.json"));
+        let tmp = meta_dir.join(format!(".{name}.json.tmp"));
+        let body = serde_json::to_vec_pretty(&TopicMeta { name: name.into(), partitions }).unwrap_or_default();
+        std::fs::write(&tmp, body).map_err(io(&tmp))?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        partition::sync_dir(&meta_dir)?;
+        topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    /// Returns the topic, creating it with `partitions` if missing. An existing topic keeps
+    /// its partition count.
+    pub fn ensure_topic(&self, name: &str, partitions: u32) -> Result<Arc<Topic>> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        match self.create_topic(name, partitions) {
+            Err(LogError::TopicExists { .. }) => self.topic(name).ok_or_else(|| LogError::UnknownTopic(name.into())),
+            other => other,
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Makes everything written durable (used on shutdown).
+    pub fn sync_all(&self) -> Result<()> {
+        for t in self.topics() {
+            for p in t.partitions() {
+                p.sync_to(u64::MAX)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,302 @@
+//! A partition: an ordered list of segments, one active for appends.
+//!
+//! Durability: [`Partition::append`] writes a batch, then waits until an fdatasync covers
+//! it (group commit: one writer syncs on behalf of every batch written before its sync
+//! began; the others wait on it). The high watermark is the end of what has been synced;
+//! readers are served only below it, so nothing a client was not acked for is ever read.
+//! A failed write or fsync poisons the partition: appends are refused until restart,
+//! reads continue (the page cache cannot be trusted after a failed fsync).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::batch::{self, NewRecord, Record, MAX_BATCH_BYTES};
+use crate::error::{io, LogError, Result};
+use crate::segment::{self, BatchPos, Segment};
+use crate::{Changes, LogConfig};
+
+/// Offsets assigned to one append: `base_offset ..= last_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: u64,
+    pub last_offset: u64,
+}
+
+struct Inner {
+    segments: Vec<Segment>,
+    next_offset: u64,
+    encode_buf: Vec<u8>,
+}
+
+impl Inner {
+    fn active(&self) -> &Segment {
+        // A partition always holds at least one segment (created on open).
+        &self.segments[self.segments.len() - 1]
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+}
+
+pub struct Partition {
+    topic: String,
+    id: u32,
+    dir: PathBuf,
+    config: LogConfig,
+    inner: Mutex<Inner>,
+    sync_lock: Mutex<()>,
+    high_watermark: AtomicU64,
+    poisoned: AtomicBool,
+    poison_reason: Mutex<Option<String>>,
+    fsyncs: AtomicU64,
+    changes: Arc<Changes>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves consistent data (writes happen before updates).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Partition {
+    /// Opens (or creates) the partition in `dir`, scanning its segments. A torn tail of the
+    /// last segment is truncated; damage in an earlier segment is an error.
+    pub(crate) fn open(topic: &str, id: u32, dir: &Path, config: LogConfig, changes: Arc<Changes>) -> Result<Partition> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut bases: Vec<u64> = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(base) = name.strip_suffix(".log").and_then(|s| s.parse::<u64>().ok()) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            let path = dir.join(segment::file_name(base));
+            let (seg, tail) = Segment::open(&path, base)?;
+            let is_last = i + 1 == bases.len();
+            if let Some(prev) = segments.last() {
+                let prev: &Segment = prev;
+                if prev.next_offset() != base {
+                    return Err(LogError::Corrupt {
+                        path,
+                        position: 0,
+                        source: crate::DecodeError::Invalid(format!(
+                            "segment starts at offset {base} but the previous one ends at {}",
+                            prev.next_offset()
+                        )),
+                    });
+                }
+            }
+            if let Some(tail) = tail {
+                if !is_last {
+                    return Err(LogError::Corrupt { path, position: tail.position, source: tail.reason });
+                }
+                tracing::warn!(
+                    topic, partition = id, file = %path.display(), position = tail.position,
+                    dropped_bytes = tail.file_len - tail.position, reason = %tail.reason,
+                    "truncating the unacknowledged tail of the last segment"
+                );
+                seg.truncate_to_valid()?;
+            }
+            segments.push(seg);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, 0)?);
+            sync_dir(dir)?;
+        }
+        // Whatever survived the crash is on disk from now on, so it may be served.
+        let last = &segments[segments.len() - 1];
+        last.file.sync_data().map_err(io(&last.path))?;
+        let next_offset = last.next_offset();
+        Ok(Partition {
+            topic: topic.to_string(),
+            id,
+            dir: dir.to_path_buf(),
+            config,
+            inner: Mutex::new(Inner { segments, next_offset, encode_buf: Vec::new() }),
+            sync_lock: Mutex::new(()),
+            high_watermark: AtomicU64::new(next_offset),
+            poisoned: AtomicBool::new(false),
+            poison_reason: Mutex::new(None),
+            fsyncs: AtomicU64::new(0),
+            changes,
+        })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// One past the last durable offset; readers see offsets below it.
+    pub fn high_watermark(&self) -> u64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// First offset still stored.
+    pub fn log_start_offset(&self) -> u64 {
+        lock(&self.inner).segments[0].base_offset
+    }
+
+    /// Bytes of valid batches over all segments.
+    pub fn size_bytes(&self) -> u64 {
+        lock(&self.inner).segments.iter().map(|s| s.len).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        lock(&self.inner).segments.len()
+    }
+
+    /// fdatasync calls made so far.
+    pub fn fsync_count(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
+    }
+
+    fn check_poison(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            let reason = lock(&self.poison_reason).clone().unwrap_or_default();
+            return Err(LogError::Poisoned { reason });
+        }
+        Ok(())
+    }
+
+    fn poison(&self, err: &LogError) {
+        tracing::error!(topic = %self.topic, partition = self.id, error = %err, "poisoning partition: writes refused until restart");
+        lock(&self.poison_reason).get_or_insert_with(|| err.to_string());
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Appends `records` as one batch stamped `append_time_ms`, and returns once it is
+    /// durable (fsync'd). Errors: [`LogError::Poisoned`], [`LogError::BatchTooLarge`], I/O.
+    pub fn append(&self, records: &[NewRecord], append_time_ms: i64) -> Result<AppendInfo> {
+        let info = self.write(records, append_time_ms)?;
+        self.sync_to(info.last_offset + 1)?;
+        Ok(info)
+    }
+
+    /// Writes one batch without waiting for durability; follow with [`Partition::sync_to`].
+    /// An empty `records` is an error-free no-op that returns the next offset twice.
+    pub fn write(&self, records: &[NewRecord], append_time_ms: i64) -> Result<AppendInfo> {
+        self.check_poison()?;
+        let mut inner = lock(&self.inner);
+        let base_offset = inner.next_offset;
+        if records.is_empty() {
+            return Ok(AppendInfo { base_offset, last_offset: base_offset.saturating_sub(1) });
+        }
+        let mut buf = std::mem::take(&mut inner.encode_buf);
+        if let Err(size) = batch::encode(base_offset, append_time_ms, records, &mut buf) {
+            inner.encode_buf = buf;
+            return Err(LogError::BatchTooLarge { size, max: MAX_BATCH_BYTES });
+        }
+        let result = self.write_locked(&mut inner, &buf, base_offset, records.len() as u32, append_time_ms);
+        inner.encode_buf = buf;
+        if let Err(e) = &result {
+            self.poison(e);
+        }
+        result?;
+        let last_offset = base_offset + records.len() as u64 - 1;
+        inner.next_offset = last_offset + 1;
+        Ok(AppendInfo { base_offset, last_offset })
+    }
+
+    fn write_locked(&self, inner: &mut Inner, buf: &[u8], base_offset: u64, count: u32, now_ms: i64) -> Result<()> {
+        let active = inner.active();
+        let too_big = active.len > 0 && active.len + buf.len() as u64 > self.config.segment_bytes;
+        let too_old = active.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) >= self.config.segment_ms);
+        if too_big || too_old {
+            // The old segment is made durable before the new one exists, so only the
+            // active segment can ever have a torn tail.
+            active.file.sync_data().map_err(io(&active.path))?;
+            inner.segments.push(Segment::create(&self.dir, base_offset)?);
+            sync_dir(&self.dir)?;
+        }
+        let seg = inner.active_mut();
+        seg.file.write_all_at(buf, seg.len).map_err(io(&seg.path))?;
+        seg.batches.push(BatchPos { base_offset, record_count: count, position: seg.len, len: buf.len() as u32 });
+        seg.first_append_ms.get_or_insert(now_ms);
+        seg.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Blocks until every offset below `target` is durable (group commit).
+    pub fn sync_to(&self, target: u64) -> Result<()> {
+        if self.high_watermark() >= target {
+            return Ok(());
+        }
+        let _sync = lock(&self.sync_lock);
+        if self.high_watermark() >= target {
+            return Ok(());
+        }
+        self.check_poison()?;
+        let (file, path, end): (Arc<File>, PathBuf, u64) = {
+            let inner = lock(&self.inner);
+            let a = inner.active();
+            (a.file.clone(), a.path.clone(), inner.next_offset)
+        };
+        if let Err(e) = file.sync_data() {
+            let err = LogError::Io { path, source: e };
+            self.poison(&err);
+            return Err(err);
+        }
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.high_watermark.store(end, Ordering::Release);
+        self.changes.bump();
+        Ok(())
+    }
+
+    /// Reads records from `offset` (inclusive) up to the high watermark, at most
+    /// `max_records` and roughly `max_bytes` (whole batches; at least one batch).
+    /// Offsets below the log start offset start at the log start offset.
+    pub fn read(&self, offset: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>> {
+        let hw = self.high_watermark();
+        if offset >= hw || max_records == 0 {
+            return Ok(Vec::new());
+        }
+        // Collect batch positions under the lock, then read without it.
+        let plan: Vec<(Arc<File>, PathBuf, Vec<BatchPos>)> = {
+            let inner = lock(&self.inner);
+            let mut plan = Vec::new();
+            let (mut records, mut bytes) = (0usize, 0usize);
+            let first_seg = inner.segments.partition_point(|s| s.next_offset() <= offset);
+            'segs: for seg in &inner.segments[first_seg.min(inner.segments.len())..] {
+                let start = seg.batch_index(offset.max(seg.base_offset)).unwrap_or(0);
+                let mut picked = Vec::new();
+                for b in &seg.batches[start..] {
+                    if b.base_offset >= hw || records >= max_records || (bytes >= max_bytes && bytes > 0) {
+                        if !picked.is_empty() {
+                            plan.push((seg.file.clone(), seg.path.clone(), picked));
+                        }
+                        break 'segs;
+                    }
+                    records += (b.next_offset() - offset.max(b.base_offset)) as usize;
+                    bytes += b.len as usize;
+                    picked.push(*b);
+                }
+                if !picked.is_empty() {
+                    plan.push((seg.file.clone(), seg.path.clone(), picked));
+                }
+            }
+            plan
+        };
+        let mut out = Vec::new();
+        for (file, path, positions) in plan {
+            segment::read_batches(&file, &path, &positions, offset, &mut out)?;
+        }
+        out.retain(|r| r.offset < hw);
+        out.truncate(max_records);
+        Ok(out)
+    }
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
