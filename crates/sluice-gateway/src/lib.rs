@@ -1,1 +1,262 @@
-//! placeholder
+//! sluice-gateway: HTTP and WebSocket ingest into the log.
+//!
+//! A request (or WebSocket frame) is split into records ([`body`]), each record is
+//! validated against its topic's schema, valid records are appended to their partition
+//! (keyed records by Kafka's murmur2 partitioner) and rejected ones to the topic's
+//! dead-letter topic `<topic>.dlq` with the reason. The reply is sent only after every
+//! one of those appends is durable (fsync'd; concurrent requests share fsyncs through the
+//! log's group commit). See [`http`] for the routes and wire formats.
+
+pub mod body;
+pub mod http;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sluice_core::heartbeat::{self, FieldError};
+use sluice_core::partitioner::partition_for_key;
+use sluice_core::telemetry as t;
+use sluice_log::{Log, LogError, NewRecord, Topic};
+
+/// How a topic's records are validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Schema {
+    /// The heart-rate reading (`sluice_core::heartbeat`); keyed by `playerId`.
+    Heartbeat,
+    /// Any JSON object; keyed by `key_field` when set.
+    #[default]
+    Json,
+}
+
+/// An ingestible topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicSpec {
+    pub name: String,
+    #[serde(default = "one")]
+    pub partitions: u32,
+    #[serde(default)]
+    pub schema: Schema,
+    /// Field whose string value is the record key (partitioning). Heartbeat topics use `playerId`.
+    #[serde(default)]
+    pub key_field: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Suffix of dead-letter topics.
+pub const DLQ_SUFFIX: &str = ".dlq";
+
+/// Where an accepted record went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Accepted {
+    pub index: usize,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// Why a record was rejected (it is kept in the dead-letter topic).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejected {
+    pub index: usize,
+    pub field: String,
+    pub reason: String,
+}
+
+/// The outcome of one body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Ingested {
+    pub accepted: Vec<Accepted>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Whole-request failures.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("topic {0:?} does not exist; list topics with GET /v1/topics")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    Malformed(body::Malformed),
+    #[error("the log could not store the records; nothing from this request was acknowledged")]
+    Log(#[from] LogError),
+}
+
+/// The ingest gateway over a log.
+pub struct Gateway {
+    log: Arc<Log>,
+    specs: BTreeMap<String, TopicSpec>,
+    round_robin: AtomicU64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+struct Pending {
+    /// (body number, record index)
+    origin: (usize, usize),
+    record: NewRecord,
+}
+
+impl Gateway {
+    /// Creates the configured topics (and their dead-letter topics) if missing.
+    pub fn new(log: Arc<Log>, specs: Vec<TopicSpec>) -> Result<Gateway, LogError> {
+        for spec in &specs {
+            log.ensure_topic(&spec.name, spec.partitions)?;
+            log.ensure_topic(&format!("{}{DLQ_SUFFIX}", spec.name), 1)?;
+        }
+        Ok(Gateway { log, specs: specs.into_iter().map(|s| (s.name.clone(), s)).collect(), round_robin: AtomicU64::new(0) })
+    }
+
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    fn spec(&self, topic: &str) -> Option<TopicSpec> {
+        if let Some(s) = self.specs.get(topic) {
+            return Some(s.clone());
+        }
+        self.log.topic(topic).map(|t| TopicSpec { name: topic.into(), partitions: t.partition_count(), schema: Schema::Json, key_field: None })
+    }
+
+    /// Checks that a topic can be ingested into.
+    pub fn check_topic(&self, topic: &str) -> Result<(), IngestError> {
+        self.spec(topic).map(|_| ()).ok_or_else(|| IngestError::UnknownTopic(topic.into()))
+    }
+
+    /// Ingests several bodies (e.g. WebSocket frames received together) with one append
+    /// per partition and one fsync per partition. Blocking (file I/O): call from a
+    /// blocking thread. Per-body results are in input order.
+    pub fn ingest_many(&self, topic: &str, bodies: &[(&[u8], bool)], transport: &str) -> Result<Vec<Result<Ingested, IngestError>>, IngestError> {
+        let spec = self.spec(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
+        let log_topic = self.log.topic(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
+        let dlq_name = format!("{topic}{DLQ_SUFFIX}");
+        let dlq = self.log.ensure_topic(&dlq_name, 1)?;
+        let received_at_ms = now_ms();
+        let mut results: Vec<Result<Ingested, IngestError>> = Vec::with_capacity(bodies.len());
+        let mut by_partition: BTreeMap<u32, Vec<Pending>> = BTreeMap::new();
+        let mut dead: Vec<NewRecord> = Vec::new();
+        for (b, (bytes, ndjson)) in bodies.iter().enumerate() {
+            metrics::counter!(t::INGEST_RECEIVED_BYTES_TOTAL, "transport" => transport.to_string()).increment(bytes.len() as u64);
+            let items = match body::split(bytes, *ndjson) {
+                Ok(items) => items,
+                Err(m) => {
+                    metrics::counter!(t::INGEST_REFUSED_REQUESTS_TOTAL, "reason" => "malformed").increment(1);
+                    dead.push(dead_letter(topic, None, "$", &m.to_string(), &String::from_utf8_lossy(bytes), transport, received_at_ms));
+                    results.push(Err(IngestError::Malformed(m)));
+                    continue;
+                }
+            };
+            let mut outcome = Ingested::default();
+            for item in items {
+                let checked = item.value.and_then(|v| self.check_record(&spec, &v));
+                match checked {
+                    Ok(key) => {
+                        let partition = match &key {
+                            Some(k) => partition_for_key(k, log_topic.partition_count()),
+                            None => (self.round_robin.fetch_add(1, Ordering::Relaxed) % log_topic.partition_count() as u64) as u32,
+                        };
+                        by_partition
+                            .entry(partition)
+                            .or_default()
+                            .push(Pending { origin: (b, item.index), record: NewRecord { key, value: item.raw.as_bytes().to_vec() } });
+                    }
+                    Err(e) => {
+                        metrics::counter!(t::INGEST_REJECTED_RECORDS_TOTAL, "topic" => topic.to_string(), "field" => e.field.clone()).increment(1);
+                        dead.push(dead_letter(topic, Some(item.index), &e.field, &e.reason, item.raw, transport, received_at_ms));
+                        outcome.rejected.push(Rejected { index: item.index, field: e.field, reason: e.reason });
+                    }
+                }
+            }
+            results.push(Ok(outcome));
+        }
+        // Write everything, then wait for durability of all of it, then answer.
+        let mut written = Vec::new();
+        for (&p, pending) in &by_partition {
+            let records: Vec<NewRecord> = pending.iter().map(|x| x.record.clone()).collect();
+            let info = log_topic.partition(p)?.write(&records, received_at_ms)?;
+            written.push((p, info));
+        }
+        let dlq_info = if dead.is_empty() { None } else { Some(dlq.partition(0)?.write(&dead, received_at_ms)?) };
+        for (p, info) in &written {
+            log_topic.partition(*p)?.sync_to(info.last_offset + 1)?;
+        }
+        if let Some(info) = dlq_info {
+            dlq.partition(0)?.sync_to(info.last_offset + 1)?;
+        }
+        let mut accepted_total = 0u64;
+        for ((p, info), (_, pending)) in written.iter().zip(&by_partition) {
+            for (i, x) in pending.iter().enumerate() {
+                if let Ok(outcome) = &mut results[x.origin.0] {
+                    outcome.accepted.push(Accepted { index: x.origin.1, partition: *p, offset: info.base_offset + i as u64 });
+                }
+            }
+            accepted_total += pending.len() as u64;
+            metrics::counter!(t::LOG_APPENDED_RECORDS_TOTAL, "topic" => topic.to_string()).increment(pending.len() as u64);
+        }
+        metrics::counter!(t::INGEST_RECORDS_TOTAL, "topic" => topic.to_string(), "transport" => transport.to_string()).increment(accepted_total);
+        for r in results.iter_mut().flatten() {
+            r.accepted.sort_by_key(|a| a.index);
+        }
+        Ok(results)
+    }
+
+    /// Ingests one body. See [`Gateway::ingest_many`].
+    pub fn ingest(&self, topic: &str, body: &[u8], ndjson: bool, transport: &str) -> Result<Ingested, IngestError> {
+        self.ingest_many(topic, &[(body, ndjson)], transport)?.pop().unwrap_or_else(|| Ok(Ingested::default()))
+    }
+
+    /// Validates one record; returns its key.
+    fn check_record(&self, spec: &TopicSpec, v: &Value) -> Result<Option<Vec<u8>>, FieldError> {
+        match spec.schema {
+            Schema::Heartbeat => heartbeat::validate(v).map(|ev| Some(ev.player_id.into_bytes())),
+            Schema::Json => {
+                let obj = v.as_object().ok_or_else(|| FieldError::new("$", "expected a JSON object"))?;
+                Ok(spec.key_field.as_ref().and_then(|f| obj.get(f)).and_then(|k| k.as_str()).map(|k| k.as_bytes().to_vec()))
+            }
+        }
+    }
+
+    /// Topics with their partitions' offsets.
+    pub fn describe(&self) -> Vec<Value> {
+        self.log.topics().iter().map(|t| describe_topic(t)).collect()
+    }
+}
+
+fn describe_topic(topic: &Topic) -> Value {
+    let parts: Vec<Value> = topic
+        .partitions()
+        .iter()
+        .map(|p| {
+            json!({
+                "partition": p.id(),
+                "log_start_offset": p.log_start_offset(),
+                "high_watermark": p.high_watermark(),
+                "size_bytes": p.size_bytes(),
+                "segments": p.segment_count(),
+            })
+        })
+        .collect();
+    json!({"name": topic.name(), "partitions": parts})
+}
+
+/// A dead-letter record: the original record (as text) with where it came from and why
+/// it was rejected.
+fn dead_letter(topic: &str, index: Option<usize>, field: &str, reason: &str, raw: &str, transport: &str, at_ms: i64) -> NewRecord {
+    let value = json!({
+        "topic": topic,
+        "index": index,
+        "field": field,
+        "reason": reason,
+        "record": raw,
+        "transport": transport,
+        "received_at_ms": at_ms,
+    });
+    NewRecord { key: None, value: serde_json::to_vec(&value).unwrap_or_default() }
+}

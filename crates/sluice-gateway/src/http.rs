@@ -1,0 +1,212 @@
+//! HTTP and WebSocket routes of the gateway.
+//!
+//! `POST /v1/topics/{topic}/records`, body: a JSON object, a JSON array of objects, or
+//! NDJSON (`Content-Type: application/x-ndjson`). Replies, after the records are durable:
+//!
+//! ```json
+//! {"topic": "heartbeat-raw-topic", "accepted": 2, "rejected": 1,
+//!  "offsets": [{"index": 0, "partition": 1, "offset": 41}, {"index": 2, "partition": 0, "offset": 7}],
+//!  "errors":  [{"index": 1, "field": "heartbeat", "reason": "300 bpm is outside ..."}]}
+//! ```
+//!
+//! Status: 200 if any record was accepted (or the body held none), 422 if every record
+//! was rejected. Whole-request errors are `{"error": {"code", "message"}}` with 400
+//! (`malformed_json`), 404 (`unknown_topic`), 413 (`payload_too_large`) or 503
+//! (`log_unavailable`: nothing from the request was acknowledged; retry later).
+//!
+//! `GET /v1/topics/{topic}/ws`: a WebSocket. Each text (or binary UTF-8) frame is one
+//! JSON record, a JSON array, or NDJSON lines. Each frame gets one ack frame, in order,
+//! with `seq` = the frame's 0-based number on the connection and the fields above, or
+//! `{"seq": n, "error": {...}}`. Frames that arrive together share one fsync.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::FutureExt;
+use serde_json::{json, Value};
+use sluice_core::telemetry as t;
+
+use crate::{Gateway, IngestError, Ingested};
+
+/// Most frames gathered into one append.
+const MAX_FRAMES_PER_APPEND: usize = 256;
+
+#[derive(Clone)]
+struct AppState {
+    gateway: Arc<Gateway>,
+    max_body_bytes: usize,
+}
+
+/// The gateway's routes. `max_body_bytes` bounds request bodies and WebSocket frames.
+pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
+    let state = AppState { gateway, max_body_bytes };
+    Router::new()
+        .route("/v1/topics", get(list_topics))
+        .route("/v1/topics/{topic}/records", post(post_records))
+        .route("/v1/topics/{topic}/ws", get(ws_upgrade))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, message: String) -> Response {
+    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+}
+
+fn error_body(e: &IngestError) -> (StatusCode, Value) {
+    let (status, code) = match e {
+        IngestError::UnknownTopic(_) => (StatusCode::NOT_FOUND, "unknown_topic"),
+        IngestError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+        IngestError::Log(_) => (StatusCode::SERVICE_UNAVAILABLE, "log_unavailable"),
+    };
+    let mut message = e.to_string();
+    if let IngestError::Log(source) = e {
+        message = format!("{message}: {source}");
+    }
+    (status, json!({"code": code, "message": message}))
+}
+
+fn ingested_body(topic: &str, r: &Ingested) -> Value {
+    json!({
+        "topic": topic,
+        "accepted": r.accepted.len(),
+        "rejected": r.rejected.len(),
+        "offsets": r.accepted,
+        "errors": r.rejected,
+    })
+}
+
+async fn list_topics(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({"topics": s.gateway.describe()}))
+}
+
+async fn post_records(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            metrics::counter!(t::INGEST_REFUSED_REQUESTS_TOTAL, "reason" => "too_large").increment(1);
+            let status = rejection.status();
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!(
+                    "the body exceeds http.max_body_bytes = {} bytes; split it into smaller requests or raise the limit",
+                    s.max_body_bytes
+                )
+            } else {
+                rejection.body_text()
+            };
+            return error(status, "payload_too_large", message);
+        }
+    };
+    let ndjson = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl"));
+    let gateway = s.gateway.clone();
+    let topic2 = topic.clone();
+    let result = tokio::task::spawn_blocking(move || gateway.ingest(&topic2, &body, ndjson, "http")).await;
+    match result {
+        Ok(Ok(r)) => {
+            let status = if r.accepted.is_empty() && !r.rejected.is_empty() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+            (status, Json(ingested_body(&topic, &r))).into_response()
+        }
+        Ok(Err(e)) => {
+            if matches!(e, IngestError::UnknownTopic(_)) {
+                metrics::counter!(t::INGEST_REFUSED_REQUESTS_TOTAL, "reason" => "unknown_topic").increment(1);
+            }
+            let (status, body) = error_body(&e);
+            (status, Json(json!({"error": body}))).into_response()
+        }
+        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("ingest task failed: {join}")),
+    }
+}
+
+async fn ws_upgrade(State(s): State<AppState>, Path(topic): Path<String>, ws: WebSocketUpgrade) -> Response {
+    if let Err(e) = s.gateway.check_topic(&topic) {
+        let (status, body) = error_body(&e);
+        return (status, Json(json!({"error": body}))).into_response();
+    }
+    let max = s.max_body_bytes;
+    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| ws_session(s.gateway, topic, socket))
+}
+
+fn frame_bytes(msg: Message) -> Option<Bytes> {
+    match msg {
+        Message::Text(t) => Some(Bytes::copy_from_slice(t.as_str().as_bytes())),
+        Message::Binary(b) => Some(b),
+        _ => None,
+    }
+}
+
+async fn ws_session(gateway: Arc<Gateway>, topic: String, mut socket: WebSocket) {
+    let mut seq: u64 = 0;
+    loop {
+        let Some(Ok(first)) = socket.recv().await else { break };
+        if matches!(first, Message::Close(_)) {
+            break;
+        }
+        let mut frames: Vec<Bytes> = frame_bytes(first).into_iter().collect();
+        let mut closing = false;
+        // Gather frames already received, so they share one append and one fsync.
+        while frames.len() < MAX_FRAMES_PER_APPEND {
+            match socket.recv().now_or_never() {
+                Some(Some(Ok(Message::Close(_)))) | Some(None) | Some(Some(Err(_))) => {
+                    closing = true;
+                    break;
+                }
+                Some(Some(Ok(m))) => frames.extend(frame_bytes(m)),
+                None => break,
+            }
+        }
+        if !frames.is_empty() {
+            let gw = gateway.clone();
+            let topic2 = topic.clone();
+            let frames2 = frames.clone();
+            let results = tokio::task::spawn_blocking(move || {
+                let bodies: Vec<(&[u8], bool)> = frames2.iter().map(|f| (&f[..], false)).collect();
+                gw.ingest_many(&topic2, &bodies, "websocket")
+            })
+            .await;
+            let acks: Vec<Value> = match results {
+                Ok(Ok(per_frame)) => per_frame
+                    .iter()
+                    .map(|r| {
+                        let mut ack = match r {
+                            Ok(ing) => ingested_body(&topic, ing),
+                            Err(e) => json!({"error": error_body(e).1}),
+                        };
+                        ack["seq"] = json!(seq);
+                        seq += 1;
+                        ack
+                    })
+                    .collect(),
+                Ok(Err(e)) => {
+                    let body = error_body(&e).1;
+                    frames.iter().map(|_| { let a = json!({"seq": seq, "error": body}); seq += 1; a }).collect()
+                }
+                Err(join) => {
+                    tracing::error!(error = %join, "websocket ingest task failed");
+                    break;
+                }
+            };
+            for ack in acks {
+                if socket.send(Message::Text(ack.to_string().into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if closing {
+            break;
+        }
+    }
+}
