@@ -1,1 +1,143 @@
-fn main() {}
+//! The `sluice` command: clap plus wiring. Everything it runs lives in the library crates.
+
+mod demo;
+mod replay;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use sluice_server::{config, Server};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "A real-time data pipeline in one binary: ingest, durable log, event-time jobs, Parquet lake, live dashboard.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: HTTP/WebSocket ingest, the heart-rate job, the lake, the dashboard.
+    Serve(ServerArgs),
+    /// Start a server, replay the bundled real Garmin recordings through it, print each
+    /// session's minutes per zone, and keep serving the dashboard until Ctrl-C.
+    Demo(DemoArgs),
+    /// Send FIT, TCX or GPX recordings to a running server as heart-rate readings.
+    Replay(replay::ReplayArgs),
+    /// Print the effective configuration (or, with --defaults, the documented defaults).
+    Config(ConfigArgs),
+}
+
+/// Where configuration comes from; flags override the file and SLUICE_* variables.
+#[derive(Args, Clone)]
+struct ServerArgs {
+    /// Config file (TOML), layered over the embedded defaults.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory (log, checkpoints, lake). Overrides `data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address, e.g. 127.0.0.1:8080. Overrides `http.addr`.
+    #[arg(long)]
+    http_addr: Option<String>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Exit (status 0) once the table is printed instead of serving until Ctrl-C.
+    #[arg(long)]
+    exit: bool,
+    /// Replay speed: real time × N; 0 sends as fast as acknowledgements allow.
+    #[arg(long, default_value_t = 0.0)]
+    speed: f64,
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Print the embedded default.toml, with every key documented.
+    #[arg(long)]
+    defaults: bool,
+}
+
+impl ServerArgs {
+    fn load(&self) -> anyhow::Result<config::Config> {
+        let mut overrides = Vec::new();
+        if let Some(d) = &self.data_dir {
+            overrides.push(("data_dir", toml::Value::String(d.display().to_string())));
+        }
+        if let Some(a) = &self.http_addr {
+            overrides.push(("http.addr", toml::Value::String(a.clone())));
+        }
+        Ok(config::load(self.config.as_deref(), std::env::vars(), &overrides)?)
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    let config = args.load()?;
+    let server = Server::start(config).await?;
+    eprintln!("sluice: serving on http://{} (dashboard at /, metrics at /metrics); Ctrl-C stops", server.addr());
+    shutdown_signal().await;
+    eprintln!("sluice: shutting down (finishing requests, committing the job's checkpoint, syncing the log)");
+    server.shutdown().await.context("shutdown was not clean")?;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Demo(args) => demo::run(args.server.load()?, args.speed, args.exit).await,
+            Command::Replay(args) => replay::run(args).await,
+            Command::Config(args) => {
+                if args.defaults {
+                    print!("{}", config::DEFAULT_TOML);
+                } else {
+                    print!("{}", toml::to_string_pretty(&args.server.load()?)?);
+                }
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

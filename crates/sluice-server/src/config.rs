@@ -1,0 +1,216 @@
+//! Layered configuration: the embedded `default.toml` (every key documented there) →
+//! a config file → `SLUICE_*` environment variables → command-line overrides.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sluice_gateway::TopicSpec;
+use toml::{Table, Value};
+
+/// The embedded defaults, with comments.
+pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub log: LogSection,
+    #[serde(default)]
+    pub topics: Vec<TopicSpec>,
+    pub jobs: Jobs,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub addr: String,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jobs {
+    pub heart_rate: HeartRateJobConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartRateJobConfig {
+    pub enabled: bool,
+    pub topic: String,
+    pub hr_max_default_bpm: f64,
+    #[serde(default)]
+    pub hr_max_bpm: HashMap<String, f64>,
+    pub session_gap_ms: i64,
+    pub max_out_of_orderness_ms: i64,
+    pub idle_timeout_ms: i64,
+    pub checkpoint_interval_ms: u64,
+    pub batch_records: usize,
+}
+
+impl HeartRateJobConfig {
+    pub fn job_config(&self) -> sluice_stream::job::HeartRateConfig {
+        sluice_stream::job::HeartRateConfig {
+            hr_max_default_bpm: self.hr_max_default_bpm,
+            hr_max_bpm: self.hr_max_bpm.clone(),
+            session_gap_ms: self.session_gap_ms,
+            max_out_of_orderness_ms: self.max_out_of_orderness_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+        }
+    }
+}
+
+/// A configuration problem, naming where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin} is not valid TOML: {source}")]
+    Syntax {
+        origin: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("invalid configuration: {0} (see the documented keys with `sluice config --defaults`)")]
+    Invalid(String),
+}
+
+/// Merges `over` into `base`: tables merge key by key, anything else is replaced.
+pub fn merge(base: &mut Table, over: Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// A table holding `value` at the dotted `path` (`["http", "addr"]`).
+pub fn table_at(path: &[String], value: Value) -> Table {
+    let mut v = value;
+    for key in path.iter().rev() {
+        let mut t = Table::new();
+        t.insert(key.clone(), v);
+        v = Value::Table(t);
+    }
+    match v {
+        Value::Table(t) => t,
+        _ => Table::new(),
+    }
+}
+
+/// Parses a scalar as TOML (number, bool, array, inline table), else takes it as a string.
+pub fn parse_scalar(s: &str) -> Value {
+    toml::from_str::<Table>(&format!("v = {s}")).ok().and_then(|mut t| t.remove("v")).unwrap_or_else(|| Value::String(s.to_string()))
+}
+
+/// `SLUICE_HTTP__ADDR=…` → (["http", "addr"], value). Variables not starting with `SLUICE_` are skipped.
+pub fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, Vec<String>, Value)> {
+    vars.filter_map(|(k, v)| {
+        let rest = k.strip_prefix("SLUICE_")?;
+        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        Some((k.clone(), path, parse_scalar(&v)))
+    })
+    .collect()
+}
+
+/// Loads the layered configuration. `overrides` are dotted paths with values (flags).
+pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>, overrides: &[(&str, Value)]) -> Result<Config, ConfigError> {
+    let mut table: Table = toml::from_str(DEFAULT_TOML).map_err(|source| ConfigError::Syntax { origin: "the embedded default.toml".into(), source })?;
+    let mut origin = "the defaults".to_string();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let over: Table = toml::from_str(&text).map_err(|source| ConfigError::Syntax { origin: path.display().to_string(), source })?;
+        merge(&mut table, over);
+        origin = format!("{} (over the defaults)", path.display());
+    }
+    let mut env_names = Vec::new();
+    for (name, path, value) in env_overrides(env) {
+        merge(&mut table, table_at(&path, value));
+        env_names.push(name);
+    }
+    for (dotted, value) in overrides {
+        let path: Vec<String> = dotted.split('.').map(str::to_string).collect();
+        merge(&mut table, table_at(&path, value.clone()));
+    }
+    let config: Config = Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+        let mut msg = format!("{} in {origin}", e.message());
+        if !env_names.is_empty() {
+            msg.push_str(&format!(", with environment variables {}", env_names.join(", ")));
+        }
+        ConfigError::Invalid(msg)
+    })?;
+    config.check()?;
+    Ok(config)
+}
+
+impl Config {
+    fn check(&self) -> Result<(), ConfigError> {
+        let job = &self.jobs.heart_rate;
+        if job.enabled && !self.topics.iter().any(|t| t.name == job.topic) {
+            return Err(ConfigError::Invalid(format!("jobs.heart_rate.topic = {:?} is not one of the [[topics]]", job.topic)));
+        }
+        if job.hr_max_default_bpm <= 0.0 || job.hr_max_bpm.values().any(|v| *v <= 0.0) {
+            return Err(ConfigError::Invalid("HRmax values must be positive bpm".into()));
+        }
+        if job.session_gap_ms <= 0 || job.max_out_of_orderness_ms < 0 {
+            return Err(ConfigError::Invalid("jobs.heart_rate.session_gap_ms must be > 0 and max_out_of_orderness_ms >= 0".into()));
+        }
+        if self.topics.iter().any(|t| t.partitions == 0) {
+            return Err(ConfigError::Invalid("every topic needs partitions >= 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load() {
+        let c = load(None, std::iter::empty(), &[]).unwrap();
+        assert_eq!(c.http.addr, "127.0.0.1:8080");
+        assert_eq!(c.topics[0].name, "heartbeat-raw-topic");
+        assert_eq!(c.topics[0].partitions, 2);
+        assert_eq!(c.jobs.heart_rate.hr_max_default_bpm, 190.0);
+    }
+
+    #[test]
+    fn layers_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "data_dir = \"/from-file\"\n[http]\naddr = \"0.0.0.0:1\"\n[jobs.heart_rate.hr_max_bpm]\nann = 180.0\n").unwrap();
+        let env = vec![("SLUICE_HTTP__ADDR".to_string(), "127.0.0.1:2".to_string()), ("OTHER".into(), "x".into()),
+                       ("SLUICE_JOBS__HEART_RATE__IDLE_TIMEOUT_MS".into(), "5".into())];
+        let c = load(Some(&file), env.into_iter(), &[("data_dir", Value::String("/from-flag".into()))]).unwrap();
+        assert_eq!(c.http.addr, "127.0.0.1:2");
+        assert_eq!(c.data_dir, PathBuf::from("/from-flag"));
+        assert_eq!(c.jobs.heart_rate.idle_timeout_ms, 5);
+        assert_eq!(c.jobs.heart_rate.hr_max_bpm["ann"], 180.0);
+        assert_eq!(c.http.max_body_bytes, 4_194_304, "untouched keys keep their defaults");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = load(None, vec![("SLUICE_HTTP_ADDR".to_string(), "x".to_string())].into_iter(), &[]).unwrap_err().to_string();
+        assert!(err.contains("http_addr") && err.contains("SLUICE_HTTP_ADDR"), "{err}");
+        let err = load(None, std::iter::empty(), &[("jobs.heart_rate.topic", Value::String("nope".into()))]).unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+}
