@@ -14,6 +14,12 @@
 //! (`malformed_json`), 404 (`unknown_topic`), 413 (`payload_too_large`) or 503
 //! (`log_unavailable`: nothing from the request was acknowledged; retry later).
 //!
+//! `GET /v1/topics/{topic}/partitions/{partition}/records?offset=N&max=M`: reads up to
+//! `M` (default 100, at most 10000) durable records from offset `N` (default 0):
+//! `{"topic", "partition", "log_start_offset", "high_watermark", "records": [{"offset",
+//! "timestamp_ms", "key", "value"}]}`; `value` is the stored JSON, or a string if the
+//! bytes are not JSON. Dead-letter topics (`<topic>.dlq`) are read the same way.
+//!
 //! `GET /v1/topics/{topic}/ws`: a WebSocket. Each text (or binary UTF-8) frame is one
 //! JSON record, a JSON array, or NDJSON lines. Each frame gets one ack frame, in order,
 //! with `seq` = the frame's 0-based number on the connection and the fields above, or
@@ -51,6 +57,7 @@ pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
         .route("/v1/topics", get(list_topics))
         .route("/v1/topics/{topic}/records", post(post_records))
         .route("/v1/topics/{topic}/ws", get(ws_upgrade))
+        .route("/v1/topics/{topic}/partitions/{partition}/records", get(read_records))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -128,6 +135,42 @@ async fn post_records(
             (status, Json(json!({"error": body}))).into_response()
         }
         Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("ingest task failed: {join}")),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ReadQuery {
+    offset: Option<u64>,
+    max: Option<usize>,
+}
+
+async fn read_records(
+    State(s): State<AppState>,
+    Path((topic, partition)): Path<(String, u32)>,
+    axum::extract::Query(q): axum::extract::Query<ReadQuery>,
+) -> Response {
+    let Some(t) = s.gateway.log().topic(&topic) else {
+        return error(StatusCode::NOT_FOUND, "unknown_topic", format!("topic {topic:?} does not exist; list topics with GET /v1/topics"));
+    };
+    let p = match t.partition(partition) {
+        Ok(p) => p.clone(),
+        Err(e) => return error(StatusCode::NOT_FOUND, "unknown_partition", e.to_string()),
+    };
+    let (offset, max) = (q.offset.unwrap_or(0), q.max.unwrap_or(100).min(10_000));
+    let read = tokio::task::spawn_blocking(move || p.read(offset, max, 16 << 20).map(|r| (r, p.log_start_offset(), p.high_watermark()))).await;
+    match read {
+        Ok(Ok((records, start, hw))) => {
+            let records: Vec<Value> = records
+                .into_iter()
+                .map(|r| {
+                    let value = serde_json::from_slice::<Value>(&r.value).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.value).into()));
+                    json!({"offset": r.offset, "timestamp_ms": r.timestamp_ms, "key": r.key.map(|k| String::from_utf8_lossy(&k).to_string()), "value": value})
+                })
+                .collect();
+            Json(json!({"topic": topic, "partition": partition, "log_start_offset": start, "high_watermark": hw, "records": records})).into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "log_read_failed", e.to_string()),
+        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", join.to_string()),
     }
 }
 

@@ -119,14 +119,24 @@ pub fn parse_scalar(s: &str) -> Value {
     toml::from_str::<Table>(&format!("v = {s}")).ok().and_then(|mut t| t.remove("v")).unwrap_or_else(|| Value::String(s.to_string()))
 }
 
-/// `SLUICE_HTTP__ADDR=…` → (["http", "addr"], value). Variables not starting with `SLUICE_` are skipped.
-pub fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, Vec<String>, Value)> {
-    vars.filter_map(|(k, v)| {
-        let rest = k.strip_prefix("SLUICE_")?;
+/// Environment overrides: `SLUICE_HTTP__ADDR=…` → `(name, ["http", "addr"], value)`.
+///
+/// A variable whose first path segment is a top-level key of `known` is applied (and an
+/// unknown key inside it is then an error); other `SLUICE_*` variables are returned as
+/// ignored, so that variables of other tools do not stop the server. Variables without the
+/// prefix are skipped.
+pub fn env_overrides(vars: impl Iterator<Item = (String, String)>, known: &Table) -> (Vec<(String, Vec<String>, Value)>, Vec<String>) {
+    let (mut applied, mut ignored) = (Vec::new(), Vec::new());
+    for (k, v) in vars {
+        let Some(rest) = k.strip_prefix("SLUICE_") else { continue };
         let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-        Some((k.clone(), path, parse_scalar(&v)))
-    })
-    .collect()
+        if known.contains_key(&path[0]) {
+            applied.push((k.clone(), path, parse_scalar(&v)));
+        } else {
+            ignored.push(k);
+        }
+    }
+    (applied, ignored)
 }
 
 /// Loads the layered configuration. `overrides` are dotted paths with values (flags).
@@ -140,7 +150,14 @@ pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>, ov
         origin = format!("{} (over the defaults)", path.display());
     }
     let mut env_names = Vec::new();
-    for (name, path, value) in env_overrides(env) {
+    let (applied, ignored) = env_overrides(env, &table);
+    for name in ignored {
+        tracing::warn!(
+            variable = %name,
+            "ignoring environment variable: it names no config key (tables are separated by \"__\", e.g. SLUICE_HTTP__ADDR for http.addr)"
+        );
+    }
+    for (name, path, value) in applied {
         merge(&mut table, table_at(&path, value));
         env_names.push(name);
     }
@@ -208,8 +225,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
-        let err = load(None, vec![("SLUICE_HTTP_ADDR".to_string(), "x".to_string())].into_iter(), &[]).unwrap_err().to_string();
-        assert!(err.contains("http_addr") && err.contains("SLUICE_HTTP_ADDR"), "{err}");
+        let err = load(None, vec![("SLUICE_HTTP__ADRR".to_string(), "x".to_string())].into_iter(), &[]).unwrap_err().to_string();
+        assert!(err.contains("adrr") && err.contains("SLUICE_HTTP__ADRR"), "{err}");
+        // A variable outside every config table is someone else's: ignored, not fatal.
+        let c = load(None, vec![("SLUICE_HTTP_ADDR".to_string(), "x".to_string())].into_iter(), &[]).unwrap();
+        assert_eq!(c.http.addr, "127.0.0.1:8080");
         let err = load(None, std::iter::empty(), &[("jobs.heart_rate.topic", Value::String("nope".into()))]).unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
     }

@@ -5,6 +5,9 @@
 //! - `GET /v1/sessions/stream`: Server-Sent Events. `event: session_update` carries
 //!   `{"player_id", "open": [...]}`; `event: session_closed` carries one closed session;
 //!   `event: resync` means events were dropped for a slow client: fetch `/v1/sessions` again.
+//! - `POST /v1/jobs/heart_rate/drain`: end of input. The job reads everything durable
+//!   now, closes every open session and commits; the reply (`{"drained": true, "job":
+//!   {...}}`) comes after the commit.
 //! - `GET /metrics`: Prometheus text format (names in `sluice_core::telemetry`).
 //! - `GET /healthz`: `{"status": "ok" | "degraded", "job": {...}}`.
 //! - `GET /`: the dashboard (static files embedded in the binary).
@@ -40,6 +43,7 @@ pub struct App {
 /// What the routes can see of the running job.
 pub struct JobView {
     pub name: String,
+    pub commands: std::sync::mpsc::Sender<sluice_stream::runner::Command>,
     pub topic: String,
     pub status: Arc<RunnerStatus>,
     pub error: Arc<Mutex<Option<String>>>,
@@ -68,6 +72,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/assets/chart.umd.min.js", get(|| async { asset("text/javascript", include_str!("../assets/vendor/chart-4.6.1.umd.min.js")) }))
         .route("/v1/sessions", get(sessions))
         .route("/v1/sessions/stream", get(stream))
+        .route("/v1/jobs/heart_rate/drain", axum::routing::post(drain))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(health))
         .with_state(app)
@@ -118,6 +123,33 @@ fn job_status(app: &App) -> Value {
         "open_sessions": job.status.open_sessions.load(Ordering::Relaxed),
         "last_checkpoint_id": job.status.last_checkpoint_id.load(Ordering::Relaxed),
     })
+}
+
+/// Sends a command to the job thread and waits for its reply (blocking).
+pub fn job_command(
+    commands: &std::sync::mpsc::Sender<sluice_stream::runner::Command>,
+    error: &Mutex<Option<String>>,
+    make: fn(std::sync::mpsc::Sender<Result<(), String>>) -> sluice_stream::runner::Command,
+) -> Result<(), String> {
+    if let Some(e) = error.lock().ok().and_then(|e| e.clone()) {
+        return Err(e);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    commands.send(make(tx)).map_err(|_| "the job thread has stopped".to_string())?;
+    rx.recv().map_err(|_| "the job thread has stopped".to_string())?
+}
+
+async fn drain(State(app): State<Arc<App>>) -> Response {
+    let Some(job) = &app.job else {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "job_disabled", "message": "jobs.heart_rate.enabled is false"}}))).into_response();
+    };
+    let (commands, error) = (job.commands.clone(), job.error.clone());
+    let result = tokio::task::spawn_blocking(move || job_command(&commands, &error, sluice_stream::runner::Command::Drain)).await;
+    match result {
+        Ok(Ok(())) => Json(json!({"drained": true, "job": job_status(&app)})).into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": {"code": "job_failed", "message": e}}))).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"code": "internal", "message": e.to_string()}}))).into_response(),
+    }
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response {

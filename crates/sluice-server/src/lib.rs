@@ -121,7 +121,7 @@ impl Server {
                     }
                 })
                 .map_err(|e| ServerError::Job(e.to_string()))?;
-            let view = JobView { name: "heart_rate".into(), topic: job_cfg.topic.clone(), status, error: error.clone() };
+            let view = JobView { name: "heart_rate".into(), commands: tx.clone(), topic: job_cfg.topic.clone(), status, error: error.clone() };
             (Some(JobHandle { commands: tx, thread, error }), Some(view))
         } else {
             (None, None)
@@ -170,15 +170,10 @@ impl Server {
 
     async fn job_command(&self, make: fn(mpsc::Sender<Result<(), String>>) -> Command) -> Result<(), ServerError> {
         let job = self.job.as_ref().ok_or_else(|| ServerError::Job("the job is disabled".into()))?;
-        if let Some(e) = job.error.lock().ok().and_then(|e| e.clone()) {
-            return Err(ServerError::Job(e));
-        }
-        let (tx, rx) = mpsc::channel();
-        job.commands.send(make(tx)).map_err(|_| ServerError::Job("the job thread has stopped".into()))?;
-        tokio::task::spawn_blocking(move || rx.recv())
+        let (commands, error) = (job.commands.clone(), job.error.clone());
+        tokio::task::spawn_blocking(move || http::job_command(&commands, &error, make))
             .await
             .map_err(|e| ServerError::Job(e.to_string()))?
-            .map_err(|_| ServerError::Job("the job thread has stopped".into()))?
             .map_err(ServerError::Job)
     }
 
@@ -191,15 +186,16 @@ impl Server {
             Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
             Ok(Ok(())) => {}
         }
-        let mut result = Ok(());
-        if let Some(job) = &self.job {
-            let (tx, rx) = mpsc::channel();
-            if job.commands.send(Command::Stop(tx)).is_ok() {
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || rx.recv()).await.unwrap_or(Ok(Ok(()))) {
-                    result = Err(ServerError::Job(e));
-                }
+        let result = match &self.job {
+            Some(job) => {
+                let (commands, error) = (job.commands.clone(), job.error.clone());
+                tokio::task::spawn_blocking(move || http::job_command(&commands, &error, Command::Stop))
+                    .await
+                    .map_err(|e| ServerError::Job(e.to_string()))
+                    .and_then(|r| r.map_err(ServerError::Job))
             }
-        }
+            None => Ok(()),
+        };
         if let Some(job) = self.job {
             let _ = tokio::task::spawn_blocking(move || job.thread.join()).await;
         }
