@@ -52,8 +52,12 @@ pub struct ReplayStats {
     pub accepted: usize,
     /// Readings the server rejected (kept in its dead-letter topic).
     pub rejected: usize,
-    /// Frames re-sent after a reconnect.
-    pub resent_frames: usize,
+    /// Reconnects after a lost connection (unacknowledged frames were sent again).
+    pub reconnects: usize,
+    /// JSON bytes sent (first sends and resends).
+    pub bytes_sent: u64,
+    /// Time from sending each frame to its ack, µs.
+    pub ack_latency_us: Vec<u64>,
     pub elapsed: Duration,
 }
 
@@ -82,17 +86,15 @@ pub async fn replay(player_id: &str, readings: &[Reading], opts: &ReplayOptions,
     };
     let mut stats = ReplayStats { readings: n, ..ReplayStats::default() };
     let mut acked = 0usize;
-    let mut first_connect = true;
-    progress.set_length(n as u64);
+    let mut connections = 0usize;
+    progress.inc_length(n as u64);
     while acked < n {
-        let (ws, _) = connect(&url, opts.retry_secs, first_connect, acked).await?;
-        first_connect = false;
+        let (ws, _) = connect(&url, opts.retry_secs, connections == 0, acked).await?;
+        stats.reconnects += connections.min(1);
+        connections += 1;
         let (mut tx, mut rx) = ws.split();
         let mut next = acked;
-        let mut inflight: VecDeque<(usize, usize)> = VecDeque::new();
-        if acked > 0 {
-            stats.resent_frames += 1;
-        }
+        let mut inflight: VecDeque<(usize, usize, Instant)> = VecDeque::new();
         let lost = loop {
             // Send every frame that is due while the window has room.
             while inflight.len() < opts.window && next < n && start.elapsed() >= due(next) {
@@ -101,10 +103,11 @@ pub async fn replay(player_id: &str, readings: &[Reading], opts: &ReplayOptions,
                     end += 1;
                 }
                 let frame = events[next..end].join("\n");
+                stats.bytes_sent += frame.len() as u64;
                 if tx.send(Message::Text(frame.into())).await.is_err() {
                     break;
                 }
-                inflight.push_back((next, end));
+                inflight.push_back((next, end, Instant::now()));
                 next = end;
             }
             if acked == n {
@@ -125,13 +128,14 @@ pub async fn replay(player_id: &str, readings: &[Reading], opts: &ReplayOptions,
             if let Some(err) = ack.get("error") {
                 return Err(ReplayError::Refused(err.to_string()));
             }
-            let Some((_, end)) = inflight.pop_front() else {
+            let Some((_, end, sent_at)) = inflight.pop_front() else {
                 return Err(ReplayError::Refused(format!("ack without a frame in flight: {text}")));
             };
             stats.accepted += ack["accepted"].as_u64().unwrap_or(0) as usize;
             stats.rejected += ack["rejected"].as_u64().unwrap_or(0) as usize;
+            stats.ack_latency_us.push(sent_at.elapsed().as_micros() as u64);
+            progress.inc((end - acked) as u64);
             acked = end;
-            progress.set_position(acked as u64);
         };
         if lost {
             tracing::warn!(url, acked, "connection lost; reconnecting to resend unacknowledged readings");

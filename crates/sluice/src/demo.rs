@@ -11,7 +11,7 @@ use sluice_replay::client::ReplayOptions;
 use sluice_server::{config::Config, Server};
 
 /// The bundled recordings: (file name, bytes). Sources and licence: examples/data/README.md.
-const RECORDINGS: [(&str, &[u8]); 6] = [
+pub const RECORDINGS: [(&str, &[u8]); 6] = [
     ("20210119_run_garmin_fenix6.tcx", include_bytes!("../../../examples/data/20210119_run_garmin_fenix6.tcx")),
     ("20210308_virtual_ride_with_power.tcx", include_bytes!("../../../examples/data/20210308_virtual_ride_with_power.tcx")),
     ("20210323_yoga.tcx", include_bytes!("../../../examples/data/20210323_yoga.tcx")),

@@ -1,5 +1,6 @@
 //! The `sluice` command: clap plus wiring. Everything it runs lives in the library crates.
 
+mod bench;
 mod demo;
 mod replay;
 
@@ -27,6 +28,21 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Print the effective configuration (or, with --defaults, the documented defaults).
     Config(ConfigArgs),
+    /// Benchmarks; each prints figures to compare with this machine's own limits.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Readings/s from `replay --speed 0` through ingest, log and job to committed sessions.
+    Pipeline {
+        /// Config file (TOML), layered over the embedded defaults (data_dir and http.addr are the bench's own).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: bench::PipelineArgs,
+    },
 }
 
 /// Where configuration comes from; flags override the file and SLUICE_* variables.
@@ -79,7 +95,8 @@ impl ServerArgs {
 
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
@@ -123,6 +140,9 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Demo(args) => demo::run(args.server.load()?, args.speed, args.exit).await,
             Command::Replay(args) => replay::run(args).await,
+            Command::Bench(BenchCommand::Pipeline { config, args }) => {
+                bench::pipeline(ServerArgs { config, data_dir: None, http_addr: None }.load()?, args).await
+            }
             Command::Config(args) => {
                 if args.defaults {
                     print!("{}", config::DEFAULT_TOML);

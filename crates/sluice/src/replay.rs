@@ -42,12 +42,16 @@ pub fn bar(multi: &MultiProgress, name: &str) -> ProgressBar {
 /// Replays `(player, readings)` pairs concurrently; returns each one's stats.
 pub async fn replay_all(jobs: Vec<(String, Vec<sluice_replay::Reading>)>, opts: &ReplayOptions) -> anyhow::Result<Vec<(String, ReplayStats)>> {
     let multi = MultiProgress::new();
+    // One bar per player, or one for all when there are many.
+    let shared = (jobs.len() > 8).then(|| bar(&multi, &format!("{} players", jobs.len())));
     let tasks = jobs.into_iter().map(|(player, readings)| {
-        let pb = bar(&multi, &player);
+        let pb = shared.clone().unwrap_or_else(|| bar(&multi, &player));
         let opts = opts.clone();
         async move {
             let stats = replay(&player, &readings, &opts, &pb).await.with_context(|| format!("replaying {player}"))?;
-            pb.finish();
+            if pb.position() == pb.length().unwrap_or(0) {
+                pb.finish();
+            }
             anyhow::Ok((player, stats))
         }
     });
