@@ -2,6 +2,11 @@
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone, Utc};
 
+/// Wall-clock time now, epoch ms (0 if the clock is before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
 /// Formats epoch milliseconds as RFC 3339 with millisecond precision, e.g.
 /// `2021-01-19T06:01:03.000Z`. Out-of-range values format as the raw number.
 pub fn format_ms(ms: i64) -> String {

@@ -102,17 +102,18 @@ async fn post_records(
     let body = match body {
         Ok(b) => b,
         Err(rejection) => {
-            metrics::counter!(t::INGEST_REFUSED_REQUESTS_TOTAL, "reason" => "too_large").increment(1);
             let status = rejection.status();
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!(
+            let (code, message) = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                let m = format!(
                     "the body exceeds http.max_body_bytes = {} bytes; split it into smaller requests or raise the limit",
                     s.max_body_bytes
-                )
+                );
+                ("payload_too_large", m)
             } else {
-                rejection.body_text()
+                ("unreadable_body", rejection.body_text())
             };
-            return error(status, "payload_too_large", message);
+            metrics::counter!(t::INGEST_REFUSED_REQUESTS_TOTAL, "reason" => code).increment(1);
+            return error(status, code, message);
         }
     };
     let ndjson = headers

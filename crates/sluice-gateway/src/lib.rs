@@ -13,13 +13,13 @@ pub mod http;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sluice_core::heartbeat::{self, FieldError};
 use sluice_core::partitioner::partition_for_key;
 use sluice_core::telemetry as t;
+use sluice_core::time::now_ms;
 use sluice_log::{Log, LogError, NewRecord, Topic};
 
 /// How a topic's records are validated.
@@ -92,10 +92,6 @@ pub struct Gateway {
     log: Arc<Log>,
     specs: BTreeMap<String, TopicSpec>,
     round_robin: AtomicU64,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 struct Pending {

@@ -6,11 +6,12 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sluice_core::heartbeat;
 use sluice_core::model::{RawRow, SessionSummary};
 use sluice_core::telemetry as t;
+use sluice_core::time::now_ms;
 
 use crate::checkpoint::{recovery_plan, Checkpoint, CheckpointStore};
 use crate::job::HeartRateJob;
@@ -100,10 +101,6 @@ pub struct Runner<S: Source, K: Sink> {
     dirty: bool,
     last_checkpoint: Instant,
     last_emit: Instant,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl<S: Source, K: Sink> Runner<S, K> {
@@ -216,6 +213,7 @@ impl<S: Source, K: Sink> Runner<S, K> {
         if n > 0 {
             self.dirty = true;
             metrics::counter!(t::JOB_RECORDS_TOTAL, "job" => name).increment(n as u64);
+            self.status.records.fetch_add(n as u64, Ordering::Relaxed);
             self.publish_status();
         }
         Ok(n)
