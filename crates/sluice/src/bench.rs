@@ -33,7 +33,7 @@ pub struct PipelineArgs {
 }
 
 /// Appends `block` bytes and fdatasyncs, repeatedly, for about `for_` ; returns (syncs/s, MB/s).
-fn fdatasync_rate(dir: &Path, block: usize, for_: Duration) -> anyhow::Result<(f64, f64)> {
+pub fn fdatasync_rate(dir: &Path, block: usize, for_: Duration) -> anyhow::Result<(f64, f64)> {
     let path = dir.join(format!("fdatasync-probe-{block}"));
     let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
     let buf = vec![0x5au8; block];

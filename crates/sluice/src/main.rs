@@ -1,6 +1,7 @@
 //! The `sluice` command: clap plus wiring. Everything it runs lives in the library crates.
 
 mod bench;
+mod bench_log;
 mod demo;
 mod replay;
 
@@ -43,6 +44,8 @@ enum BenchCommand {
         #[command(flatten)]
         args: bench::PipelineArgs,
     },
+    /// Durable append (records/s, MB/s) and scan throughput of the log, beside the disk's fdatasync bandwidth.
+    Log(bench_log::LogArgs),
 }
 
 /// Where configuration comes from; flags override the file and SLUICE_* variables.
@@ -140,6 +143,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Demo(args) => demo::run(args.server.load()?, args.speed, args.exit).await,
             Command::Replay(args) => replay::run(args).await,
+            Command::Bench(BenchCommand::Log(args)) => tokio::task::spawn_blocking(move || bench_log::run(args)).await?,
             Command::Bench(BenchCommand::Pipeline { config, args }) => {
                 bench::pipeline(ServerArgs { config, data_dir: None, http_addr: None }.load()?, args).await
             }

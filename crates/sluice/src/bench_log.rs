@@ -1,0 +1,104 @@
+//! `sluice bench log`: durable append and scan throughput of the embedded log, beside
+//! the disk's own sequential fdatasync bandwidth measured in the same run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use sluice_log::{Log, LogConfig, NewRecord};
+
+#[derive(Args)]
+pub struct LogArgs {
+    /// Seconds per append measurement.
+    #[arg(long, default_value_t = 3)]
+    pub seconds: u64,
+    /// Records per append (one batch, one group-committed fsync).
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Scratch directory (default: a new directory under the system temp dir, removed after).
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+struct Row {
+    size: usize,
+    writers: usize,
+    records: u64,
+    secs: f64,
+    fsyncs: u64,
+}
+
+fn append_run(log: &Log, topic: &str, size: usize, writers: usize, batch: usize, for_: Duration) -> anyhow::Result<Row> {
+    let t = log.create_topic(topic, 1)?;
+    let p = t.partition(0)?.clone();
+    let start = Instant::now();
+    let handles: Vec<_> = (0..writers)
+        .map(|w| {
+            let p = p.clone();
+            std::thread::spawn(move || -> anyhow::Result<u64> {
+                let records: Vec<NewRecord> =
+                    (0..batch).map(|i| NewRecord { key: Some(format!("k{w}-{i}").into_bytes()), value: vec![(i % 251) as u8; size] }).collect();
+                let mut n = 0u64;
+                while start.elapsed() < for_ {
+                    p.append(&records, 0)?;
+                    n += records.len() as u64;
+                }
+                Ok(n)
+            })
+        })
+        .collect();
+    let mut records = 0;
+    for h in handles {
+        records += h.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
+    }
+    Ok(Row { size, writers, records, secs: start.elapsed().as_secs_f64(), fsyncs: p.fsync_count() })
+}
+
+pub fn run(args: LogArgs) -> anyhow::Result<()> {
+    let scratch = args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("sluice-bench-log-{}", std::process::id())));
+    anyhow::ensure!(!scratch.exists(), "{} exists; give an empty or new --data-dir", scratch.display());
+    std::fs::create_dir_all(&scratch)?;
+    let (_, disk_mbs) = crate::bench::fdatasync_rate(&scratch, 1 << 20, Duration::from_secs(2))?;
+    let log = Arc::new(Log::open(&scratch.join("log"), LogConfig::default())?);
+    let for_ = Duration::from_secs(args.seconds);
+    let mut rows = Vec::new();
+    for size in [100usize, 1024] {
+        for writers in [1usize, 8] {
+            rows.push(append_run(&log, &format!("bench-{size}-{writers}"), size, writers, args.batch, for_)?);
+        }
+    }
+    println!("sluice bench log  (batches of {} records, fsync group commit, 1 partition, 1 GiB segments)", args.batch);
+    println!("  disk: sequential 1 MiB appends + fdatasync: {disk_mbs:.0} MB/s (same run, same directory)");
+    println!("  {:>6} {:>8} {:>14} {:>10} {:>12} {:>10}", "record", "writers", "records/s", "MB/s", "% of disk", "batch/fsync");
+    for r in &rows {
+        let mbs = r.records as f64 * r.size as f64 / r.secs / 1e6;
+        println!(
+            "  {:>5}B {:>8} {:>14.0} {:>10.1} {:>11.0}% {:>10.1}",
+            r.size,
+            r.writers,
+            r.records as f64 / r.secs,
+            mbs,
+            100.0 * mbs / disk_mbs,
+            r.records as f64 / args.batch as f64 / r.fsyncs.max(1) as f64
+        );
+    }
+    // Full scan of the largest partition written.
+    let t = log.topic("bench-1024-8").ok_or_else(|| anyhow::anyhow!("bench topic missing"))?;
+    let p = t.partition(0)?.clone();
+    let hw = p.high_watermark();
+    let start = Instant::now();
+    let (mut offset, mut bytes) = (0u64, 0u64);
+    while offset < hw {
+        let recs = p.read(offset, 100_000, 16 << 20)?;
+        let Some(last) = recs.last() else { break };
+        offset = last.offset + 1;
+        bytes += recs.iter().map(|r| r.value.len() as u64).sum::<u64>();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("  scan: {hw} records of 1 KiB in {secs:.2} s: {:.0} records/s, {:.0} MB/s (page cache warm)", hw as f64 / secs, bytes as f64 / secs / 1e6);
+    drop(log);
+    if args.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    Ok(())
+}
