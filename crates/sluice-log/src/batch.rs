@@ -48,6 +48,12 @@ pub struct Record {
     pub value: Vec<u8>,
 }
 
+/// Sets the base offset of an encoded batch. The CRC does not cover it (as in Kafka's
+/// RecordBatch v2), so a batch can be encoded and checksummed before its offset is known.
+pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
+    batch[0..8].copy_from_slice(&base_offset.to_le_bytes());
+}
+
 /// Fixed fields of a batch, read from its header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {

@@ -28,7 +28,11 @@ pub struct AppendInfo {
 struct Inner {
     segments: Vec<Segment>,
     next_offset: u64,
-    encode_buf: Vec<u8>,
+}
+
+thread_local! {
+    /// Encode buffer, reused by each thread's appends.
+    static ENCODE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Inner {
@@ -119,7 +123,7 @@ impl Partition {
             id,
             dir: dir.to_path_buf(),
             config,
-            inner: Mutex::new(Inner { segments, next_offset, encode_buf: Vec::new() }),
+            inner: Mutex::new(Inner { segments, next_offset }),
             sync_lock: Mutex::new(()),
             high_watermark: AtomicU64::new(next_offset),
             poisoned: AtomicBool::new(false),
@@ -187,25 +191,25 @@ impl Partition {
     /// An empty `records` is an error-free no-op that returns the next offset twice.
     pub fn write(&self, records: &[NewRecord], append_time_ms: i64) -> Result<AppendInfo> {
         self.check_poison()?;
-        let mut inner = lock(&self.inner);
-        let base_offset = inner.next_offset;
         if records.is_empty() {
-            return Ok(AppendInfo { base_offset, last_offset: base_offset.saturating_sub(1) });
+            let next = lock(&self.inner).next_offset;
+            return Ok(AppendInfo { base_offset: next, last_offset: next.saturating_sub(1) });
         }
-        let mut buf = std::mem::take(&mut inner.encode_buf);
-        if let Err(size) = batch::encode(base_offset, append_time_ms, records, &mut buf) {
-            inner.encode_buf = buf;
-            return Err(LogError::BatchTooLarge { size, max: MAX_BATCH_BYTES });
-        }
-        let result = self.write_locked(&mut inner, &buf, base_offset, records.len() as u32, append_time_ms);
-        inner.encode_buf = buf;
-        if let Err(e) = &result {
-            self.poison(e);
-        }
-        result?;
-        let last_offset = base_offset + records.len() as u64 - 1;
-        inner.next_offset = last_offset + 1;
-        Ok(AppendInfo { base_offset, last_offset })
+        ENCODE_BUF.with_borrow_mut(|buf| {
+            // Encode and checksum outside the lock; only the base offset is set under it.
+            batch::encode(0, append_time_ms, records, buf).map_err(|size| LogError::BatchTooLarge { size, max: MAX_BATCH_BYTES })?;
+            let mut inner = lock(&self.inner);
+            let base_offset = inner.next_offset;
+            batch::set_base_offset(buf, base_offset);
+            let result = self.write_locked(&mut inner, buf, base_offset, records.len() as u32, append_time_ms);
+            if let Err(e) = &result {
+                self.poison(e);
+            }
+            result?;
+            let last_offset = base_offset + records.len() as u64 - 1;
+            inner.next_offset = last_offset + 1;
+            Ok(AppendInfo { base_offset, last_offset })
+        })
     }
 
     fn write_locked(&self, inner: &mut Inner, buf: &[u8], base_offset: u64, count: u32, now_ms: i64) -> Result<()> {
