@@ -31,12 +31,13 @@ class Sluice:
         self.env = {**os.environ, "RUST_LOG": "info", **(env or {})}
         self.log_path = Path(log_path or self.data_dir.parent / "sluice.log")
         self.proc = None
+        self.extra_args = []
 
     def start(self, timeout=30):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(BIN), "serve", "--data-dir", str(self.data_dir), "--http-addr", f"127.0.0.1:{self.port}"],
+            [str(BIN), "serve", "--data-dir", str(self.data_dir), "--http-addr", f"127.0.0.1:{self.port}", *self.extra_args],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + timeout

@@ -20,7 +20,7 @@ use sluice_core::heartbeat::{self, FieldError};
 use sluice_core::partitioner::partition_for_key;
 use sluice_core::telemetry as t;
 use sluice_core::time::now_ms;
-use sluice_log::{Log, LogError, NewRecord, Topic};
+use sluice_log::{Log, LogError, NewRecord, Retention, Topic};
 
 /// How a topic's records are validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -44,6 +44,26 @@ pub struct TopicSpec {
     /// Field whose string value is the record key (partitioning). Heartbeat topics use `playerId`.
     #[serde(default)]
     pub key_field: Option<String>,
+    /// Delete closed segments whose newest record is older than this, ms (-1: keep forever).
+    #[serde(default = "default_retention_ms")]
+    pub retention_ms: i64,
+    /// Keep each partition at most about this large, bytes (-1: unlimited).
+    #[serde(default = "unlimited")]
+    pub retention_bytes: i64,
+}
+
+fn default_retention_ms() -> i64 {
+    Retention::default().ms
+}
+
+fn unlimited() -> i64 {
+    -1
+}
+
+impl TopicSpec {
+    pub fn retention(&self) -> Retention {
+        Retention { ms: self.retention_ms, bytes: self.retention_bytes }
+    }
 }
 
 fn one() -> u32 {
@@ -104,7 +124,10 @@ impl Gateway {
     /// Creates the configured topics (and their dead-letter topics) if missing.
     pub fn new(log: Arc<Log>, specs: Vec<TopicSpec>) -> Result<Gateway, LogError> {
         for spec in &specs {
-            log.ensure_topic(&spec.name, spec.partitions)?;
+            let topic = log.ensure_topic(&spec.name, spec.partitions)?;
+            if topic.retention() != spec.retention() {
+                log.set_retention(&spec.name, spec.retention())?;
+            }
             log.ensure_topic(&format!("{}{DLQ_SUFFIX}", spec.name), 1)?;
         }
         Ok(Gateway { log, specs: specs.into_iter().map(|s| (s.name.clone(), s)).collect(), round_robin: AtomicU64::new(0) })
@@ -118,7 +141,14 @@ impl Gateway {
         if let Some(s) = self.specs.get(topic) {
             return Some(s.clone());
         }
-        self.log.topic(topic).map(|t| TopicSpec { name: topic.into(), partitions: t.partition_count(), schema: Schema::Json, key_field: None })
+        self.log.topic(topic).map(|t| TopicSpec {
+            name: topic.into(),
+            partitions: t.partition_count(),
+            schema: Schema::Json,
+            key_field: None,
+            retention_ms: t.retention().ms,
+            retention_bytes: t.retention().bytes,
+        })
     }
 
     /// Checks that a topic can be ingested into.
@@ -239,7 +269,8 @@ fn describe_topic(topic: &Topic) -> Value {
             })
         })
         .collect();
-    json!({"name": topic.name(), "partitions": parts})
+    let r = topic.retention();
+    json!({"name": topic.name(), "retention_ms": r.ms, "retention_bytes": r.bytes, "partitions": parts})
 }
 
 /// A dead-letter record: the original record (as text) with where it came from and why

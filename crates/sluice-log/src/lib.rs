@@ -43,6 +43,33 @@ impl Default for LogConfig {
     }
 }
 
+/// Retention limits of a topic (Kafka's `retention.ms` and `retention.bytes`, per
+/// partition). Negative values mean unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Retention {
+    /// Delete closed segments whose newest record is older than this, ms (default 7 days).
+    #[serde(default = "default_retention_ms")]
+    pub ms: i64,
+    /// Delete the oldest closed segments while a partition is larger than this, bytes
+    /// (default unlimited).
+    #[serde(default = "unlimited")]
+    pub bytes: i64,
+}
+
+fn default_retention_ms() -> i64 {
+    7 * 24 * 3600 * 1000
+}
+
+fn unlimited() -> i64 {
+    -1
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { ms: default_retention_ms(), bytes: unlimited() }
+    }
+}
+
 /// A counter bumped whenever any partition's high watermark moves, so readers can wait
 /// for new data across partitions.
 #[derive(Default)]
@@ -78,6 +105,8 @@ impl Changes {
 struct TopicMeta {
     name: String,
     partitions: u32,
+    #[serde(default)]
+    retention: Retention,
 }
 
 /// A named set of partitions.
@@ -85,6 +114,7 @@ pub struct Topic {
     name: String,
     partitions: Vec<Arc<Partition>>,
     changes: Arc<Changes>,
+    retention: RwLock<Retention>,
 }
 
 impl Topic {
@@ -102,6 +132,11 @@ impl Topic {
     pub fn partitions(&self) -> &[Arc<Partition>] {
         &self.partitions
     }
+    /// The topic's retention limits.
+    pub fn retention(&self) -> Retention {
+        *self.retention.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Change notifications for all of this topic's partitions.
     pub fn changes(&self) -> &Arc<Changes> {
         &self.changes
@@ -147,7 +182,7 @@ impl Log {
             }
         }
         for meta in metas {
-            let topic = log.open_topic(&meta.name, meta.partitions)?;
+            let topic = log.open_topic(&meta.name, meta.partitions, meta.retention)?;
             log.topics.write().unwrap_or_else(|p| p.into_inner()).insert(meta.name, topic);
         }
         Ok(log)
@@ -157,7 +192,7 @@ impl Log {
         &self.dir
     }
 
-    fn open_topic(&self, name: &str, partitions: u32) -> Result<Arc<Topic>> {
+    fn open_topic(&self, name: &str, partitions: u32, retention: Retention) -> Result<Arc<Topic>> {
         let changes = Arc::new(Changes::default());
         let parts = (0..partitions)
             .map(|p| {
@@ -165,11 +200,16 @@ impl Log {
                 Partition::open(name, p, &dir, self.config, changes.clone()).map(Arc::new)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Arc::new(Topic { name: name.to_string(), partitions: parts, changes }))
+        Ok(Arc::new(Topic { name: name.to_string(), partitions: parts, changes, retention: RwLock::new(retention) }))
     }
 
-    /// Creates a topic with `partitions` partitions. Errors if it exists.
+    /// Creates a topic with `partitions` partitions and default retention. Errors if it exists.
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<Arc<Topic>> {
+        self.create_topic_with(name, partitions, Retention::default())
+    }
+
+    /// Creates a topic with `partitions` partitions and the given retention. Errors if it exists.
+    pub fn create_topic_with(&self, name: &str, partitions: u32, retention: Retention) -> Result<Arc<Topic>> {
         validate_topic_name(name)?;
         if partitions == 0 {
             return Err(LogError::InvalidTopicName { name: name.into(), reason: "needs at least 1 partition".into() });
@@ -178,17 +218,42 @@ impl Log {
         if let Some(t) = topics.get(name) {
             return Err(LogError::TopicExists { name: name.into(), partitions: t.partition_count() });
         }
-        let topic = self.open_topic(name, partitions)?;
+        let topic = self.open_topic(name, partitions, retention)?;
+        self.write_meta(&TopicMeta { name: name.into(), partitions, retention })?;
+        topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    /// Persists topic metadata atomically (temporary file, fsync, rename, directory fsync).
+    fn write_meta(&self, meta: &TopicMeta) -> Result<()> {
         let meta_dir = self.dir.join("_topics");
-        let path = meta_dir.join(format!("{name}.json"));
-        let tmp = meta_dir.join(format!(".{name}.json.tmp"));
-        let body = serde_json::to_vec_pretty(&TopicMeta { name: name.into(), partitions }).unwrap_or_default();
+        let path = meta_dir.join(format!("{}.json", meta.name));
+        let tmp = meta_dir.join(format!(".{}.json.tmp", meta.name));
+        let body = serde_json::to_vec_pretty(meta).unwrap_or_default();
         std::fs::write(&tmp, body).map_err(io(&tmp))?;
         std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        partition::sync_dir(&meta_dir)?;
-        topics.insert(name.to_string(), topic.clone());
-        Ok(topic)
+        partition::sync_dir(&meta_dir)
+    }
+
+    /// Changes a topic's retention (persisted; applied at the next retention pass).
+    pub fn set_retention(&self, name: &str, retention: Retention) -> Result<()> {
+        let topic = self.topic(name).ok_or_else(|| LogError::UnknownTopic(name.into()))?;
+        self.write_meta(&TopicMeta { name: name.into(), partitions: topic.partition_count(), retention })?;
+        *topic.retention.write().unwrap_or_else(|p| p.into_inner()) = retention;
+        Ok(())
+    }
+
+    /// Applies every topic's retention at `now_ms`; returns the segments deleted.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        let mut deleted = 0;
+        for t in self.topics() {
+            let retention = t.retention();
+            for p in t.partitions() {
+                deleted += p.apply_retention(now_ms, retention)?;
+            }
+        }
+        Ok(deleted)
     }
 
     /// Returns the topic, creating it with `partitions` if missing. An existing topic keeps

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::batch::{self, NewRecord, Record, MAX_BATCH_BYTES};
 use crate::error::{io, LogError, Result};
 use crate::segment::{self, BatchPos, Segment};
-use crate::{Changes, LogConfig};
+use crate::{Changes, LogConfig, Retention};
 
 /// Offsets assigned to one append: `base_offset ..= last_offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,6 +227,7 @@ impl Partition {
         seg.file.write_all_at(buf, seg.len).map_err(io(&seg.path))?;
         seg.batches.push(BatchPos { base_offset, record_count: count, position: seg.len, len: buf.len() as u32 });
         seg.first_append_ms.get_or_insert(now_ms);
+        seg.max_append_ms = Some(seg.max_append_ms.map_or(now_ms, |m| m.max(now_ms)));
         seg.len += buf.len() as u64;
         Ok(())
     }
@@ -255,6 +256,38 @@ impl Partition {
         self.high_watermark.store(end, Ordering::Release);
         self.changes.bump();
         Ok(())
+    }
+
+    /// Deletes closed segments (never the active one) that are past retention, oldest
+    /// first: a segment whose newest batch is older than `now_ms - retention_ms`, and, while
+    /// the partition is larger than `retention_bytes`, the oldest segments whose removal
+    /// keeps it at or above that size (Kafka's rule). Negative limits mean unlimited.
+    /// Advances the log start offset; returns the number of segments deleted.
+    pub fn apply_retention(&self, now_ms: i64, retention: Retention) -> Result<usize> {
+        let doomed: Vec<Segment> = {
+            let mut inner = lock(&self.inner);
+            let mut size: u64 = inner.segments.iter().map(|s| s.len).sum();
+            let mut n = 0;
+            while n + 1 < inner.segments.len() {
+                let seg = &inner.segments[n];
+                let expired = retention.ms >= 0 && seg.max_append_ms.is_none_or(|t| t < now_ms.saturating_sub(retention.ms));
+                let too_big = retention.bytes >= 0 && size.saturating_sub(seg.len) >= retention.bytes as u64;
+                if !(expired || too_big) {
+                    break;
+                }
+                size -= seg.len;
+                n += 1;
+            }
+            inner.segments.drain(..n).collect()
+        };
+        for seg in &doomed {
+            tracing::info!(topic = %self.topic, partition = self.id, file = %seg.path.display(), base_offset = seg.base_offset, bytes = seg.len, "retention: deleting segment");
+            std::fs::remove_file(&seg.path).map_err(io(&seg.path))?;
+        }
+        if !doomed.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(doomed.len())
     }
 
     /// Reads records from `offset` (inclusive) up to the high watermark, at most

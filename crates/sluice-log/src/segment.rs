@@ -38,6 +38,8 @@ pub struct Segment {
     pub batches: Vec<BatchPos>,
     /// Append time of the first batch, epoch ms (for time-based rolling).
     pub first_append_ms: Option<i64>,
+    /// Largest append time of any batch, epoch ms (for time-based retention).
+    pub max_append_ms: Option<i64>,
 }
 
 /// What a scan found past the last valid batch.
@@ -56,7 +58,7 @@ impl Segment {
     pub fn create(dir: &Path, base_offset: u64) -> Result<Segment> {
         let path = dir.join(file_name(base_offset));
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
-        Ok(Segment { base_offset, path, file: Arc::new(file), len: 0, batches: Vec::new(), first_append_ms: None })
+        Ok(Segment { base_offset, path, file: Arc::new(file), len: 0, batches: Vec::new(), first_append_ms: None, max_append_ms: None })
     }
 
     /// Opens and scans a segment. Returns the segment holding every valid batch, and the
@@ -72,6 +74,7 @@ impl Segment {
             len: 0,
             batches: Vec::new(),
             first_append_ms: None,
+            max_append_ms: None,
         };
         let mut buf = Vec::new();
         let mut expected = base_offset;
@@ -97,6 +100,7 @@ impl Segment {
                 break Some(Tail { position, file_len, reason });
             }
             seg.first_append_ms.get_or_insert(header.append_time_ms);
+            seg.max_append_ms = Some(seg.max_append_ms.map_or(header.append_time_ms, |m| m.max(header.append_time_ms)));
             seg.batches.push(BatchPos {
                 base_offset: header.base_offset,
                 record_count: header.record_count,

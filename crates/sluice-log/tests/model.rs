@@ -2,13 +2,14 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use sluice_log::{Log, LogConfig, NewRecord};
+use sluice_log::{Log, LogConfig, NewRecord, Retention};
 
 #[derive(Debug, Clone)]
 enum Op {
     Append { partition: u32, sizes: Vec<usize> },
     Read { partition: u32, from: u64, max: usize },
     Reopen,
+    Retention { bytes: i64 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -16,6 +17,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (0u32..2, prop::collection::vec(0usize..120, 1..6)).prop_map(|(partition, sizes)| Op::Append { partition, sizes }),
         3 => (0u32..2, 0u64..40, 1usize..20).prop_map(|(partition, from, max)| Op::Read { partition, from, max }),
         1 => Just(Op::Reopen),
+        1 => (0i64..1500).prop_map(|bytes| Op::Retention { bytes }),
     ]
 }
 
@@ -32,6 +34,10 @@ proptest! {
         let mut log = Log::open(dir.path(), cfg).unwrap();
         log.create_topic("m", 2).unwrap();
         let mut model: Vec<Vec<Vec<u8>>> = vec![Vec::new(), Vec::new()];
+        // Per partition: offsets below this were deleted by retention.
+        let mut start = [0u64; 2];
+        // Offsets where a batch begins (retention deletes whole segments of whole batches).
+        let mut batch_starts: Vec<Vec<u64>> = vec![vec![0], vec![0]];
         let mut n = 0u8;
         for op in ops {
             match op {
@@ -40,17 +46,30 @@ proptest! {
                     let info = log.topic("m").unwrap().partition(partition).unwrap().append(&recs, 5).unwrap();
                     prop_assert_eq!(info.base_offset, model[partition as usize].len() as u64);
                     model[partition as usize].extend(recs.into_iter().map(|r| r.value));
+                    batch_starts[partition as usize].push(model[partition as usize].len() as u64);
                 }
                 Op::Read { partition, from, max } => {
                     let got = log.topic("m").unwrap().partition(partition).unwrap().read(from, max, usize::MAX).unwrap();
                     let want: Vec<(u64, Vec<u8>)> = model[partition as usize].iter().enumerate()
-                        .skip(from as usize).take(max).map(|(i, v)| (i as u64, v.clone())).collect();
+                        .skip(from.max(start[partition as usize]) as usize).take(max).map(|(i, v)| (i as u64, v.clone())).collect();
                     let got: Vec<(u64, Vec<u8>)> = got.into_iter().map(|r| (r.offset, r.value)).collect();
                     prop_assert_eq!(got, want);
                 }
                 Op::Reopen => {
                     drop(log);
                     log = Log::open(dir.path(), cfg).unwrap();
+                }
+                Op::Retention { bytes } => {
+                    log.set_retention("m", Retention { ms: -1, bytes }).unwrap();
+                    log.apply_retention(0).unwrap();
+                    for p in 0..2u32 {
+                        let part = log.topic("m").unwrap().partition(p).unwrap().clone();
+                        let s = part.log_start_offset();
+                        prop_assert!(s >= start[p as usize], "the log start offset never moves back");
+                        prop_assert!(batch_starts[p as usize].contains(&s), "starts on a batch boundary");
+                        prop_assert!(s <= model[p as usize].len() as u64);
+                        start[p as usize] = s;
+                    }
                 }
             }
         }

@@ -34,6 +34,12 @@ pub struct HttpConfig {
 pub struct LogSection {
     pub segment_bytes: u64,
     pub segment_ms: i64,
+    #[serde(default = "retention_check_interval_ms")]
+    pub retention_check_interval_ms: u64,
+}
+
+fn retention_check_interval_ms() -> u64 {
+    300_000
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -68,6 +68,24 @@ pub struct Server {
     job: Option<JobHandle>,
     http_stop: oneshot::Sender<()>,
     http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    retention_task: tokio::task::JoinHandle<()>,
+}
+
+/// Applies every topic's retention every `interval_ms` (first pass right away).
+fn spawn_retention(log: Arc<Log>, interval_ms: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval_ms.max(1)));
+        loop {
+            tick.tick().await;
+            let log = log.clone();
+            match tokio::task::spawn_blocking(move || log.apply_retention(sluice_core::time::now_ms())).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(segments = n, "retention deleted segments"),
+                Ok(Err(e)) => tracing::error!(error = %error_chain(&e), "retention failed"),
+                Err(e) => tracing::error!(error = %e, "retention task failed"),
+            }
+        }
+    })
 }
 
 impl Server {
@@ -127,6 +145,7 @@ impl Server {
             (None, None)
         };
 
+        let retention_task = spawn_retention(log.clone(), config.log.retention_check_interval_ms);
         let app = Arc::new(App { log: log.clone(), sessions: sessions.clone(), job: job_view });
         let router = sluice_gateway::http::router(gateway, config.http.max_body_bytes).merge(http::router(app));
         let listener = tokio::net::TcpListener::bind(&config.http.addr)
@@ -142,7 +161,7 @@ impl Server {
                 .await
         });
         tracing::info!(%addr, data_dir = %data.display(), "sluice is serving");
-        Ok(Server { addr, data_dir: data, log, sessions, job, http_stop, http_task })
+        Ok(Server { addr, data_dir: data, log, sessions, job, http_stop, http_task, retention_task })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -180,6 +199,7 @@ impl Server {
     /// Graceful shutdown: stop accepting connections and finish in-flight requests, commit
     /// the job's last checkpoint, fsync the log.
     pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.retention_task.abort();
         let _ = self.http_stop.send(());
         match self.http_task.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
