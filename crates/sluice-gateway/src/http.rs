@@ -14,6 +14,16 @@
 //! (`malformed_json`), 404 (`unknown_topic`), 413 (`payload_too_large`) or 503
 //! (`log_unavailable`: nothing from the request was acknowledged; retry later).
 //!
+//! Topic administration (like Kafka's CreateTopics, DescribeConfigs, AlterConfigs and
+//! DeleteTopics):
+//! - `GET /v1/topics`, `GET /v1/topics/{topic}`: name, `retention_ms`, `retention_bytes`,
+//!   and per partition `log_start_offset`, `high_watermark`, `size_bytes`, `segments`.
+//! - `POST /v1/topics` with `{"name", "partitions": 1, "retention_ms": 604800000,
+//!   "retention_bytes": -1}`: 201; 409 `topic_exists`; 400 `invalid_topic`.
+//! - `PATCH /v1/topics/{topic}` with `{"retention_ms"?, "retention_bytes"?}`: 200.
+//! - `DELETE /v1/topics/{topic}`: 200, data deleted; 409 `topic_in_use` for topics named
+//!   in the configuration (and their dead-letter topics).
+//!
 //! `GET /v1/topics/{topic}/partitions/{partition}/records?offset=N&max=M`: reads up to
 //! `M` (default 100, at most 10000) durable records from offset `N` (default 0):
 //! `{"topic", "partition", "log_start_offset", "high_watermark", "records": [{"offset",
@@ -54,7 +64,8 @@ struct AppState {
 pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
     let state = AppState { gateway, max_body_bytes };
     Router::new()
-        .route("/v1/topics", get(list_topics))
+        .route("/v1/topics", get(list_topics).post(create_topic))
+        .route("/v1/topics/{topic}", get(describe_topic).patch(alter_topic).delete(delete_topic))
         .route("/v1/topics/{topic}/records", post(post_records))
         .route("/v1/topics/{topic}/ws", get(ws_upgrade))
         .route("/v1/topics/{topic}/partitions/{partition}/records", get(read_records))
@@ -136,6 +147,98 @@ async fn post_records(
             (status, Json(json!({"error": body}))).into_response()
         }
         Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("ingest task failed: {join}")),
+    }
+}
+
+fn log_error(e: &sluice_log::LogError) -> Response {
+    use sluice_log::LogError as E;
+    let (status, code) = match e {
+        E::TopicExists { .. } => (StatusCode::CONFLICT, "topic_exists"),
+        E::InvalidTopicName { .. } => (StatusCode::BAD_REQUEST, "invalid_topic"),
+        E::UnknownTopic(_) => (StatusCode::NOT_FOUND, "unknown_topic"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "log_error"),
+    };
+    error(status, code, e.to_string())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTopic {
+    name: String,
+    #[serde(default = "one_partition")]
+    partitions: u32,
+    retention_ms: Option<i64>,
+    retention_bytes: Option<i64>,
+}
+
+fn one_partition() -> u32 {
+    1
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicChange {
+    retention_ms: Option<i64>,
+    retention_bytes: Option<i64>,
+}
+
+async fn describe_topic(State(s): State<AppState>, Path(topic): Path<String>) -> Response {
+    match s.gateway.describe_one(&topic) {
+        Some(d) => Json(d).into_response(),
+        None => error(StatusCode::NOT_FOUND, "unknown_topic", format!("topic {topic:?} does not exist")),
+    }
+}
+
+async fn create_topic(State(s): State<AppState>, body: Result<Json<NewTopic>, axum::extract::rejection::JsonRejection>) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()),
+    };
+    let defaults = sluice_log::Retention::default();
+    let retention = sluice_log::Retention { ms: req.retention_ms.unwrap_or(defaults.ms), bytes: req.retention_bytes.unwrap_or(defaults.bytes) };
+    let gw = s.gateway.clone();
+    let name = req.name.clone();
+    let result = tokio::task::spawn_blocking(move || gw.log().create_topic_with(&name, req.partitions, retention)).await;
+    match result {
+        Ok(Ok(_)) => (StatusCode::CREATED, Json(s.gateway.describe_one(&req.name).unwrap_or_default())).into_response(),
+        Ok(Err(e)) => log_error(&e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+async fn alter_topic(State(s): State<AppState>, Path(topic): Path<String>, body: Result<Json<TopicChange>, axum::extract::rejection::JsonRejection>) -> Response {
+    let change = match body {
+        Ok(Json(c)) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()),
+    };
+    let Some(t) = s.gateway.log().topic(&topic) else {
+        return error(StatusCode::NOT_FOUND, "unknown_topic", format!("topic {topic:?} does not exist"));
+    };
+    let old = t.retention();
+    let new = sluice_log::Retention { ms: change.retention_ms.unwrap_or(old.ms), bytes: change.retention_bytes.unwrap_or(old.bytes) };
+    let gw = s.gateway.clone();
+    let name = topic.clone();
+    match tokio::task::spawn_blocking(move || gw.log().set_retention(&name, new)).await {
+        Ok(Ok(())) => Json(s.gateway.describe_one(&topic).unwrap_or_default()).into_response(),
+        Ok(Err(e)) => log_error(&e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+async fn delete_topic(State(s): State<AppState>, Path(topic): Path<String>) -> Response {
+    if s.gateway.is_configured(&topic) {
+        return error(
+            StatusCode::CONFLICT,
+            "topic_in_use",
+            format!("topic {topic:?} is named in the configuration ([[topics]]); remove it there and restart before deleting it"),
+        );
+    }
+    let gw = s.gateway.clone();
+    let name = topic.clone();
+    match tokio::task::spawn_blocking(move || gw.log().delete_topic(&name)).await {
+        Ok(Ok(())) => Json(json!({"deleted": topic})).into_response(),
+        Ok(Err(e)) => log_error(&e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }
 

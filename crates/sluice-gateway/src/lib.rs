@@ -253,6 +253,16 @@ impl Gateway {
     pub fn describe(&self) -> Vec<Value> {
         self.log.topics().iter().map(|t| describe_topic(t)).collect()
     }
+
+    /// One topic, described.
+    pub fn describe_one(&self, name: &str) -> Option<Value> {
+        self.log.topic(name).map(|t| describe_topic(&t))
+    }
+
+    /// Whether a topic is named in the configuration (or is the dead-letter topic of one).
+    pub fn is_configured(&self, name: &str) -> bool {
+        self.specs.contains_key(name) || name.strip_suffix(DLQ_SUFFIX).is_some_and(|n| self.specs.contains_key(n))
+    }
 }
 
 fn describe_topic(topic: &Topic) -> Value {

@@ -70,6 +70,9 @@ impl Default for Retention {
     }
 }
 
+/// Prefix of partition directories of a topic being deleted.
+const DELETED_PREFIX: &str = ".deleted-";
+
 /// A counter bumped whenever any partition's high watermark moves, so readers can wait
 /// for new data across partitions.
 #[derive(Default)]
@@ -171,6 +174,13 @@ impl Log {
         let meta_dir = dir.join("_topics");
         std::fs::create_dir_all(&meta_dir).map_err(io(&meta_dir))?;
         let log = Log { dir: dir.to_path_buf(), config, topics: RwLock::new(BTreeMap::new()) };
+        // Finish deletions a crash interrupted (directories renamed aside by delete_topic).
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let path = entry.map_err(io(dir))?.path();
+            if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(DELETED_PREFIX)) {
+                std::fs::remove_dir_all(&path).map_err(io(&path))?;
+            }
+        }
         let mut metas = Vec::new();
         for entry in std::fs::read_dir(&meta_dir).map_err(io(&meta_dir))? {
             let path = entry.map_err(io(&meta_dir))?.path();
@@ -234,6 +244,31 @@ impl Log {
         std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
         partition::sync_dir(&meta_dir)
+    }
+
+    /// Deletes a topic and all its data. Its partition directories are first renamed aside
+    /// (hidden, so a crash mid-delete never leaves a half topic under the name), then the
+    /// metadata is removed, then the directories. Leftovers are removed on the next open.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let topic = topics.remove(name).ok_or_else(|| LogError::UnknownTopic(name.into()))?;
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let mut aside = Vec::new();
+        for p in topic.partitions() {
+            let from = self.dir.join(format!("{name}-{}", p.id()));
+            let to = self.dir.join(format!("{DELETED_PREFIX}{name}-{}-{stamp}", p.id()));
+            std::fs::rename(&from, &to).map_err(io(&from))?;
+            aside.push(to);
+        }
+        partition::sync_dir(&self.dir)?;
+        let meta_dir = self.dir.join("_topics");
+        let meta = meta_dir.join(format!("{name}.json"));
+        std::fs::remove_file(&meta).map_err(io(&meta))?;
+        partition::sync_dir(&meta_dir)?;
+        for dir in aside {
+            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
+        Ok(())
     }
 
     /// Changes a topic's retention (persisted; applied at the next retention pass).

@@ -4,6 +4,7 @@ mod bench;
 mod bench_log;
 mod demo;
 mod replay;
+mod topics;
 
 use std::path::PathBuf;
 
@@ -27,6 +28,8 @@ enum Command {
     Demo(DemoArgs),
     /// Send FIT, TCX or GPX recordings to a running server as heart-rate readings.
     Replay(replay::ReplayArgs),
+    /// List, describe, create, alter and delete topics of a running server.
+    Topics(topics::TopicsArgs),
     /// Print the effective configuration (or, with --defaults, the documented defaults).
     Config(ConfigArgs),
     /// Benchmarks; each prints figures to compare with this machine's own limits.
@@ -143,6 +146,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Demo(args) => demo::run(args.server.load()?, args.speed, args.exit).await,
             Command::Replay(args) => replay::run(args).await,
+            Command::Topics(args) => tokio::task::spawn_blocking(move || topics::run(args)).await?,
             Command::Bench(BenchCommand::Log(args)) => tokio::task::spawn_blocking(move || bench_log::run(args)).await?,
             Command::Bench(BenchCommand::Pipeline { config, args }) => {
                 bench::pipeline(ServerArgs { config, data_dir: None, http_addr: None }.load()?, args).await
