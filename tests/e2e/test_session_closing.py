@@ -40,7 +40,7 @@ def test_idle_timeout_closes_sessions_when_input_stops(tmp_path):
     s = Sluice(tmp_path / "data", env={"SLUICE_JOBS__HEART_RATE__IDLE_TIMEOUT_MS": "1000"}).start()
     try:
         post(s, "idle", range(0, 30))
-        assert wait_for(lambda: s.sessions("idle")["open"], timeout=5)
+        # No drain and no later reading: only the idle timeout can close this session.
         closed = wait_for(lambda: s.sessions("idle")["closed"])
         assert closed[0]["samples"] == 30
         health = requests.get(s.url + "/healthz", timeout=10).json()
