@@ -70,6 +70,54 @@ impl Default for Retention {
     }
 }
 
+/// Fault injection: one-shot failures of the next segment write or fsync, for testing
+/// what the log does when the disk fails (poisoning; see [`partition`]). Inert unless armed.
+#[derive(Debug, Default)]
+pub struct Faults {
+    fail_write: std::sync::atomic::AtomicBool,
+    fail_fsync: std::sync::atomic::AtomicBool,
+}
+
+impl Faults {
+    /// The next segment write fails with ENOSPC ("No space left on device").
+    pub fn fail_next_write(&self) {
+        self.fail_write.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    /// The next fdatasync fails with EIO.
+    pub fn fail_next_fsync(&self) {
+        self.fail_fsync.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub(crate) fn take_write(&self) -> bool {
+        self.fail_write.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+    pub(crate) fn take_fsync(&self) -> bool {
+        self.fail_fsync.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Log-wide poison: set by the first failed write or fsync on any partition. After that
+/// the disk cannot be trusted (a failed fsync may have dropped dirty pages), so every
+/// partition refuses writes until restart; reads continue.
+#[derive(Debug, Default)]
+pub struct Poison {
+    reason: Mutex<Option<String>>,
+    set: std::sync::atomic::AtomicBool,
+}
+
+impl Poison {
+    pub fn is_set(&self) -> bool {
+        self.set.load(std::sync::atomic::Ordering::Acquire)
+    }
+    /// Why the log was poisoned, if it was.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    pub(crate) fn set(&self, reason: String) {
+        self.reason.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(reason);
+        self.set.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// Prefix of partition directories of a topic being deleted.
 const DELETED_PREFIX: &str = ".deleted-";
 
@@ -150,6 +198,8 @@ impl Topic {
 pub struct Log {
     dir: PathBuf,
     config: LogConfig,
+    faults: Arc<Faults>,
+    poison: Arc<Poison>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
 }
 
@@ -173,7 +223,7 @@ impl Log {
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         let meta_dir = dir.join("_topics");
         std::fs::create_dir_all(&meta_dir).map_err(io(&meta_dir))?;
-        let log = Log { dir: dir.to_path_buf(), config, topics: RwLock::new(BTreeMap::new()) };
+        let log = Log { dir: dir.to_path_buf(), config, faults: Arc::new(Faults::default()), poison: Arc::new(Poison::default()), topics: RwLock::new(BTreeMap::new()) };
         // Finish deletions a crash interrupted (directories renamed aside by delete_topic).
         for entry in std::fs::read_dir(dir).map_err(io(dir))? {
             let path = entry.map_err(io(dir))?.path();
@@ -202,12 +252,22 @@ impl Log {
         &self.dir
     }
 
+    /// The log-wide poison flag (set after a failed write or fsync).
+    pub fn poison(&self) -> &Arc<Poison> {
+        &self.poison
+    }
+
+    /// Fault injection for every partition of this log.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
+    }
+
     fn open_topic(&self, name: &str, partitions: u32, retention: Retention) -> Result<Arc<Topic>> {
         let changes = Arc::new(Changes::default());
         let parts = (0..partitions)
             .map(|p| {
                 let dir = self.dir.join(format!("{name}-{p}"));
-                Partition::open(name, p, &dir, self.config, changes.clone()).map(Arc::new)
+                Partition::open(name, p, &dir, self.config, changes.clone(), self.faults.clone(), self.poison.clone()).map(Arc::new)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Arc::new(Topic { name: name.to_string(), partitions: parts, changes, retention: RwLock::new(retention) }))

@@ -4,19 +4,20 @@
 //! it (group commit: one writer syncs on behalf of every batch written before its sync
 //! began; the others wait on it). The high watermark is the end of what has been synced;
 //! readers are served only below it, so nothing a client was not acked for is ever read.
-//! A failed write or fsync poisons the partition: appends are refused until restart,
-//! reads continue (the page cache cannot be trusted after a failed fsync).
+//! A failed write or fsync poisons the whole log ([`crate::Poison`]): appends to every
+//! partition are refused until restart, reads continue (the page cache cannot be trusted
+//! after a failed fsync).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::batch::{self, NewRecord, Record, MAX_BATCH_BYTES};
 use crate::error::{io, LogError, Result};
 use crate::segment::{self, BatchPos, Segment};
-use crate::{Changes, LogConfig, Retention};
+use crate::{Changes, Faults, LogConfig, Poison, Retention};
 
 /// Offsets assigned to one append: `base_offset ..= last_offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +55,10 @@ pub struct Partition {
     inner: Mutex<Inner>,
     sync_lock: Mutex<()>,
     high_watermark: AtomicU64,
-    poisoned: AtomicBool,
-    poison_reason: Mutex<Option<String>>,
+    poison: Arc<Poison>,
     fsyncs: AtomicU64,
     changes: Arc<Changes>,
+    faults: Arc<Faults>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -68,7 +69,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Partition {
     /// Opens (or creates) the partition in `dir`, scanning its segments. A torn tail of the
     /// last segment is truncated; damage in an earlier segment is an error.
-    pub(crate) fn open(topic: &str, id: u32, dir: &Path, config: LogConfig, changes: Arc<Changes>) -> Result<Partition> {
+    pub(crate) fn open(topic: &str, id: u32, dir: &Path, config: LogConfig, changes: Arc<Changes>, faults: Arc<Faults>, poison: Arc<Poison>) -> Result<Partition> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let mut bases: Vec<u64> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io(dir))? {
@@ -126,10 +127,10 @@ impl Partition {
             inner: Mutex::new(Inner { segments, next_offset }),
             sync_lock: Mutex::new(()),
             high_watermark: AtomicU64::new(next_offset),
-            poisoned: AtomicBool::new(false),
-            poison_reason: Mutex::new(None),
+            poison,
             fsyncs: AtomicU64::new(0),
             changes,
+            faults,
         })
     }
 
@@ -166,17 +167,15 @@ impl Partition {
     }
 
     fn check_poison(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire) {
-            let reason = lock(&self.poison_reason).clone().unwrap_or_default();
-            return Err(LogError::Poisoned { reason });
+        if self.poison.is_set() {
+            return Err(LogError::Poisoned { reason: self.poison.reason().unwrap_or_default() });
         }
         Ok(())
     }
 
     fn poison(&self, err: &LogError) {
-        tracing::error!(topic = %self.topic, partition = self.id, error = %err, "poisoning partition: writes refused until restart");
-        lock(&self.poison_reason).get_or_insert_with(|| err.to_string());
-        self.poisoned.store(true, Ordering::Release);
+        tracing::error!(topic = %self.topic, partition = self.id, error = %err, "poisoning the log: writes refused until restart");
+        self.poison.set(format!("{}-{}: {err}", self.topic, self.id));
     }
 
     /// Appends `records` as one batch stamped `append_time_ms`, and returns once it is
@@ -224,6 +223,9 @@ impl Partition {
             sync_dir(&self.dir)?;
         }
         let seg = inner.active_mut();
+        if self.faults.take_write() {
+            return Err(LogError::Io { path: seg.path.clone(), source: std::io::Error::from_raw_os_error(28) });
+        }
         seg.file.write_all_at(buf, seg.len).map_err(io(&seg.path))?;
         seg.batches.push(BatchPos { base_offset, record_count: count, position: seg.len, len: buf.len() as u32 });
         seg.first_append_ms.get_or_insert(now_ms);
@@ -247,7 +249,8 @@ impl Partition {
             let a = inner.active();
             (a.file.clone(), a.path.clone(), inner.next_offset)
         };
-        if let Err(e) = file.sync_data() {
+        let synced = if self.faults.take_fsync() { Err(std::io::Error::from_raw_os_error(5)) } else { file.sync_data() };
+        if let Err(e) = synced {
             let err = LogError::Io { path, source: e };
             self.poison(&err);
             return Err(err);

@@ -9,7 +9,8 @@
 //!   now, closes every open session and commits; the reply (`{"drained": true, "job":
 //!   {...}}`) comes after the commit.
 //! - `GET /metrics`: Prometheus text format (names in `sluice_core::telemetry`).
-//! - `GET /healthz`: `{"status": "ok" | "degraded", "job": {...}}`.
+//! - `GET /healthz`: `{"status": "ok" | "degraded", "log": {"writable", "poisoned"}, "job": {...}}`
+//!   (503 when degraded: the job stopped, or the log refuses writes after a disk failure).
 //! - `GET /`: the dashboard (static files embedded in the binary).
 
 use std::convert::Infallible;
@@ -154,9 +155,11 @@ async fn drain(State(app): State<Arc<App>>) -> Response {
 
 async fn health(State(app): State<Arc<App>>) -> Response {
     let job = job_status(&app);
-    let ok = job["error"].is_null();
+    let poisoned = app.log.poison().reason();
+    let ok = job["error"].is_null() && poisoned.is_none();
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"status": if ok { "ok" } else { "degraded" }, "job": job}))).into_response()
+    let log = json!({"writable": poisoned.is_none(), "poisoned": poisoned});
+    (status, Json(json!({"status": if ok { "ok" } else { "degraded" }, "log": log, "job": job}))).into_response()
 }
 
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
