@@ -24,6 +24,15 @@
 //! - `DELETE /v1/topics/{topic}`: 200, data deleted; 409 `topic_in_use` for topics named
 //!   in the configuration (and their dead-letter topics).
 //!
+//! Consumer-group offsets (stored in the log's `__consumer_offsets` topic, like Kafka's
+//! OffsetCommit and OffsetFetch):
+//! - `GET /v1/groups`: `{"groups": [...]}`.
+//! - `GET /v1/groups/{group}`: `{"group", "offsets": [{"topic", "partition", "offset",
+//!   "metadata", "commit_ms", "high_watermark", "lag"}]}`.
+//! - `POST /v1/groups/{group}/offsets` with `{"offsets": [{"topic", "partition", "offset",
+//!   "metadata"?}]}`: all durable together, then 200; 404 for an unknown topic or partition.
+//! - `DELETE /v1/groups/{group}`: forgets the group's offsets.
+//!
 //! `GET /v1/topics/{topic}/partitions/{partition}/records?offset=N&max=M`: reads up to
 //! `M` (default 100, at most 10000) durable records from offset `N` (default 0):
 //! `{"topic", "partition", "log_start_offset", "high_watermark", "records": [{"offset",
@@ -66,6 +75,9 @@ pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/topics", get(list_topics).post(create_topic))
         .route("/v1/topics/{topic}", get(describe_topic).patch(alter_topic).delete(delete_topic))
+        .route("/v1/groups", get(list_groups))
+        .route("/v1/groups/{group}", get(describe_group).delete(delete_group))
+        .route("/v1/groups/{group}/offsets", post(commit_offsets))
         .route("/v1/topics/{topic}/records", post(post_records))
         .route("/v1/topics/{topic}/ws", get(ws_upgrade))
         .route("/v1/topics/{topic}/partitions/{partition}/records", get(read_records))
@@ -81,6 +93,7 @@ fn error_body(e: &IngestError) -> (StatusCode, Value) {
     let (status, code) = match e {
         IngestError::UnknownTopic(_) => (StatusCode::NOT_FOUND, "unknown_topic"),
         IngestError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+        IngestError::InternalTopic(_) => (StatusCode::FORBIDDEN, "internal_topic"),
         IngestError::Log(_) => (StatusCode::SERVICE_UNAVAILABLE, "log_unavailable"),
     };
     let mut message = e.to_string();
@@ -238,6 +251,70 @@ async fn delete_topic(State(s): State<AppState>, Path(topic): Path<String>) -> R
     match tokio::task::spawn_blocking(move || gw.log().delete_topic(&name)).await {
         Ok(Ok(())) => Json(json!({"deleted": topic})).into_response(),
         Ok(Err(e)) => log_error(&e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommitRequest {
+    offsets: Vec<CommitEntry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommitEntry {
+    topic: String,
+    partition: u32,
+    offset: u64,
+    #[serde(default)]
+    metadata: String,
+}
+
+async fn list_groups(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({"groups": s.gateway.offsets().groups()}))
+}
+
+async fn describe_group(State(s): State<AppState>, Path(group): Path<String>) -> Response {
+    let d = s.gateway.describe_group(&group);
+    if d["offsets"].as_array().is_none_or(|a| a.is_empty()) {
+        return error(StatusCode::NOT_FOUND, "unknown_group", format!("group {group:?} has no committed offsets"));
+    }
+    Json(d).into_response()
+}
+
+async fn commit_offsets(State(s): State<AppState>, Path(group): Path<String>, body: Result<Json<CommitRequest>, axum::extract::rejection::JsonRejection>) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()),
+    };
+    for c in &req.offsets {
+        let known = s.gateway.log().topic(&c.topic).is_some_and(|t| c.partition < t.partition_count());
+        if !known {
+            return error(StatusCode::NOT_FOUND, "unknown_topic_or_partition", format!("{}-{} does not exist", c.topic, c.partition));
+        }
+    }
+    let commits: Vec<sluice_log::OffsetCommit> = req
+        .offsets
+        .into_iter()
+        .map(|c| sluice_log::OffsetCommit { topic: c.topic, partition: c.partition, offset: c.offset, metadata: c.metadata })
+        .collect();
+    let gw = s.gateway.clone();
+    let g = group.clone();
+    match tokio::task::spawn_blocking(move || gw.offsets().commit(&g, &commits, sluice_core::time::now_ms())).await {
+        Ok(Ok(())) => Json(s.gateway.describe_group(&group)).into_response(),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+async fn delete_group(State(s): State<AppState>, Path(group): Path<String>) -> Response {
+    let gw = s.gateway.clone();
+    let g = group.clone();
+    match tokio::task::spawn_blocking(move || gw.offsets().delete_group(&g, sluice_core::time::now_ms())).await {
+        Ok(Ok(0)) => error(StatusCode::NOT_FOUND, "unknown_group", format!("group {group:?} has no committed offsets")),
+        Ok(Ok(n)) => Json(json!({"deleted": group, "offsets": n})).into_response(),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }

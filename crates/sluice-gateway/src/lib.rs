@@ -103,6 +103,8 @@ pub enum IngestError {
     UnknownTopic(String),
     #[error("{0}")]
     Malformed(body::Malformed),
+    #[error("topic {0:?} is internal to sluice and does not accept records from clients")]
+    InternalTopic(String),
     #[error("the log could not store the records; nothing from this request was acknowledged")]
     Log(#[from] LogError),
 }
@@ -110,6 +112,7 @@ pub enum IngestError {
 /// The ingest gateway over a log.
 pub struct Gateway {
     log: Arc<Log>,
+    offsets: sluice_log::OffsetStore,
     specs: BTreeMap<String, TopicSpec>,
     round_robin: AtomicU64,
 }
@@ -130,11 +133,34 @@ impl Gateway {
             }
             log.ensure_topic(&format!("{}{DLQ_SUFFIX}", spec.name), 1)?;
         }
-        Ok(Gateway { log, specs: specs.into_iter().map(|s| (s.name.clone(), s)).collect(), round_robin: AtomicU64::new(0) })
+        let offsets = sluice_log::OffsetStore::open(&log)?;
+        Ok(Gateway { log, offsets, specs: specs.into_iter().map(|s| (s.name.clone(), s)).collect(), round_robin: AtomicU64::new(0) })
     }
 
     pub fn log(&self) -> &Arc<Log> {
         &self.log
+    }
+
+    /// Committed consumer-group offsets (stored in the log's `__consumer_offsets` topic).
+    pub fn offsets(&self) -> &sluice_log::OffsetStore {
+        &self.offsets
+    }
+
+    /// A group's committed offsets with each partition's high watermark and lag.
+    pub fn describe_group(&self, group: &str) -> Value {
+        let offsets: Vec<Value> = self
+            .offsets
+            .group(group)
+            .into_iter()
+            .map(|(topic, partition, c)| {
+                let hw = self.log.topic(&topic).and_then(|t| t.partition(partition).ok().map(|p| p.high_watermark()));
+                json!({
+                    "topic": topic, "partition": partition, "offset": c.offset, "metadata": c.metadata,
+                    "commit_ms": c.commit_ms, "high_watermark": hw, "lag": hw.map(|h| h.saturating_sub(c.offset)),
+                })
+            })
+            .collect();
+        json!({"group": group, "offsets": offsets})
     }
 
     fn spec(&self, topic: &str) -> Option<TopicSpec> {
@@ -153,6 +179,9 @@ impl Gateway {
 
     /// Checks that a topic can be ingested into.
     pub fn check_topic(&self, topic: &str) -> Result<(), IngestError> {
+        if topic == sluice_log::OFFSETS_TOPIC {
+            return Err(IngestError::InternalTopic(topic.into()));
+        }
         self.spec(topic).map(|_| ()).ok_or_else(|| IngestError::UnknownTopic(topic.into()))
     }
 
@@ -160,6 +189,7 @@ impl Gateway {
     /// per partition and one fsync per partition. Blocking (file I/O): call from a
     /// blocking thread. Per-body results are in input order.
     pub fn ingest_many(&self, topic: &str, bodies: &[(&[u8], bool)], transport: &str) -> Result<Vec<Result<Ingested, IngestError>>, IngestError> {
+        self.check_topic(topic)?;
         let spec = self.spec(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
         let log_topic = self.log.topic(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
         let dlq_name = format!("{topic}{DLQ_SUFFIX}");
@@ -259,9 +289,11 @@ impl Gateway {
         self.log.topic(name).map(|t| describe_topic(&t))
     }
 
-    /// Whether a topic is named in the configuration (or is the dead-letter topic of one).
+    /// Whether a topic is named in the configuration (or is the dead-letter topic of one, or
+    /// internal): such topics cannot be deleted through the API.
     pub fn is_configured(&self, name: &str) -> bool {
-        self.specs.contains_key(name) || name.strip_suffix(DLQ_SUFFIX).is_some_and(|n| self.specs.contains_key(n))
+        name == sluice_log::OFFSETS_TOPIC
+            || self.specs.contains_key(name) || name.strip_suffix(DLQ_SUFFIX).is_some_and(|n| self.specs.contains_key(n))
     }
 }
 

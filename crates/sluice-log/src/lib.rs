@@ -14,6 +14,7 @@
 
 pub mod batch;
 mod error;
+pub mod offsets;
 pub mod partition;
 pub mod segment;
 
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 pub use batch::{NewRecord, Record};
 pub use error::{DecodeError, LogError, Result};
+pub use offsets::{CommittedOffset, OffsetCommit, OffsetStore, OFFSETS_TOPIC};
 pub use partition::{AppendInfo, Partition};
 
 use error::io;

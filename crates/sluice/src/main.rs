@@ -3,6 +3,7 @@
 mod bench;
 mod bench_log;
 mod demo;
+mod groups;
 mod replay;
 mod topics;
 
@@ -30,6 +31,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// List, describe, create, alter and delete topics of a running server.
     Topics(topics::TopicsArgs),
+    /// List and describe consumer groups (committed offsets, lag) of a running server.
+    Groups(groups::GroupsArgs),
     /// Print the effective configuration (or, with --defaults, the documented defaults).
     Config(ConfigArgs),
     /// Benchmarks; each prints figures to compare with this machine's own limits.
@@ -146,6 +149,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Demo(args) => demo::run(args.server.load()?, args.speed, args.exit).await,
             Command::Replay(args) => replay::run(args).await,
+            Command::Groups(args) => tokio::task::spawn_blocking(move || groups::run(args)).await?,
             Command::Topics(args) => tokio::task::spawn_blocking(move || topics::run(args)).await?,
             Command::Bench(BenchCommand::Log(args)) => tokio::task::spawn_blocking(move || bench_log::run(args)).await?,
             Command::Bench(BenchCommand::Pipeline { config, args }) => {

@@ -43,7 +43,7 @@ enum TopicsCommand {
     Delete { topic: String },
 }
 
-fn call(method: &str, url: &str, body: Option<Value>) -> anyhow::Result<Value> {
+pub(crate) fn call(method: &str, url: &str, body: Option<Value>) -> anyhow::Result<Value> {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let result = match (method, body) {
         ("GET", _) => agent.get(url).call(),
