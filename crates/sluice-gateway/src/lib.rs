@@ -50,6 +50,26 @@ pub struct TopicSpec {
     /// Keep each partition at most about this large, bytes (-1: unlimited).
     #[serde(default = "unlimited")]
     pub retention_bytes: i64,
+    /// When appends are acknowledged: `fsync` (after fdatasync, the default) or `interval`
+    /// (after the write; fdatasync every `flush_interval_ms`). See `sluice_log::Durability`.
+    #[serde(default)]
+    pub durability: DurabilityPolicy,
+    /// Flush interval of the `interval` policy, ms.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+}
+
+/// The `durability` setting of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityPolicy {
+    #[default]
+    Fsync,
+    Interval,
+}
+
+fn default_flush_interval_ms() -> u64 {
+    1000
 }
 
 fn default_retention_ms() -> i64 {
@@ -63,6 +83,13 @@ fn unlimited() -> i64 {
 impl TopicSpec {
     pub fn retention(&self) -> Retention {
         Retention { ms: self.retention_ms, bytes: self.retention_bytes }
+    }
+
+    pub fn durability(&self) -> sluice_log::Durability {
+        match self.durability {
+            DurabilityPolicy::Fsync => sluice_log::Durability::Fsync,
+            DurabilityPolicy::Interval => sluice_log::Durability::Interval { flush_interval_ms: self.flush_interval_ms },
+        }
     }
 }
 
@@ -131,6 +158,9 @@ impl Gateway {
             if topic.retention() != spec.retention() {
                 log.set_retention(&spec.name, spec.retention())?;
             }
+            if topic.durability() != spec.durability() {
+                log.set_durability(&spec.name, spec.durability())?;
+            }
             log.ensure_topic(&format!("{}{DLQ_SUFFIX}", spec.name), 1)?;
         }
         let offsets = sluice_log::OffsetStore::open(&log)?;
@@ -174,6 +204,14 @@ impl Gateway {
             key_field: None,
             retention_ms: t.retention().ms,
             retention_bytes: t.retention().bytes,
+            durability: match t.durability() {
+                sluice_log::Durability::Fsync => DurabilityPolicy::Fsync,
+                sluice_log::Durability::Interval { .. } => DurabilityPolicy::Interval,
+            },
+            flush_interval_ms: match t.durability() {
+                sluice_log::Durability::Interval { flush_interval_ms } => flush_interval_ms,
+                sluice_log::Durability::Fsync => default_flush_interval_ms(),
+            },
         })
     }
 
@@ -240,11 +278,12 @@ impl Gateway {
             written.push((p, info));
         }
         let dlq_info = if dead.is_empty() { None } else { Some(dlq.partition(0)?.write(&dead, received_at_ms)?) };
+        // Acknowledge per each topic's durability policy (by default: fsync, shared by group commit).
         for (p, info) in &written {
-            log_topic.partition(*p)?.sync_to(info.last_offset + 1)?;
+            log_topic.partition(*p)?.complete(info)?;
         }
         if let Some(info) = dlq_info {
-            dlq.partition(0)?.sync_to(info.last_offset + 1)?;
+            dlq.partition(0)?.complete(&info)?;
         }
         let mut accepted_total = 0u64;
         for ((p, info), (_, pending)) in written.iter().zip(&by_partition) {
@@ -306,13 +345,14 @@ fn describe_topic(topic: &Topic) -> Value {
                 "partition": p.id(),
                 "log_start_offset": p.log_start_offset(),
                 "high_watermark": p.high_watermark(),
+                "durable_offset": p.durable_offset(),
                 "size_bytes": p.size_bytes(),
                 "segments": p.segment_count(),
             })
         })
         .collect();
     let r = topic.retention();
-    json!({"name": topic.name(), "retention_ms": r.ms, "retention_bytes": r.bytes, "partitions": parts})
+    json!({"name": topic.name(), "retention_ms": r.ms, "retention_bytes": r.bytes, "durability": topic.durability(), "partitions": parts})
 }
 
 /// A dead-letter record: the original record (as text) with where it came from and why

@@ -8,7 +8,7 @@ use sluice_log::{Log, LogConfig};
 
 fn gateway(dir: &std::path::Path) -> Gateway {
     let log = Arc::new(Log::open(dir, LogConfig::default()).unwrap());
-    let spec = TopicSpec { name: "hb".into(), partitions: 2, schema: Schema::Heartbeat, key_field: None, retention_ms: -1, retention_bytes: -1 };
+    let spec = TopicSpec { name: "hb".into(), partitions: 2, schema: Schema::Heartbeat, key_field: None, retention_ms: -1, retention_bytes: -1, durability: Default::default(), flush_interval_ms: 1000 };
     Gateway::new(log, vec![spec]).unwrap()
 }
 

@@ -123,6 +123,22 @@ impl Poison {
 /// Prefix of partition directories of a topic being deleted.
 const DELETED_PREFIX: &str = ".deleted-";
 
+/// When an append is acknowledged (Kafka's `flush.messages`/`flush.ms`, made explicit).
+///
+/// - `Fsync` (default): after an fdatasync covers it (group commit: concurrent appends
+///   share one). Nothing acknowledged is lost on a process crash or a power loss.
+/// - `Interval`: after the write reaches the page cache; a background flush fdatasyncs
+///   every `flush_interval_ms`. Nothing acknowledged is lost on a process crash (the
+///   kernel keeps the page cache), but a machine crash or power loss can lose up to the
+///   last `flush_interval_ms` of acknowledged records, which readers may already have seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase", tag = "policy")]
+pub enum Durability {
+    #[default]
+    Fsync,
+    Interval { flush_interval_ms: u64 },
+}
+
 /// A counter bumped whenever any partition's high watermark moves, so readers can wait
 /// for new data across partitions.
 #[derive(Default)]
@@ -160,6 +176,8 @@ struct TopicMeta {
     partitions: u32,
     #[serde(default)]
     retention: Retention,
+    #[serde(default)]
+    durability: Durability,
 }
 
 /// A named set of partitions.
@@ -168,6 +186,7 @@ pub struct Topic {
     partitions: Vec<Arc<Partition>>,
     changes: Arc<Changes>,
     retention: RwLock<Retention>,
+    durability: RwLock<Durability>,
 }
 
 impl Topic {
@@ -188,6 +207,18 @@ impl Topic {
     /// The topic's retention limits.
     pub fn retention(&self) -> Retention {
         *self.retention.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the topic's appends are acknowledged.
+    pub fn durability(&self) -> Durability {
+        *self.durability.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply_durability(&self, d: Durability) {
+        *self.durability.write().unwrap_or_else(|p| p.into_inner()) = d;
+        for p in &self.partitions {
+            p.set_durability(d);
+        }
     }
 
     /// Change notifications for all of this topic's partitions.
@@ -245,6 +276,7 @@ impl Log {
         }
         for meta in metas {
             let topic = log.open_topic(&meta.name, meta.partitions, meta.retention)?;
+            topic.apply_durability(meta.durability);
             log.topics.write().unwrap_or_else(|p| p.into_inner()).insert(meta.name, topic);
         }
         Ok(log)
@@ -272,7 +304,13 @@ impl Log {
                 Partition::open(name, p, &dir, self.config, changes.clone(), self.faults.clone(), self.poison.clone()).map(Arc::new)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Arc::new(Topic { name: name.to_string(), partitions: parts, changes, retention: RwLock::new(retention) }))
+        Ok(Arc::new(Topic {
+            name: name.to_string(),
+            partitions: parts,
+            changes,
+            retention: RwLock::new(retention),
+            durability: RwLock::new(Durability::Fsync),
+        }))
     }
 
     /// Creates a topic with `partitions` partitions and default retention. Errors if it exists.
@@ -291,7 +329,7 @@ impl Log {
             return Err(LogError::TopicExists { name: name.into(), partitions: t.partition_count() });
         }
         let topic = self.open_topic(name, partitions, retention)?;
-        self.write_meta(&TopicMeta { name: name.into(), partitions, retention })?;
+        self.write_meta(&TopicMeta { name: name.into(), partitions, retention, durability: Durability::Fsync })?;
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
     }
@@ -336,9 +374,31 @@ impl Log {
     /// Changes a topic's retention (persisted; applied at the next retention pass).
     pub fn set_retention(&self, name: &str, retention: Retention) -> Result<()> {
         let topic = self.topic(name).ok_or_else(|| LogError::UnknownTopic(name.into()))?;
-        self.write_meta(&TopicMeta { name: name.into(), partitions: topic.partition_count(), retention })?;
+        self.write_meta(&TopicMeta { name: name.into(), partitions: topic.partition_count(), retention, durability: topic.durability() })?;
         *topic.retention.write().unwrap_or_else(|p| p.into_inner()) = retention;
         Ok(())
+    }
+
+    /// Changes when a topic's appends are acknowledged (persisted; applies to the next append).
+    pub fn set_durability(&self, name: &str, durability: Durability) -> Result<()> {
+        let topic = self.topic(name).ok_or_else(|| LogError::UnknownTopic(name.into()))?;
+        self.write_meta(&TopicMeta { name: name.into(), partitions: topic.partition_count(), retention: topic.retention(), durability })?;
+        topic.apply_durability(durability);
+        Ok(())
+    }
+
+    /// Flushes partitions under `Durability::Interval` whose interval has passed; call
+    /// periodically (the server does, every 50 ms). Returns how many were flushed.
+    pub fn flush_due(&self) -> Result<usize> {
+        let mut n = 0;
+        for t in self.topics() {
+            if t.durability() != Durability::Fsync {
+                for p in t.partitions() {
+                    n += usize::from(p.flush_if_due()?);
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// Applies every topic's retention at `now_ms`; returns the segments deleted.

@@ -55,6 +55,11 @@ pub struct Partition {
     inner: Mutex<Inner>,
     sync_lock: Mutex<()>,
     high_watermark: AtomicU64,
+    /// One past the last fsync'd offset (equals the high watermark under `Durability::Fsync`).
+    durable: AtomicU64,
+    /// 0: acknowledge after fsync; otherwise flush every this many ms (`Durability::Interval`).
+    flush_interval_ms: AtomicU64,
+    last_flush: Mutex<std::time::Instant>,
     poison: Arc<Poison>,
     fsyncs: AtomicU64,
     changes: Arc<Changes>,
@@ -127,6 +132,9 @@ impl Partition {
             inner: Mutex::new(Inner { segments, next_offset }),
             sync_lock: Mutex::new(()),
             high_watermark: AtomicU64::new(next_offset),
+            durable: AtomicU64::new(next_offset),
+            flush_interval_ms: AtomicU64::new(0),
+            last_flush: Mutex::new(std::time::Instant::now()),
             poison,
             fsyncs: AtomicU64::new(0),
             changes,
@@ -142,9 +150,49 @@ impl Partition {
         &self.topic
     }
 
-    /// One past the last durable offset; readers see offsets below it.
+    /// One past the last acknowledged offset; readers see offsets below it. Under
+    /// `Durability::Fsync` that is the durable end; under `Interval`, the written end.
     pub fn high_watermark(&self) -> u64 {
         self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// One past the last fsync'd offset.
+    pub fn durable_offset(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Sets when appends are acknowledged (see [`crate::Durability`]).
+    pub fn set_durability(&self, d: crate::Durability) {
+        let ms = match d {
+            crate::Durability::Fsync => 0,
+            crate::Durability::Interval { flush_interval_ms } => flush_interval_ms.max(1),
+        };
+        self.flush_interval_ms.store(ms, Ordering::Release);
+    }
+
+    /// Makes an append acknowledged according to the durability policy: waits for an
+    /// fsync covering it (`Fsync`), or publishes it to readers at once (`Interval`).
+    pub fn complete(&self, info: &AppendInfo) -> Result<()> {
+        if self.flush_interval_ms.load(Ordering::Acquire) == 0 {
+            return self.sync_to(info.last_offset + 1);
+        }
+        self.high_watermark.fetch_max(info.last_offset + 1, Ordering::AcqRel);
+        self.changes.bump();
+        Ok(())
+    }
+
+    /// Under `Durability::Interval`, fsyncs if the last flush is older than the interval
+    /// and there is unsynced data. Returns whether it flushed.
+    pub fn flush_if_due(&self) -> Result<bool> {
+        let interval = self.flush_interval_ms.load(Ordering::Acquire);
+        if interval == 0 || self.durable_offset() >= self.high_watermark() {
+            return Ok(false);
+        }
+        if lock(&self.last_flush).elapsed() < std::time::Duration::from_millis(interval) {
+            return Ok(false);
+        }
+        self.sync_to(self.high_watermark())?;
+        Ok(true)
     }
 
     /// First offset still stored.
@@ -179,14 +227,15 @@ impl Partition {
     }
 
     /// Appends `records` as one batch stamped `append_time_ms`, and returns once it is
-    /// durable (fsync'd). Errors: [`LogError::Poisoned`], [`LogError::BatchTooLarge`], I/O.
+    /// acknowledged: fsync'd under `Durability::Fsync` (the default), written under
+    /// `Interval`. Errors: [`LogError::Poisoned`], [`LogError::BatchTooLarge`], I/O.
     pub fn append(&self, records: &[NewRecord], append_time_ms: i64) -> Result<AppendInfo> {
         let info = self.write(records, append_time_ms)?;
-        self.sync_to(info.last_offset + 1)?;
+        self.complete(&info)?;
         Ok(info)
     }
 
-    /// Writes one batch without waiting for durability; follow with [`Partition::sync_to`].
+    /// Writes one batch without acknowledging it; follow with [`Partition::complete`].
     /// An empty `records` is an error-free no-op that returns the next offset twice.
     pub fn write(&self, records: &[NewRecord], append_time_ms: i64) -> Result<AppendInfo> {
         self.check_poison()?;
@@ -236,11 +285,11 @@ impl Partition {
 
     /// Blocks until every offset below `target` is durable (group commit).
     pub fn sync_to(&self, target: u64) -> Result<()> {
-        if self.high_watermark() >= target {
+        if self.durable_offset() >= target {
             return Ok(());
         }
         let _sync = lock(&self.sync_lock);
-        if self.high_watermark() >= target {
+        if self.durable_offset() >= target {
             return Ok(());
         }
         self.check_poison()?;
@@ -256,7 +305,9 @@ impl Partition {
             return Err(err);
         }
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.high_watermark.store(end, Ordering::Release);
+        *lock(&self.last_flush) = std::time::Instant::now();
+        self.durable.fetch_max(end, Ordering::AcqRel);
+        self.high_watermark.fetch_max(end, Ordering::AcqRel);
         self.changes.bump();
         Ok(())
     }

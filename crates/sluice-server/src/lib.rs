@@ -69,6 +69,21 @@ pub struct Server {
     http_stop: oneshot::Sender<()>,
     http_task: tokio::task::JoinHandle<std::io::Result<()>>,
     retention_task: tokio::task::JoinHandle<()>,
+    flush_task: tokio::task::JoinHandle<()>,
+}
+
+/// Flushes topics under the `interval` durability policy (checked every 50 ms).
+fn spawn_flusher(log: Arc<Log>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+        loop {
+            tick.tick().await;
+            let log = log.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || log.flush_due()).await {
+                tracing::error!(error = %error_chain(&e), "interval flush failed");
+            }
+        }
+    })
 }
 
 /// Applies every topic's retention every `interval_ms` (first pass right away).
@@ -146,6 +161,7 @@ impl Server {
         };
 
         let retention_task = spawn_retention(log.clone(), config.log.retention_check_interval_ms);
+        let flush_task = spawn_flusher(log.clone());
         let app = Arc::new(App { log: log.clone(), sessions: sessions.clone(), job: job_view });
         let router = sluice_gateway::http::router(gateway, config.http.max_body_bytes).merge(http::router(app));
         let listener = tokio::net::TcpListener::bind(&config.http.addr)
@@ -161,7 +177,7 @@ impl Server {
                 .await
         });
         tracing::info!(%addr, data_dir = %data.display(), "sluice is serving");
-        Ok(Server { addr, data_dir: data, log, sessions, job, http_stop, http_task, retention_task })
+        Ok(Server { addr, data_dir: data, log, sessions, job, http_stop, http_task, retention_task, flush_task })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -200,6 +216,7 @@ impl Server {
     /// the job's last checkpoint, fsync the log.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         self.retention_task.abort();
+        self.flush_task.abort();
         let _ = self.http_stop.send(());
         match self.http_task.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
