@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::batch::{self, NewRecord, Record, MAX_BATCH_BYTES};
 use crate::error::{io, LogError, Result};
-use crate::segment::{self, BatchPos, Segment};
+use crate::segment::{self, Segment};
 use crate::{Changes, Faults, LogConfig, Poison, Retention};
 
 /// Offsets assigned to one append: `base_offset ..= last_offset`.
@@ -85,34 +85,43 @@ impl Partition {
             }
         }
         bases.sort_unstable();
-        let mut segments = Vec::with_capacity(bases.len().max(1));
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
             let path = dir.join(segment::file_name(base));
-            let (seg, tail) = Segment::open(&path, base)?;
             let is_last = i + 1 == bases.len();
+            // Closed segments load from their index; the last one is always scanned.
+            let indexed = if is_last { None } else { Segment::open_indexed(&path, base)? };
+            let seg = match indexed {
+                Some(seg) => seg,
+                None => {
+                    let (seg, tail) = Segment::open(&path, base)?;
+                    if let Some(tail) = tail {
+                        if !is_last {
+                            return Err(LogError::Corrupt { path, position: tail.position, source: tail.reason });
+                        }
+                        tracing::warn!(
+                            topic, partition = id, file = %path.display(), position = tail.position,
+                            dropped_bytes = tail.file_len - tail.position, reason = %tail.reason,
+                            "truncating the unacknowledged tail of the last segment"
+                        );
+                        seg.truncate_to_valid()?;
+                    } else if !is_last {
+                        seg.write_index()?;
+                    }
+                    seg
+                }
+            };
             if let Some(prev) = segments.last() {
-                let prev: &Segment = prev;
-                if prev.next_offset() != base {
+                if prev.next_offset != base {
                     return Err(LogError::Corrupt {
                         path,
                         position: 0,
                         source: crate::DecodeError::Invalid(format!(
                             "segment starts at offset {base} but the previous one ends at {}",
-                            prev.next_offset()
+                            prev.next_offset
                         )),
                     });
                 }
-            }
-            if let Some(tail) = tail {
-                if !is_last {
-                    return Err(LogError::Corrupt { path, position: tail.position, source: tail.reason });
-                }
-                tracing::warn!(
-                    topic, partition = id, file = %path.display(), position = tail.position,
-                    dropped_bytes = tail.file_len - tail.position, reason = %tail.reason,
-                    "truncating the unacknowledged tail of the last segment"
-                );
-                seg.truncate_to_valid()?;
             }
             segments.push(seg);
         }
@@ -123,7 +132,7 @@ impl Partition {
         // Whatever survived the crash is on disk from now on, so it may be served.
         let last = &segments[segments.len() - 1];
         last.file.sync_data().map_err(io(&last.path))?;
-        let next_offset = last.next_offset();
+        let next_offset = last.next_offset;
         Ok(Partition {
             topic: topic.to_string(),
             id,
@@ -249,7 +258,7 @@ impl Partition {
             let mut inner = lock(&self.inner);
             let base_offset = inner.next_offset;
             batch::set_base_offset(buf, base_offset);
-            let result = self.write_locked(&mut inner, buf, base_offset, records.len() as u32, append_time_ms);
+            let result = self.write_locked(&mut inner, buf, base_offset, append_time_ms);
             if let Err(e) = &result {
                 self.poison(e);
             }
@@ -260,26 +269,26 @@ impl Partition {
         })
     }
 
-    fn write_locked(&self, inner: &mut Inner, buf: &[u8], base_offset: u64, count: u32, now_ms: i64) -> Result<()> {
+    fn write_locked(&self, inner: &mut Inner, buf: &[u8], base_offset: u64, now_ms: i64) -> Result<()> {
         let active = inner.active();
         let too_big = active.len > 0 && active.len + buf.len() as u64 > self.config.segment_bytes;
         let too_old = active.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) >= self.config.segment_ms);
         if too_big || too_old {
-            // The old segment is made durable before the new one exists, so only the
-            // active segment can ever have a torn tail.
+            // The old segment and its index are made durable before the new one exists, so
+            // only the active segment can ever have a torn tail or lack an index.
             active.file.sync_data().map_err(io(&active.path))?;
+            active.write_index()?;
             inner.segments.push(Segment::create(&self.dir, base_offset)?);
             sync_dir(&self.dir)?;
         }
+        let header = batch::decode_header(buf).map_err(|source| LogError::Corrupt { path: inner.active().path.clone(), position: 0, source })?;
         let seg = inner.active_mut();
         if self.faults.take_write() {
             return Err(LogError::Io { path: seg.path.clone(), source: std::io::Error::from_raw_os_error(28) });
         }
         seg.file.write_all_at(buf, seg.len).map_err(io(&seg.path))?;
-        seg.batches.push(BatchPos { base_offset, record_count: count, position: seg.len, len: buf.len() as u32 });
-        seg.first_append_ms.get_or_insert(now_ms);
-        seg.max_append_ms = Some(seg.max_append_ms.map_or(now_ms, |m| m.max(now_ms)));
-        seg.len += buf.len() as u64;
+        let position = seg.len;
+        seg.note_batch(&header, position);
         Ok(())
     }
 
@@ -337,6 +346,12 @@ impl Partition {
         for seg in &doomed {
             tracing::info!(topic = %self.topic, partition = self.id, file = %seg.path.display(), base_offset = seg.base_offset, bytes = seg.len, "retention: deleting segment");
             std::fs::remove_file(&seg.path).map_err(io(&seg.path))?;
+            let index = segment::index_path(&seg.path);
+            if let Err(e) = std::fs::remove_file(&index) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(LogError::Io { path: index, source: e });
+                }
+            }
         }
         if !doomed.is_empty() {
             sync_dir(&self.dir)?;
@@ -346,45 +361,55 @@ impl Partition {
 
     /// Reads records from `offset` (inclusive) up to the high watermark, at most
     /// `max_records` and roughly `max_bytes` (whole batches; at least one batch).
-    /// Offsets below the log start offset start at the log start offset.
+    /// Offsets below the log start offset start at the log start offset. A batch that fails
+    /// its CRC is an error naming the file and byte position; it is never returned as data.
     pub fn read(&self, offset: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>> {
         let hw = self.high_watermark();
         if offset >= hw || max_records == 0 {
             return Ok(Vec::new());
         }
-        // Collect batch positions under the lock, then read without it.
-        let plan: Vec<(Arc<File>, PathBuf, Vec<BatchPos>)> = {
+        // Where to read, taken under the lock; the reading happens without it.
+        let plan: Vec<(Arc<File>, PathBuf, u64, u64)> = {
             let inner = lock(&self.inner);
-            let mut plan = Vec::new();
-            let (mut records, mut bytes) = (0usize, 0usize);
-            let first_seg = inner.segments.partition_point(|s| s.next_offset() <= offset);
-            'segs: for seg in &inner.segments[first_seg.min(inner.segments.len())..] {
-                let start = seg.batch_index(offset.max(seg.base_offset)).unwrap_or(0);
-                let mut picked = Vec::new();
-                for b in &seg.batches[start..] {
-                    if b.base_offset >= hw || records >= max_records || (bytes >= max_bytes && bytes > 0) {
-                        if !picked.is_empty() {
-                            plan.push((seg.file.clone(), seg.path.clone(), picked));
-                        }
-                        break 'segs;
-                    }
-                    records += (b.next_offset() - offset.max(b.base_offset)) as usize;
-                    bytes += b.len as usize;
-                    picked.push(*b);
-                }
-                if !picked.is_empty() {
-                    plan.push((seg.file.clone(), seg.path.clone(), picked));
-                }
-            }
-            plan
+            let first = inner.segments.partition_point(|s| s.next_offset <= offset);
+            inner.segments[first.min(inner.segments.len())..]
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.file.clone(), s.path.clone(), if i == 0 { s.floor_position(offset) } else { 0 }, s.len))
+                .collect()
         };
-        let mut out = Vec::new();
-        for (file, path, positions) in plan {
-            segment::read_batches(&file, &path, &positions, offset, &mut out)?;
+        let limits = segment::ReadLimits { min_offset: offset, below: hw, max_records, max_bytes };
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        for (file, path, start, end) in plan {
+            segment::read_from(&file, &path, start, end, &limits, &mut out, &mut bytes)?;
+            if out.len() >= max_records || bytes >= max_bytes {
+                break;
+            }
         }
         out.retain(|r| r.offset < hw);
         out.truncate(max_records);
         Ok(out)
+    }
+
+    /// The first offset whose batch was appended at or after `ts_ms` (Kafka's ListOffsets
+    /// by timestamp), or `None` if every record is older. Uses the time index.
+    pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<Option<u64>> {
+        let candidates: Vec<(Arc<File>, PathBuf, u64, u64)> = {
+            let inner = lock(&self.inner);
+            inner
+                .segments
+                .iter()
+                .filter(|s| s.max_append_ms.is_some_and(|m| m >= ts_ms))
+                .map(|s| (s.file.clone(), s.path.clone(), s.time_floor_position(ts_ms), s.len))
+                .collect()
+        };
+        let hw = self.high_watermark();
+        for (file, path, start, end) in candidates {
+            if let Some(o) = segment::find_time(&file, &path, start, end, ts_ms)? {
+                return Ok((o < hw).then_some(o));
+            }
+        }
+        Ok(None)
     }
 }
 

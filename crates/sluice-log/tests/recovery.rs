@@ -72,7 +72,7 @@ fn flipped_byte_in_tail_batch_is_dropped() {
 }
 
 #[test]
-fn corruption_in_a_closed_segment_is_reported_with_file_and_position() {
+fn corruption_in_a_closed_segment_is_reported_on_read_never_served() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig { segment_bytes: 200, ..LogConfig::default() };
     {
@@ -87,14 +87,60 @@ fn corruption_in_a_closed_segment_is_reported_with_file_and_position() {
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[30] ^= 1;
     std::fs::write(&seg, bytes).unwrap();
-    let err = Log::open(dir.path(), cfg).err().expect("corruption must be reported");
-    match err {
-        LogError::Corrupt { path, position, .. } => {
+    // The closed segment's index is trusted at open (no scan), so the log opens...
+    let log = Log::open(dir.path(), cfg).unwrap();
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    // ...and the damage is found by CRC when a read reaches it, with file and position.
+    match p.read(0, 100, usize::MAX) {
+        Err(LogError::Corrupt { path, position, .. }) => {
             assert_eq!(path, seg);
             assert_eq!(position, 0);
         }
+        other => panic!("damaged bytes must not be served: {other:?}"),
+    }
+    // Records in other segments are still served.
+    let later = p.read(15, 100, usize::MAX).unwrap();
+    assert_eq!(later.first().map(|r| r.offset), Some(15));
+    assert_eq!(later.len(), 5);
+    drop(log);
+    // Without the index, the open scans the closed segment and reports the damage there.
+    std::fs::remove_file(seg.with_extension("index")).unwrap();
+    match Log::open(dir.path(), cfg).err().expect("corruption found by the scan") {
+        LogError::Corrupt { path, position, .. } => assert_eq!((path, position), (seg, 0)),
         other => panic!("unexpected {other}"),
     }
+}
+
+#[test]
+fn closed_segments_open_from_their_index_and_stale_ones_are_rescanned() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig { segment_bytes: 300, ..LogConfig::default() };
+    {
+        let log = Log::open(dir.path(), cfg).unwrap();
+        let t = log.create_topic("t", 1).unwrap();
+        for i in 0..40 {
+            t.partition(0).unwrap().append(&[rec(i)], 1_000 + i as i64).unwrap();
+        }
+    }
+    let part = dir.path().join("t-0");
+    let indexes = std::fs::read_dir(&part).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "index")).count();
+    let logs = std::fs::read_dir(&part).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "log")).count();
+    assert_eq!(indexes, logs - 1, "every closed segment has an index, the active one none");
+    // A damaged index is ignored: the segment is rescanned and the index rewritten.
+    let first_index = part.join(format!("{:020}.index", 0));
+    let mut bytes = std::fs::read(&first_index).unwrap();
+    bytes[50] ^= 0xff;
+    std::fs::write(&first_index, &bytes).unwrap();
+    let log = Log::open(dir.path(), cfg).unwrap();
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let all: Vec<u64> = p.read(0, usize::MAX, usize::MAX).unwrap().iter().map(|r| r.offset).collect();
+    assert_eq!(all, (0..40).collect::<Vec<_>>());
+    assert_ne!(std::fs::read(&first_index).unwrap(), bytes, "the index was rewritten");
+    // Time lookups use the time index (batch i was appended at 1000 + i ms).
+    assert_eq!(p.offset_for_timestamp(0).unwrap(), Some(0));
+    assert_eq!(p.offset_for_timestamp(1_017).unwrap(), Some(17));
+    assert_eq!(p.offset_for_timestamp(1_039).unwrap(), Some(39));
+    assert_eq!(p.offset_for_timestamp(1_040).unwrap(), None);
 }
 
 #[test]
