@@ -433,7 +433,18 @@ impl Log {
         self.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
-    /// Makes everything written durable (used on shutdown).
+    /// Clean shutdown: makes everything durable and writes every active segment's index,
+    /// so the next open scans nothing.
+    pub fn close(&self) -> Result<()> {
+        for t in self.topics() {
+            for p in t.partitions() {
+                p.close()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes everything written durable.
     pub fn sync_all(&self) -> Result<()> {
         for t in self.topics() {
             for p in t.partitions() {

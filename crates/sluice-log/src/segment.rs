@@ -22,9 +22,10 @@
 //! end-4   4        CRC-32C of every byte before it
 //! ```
 //!
-//! On open, a closed segment whose index file checks out (CRC, magic, and `segment_len`
-//! equal to the .log file's size) is not scanned, so opening a log costs a scan of the
-//! last segment only. A missing or stale index means a scan (every batch's CRC checked)
+//! On open, a segment whose index file checks out (CRC, magic, and `segment_len` equal to
+//! the .log file's size) is not scanned. Closed segments always have one; the active
+//! segment gets one at a clean shutdown ([`crate::Log::close`]), and after a crash it has
+//! grown past it, so only that segment is scanned. A missing or stale index means a scan (every batch's CRC checked)
 //! and a new index. Damage in a closed segment is then found by CRC when a read reaches it
 //! and reported with the file and byte position; damaged bytes are never served.
 

@@ -201,3 +201,33 @@ fn bad_topic_names_are_refused() {
     log.create_topic("ok.name_1-x", 1).unwrap();
     assert!(matches!(log.create_topic("ok.name_1-x", 1), Err(LogError::TopicExists { .. })));
 }
+
+#[test]
+fn clean_close_indexes_the_active_segment_and_a_later_crash_still_rescans() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let t = log.create_topic("t", 1).unwrap();
+        for i in 0..10 {
+            t.partition(0).unwrap().append(&[rec(i)], 1).unwrap();
+        }
+        log.close().unwrap();
+    }
+    let seg = dir.path().join("t-0").join(format!("{:020}.log", 0));
+    assert!(seg.with_extension("index").exists(), "a clean close indexes the active segment");
+    {
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+        assert_eq!(p.high_watermark(), 10);
+        // More appends, then a crash (no close) that leaves a torn batch behind.
+        for i in 10..15 {
+            p.append(&[rec(i)], 1).unwrap();
+        }
+    }
+    let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&[15, 0, 0, 0, 0, 0, 0, 0, 200, 0, 0, 0, 1, 2]).unwrap();
+    drop(f);
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(values(&log, "t", 0).len(), 15, "the stale index is ignored: the segment is scanned, the tail cut");
+    assert_eq!(log.topic("t").unwrap().partition(0).unwrap().append(&[rec(15)], 1).unwrap().base_offset, 15);
+}

@@ -236,7 +236,7 @@ impl Server {
         if let Some(job) = self.job {
             let _ = tokio::task::spawn_blocking(move || job.thread.join()).await;
         }
-        self.log.sync_all()?;
+        self.log.close()?;
         tracing::info!("sluice stopped cleanly");
         result
     }
