@@ -259,7 +259,7 @@ impl Gateway {
                         by_partition
                             .entry(partition)
                             .or_default()
-                            .push(Pending { origin: (b, item.index), record: NewRecord { key, value: item.raw.as_bytes().to_vec() } });
+                            .push(Pending { origin: (b, item.index), record: NewRecord::new(key, item.raw.as_bytes().to_vec()) });
                     }
                     Err(e) => {
                         metrics::counter!(t::INGEST_REJECTED_RECORDS_TOTAL, "topic" => topic.to_string(), "field" => e.field.clone()).increment(1);
@@ -367,5 +367,5 @@ fn dead_letter(topic: &str, index: Option<usize>, field: &str, reason: &str, raw
         "transport": transport,
         "received_at_ms": at_ms,
     });
-    NewRecord { key: None, value: serde_json::to_vec(&value).unwrap_or_default() }
+    NewRecord::new(None, serde_json::to_vec(&value).unwrap_or_default())
 }

@@ -81,10 +81,7 @@ impl OffsetStore {
         for c in commits {
             let key: Key = (group.to_string(), c.topic.clone(), c.partition);
             let value = CommittedOffset { offset: c.offset, metadata: c.metadata.clone(), commit_ms: now_ms };
-            records.push(NewRecord {
-                key: Some(serde_json::to_vec(&key).unwrap_or_default()),
-                value: serde_json::to_vec(&value).unwrap_or_default(),
-            });
+            records.push(NewRecord::new(Some(serde_json::to_vec(&key).unwrap_or_default()), serde_json::to_vec(&value).unwrap_or_default()));
             entries.push((key, value));
         }
         self.partition.append(&records, now_ms)?;
@@ -100,7 +97,7 @@ impl OffsetStore {
             return Ok(0);
         }
         let records: Vec<NewRecord> =
-            keys.iter().map(|k| NewRecord { key: Some(serde_json::to_vec(k).unwrap_or_default()), value: Vec::new() }).collect();
+            keys.iter().map(|k| NewRecord::new(Some(serde_json::to_vec(k).unwrap_or_default()), Vec::new())).collect();
         self.partition.append(&records, now_ms)?;
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         for k in &keys {

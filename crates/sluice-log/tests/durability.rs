@@ -6,7 +6,7 @@ use std::time::Duration;
 use sluice_log::{Durability, Log, LogConfig, NewRecord};
 
 fn rec(i: u64) -> NewRecord {
-    NewRecord { key: None, value: format!("v{i}").into_bytes() }
+    NewRecord::new(None, format!("v{i}").into_bytes())
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use sluice_log::{Log, LogConfig, LogError, NewRecord};
 
 fn rec(i: u64) -> NewRecord {
-    NewRecord { key: None, value: format!("v{i}").into_bytes() }
+    NewRecord::new(None, format!("v{i}").into_bytes())
 }
 
 #[test]

@@ -42,7 +42,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Append { partition, sizes } => {
-                    let recs: Vec<NewRecord> = sizes.iter().map(|&s| { n = n.wrapping_add(1); NewRecord { key: None, value: vec![n; s] } }).collect();
+                    let recs: Vec<NewRecord> = sizes.iter().map(|&s| { n = n.wrapping_add(1); NewRecord::new(None, vec![n; s]) }).collect();
                     let info = log.topic("m").unwrap().partition(partition).unwrap().append(&recs, 5).unwrap();
                     prop_assert_eq!(info.base_offset, model[partition as usize].len() as u64);
                     model[partition as usize].extend(recs.into_iter().map(|r| r.value));

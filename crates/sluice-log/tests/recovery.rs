@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sluice_log::{Log, LogConfig, LogError, NewRecord};
 
 fn rec(i: u64) -> NewRecord {
-    NewRecord { key: Some(format!("k{i}").into_bytes()), value: format!("value-{i}").into_bytes() }
+    NewRecord::new(Some(format!("k{i}").into_bytes()), format!("value-{i}").into_bytes())
 }
 
 fn values(log: &Log, topic: &str, p: u32) -> Vec<String> {

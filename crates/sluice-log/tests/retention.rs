@@ -4,7 +4,7 @@
 use sluice_log::{Log, LogConfig, NewRecord, Retention};
 
 fn rec(i: u64) -> NewRecord {
-    NewRecord { key: None, value: format!("value-{i:04}").into_bytes() }
+    NewRecord::new(None, format!("value-{i:04}").into_bytes())
 }
 
 const DAY: i64 = 24 * 3600 * 1000;

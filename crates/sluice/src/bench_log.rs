@@ -44,7 +44,7 @@ fn append_run(log: &Log, topic: &str, size: usize, writers: usize, batch: usize,
             let p = p.clone();
             std::thread::spawn(move || -> anyhow::Result<u64> {
                 let records: Vec<NewRecord> =
-                    (0..batch).map(|i| NewRecord { key: Some(format!("k{w}-{i}").into_bytes()), value: vec![(i % 251) as u8; size] }).collect();
+                    (0..batch).map(|i| NewRecord::new(Some(format!("k{w}-{i}").into_bytes()), vec![(i % 251) as u8; size])).collect();
                 let mut n = 0u64;
                 while start.elapsed() < for_ {
                     p.append(&records, 0)?;
@@ -118,7 +118,7 @@ pub fn run(args: LogArgs) -> anyhow::Result<()> {
 }
 
 fn restart(dir: &std::path::Path, gib: u64) -> anyhow::Result<()> {
-    let records: Vec<NewRecord> = (0..1000).map(|i| NewRecord { key: None, value: vec![(i % 251) as u8; 1024] }).collect();
+    let records: Vec<NewRecord> = (0..1000).map(|i| NewRecord::new(None, vec![(i % 251) as u8; 1024])).collect();
     // Just under N GiB, so the active segment is nearly full (1 GiB): the worst case for a crash.
     let target = (gib << 30) - (16 << 20);
     let pb = indicatif::ProgressBar::new(target);
