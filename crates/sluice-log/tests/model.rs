@@ -8,7 +8,10 @@ use sluice_log::{Log, LogConfig, NewRecord, Retention};
 enum Op {
     Append { partition: u32, sizes: Vec<usize> },
     Read { partition: u32, from: u64, max: usize },
+    /// Drop without closing (as after a crash) and open again.
     Reopen,
+    /// Clean close (active segments indexed) and open again.
+    CloseReopen,
     Retention { bytes: i64 },
 }
 
@@ -17,6 +20,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (0u32..2, prop::collection::vec(0usize..120, 1..6)).prop_map(|(partition, sizes)| Op::Append { partition, sizes }),
         3 => (0u32..2, 0u64..40, 1usize..20).prop_map(|(partition, from, max)| Op::Read { partition, from, max }),
         1 => Just(Op::Reopen),
+        1 => Just(Op::CloseReopen),
         1 => (0i64..1500).prop_map(|bytes| Op::Retention { bytes }),
     ]
 }
@@ -56,6 +60,11 @@ proptest! {
                     prop_assert_eq!(got, want);
                 }
                 Op::Reopen => {
+                    drop(log);
+                    log = Log::open(dir.path(), cfg).unwrap();
+                }
+                Op::CloseReopen => {
+                    log.close().unwrap();
                     drop(log);
                     log = Log::open(dir.path(), cfg).unwrap();
                 }
