@@ -17,7 +17,8 @@
 //! Topic administration (like Kafka's CreateTopics, DescribeConfigs, AlterConfigs and
 //! DeleteTopics):
 //! - `GET /v1/topics`, `GET /v1/topics/{topic}`: name, `retention_ms`, `retention_bytes`,
-//!   and per partition `log_start_offset`, `high_watermark`, `size_bytes`, `segments`.
+//!   `durability`, and per partition `log_start_offset`, `high_watermark`, `durable_offset`,
+//!   `log_end_offset`, `size_bytes`, `segments`.
 //! - `POST /v1/topics` with `{"name", "partitions": 1, "retention_ms": 604800000,
 //!   "retention_bytes": -1}`: 201; 409 `topic_exists`; 400 `invalid_topic`.
 //! - `PATCH /v1/topics/{topic}` with `{"retention_ms"?, "retention_bytes"?}`: 200.

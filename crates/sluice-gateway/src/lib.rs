@@ -346,6 +346,7 @@ fn describe_topic(topic: &Topic) -> Value {
                 "log_start_offset": p.log_start_offset(),
                 "high_watermark": p.high_watermark(),
                 "durable_offset": p.durable_offset(),
+                "log_end_offset": p.log_end_offset(),
                 "size_bytes": p.size_bytes(),
                 "segments": p.segment_count(),
             })

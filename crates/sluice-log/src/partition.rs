@@ -167,6 +167,12 @@ impl Partition {
         self.high_watermark.load(Ordering::Acquire)
     }
 
+    /// One past the last written offset (Kafka's log end offset); at or above the high
+    /// watermark, which trails it while a write awaits its fsync.
+    pub fn log_end_offset(&self) -> u64 {
+        lock(&self.inner).next_offset
+    }
+
     /// One past the last fsync'd offset.
     pub fn durable_offset(&self) -> u64 {
         self.durable.load(Ordering::Acquire)

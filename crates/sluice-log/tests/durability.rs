@@ -23,6 +23,7 @@ fn interval_policy_acks_before_fsync_and_flushes_on_its_interval() {
         }
         assert_eq!(p.fsync_count(), before, "acked without an fsync");
         assert_eq!(p.high_watermark(), 10, "acked records are readable at once");
+        assert_eq!(p.log_end_offset(), 10);
         assert_eq!(p.read(0, 100, usize::MAX).unwrap().len(), 10);
         assert!(p.durable_offset() < 10);
         // A flush now makes everything durable and restarts the interval...
