@@ -27,8 +27,9 @@ class Sluice:
     def __init__(self, data_dir, env=None, log_path=None):
         self.data_dir = Path(data_dir)
         self.port = free_port()
+        self.kafka_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "RUST_LOG": "info", **(env or {})}
+        self.env = {**os.environ, "RUST_LOG": "info", "SLUICE_KAFKA__ADDR": f"127.0.0.1:{self.kafka_port}", **(env or {})}
         self.log_path = Path(log_path or self.data_dir.parent / "sluice.log")
         self.proc = None
         self.extra_args = []

@@ -26,7 +26,7 @@ def test_every_ack_follows_the_fsync_of_its_writes(tmp_path):
     proc = subprocess.Popen(
         [strace, "-f", "-qq", "-s", "48", "-e", "trace=pwrite64,fdatasync,write,writev,sendto", "-e", "signal=none", "-o", str(trace),
          str(BIN), "serve", "--data-dir", str(tmp_path / "data"), "--http-addr", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "SLUICE_KAFKA__ADDR": f"127.0.0.1:{free_port()}"})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 30

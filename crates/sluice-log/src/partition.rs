@@ -407,6 +407,32 @@ impl Partition {
         Ok(out)
     }
 
+    /// Stored batches (RecordBatch v2, as on disk) from the one holding `offset` up to the
+    /// high watermark, about `max_bytes` (at least one batch): what a Kafka Fetch returns.
+    pub fn read_raw(&self, offset: u64, max_bytes: usize) -> Result<Vec<u8>> {
+        let hw = self.high_watermark();
+        let mut out = Vec::new();
+        if offset >= hw {
+            return Ok(out);
+        }
+        let plan: Vec<(Arc<File>, PathBuf, u64, u64)> = {
+            let inner = lock(&self.inner);
+            let first = inner.segments.partition_point(|s| s.next_offset <= offset);
+            inner.segments[first.min(inner.segments.len())..]
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.file.clone(), s.path.clone(), if i == 0 { s.floor_position(offset) } else { 0 }, s.len))
+                .collect()
+        };
+        for (file, path, start, end) in plan {
+            segment::read_raw_from(&file, &path, start, end, offset, hw, max_bytes, &mut out)?;
+            if out.len() >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// The first offset whose batch was appended at or after `ts_ms` (Kafka's ListOffsets
     /// by timestamp), or `None` if every record is older. Uses the time index.
     pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<Option<u64>> {

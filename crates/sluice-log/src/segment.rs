@@ -325,6 +325,31 @@ pub fn read_from(file: &File, path: &Path, mut position: u64, end: u64, limits: 
     Ok(())
 }
 
+/// Like [`read_from`], but appends whole stored batches (CRC-checked) to `out` as they are
+/// on disk: what a Kafka Fetch returns. The first batch may start before `min_offset`.
+pub fn read_raw_from(file: &File, path: &Path, mut position: u64, end: u64, min_offset: u64, below: u64, max_bytes: usize, out: &mut Vec<u8>) -> Result<()> {
+    let corrupt = |position: u64| move |source| LogError::Corrupt { path: path.to_path_buf(), position, source };
+    let mut header = [0u8; HEADER_LEN];
+    while position < end && (out.len() < max_bytes || out.is_empty()) {
+        file.read_exact_at(&mut header, position).map_err(io(path))?;
+        let h = batch::decode_header(&header).map_err(corrupt(position))?;
+        if h.base_offset >= below || position + h.total_len as u64 > end {
+            break;
+        }
+        if h.base_offset + h.record_count as u64 > min_offset {
+            if !out.is_empty() && out.len() + h.total_len > max_bytes {
+                break;
+            }
+            let start = out.len();
+            out.resize(start + h.total_len, 0);
+            file.read_exact_at(&mut out[start..], position).map_err(io(path))?;
+            batch::verify(&h, &out[start..]).map_err(corrupt(position))?;
+        }
+        position += h.total_len as u64;
+    }
+    Ok(())
+}
+
 /// The first batch at or after `position` appended at or after `ts_ms`: its base offset.
 pub fn find_time(file: &File, path: &Path, mut position: u64, end: u64, ts_ms: i64) -> Result<Option<u64>> {
     let mut header = [0u8; HEADER_LEN];

@@ -18,6 +18,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub log: LogSection,
     #[serde(default)]
+    pub kafka: KafkaSection,
+    #[serde(default)]
     pub topics: Vec<TopicSpec>,
     pub jobs: Jobs,
 }
@@ -40,6 +42,22 @@ pub struct LogSection {
 
 fn retention_check_interval_ms() -> u64 {
     300_000
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSection {
+    pub enabled: bool,
+    pub addr: String,
+    pub advertised_host: String,
+    pub auto_create_topics: bool,
+    pub auto_create_partitions: u32,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        KafkaSection { enabled: true, addr: "127.0.0.1:9092".into(), advertised_host: String::new(), auto_create_topics: true, auto_create_partitions: 1 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -70,6 +70,7 @@ pub struct Server {
     http_task: tokio::task::JoinHandle<std::io::Result<()>>,
     retention_task: tokio::task::JoinHandle<()>,
     flush_task: tokio::task::JoinHandle<()>,
+    kafka: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
 /// Flushes topics under the `interval` durability policy (checked every 50 ms).
@@ -160,6 +161,25 @@ impl Server {
             (None, None)
         };
 
+        let kafka = if config.kafka.enabled {
+            let listener = tokio::net::TcpListener::bind(&config.kafka.addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr: config.kafka.addr.clone(), source })?;
+            let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.kafka.addr.clone(), source })?;
+            let host = if config.kafka.advertised_host.is_empty() { addr.ip().to_string() } else { config.kafka.advertised_host.clone() };
+            let server = Arc::new(sluice_kafka::KafkaServer {
+                log: log.clone(),
+                advertised_host: host,
+                advertised_port: addr.port() as i32,
+                auto_create_partitions: config.kafka.auto_create_partitions.max(1),
+                auto_create_topics: config.kafka.auto_create_topics,
+                next_producer_id: std::sync::atomic::AtomicI64::new(sluice_core::time::now_ms()),
+            });
+            tracing::info!(%addr, "serving the Kafka protocol");
+            Some((addr, tokio::spawn(server.serve(listener))))
+        } else {
+            None
+        };
         let retention_task = spawn_retention(log.clone(), config.log.retention_check_interval_ms);
         let flush_task = spawn_flusher(log.clone());
         let app = Arc::new(App { log: log.clone(), sessions: sessions.clone(), job: job_view });
@@ -177,11 +197,16 @@ impl Server {
                 .await
         });
         tracing::info!(%addr, data_dir = %data.display(), "sluice is serving");
-        Ok(Server { addr, data_dir: data, log, sessions, job, http_stop, http_task, retention_task, flush_task })
+        Ok(Server { addr, data_dir: data, log, sessions, job, http_stop, http_task, retention_task, flush_task, kafka })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the Kafka protocol is served, if enabled.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka.as_ref().map(|(a, _)| *a)
     }
 
     /// The data directory (log, checkpoints, lake).
@@ -217,6 +242,9 @@ impl Server {
     pub async fn shutdown(self) -> Result<(), ServerError> {
         self.retention_task.abort();
         self.flush_task.abort();
+        if let Some((_, task)) = &self.kafka {
+            task.abort();
+        }
         let _ = self.http_stop.send(());
         match self.http_task.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),

@@ -72,6 +72,7 @@ pub async fn pipeline(mut config: Config, args: PipelineArgs) -> anyhow::Result<
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     config.data_dir = scratch.clone();
     config.http.addr = "127.0.0.1:0".into();
+    config.kafka.addr = "127.0.0.1:0".into();
     config.jobs.heart_rate.idle_timeout_ms = 0;
 
     let (syncs, _) = fdatasync_rate(&scratch, 4096, Duration::from_secs(1))?;

@@ -20,7 +20,9 @@ pub const RECORDINGS: [(&str, &[u8]); 6] = [
     ("garmin-fenix-5-bike.fit", include_bytes!("../../../examples/data/garmin-fenix-5-bike.fit")),
 ];
 
-pub async fn run(config: Config, speed: f64, exit: bool) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, speed: f64, exit: bool) -> anyhow::Result<()> {
+    // The demo needs no fixed Kafka port (and must not clash with a broker on 9092).
+    config.kafka.addr = "127.0.0.1:0".into();
     let server = Server::start(config).await?;
     let url = format!("http://{}", server.addr());
     eprintln!("sluice demo: server on {url}; replaying {} real Garmin recordings (speed {speed})", RECORDINGS.len());

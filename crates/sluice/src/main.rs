@@ -125,6 +125,9 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let config = args.load()?;
     let server = Server::start(config).await?;
     eprintln!("sluice: serving on http://{} (dashboard at /, metrics at /metrics); Ctrl-C stops", server.addr());
+    if let Some(k) = server.kafka_addr() {
+        eprintln!("sluice: Kafka protocol on {k} (bootstrap_servers='{k}')");
+    }
     shutdown_signal().await;
     eprintln!("sluice: shutting down (finishing requests, committing the job's checkpoint, syncing the log)");
     server.shutdown().await.context("shutdown was not clean")?;

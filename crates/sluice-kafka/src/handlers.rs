@@ -1,0 +1,302 @@
+//! One handler per Kafka API key. Blocking (file I/O): called on a blocking thread.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, InitProducerIdResponse, ListOffsetsRequest, ProducerId, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, RequestKind, TopicName,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use sluice_log::batch::{decode_header, decode_records, NewRecord};
+use sluice_log::{LogError, Topic};
+
+use crate::{ConnectionError, KafkaServer};
+
+/// The versions sluice handles, within what the codec knows.
+pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
+    let ours = match key {
+        ApiKey::ApiVersions => (0, 3),
+        ApiKey::Metadata => (0, 12),
+        ApiKey::Produce => (3, 9),
+        ApiKey::ListOffsets => (1, 7),
+        ApiKey::Fetch => (4, 12),
+        ApiKey::InitProducerId => (0, 4),
+        _ => return None,
+    };
+    let codec = key.valid_versions();
+    Some((ours.0.max(codec.min), ours.1.min(codec.max)))
+}
+
+fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+fn encode<T: Encodable>(msg: &T, version: i16) -> Result<BytesMut, ConnectionError> {
+    let mut out = BytesMut::new();
+    msg.encode(&mut out, version).map_err(|e| ConnectionError::Decode(format!("encoding the response: {e}")))?;
+    Ok(out)
+}
+
+fn api_versions() -> Vec<ApiVersion> {
+    [ApiKey::ApiVersions, ApiKey::Metadata, ApiKey::Produce, ApiKey::ListOffsets, ApiKey::Fetch, ApiKey::InitProducerId]
+        .into_iter()
+        .filter_map(|k| supported(k).map(|(lo, hi)| ApiVersion::default().with_api_key(k as i16).with_min_version(lo).with_max_version(hi)))
+        .collect()
+}
+
+/// The response to a request at a version (or for an API) sluice does not handle.
+/// ApiVersions answers at version 0 with UNSUPPORTED_VERSION and the supported ranges, as
+/// Kafka does, so the client can retry at a version it shares with the broker.
+pub fn unsupported(key: ApiKey, version: i16) -> Result<(BytesMut, i16), ConnectionError> {
+    if key == ApiKey::ApiVersions {
+        let resp = ApiVersionsResponse::default().with_error_code(code(ResponseError::UnsupportedVersion)).with_api_keys(api_versions());
+        return Ok((encode(&resp, 0)?, 0));
+    }
+    Err(ConnectionError::Decode(format!("{key:?} v{version} is not supported yet (supported: {:?})", supported(key))))
+}
+
+pub fn handle(server: &KafkaServer, request: RequestKind, version: i16) -> Result<Option<BytesMut>, ConnectionError> {
+    match request {
+        RequestKind::ApiVersions(_) => encode(&ApiVersionsResponse::default().with_api_keys(api_versions()), version).map(Some),
+        RequestKind::Metadata(r) => encode(&metadata(server, r), version).map(Some),
+        RequestKind::Produce(r) => {
+            let acks = r.acks;
+            let resp = produce(server, r);
+            if acks == 0 {
+                return Ok(None);
+            }
+            encode(&resp, version).map(Some)
+        }
+        RequestKind::ListOffsets(r) => encode(&list_offsets(server, r), version).map(Some),
+        RequestKind::Fetch(r) => encode(&fetch(server, r), version).map(Some),
+        RequestKind::InitProducerId(_) => {
+            // A fresh producer id per request, epoch 0. Sequence checking (dropping duplicate
+            // batches, rejecting out-of-order ones) is not implemented yet.
+            let mut resp = InitProducerIdResponse::default();
+            resp.producer_id = ProducerId(server.next_producer_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            resp.producer_epoch = 0;
+            encode(&resp, version).map(Some)
+        }
+        other => Err(ConnectionError::Decode(format!("unsupported request {other:?}"))),
+    }
+}
+
+fn topic_name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn lookup(server: &KafkaServer, name: &str, create: bool) -> Result<std::sync::Arc<Topic>, i16> {
+    if let Some(t) = server.log.topic(name) {
+        return Ok(t);
+    }
+    if !create || !server.auto_create_topics {
+        return Err(code(ResponseError::UnknownTopicOrPartition));
+    }
+    match server.log.ensure_topic(name, server.auto_create_partitions) {
+        Ok(t) => {
+            tracing::info!(topic = name, partitions = server.auto_create_partitions, "auto-created topic");
+            Ok(t)
+        }
+        Err(LogError::InvalidTopicName { .. }) => Err(code(ResponseError::InvalidTopicException)),
+        Err(_) => Err(code(ResponseError::KafkaStorageError)),
+    }
+}
+
+fn metadata(server: &KafkaServer, r: MetadataRequest) -> MetadataResponse {
+    let names: Vec<String> = match &r.topics {
+        Some(ts) => ts.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect(),
+        None => server.log.topics().iter().map(|t| t.name().to_string()).collect(),
+    };
+    let topics = names
+        .iter()
+        .map(|name| {
+            let mut t = MetadataResponseTopic::default();
+            t.name = Some(topic_name(name));
+            t.is_internal = name == sluice_log::OFFSETS_TOPIC;
+            match lookup(server, name, r.allow_auto_topic_creation) {
+                Ok(topic) => {
+                    t.partitions = (0..topic.partition_count() as i32)
+                        .map(|p| {
+                            let mut mp = MetadataResponsePartition::default();
+                            mp.partition_index = p;
+                            mp.leader_id = BrokerId(0);
+                            mp.replica_nodes = vec![BrokerId(0)];
+                            mp.isr_nodes = vec![BrokerId(0)];
+                            mp
+                        })
+                        .collect();
+                }
+                Err(c) => t.error_code = c,
+            }
+            t
+        })
+        .collect();
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = BrokerId(0);
+    broker.host = StrBytes::from_string(server.advertised_host.clone());
+    broker.port = server.advertised_port;
+    let mut resp = MetadataResponse::default();
+    resp.brokers = vec![broker];
+    resp.cluster_id = Some(StrBytes::from_static_str("sluice"));
+    resp.controller_id = BrokerId(0);
+    resp.topics = topics;
+    resp
+}
+
+/// Decodes every batch of a produce request's records into records to append.
+fn produced_records(mut bytes: Bytes) -> Result<Vec<NewRecord>, i16> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let header = decode_header(&bytes).map_err(|_| code(ResponseError::CorruptMessage))?;
+        if header.total_len > bytes.len() {
+            return Err(code(ResponseError::CorruptMessage));
+        }
+        if header.attributes & 0x07 != 0 {
+            return Err(code(ResponseError::UnsupportedCompressionType));
+        }
+        let batch = bytes.split_to(header.total_len);
+        let mut recs = Vec::new();
+        decode_records(&batch, 0, &mut recs).map_err(|_| code(ResponseError::CorruptMessage))?;
+        out.extend(recs.into_iter().map(|r| NewRecord { key: r.key, value: r.value, headers: r.headers, timestamp_ms: Some(r.timestamp_ms) }));
+    }
+    Ok(out)
+}
+
+fn produce(server: &KafkaServer, r: ProduceRequest) -> ProduceResponse {
+    let now = sluice_core::time::now_ms();
+    let mut resp = ProduceResponse::default();
+    for td in r.topic_data {
+        let name = td.name.0.to_string();
+        let topic = lookup(server, &name, false);
+        let mut tr = TopicProduceResponse::default();
+        tr.name = td.name.clone();
+        for pd in td.partition_data {
+            let mut pr = PartitionProduceResponse::default();
+            pr.index = pd.index;
+            pr.base_offset = -1;
+            pr.log_append_time_ms = -1;
+            let result = topic.as_ref().map_err(|c| *c).and_then(|t| {
+                let p = t.partition(pd.index as u32).map_err(|_| code(ResponseError::UnknownTopicOrPartition))?;
+                let records = produced_records(pd.records.unwrap_or_default())?;
+                if records.is_empty() {
+                    return Ok((p.log_end_offset() as i64, p.log_start_offset() as i64));
+                }
+                let info = p.write(&records, now).and_then(|info| p.complete(&info).map(|_| info)).map_err(|e| {
+                    tracing::error!(topic = %name, partition = pd.index, error = %e, "produce failed");
+                    code(ResponseError::KafkaStorageError)
+                })?;
+                Ok((info.base_offset as i64, p.log_start_offset() as i64))
+            });
+            match result {
+                Ok((base, start)) => {
+                    pr.base_offset = base;
+                    pr.log_start_offset = start;
+                }
+                Err(c) => pr.error_code = c,
+            }
+            tr.partition_responses.push(pr);
+        }
+        resp.responses.push(tr);
+    }
+    resp
+}
+
+fn list_offsets(server: &KafkaServer, r: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut resp = ListOffsetsResponse::default();
+    for t in r.topics {
+        let topic = server.log.topic(&t.name.0);
+        let mut tr = ListOffsetsTopicResponse::default();
+        tr.name = t.name.clone();
+        for p in t.partitions {
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = p.partition_index;
+            pr.timestamp = -1;
+            pr.offset = -1;
+            match topic.as_ref().and_then(|t| t.partition(p.partition_index as u32).ok().cloned()) {
+                None => pr.error_code = code(ResponseError::UnknownTopicOrPartition),
+                Some(part) => match p.timestamp {
+                    -2 => pr.offset = part.log_start_offset() as i64,
+                    -1 => pr.offset = part.high_watermark() as i64,
+                    ts => match part.offset_for_timestamp(ts) {
+                        Ok(Some(o)) => {
+                            pr.offset = o as i64;
+                            pr.timestamp = ts;
+                        }
+                        Ok(None) => {}
+                        Err(_) => pr.error_code = code(ResponseError::KafkaStorageError),
+                    },
+                },
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    resp
+}
+
+fn fetch(server: &KafkaServer, r: FetchRequest) -> FetchResponse {
+    let deadline = Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64);
+    loop {
+        let mut total = 0usize;
+        let mut resp = FetchResponse::default();
+        let mut changes = None;
+        for t in &r.topics {
+            let topic = server.log.topic(&t.topic.0);
+            let mut tr = FetchableTopicResponse::default();
+            tr.topic = t.topic.clone();
+            for p in &t.partitions {
+                let mut pd = PartitionData::default();
+                pd.partition_index = p.partition;
+                pd.high_watermark = -1;
+                pd.last_stable_offset = -1;
+                pd.log_start_offset = -1;
+                pd.preferred_read_replica = BrokerId(-1);
+                match topic.as_ref().and_then(|t| t.partition(p.partition as u32).ok().cloned()) {
+                    None => pd.error_code = code(ResponseError::UnknownTopicOrPartition),
+                    Some(part) => {
+                        changes.get_or_insert_with(|| topic.as_ref().map(|t| t.changes().clone()));
+                        let (start, hw) = (part.log_start_offset() as i64, part.high_watermark() as i64);
+                        pd.high_watermark = hw;
+                        pd.last_stable_offset = hw;
+                        pd.log_start_offset = start;
+                        if p.fetch_offset < start || p.fetch_offset > hw {
+                            pd.error_code = code(ResponseError::OffsetOutOfRange);
+                        } else {
+                            match part.read_raw(p.fetch_offset as u64, p.partition_max_bytes.max(1) as usize) {
+                                Ok(bytes) => {
+                                    total += bytes.len();
+                                    pd.records = Some(Bytes::from(bytes));
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e, "fetch read failed");
+                                    pd.error_code = code(ResponseError::KafkaStorageError);
+                                }
+                            }
+                        }
+                    }
+                }
+                tr.partitions.push(pd);
+            }
+            resp.responses.push(tr);
+        }
+        let now = Instant::now();
+        if total >= r.min_bytes.max(1) as usize || now >= deadline {
+            return resp;
+        }
+        // Long poll: wait for new data (or the deadline), then read again.
+        match changes.flatten() {
+            Some(c) => {
+                let seen = c.version();
+                c.wait(seen, (deadline - now).min(Duration::from_millis(100)));
+            }
+            None => std::thread::sleep((deadline - now).min(Duration::from_millis(100))),
+        }
+    }
+}
