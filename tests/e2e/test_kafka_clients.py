@@ -55,3 +55,50 @@ def test_readings_produced_over_kafka_reach_the_heart_rate_job(sluice):
     sluice.drain()
     got = reference.api_sessions_as_ms(sluice.sessions("yoga-kafka")["closed"])
     assert got == reference.sessions(readings)
+
+
+def test_librdkafka_producer_with_every_codec_and_acks_all(sluice):
+    """confluent-kafka (librdkafka): none, gzip, snappy, lz4 and zstd batches at acks=all are
+    stored and read back in order per partition."""
+    from confluent_kafka import Producer
+    n = 2000
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"]:
+        topic = f"codec-{codec}"
+        assert requests.post(f"{sluice.url}/v1/topics", json={"name": topic, "partitions": 4}, timeout=10).status_code == 201
+        p = Producer({"bootstrap.servers": f"127.0.0.1:{sluice.kafka_port}", "compression.type": codec, "acks": "all", "linger.ms": 5})
+        errors = []
+        for i in range(n):
+            p.produce(topic, key=f"k{i % 16}", value=json.dumps({"i": i}), on_delivery=lambda e, m: errors.append(e) if e else None)
+        assert p.flush(60) == 0 and errors == [], (codec, errors[:3])
+        c = KafkaConsumer(topic, bootstrap_servers=f"127.0.0.1:{sluice.kafka_port}", auto_offset_reset="earliest", consumer_timeout_ms=2000)
+        per_key = {}
+        for m in c:
+            per_key.setdefault(m.key, []).append(json.loads(m.value)["i"])
+        c.close()
+        assert sum(len(v) for v in per_key.values()) == n, codec
+        assert all(v == sorted(v) for v in per_key.values()), f"{codec}: a key's records are in order"
+
+
+def test_malformed_frames_close_only_their_connection(sluice):
+    import socket
+    import struct
+
+    def send_raw(data):
+        with socket.create_connection(("127.0.0.1", sluice.kafka_port), timeout=5) as sock:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            try:
+                return sock.recv(1024)  # b'' once the server closes the connection
+            except ConnectionResetError:
+                return b""  # closed with our bytes unread: a reset, still a close
+
+    assert send_raw(struct.pack(">i", 0x7fffffff) + b"xx") == b""          # huge length prefix
+    assert send_raw(struct.pack(">i", -5)) == b""                           # negative length
+    assert send_raw(struct.pack(">i", 100) + b"short") == b""              # truncated frame
+    assert send_raw(struct.pack(">i", 6) + bytes([0xff] * 6)) == b""       # undecodable header
+    log = sluice.log_path.read_text(errors="replace")
+    assert "frame length 2147483647" in log and "kafka connection closed" in log
+    # Other clients are unaffected.
+    producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{sluice.kafka_port}")
+    producer.send("after-garbage", b"ok").get(timeout=10)
+    producer.close()

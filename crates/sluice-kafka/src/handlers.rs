@@ -14,7 +14,8 @@ use kafka_protocol::messages::{
     MetadataResponse, ProduceRequest, ProduceResponse, RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use sluice_log::batch::{decode_header, decode_records, NewRecord};
+use kafka_protocol::records::RecordBatchDecoder;
+use sluice_log::batch::{decode_header, decode_records, NewRecord, RecordHeader};
 use sluice_log::{LogError, Topic};
 
 use crate::{ConnectionError, KafkaServer};
@@ -158,10 +159,21 @@ fn produced_records(mut bytes: Bytes) -> Result<Vec<NewRecord>, i16> {
         if header.total_len > bytes.len() {
             return Err(code(ResponseError::CorruptMessage));
         }
-        if header.attributes & 0x07 != 0 {
-            return Err(code(ResponseError::UnsupportedCompressionType));
-        }
         let batch = bytes.split_to(header.total_len);
+        if header.attributes & 0x07 != 0 {
+            // Compressed (gzip, snappy, lz4, zstd): kafka-protocol decompresses; stored uncompressed.
+            let set = RecordBatchDecoder::decode(&mut batch.clone()).map_err(|e| {
+                tracing::warn!(error = %e, "cannot decode a compressed batch");
+                code(ResponseError::CorruptMessage)
+            })?;
+            out.extend(set.records.into_iter().map(|r| NewRecord {
+                key: r.key.map(|k| k.to_vec()),
+                value: r.value.map(|v| v.to_vec()).unwrap_or_default(),
+                headers: r.headers.into_iter().map(|(k, v)| RecordHeader { key: k.to_string(), value: v.map(|v| v.to_vec()) }).collect(),
+                timestamp_ms: Some(r.timestamp),
+            }));
+            continue;
+        }
         let mut recs = Vec::new();
         decode_records(&batch, 0, &mut recs).map_err(|_| code(ResponseError::CorruptMessage))?;
         out.extend(recs.into_iter().map(|r| NewRecord { key: r.key, value: r.value, headers: r.headers, timestamp_ms: Some(r.timestamp_ms) }));

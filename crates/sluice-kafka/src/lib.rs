@@ -52,6 +52,29 @@ pub enum ConnectionError {
     Decode(String),
 }
 
+/// Smallest possible request header: api_key (2), api_version (2), correlation_id (4).
+const MIN_HEADER_BYTES: usize = 8;
+
+/// Decodes a request frame's header. Frames too short for a header are refused, and a
+/// panic inside the third-party decoder (seen on malformed input) is contained and
+/// reported as a decode error.
+pub fn decode_header(frame: &mut Bytes) -> Result<RequestHeader, String> {
+    if frame.len() < MIN_HEADER_BYTES {
+        return Err(format!("frame of {} bytes is shorter than a request header", frame.len()));
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_request_header_from_buffer(frame)))
+        .map_err(|_| "the request header decoder panicked on malformed input".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Decodes a request body for an API and version, containing decoder panics like
+/// [`decode_header`].
+pub fn decode_body(api_key: ApiKey, body: &mut Bytes, version: i16) -> Result<RequestKind, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| RequestKind::decode(api_key, body, version)))
+        .map_err(|_| format!("the {api_key:?} v{version} decoder panicked on malformed input"))?
+        .map_err(|e| e.to_string())
+}
+
 impl KafkaServer {
     /// Accepts connections until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
@@ -84,7 +107,7 @@ impl KafkaServer {
             let mut frame = vec![0u8; len as usize];
             stream.read_exact(&mut frame).await?;
             let mut buf = Bytes::from(frame);
-            let header = decode_request_header_from_buffer(&mut buf).map_err(|e| ConnectionError::Decode(e.to_string()))?;
+            let header = decode_header(&mut buf).map_err(ConnectionError::Decode)?;
             let response = self.clone().handle(header.clone(), buf).await?;
             if let Some((body, response_header_version)) = response {
                 let mut out = BytesMut::new();
@@ -108,7 +131,7 @@ impl KafkaServer {
             let out = handlers::unsupported(api_key, version)?;
             return Ok(Some(out));
         }
-        let request = RequestKind::decode(api_key, &mut body, version).map_err(|e| ConnectionError::Decode(e.to_string()))?;
+        let request = decode_body(api_key, &mut body, version).map_err(ConnectionError::Decode)?;
         if body.has_remaining() {
             tracing::debug!(?api_key, version, left = body.remaining(), "request had trailing bytes");
         }
