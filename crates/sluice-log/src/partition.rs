@@ -375,6 +375,19 @@ impl Partition {
         inner.active().write_index()
     }
 
+    /// Where a read from `offset` goes: for each segment from the one holding `offset` on,
+    /// its file, path, starting byte (the nearest index entry in the first segment) and
+    /// valid length. Taken under the lock; the reading happens without it.
+    fn read_plan(&self, offset: u64) -> Vec<(Arc<File>, PathBuf, u64, u64)> {
+        let inner = lock(&self.inner);
+        let first = inner.segments.partition_point(|s| s.next_offset <= offset);
+        inner.segments[first.min(inner.segments.len())..]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.file.clone(), s.path.clone(), if i == 0 { s.floor_position(offset) } else { 0 }, s.len))
+            .collect()
+    }
+
     /// Reads records from `offset` (inclusive) up to the high watermark, at most
     /// `max_records` and roughly `max_bytes` (whole batches; at least one batch).
     /// Offsets below the log start offset start at the log start offset. A batch that fails
@@ -384,16 +397,7 @@ impl Partition {
         if offset >= hw || max_records == 0 {
             return Ok(Vec::new());
         }
-        // Where to read, taken under the lock; the reading happens without it.
-        let plan: Vec<(Arc<File>, PathBuf, u64, u64)> = {
-            let inner = lock(&self.inner);
-            let first = inner.segments.partition_point(|s| s.next_offset <= offset);
-            inner.segments[first.min(inner.segments.len())..]
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.file.clone(), s.path.clone(), if i == 0 { s.floor_position(offset) } else { 0 }, s.len))
-                .collect()
-        };
+        let plan = self.read_plan(offset);
         let limits = segment::ReadLimits { min_offset: offset, below: hw, max_records, max_bytes };
         let (mut out, mut bytes) = (Vec::new(), 0usize);
         for (file, path, start, end) in plan {
@@ -415,16 +419,7 @@ impl Partition {
         if offset >= hw {
             return Ok(out);
         }
-        let plan: Vec<(Arc<File>, PathBuf, u64, u64)> = {
-            let inner = lock(&self.inner);
-            let first = inner.segments.partition_point(|s| s.next_offset <= offset);
-            inner.segments[first.min(inner.segments.len())..]
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.file.clone(), s.path.clone(), if i == 0 { s.floor_position(offset) } else { 0 }, s.len))
-                .collect()
-        };
-        for (file, path, start, end) in plan {
+        for (file, path, start, end) in self.read_plan(offset) {
             segment::read_raw_from(&file, &path, start, end, offset, hw, max_bytes, &mut out)?;
             if out.len() >= max_bytes {
                 break;
