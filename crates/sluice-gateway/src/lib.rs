@@ -193,26 +193,13 @@ impl Gateway {
         json!({"group": group, "offsets": offsets})
     }
 
-    fn spec(&self, topic: &str) -> Option<TopicSpec> {
-        if let Some(s) = self.specs.get(topic) {
-            return Some(s.clone());
+    /// How a topic's records are validated and keyed: from its `[[topics]]` entry, or, for
+    /// other topics in the log, any JSON object without a key.
+    fn ingest_rules(&self, topic: &str) -> Option<(Schema, Option<String>)> {
+        match self.specs.get(topic) {
+            Some(s) => Some((s.schema, s.key_field.clone())),
+            None => self.log.topic(topic).map(|_| (Schema::Json, None)),
         }
-        self.log.topic(topic).map(|t| TopicSpec {
-            name: topic.into(),
-            partitions: t.partition_count(),
-            schema: Schema::Json,
-            key_field: None,
-            retention_ms: t.retention().ms,
-            retention_bytes: t.retention().bytes,
-            durability: match t.durability() {
-                sluice_log::Durability::Fsync => DurabilityPolicy::Fsync,
-                sluice_log::Durability::Interval { .. } => DurabilityPolicy::Interval,
-            },
-            flush_interval_ms: match t.durability() {
-                sluice_log::Durability::Interval { flush_interval_ms } => flush_interval_ms,
-                sluice_log::Durability::Fsync => default_flush_interval_ms(),
-            },
-        })
     }
 
     /// Checks that a topic can be ingested into.
@@ -220,7 +207,7 @@ impl Gateway {
         if topic == sluice_log::OFFSETS_TOPIC {
             return Err(IngestError::InternalTopic(topic.into()));
         }
-        self.spec(topic).map(|_| ()).ok_or_else(|| IngestError::UnknownTopic(topic.into()))
+        self.ingest_rules(topic).map(|_| ()).ok_or_else(|| IngestError::UnknownTopic(topic.into()))
     }
 
     /// Ingests several bodies (e.g. WebSocket frames received together) with one append
@@ -228,7 +215,7 @@ impl Gateway {
     /// blocking thread. Per-body results are in input order.
     pub fn ingest_many(&self, topic: &str, bodies: &[(&[u8], bool)], transport: &str) -> Result<Vec<Result<Ingested, IngestError>>, IngestError> {
         self.check_topic(topic)?;
-        let spec = self.spec(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
+        let (schema, key_field) = self.ingest_rules(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
         let log_topic = self.log.topic(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
         let dlq_name = format!("{topic}{DLQ_SUFFIX}");
         let dlq = self.log.ensure_topic(&dlq_name, 1)?;
@@ -249,7 +236,7 @@ impl Gateway {
             };
             let mut outcome = Ingested::default();
             for item in items {
-                let checked = item.value.and_then(|v| self.check_record(&spec, &v));
+                let checked = item.value.and_then(|v| self.check_record(schema, key_field.as_deref(), &v));
                 match checked {
                     Ok(key) => {
                         let partition = match &key {
@@ -308,12 +295,12 @@ impl Gateway {
     }
 
     /// Validates one record; returns its key.
-    fn check_record(&self, spec: &TopicSpec, v: &Value) -> Result<Option<Vec<u8>>, FieldError> {
-        match spec.schema {
+    fn check_record(&self, schema: Schema, key_field: Option<&str>, v: &Value) -> Result<Option<Vec<u8>>, FieldError> {
+        match schema {
             Schema::Heartbeat => heartbeat::validate(v).map(|ev| Some(ev.player_id.into_bytes())),
             Schema::Json => {
                 let obj = v.as_object().ok_or_else(|| FieldError::new("$", "expected a JSON object"))?;
-                Ok(spec.key_field.as_ref().and_then(|f| obj.get(f)).and_then(|k| k.as_str()).map(|k| k.as_bytes().to_vec()))
+                Ok(key_field.and_then(|f| obj.get(f)).and_then(|k| k.as_str()).map(|k| k.as_bytes().to_vec()))
             }
         }
     }

@@ -443,14 +443,4 @@ impl Log {
         }
         Ok(())
     }
-
-    /// Makes everything written durable.
-    pub fn sync_all(&self) -> Result<()> {
-        for t in self.topics() {
-            for p in t.partitions() {
-                p.sync_to(u64::MAX)?;
-            }
-        }
-        Ok(())
-    }
 }
