@@ -249,7 +249,7 @@ async fn delete_topic(State(s): State<AppState>, Path(topic): Path<String>) -> R
     }
     let gw = s.gateway.clone();
     let name = topic.clone();
-    match tokio::task::spawn_blocking(move || gw.log().delete_topic(&name)).await {
+    match tokio::task::spawn_blocking(move || gw.delete_topic(&name)).await {
         Ok(Ok(())) => Json(json!({"deleted": topic})).into_response(),
         Ok(Err(e)) => log_error(&e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),

@@ -139,7 +139,7 @@ pub enum IngestError {
 /// The ingest gateway over a log.
 pub struct Gateway {
     log: Arc<Log>,
-    offsets: sluice_log::OffsetStore,
+    offsets: Arc<sluice_log::OffsetStore>,
     specs: BTreeMap<String, TopicSpec>,
     round_robin: AtomicU64,
 }
@@ -163,7 +163,7 @@ impl Gateway {
             }
             log.ensure_topic(&format!("{}{DLQ_SUFFIX}", spec.name), 1)?;
         }
-        let offsets = sluice_log::OffsetStore::open(&log)?;
+        let offsets = Arc::new(sluice_log::OffsetStore::open(&log)?);
         Ok(Gateway { log, offsets, specs: specs.into_iter().map(|s| (s.name.clone(), s)).collect(), round_robin: AtomicU64::new(0) })
     }
 
@@ -172,7 +172,7 @@ impl Gateway {
     }
 
     /// Committed consumer-group offsets (stored in the log's `__consumer_offsets` topic).
-    pub fn offsets(&self) -> &sluice_log::OffsetStore {
+    pub fn offsets(&self) -> &Arc<sluice_log::OffsetStore> {
         &self.offsets
     }
 
@@ -313,6 +313,13 @@ impl Gateway {
     /// One topic, described.
     pub fn describe_one(&self, name: &str) -> Option<Value> {
         self.log.topic(name).map(|t| describe_topic(&t))
+    }
+
+    /// Deletes a topic and every group's committed offsets for it.
+    pub fn delete_topic(&self, name: &str) -> Result<(), LogError> {
+        self.log.delete_topic(name)?;
+        self.offsets.delete_topic(name, sluice_core::time::now_ms())?;
+        Ok(())
     }
 
     /// Whether a topic is named in the configuration (or is the dead-letter topic of one, or

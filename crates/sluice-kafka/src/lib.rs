@@ -8,11 +8,15 @@
 //! version 0, as Kafka does), never a dropped connection. A malformed frame (bad length,
 //! undecodable header) closes that connection only, with the reason logged.
 //!
-//! Supported so far (this is the first step of the Kafka-protocol issue): ApiVersions,
-//! Metadata, Produce, ListOffsets, Fetch and InitProducerId (ids only: no sequence
-//! checking yet). That is enough for producers and for consumers that assign partitions
-//! themselves; consumer groups come next.
+//! Served: ApiVersions, Metadata, Produce, ListOffsets, Fetch, InitProducerId, the
+//! consumer-group APIs (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups; see
+//! [`coordinator`]) and topic administration (CreateTopics, DeleteTopics,
+//! CreatePartitions, DescribeConfigs, AlterConfigs, IncrementalAlterConfigs). The exact
+//! versions are in [`handlers::supported`].
 
+pub mod coordinator;
+pub mod idempotence;
 pub mod handlers;
 
 use std::net::SocketAddr;
@@ -21,24 +25,85 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
-use sluice_log::Log;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use coordinator::Group;
+use sluice_log::{Log, OffsetStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Largest accepted request frame, bytes (a bigger length prefix closes the connection).
 pub const MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
 
-/// What the Kafka listener needs.
-pub struct KafkaServer {
-    pub log: Arc<Log>,
-    /// Host and port clients are told to connect to (Metadata).
+/// Listener settings (the `[kafka]` config table).
+pub struct KafkaOptions {
+    /// Host and port clients are told to connect to (Metadata, FindCoordinator).
     pub advertised_host: String,
     pub advertised_port: i32,
     /// Partitions of topics created on first use (Kafka's `num.partitions`).
     pub auto_create_partitions: u32,
+    /// Create unknown topics on Metadata requests that allow it (Kafka's
+    /// `auto.create.topics.enable`).
     pub auto_create_topics: bool,
+    /// How long a new group waits for more members before its first generation, ms
+    /// (Kafka's `group.initial.rebalance.delay.ms`, KIP-134).
+    pub group_initial_rebalance_delay_ms: i64,
+    /// Topics that DeleteTopics must refuse (configured, dead-letter and internal topics).
+    pub protected_topics: Box<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+/// The Kafka protocol server over a log.
+pub struct KafkaServer {
+    pub log: Arc<Log>,
+    pub options: KafkaOptions,
+    /// Committed offsets, shared with the HTTP groups API.
+    pub offsets: Arc<OffsetStore>,
+    /// Consumer groups by name (membership is in memory; offsets are in `offsets`).
+    pub groups: Mutex<BTreeMap<String, Group>>,
+    /// Woken whenever a group changes, for JoinGroup and SyncGroup waiting on a rebalance.
+    pub group_changed: tokio::sync::Notify,
     /// Next id handed out by InitProducerId.
     pub next_producer_id: std::sync::atomic::AtomicI64,
+    /// Sequence state of idempotent producers.
+    pub producers: Mutex<idempotence::Producers>,
+}
+
+impl KafkaServer {
+    pub fn new(log: Arc<Log>, offsets: Arc<OffsetStore>, options: KafkaOptions) -> KafkaServer {
+        KafkaServer {
+            log,
+            options,
+            offsets,
+            groups: Mutex::new(BTreeMap::new()),
+            group_changed: tokio::sync::Notify::new(),
+            next_producer_id: std::sync::atomic::AtomicI64::new(sluice_core::time::now_ms()),
+            producers: Mutex::new(idempotence::Producers::default()),
+        }
+    }
+
+    /// Runs `f` on a group (created empty if new) and wakes anyone waiting on groups.
+    pub fn with_group<T>(&self, name: &str, f: impl FnOnce(&mut Group) -> T) -> T {
+        let out = {
+            let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            f(groups.entry(name.to_string()).or_default())
+        };
+        self.group_changed.notify_waiters();
+        out
+    }
+
+    /// Runs `f` on a group without waking waiters; `f` returns whether it changed the
+    /// group (then waiters are woken) and a value.
+    pub fn poll_group<T>(&self, name: &str, f: impl FnOnce(&mut Group) -> (bool, T)) -> T {
+        let (changed, out) = {
+            let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            f(groups.entry(name.to_string()).or_default())
+        };
+        if changed {
+            self.group_changed.notify_waiters();
+        }
+        out
+    }
 }
 
 /// Errors that end one connection.
@@ -75,9 +140,21 @@ pub fn decode_body(api_key: ApiKey, body: &mut Bytes, version: i16) -> Result<Re
         .map_err(|e| e.to_string())
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl KafkaServer {
     /// Accepts connections until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        // Session expiry and rebalance deadlines; ends with this task.
+        let ticker = tokio::spawn(handlers::groups::tick(self.clone()));
+        let _stop_ticker = AbortOnDrop(ticker);
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
@@ -93,7 +170,7 @@ impl KafkaServer {
         }
     }
 
-    async fn connection(self: Arc<Self>, mut stream: TcpStream, _peer: SocketAddr) -> Result<(), ConnectionError> {
+    async fn connection(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) -> Result<(), ConnectionError> {
         stream.set_nodelay(true)?;
         loop {
             let len = match stream.read_i32().await {
@@ -108,7 +185,7 @@ impl KafkaServer {
             stream.read_exact(&mut frame).await?;
             let mut buf = Bytes::from(frame);
             let header = decode_header(&mut buf).map_err(ConnectionError::Decode)?;
-            let response = self.clone().handle(header.clone(), buf).await?;
+            let response = self.clone().handle(header.clone(), buf, peer).await?;
             if let Some((body, response_header_version)) = response {
                 let mut out = BytesMut::new();
                 out.put_i32(0);
@@ -123,7 +200,7 @@ impl KafkaServer {
     }
 
     /// Decodes and handles one request; `None` when no response is due (acks=0).
-    async fn handle(self: Arc<Self>, header: RequestHeader, mut body: Bytes) -> Result<Option<(BytesMut, i16)>, ConnectionError> {
+    async fn handle(self: Arc<Self>, header: RequestHeader, mut body: Bytes, peer: SocketAddr) -> Result<Option<(BytesMut, i16)>, ConnectionError> {
         let api_key = ApiKey::try_from(header.request_api_key).map_err(|_| ConnectionError::Decode(format!("unknown API key {}", header.request_api_key)))?;
         let version = header.request_api_version;
         let supported = handlers::supported(api_key);
@@ -135,10 +212,8 @@ impl KafkaServer {
         if body.has_remaining() {
             tracing::debug!(?api_key, version, left = body.remaining(), "request had trailing bytes");
         }
-        let server = self.clone();
-        let response = tokio::task::spawn_blocking(move || handlers::handle(&server, request, version))
-            .await
-            .map_err(|e| ConnectionError::Decode(format!("handler failed: {e}")))??;
+        let caller = handlers::Caller { client_id: header.client_id.as_deref().unwrap_or("").to_string(), host: format!("/{}", peer.ip()) };
+        let response = handlers::handle(self, request, version, caller).await?;
         Ok(response.map(|r| (r, api_key.response_header_version(version))))
     }
 }

@@ -286,6 +286,11 @@ impl Log {
         &self.dir
     }
 
+    /// Segment settings the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
     /// The log-wide poison flag (set after a failed write or fsync).
     pub fn poison(&self) -> &Arc<Poison> {
         &self.poison

@@ -84,15 +84,26 @@ impl OffsetStore {
             records.push(NewRecord::new(Some(serde_json::to_vec(&key).unwrap_or_default()), serde_json::to_vec(&value).unwrap_or_default()));
             entries.push((key, value));
         }
-        self.partition.append(&records, now_ms)?;
+        // The lock is held across the append, so the map applies commits in log order.
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        self.partition.append(&records, now_ms)?;
         map.extend(entries);
         Ok(())
     }
 
     /// Deletes every committed offset of a group (tombstones), durably.
     pub fn delete_group(&self, group: &str, now_ms: i64) -> Result<usize> {
-        let keys: Vec<Key> = self.map.read().unwrap_or_else(|p| p.into_inner()).keys().filter(|k| k.0 == group).cloned().collect();
+        self.delete_where(|k| k.0 == group, now_ms)
+    }
+
+    /// Deletes every group's committed offsets for a topic (tombstones), durably: a deleted
+    /// topic's offsets must not apply to a new topic of the same name (Kafka does the same).
+    pub fn delete_topic(&self, topic: &str, now_ms: i64) -> Result<usize> {
+        self.delete_where(|k| k.1 == topic, now_ms)
+    }
+
+    fn delete_where(&self, matches: impl Fn(&Key) -> bool, now_ms: i64) -> Result<usize> {
+        let keys: Vec<Key> = self.map.read().unwrap_or_else(|p| p.into_inner()).keys().filter(|k| matches(k)).cloned().collect();
         if keys.is_empty() {
             return Ok(0);
         }

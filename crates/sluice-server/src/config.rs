@@ -50,13 +50,21 @@ pub struct KafkaSection {
     pub enabled: bool,
     pub addr: String,
     pub advertised_host: String,
+    #[serde(default)]
+    pub advertised_port: u16,
     pub auto_create_topics: bool,
     pub auto_create_partitions: u32,
+    #[serde(default = "group_initial_rebalance_delay_ms")]
+    pub group_initial_rebalance_delay_ms: u64,
+}
+
+fn group_initial_rebalance_delay_ms() -> u64 {
+    3_000
 }
 
 impl Default for KafkaSection {
     fn default() -> Self {
-        KafkaSection { enabled: true, addr: "127.0.0.1:9092".into(), advertised_host: String::new(), auto_create_topics: true, auto_create_partitions: 1 }
+        KafkaSection { enabled: true, addr: "127.0.0.1:9092".into(), advertised_host: String::new(), advertised_port: 0, auto_create_topics: true, auto_create_partitions: 1, group_initial_rebalance_delay_ms: group_initial_rebalance_delay_ms() }
     }
 }
 

@@ -43,8 +43,9 @@ pub enum ServerError {
     Lake(#[from] sluice_lake::LakeError),
     #[error("the heart-rate job failed")]
     Stream(#[from] sluice_stream::StreamError),
-    #[error("cannot listen on {addr}: {source}. Is another sluice running? Choose another address with --http-addr")]
+    #[error("cannot listen on {addr}: {source}. Is another sluice (or Kafka) running? Choose another address with {flag}")]
     Bind {
+        flag: &'static str,
         addr: String,
         #[source]
         source: std::io::Error,
@@ -164,17 +165,19 @@ impl Server {
         let kafka = if config.kafka.enabled {
             let listener = tokio::net::TcpListener::bind(&config.kafka.addr)
                 .await
-                .map_err(|source| ServerError::Bind { addr: config.kafka.addr.clone(), source })?;
-            let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.kafka.addr.clone(), source })?;
+                .map_err(|source| ServerError::Bind { flag: "--kafka-addr (or set [kafka] enabled = false)", addr: config.kafka.addr.clone(), source })?;
+            let addr = listener.local_addr().map_err(|source| ServerError::Bind { flag: "--kafka-addr (or set [kafka] enabled = false)", addr: config.kafka.addr.clone(), source })?;
             let host = if config.kafka.advertised_host.is_empty() { addr.ip().to_string() } else { config.kafka.advertised_host.clone() };
-            let server = Arc::new(sluice_kafka::KafkaServer {
-                log: log.clone(),
+            let protected: std::collections::BTreeSet<String> = config.topics.iter().flat_map(|t| [t.name.clone(), format!("{}{}", t.name, sluice_gateway::DLQ_SUFFIX)]).collect();
+            let options = sluice_kafka::KafkaOptions {
                 advertised_host: host,
-                advertised_port: addr.port() as i32,
+                advertised_port: if config.kafka.advertised_port == 0 { addr.port() as i32 } else { config.kafka.advertised_port as i32 },
                 auto_create_partitions: config.kafka.auto_create_partitions.max(1),
                 auto_create_topics: config.kafka.auto_create_topics,
-                next_producer_id: std::sync::atomic::AtomicI64::new(sluice_core::time::now_ms()),
-            });
+                group_initial_rebalance_delay_ms: config.kafka.group_initial_rebalance_delay_ms as i64,
+                protected_topics: Box::new(move |t: &str| t.starts_with("__") || protected.contains(t)),
+            };
+            let server = Arc::new(sluice_kafka::KafkaServer::new(log.clone(), gateway.offsets().clone(), options));
             tracing::info!(%addr, "serving the Kafka protocol");
             Some((addr, tokio::spawn(server.serve(listener))))
         } else {
@@ -186,8 +189,8 @@ impl Server {
         let router = sluice_gateway::http::router(gateway, config.http.max_body_bytes).merge(http::router(app));
         let listener = tokio::net::TcpListener::bind(&config.http.addr)
             .await
-            .map_err(|source| ServerError::Bind { addr: config.http.addr.clone(), source })?;
-        let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.http.addr.clone(), source })?;
+            .map_err(|source| ServerError::Bind { flag: "--http-addr", addr: config.http.addr.clone(), source })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind { flag: "--http-addr", addr: config.http.addr.clone(), source })?;
         let (http_stop, stop_rx) = oneshot::channel::<()>();
         let http_task = tokio::spawn(async move {
             axum::serve(listener, router)

@@ -66,6 +66,9 @@ struct ServerArgs {
     /// HTTP listen address, e.g. 127.0.0.1:8080. Overrides `http.addr`.
     #[arg(long)]
     http_addr: Option<String>,
+    /// Kafka protocol listen address, e.g. 0.0.0.0:9092. Overrides `kafka.addr`.
+    #[arg(long)]
+    kafka_addr: Option<String>,
 }
 
 #[derive(Args)]
@@ -97,6 +100,9 @@ impl ServerArgs {
         }
         if let Some(a) = &self.http_addr {
             overrides.push(("http.addr", toml::Value::String(a.clone())));
+        }
+        if let Some(a) = &self.kafka_addr {
+            overrides.push(("kafka.addr", toml::Value::String(a.clone())));
         }
         Ok(config::load(self.config.as_deref(), std::env::vars(), &overrides)?)
     }
@@ -156,7 +162,7 @@ fn main() -> std::process::ExitCode {
             Command::Topics(args) => tokio::task::spawn_blocking(move || topics::run(args)).await?,
             Command::Bench(BenchCommand::Log(args)) => tokio::task::spawn_blocking(move || bench_log::run(args)).await?,
             Command::Bench(BenchCommand::Pipeline { config, args }) => {
-                bench::pipeline(ServerArgs { config, data_dir: None, http_addr: None }.load()?, args).await
+                bench::pipeline(ServerArgs { config, data_dir: None, http_addr: None, kafka_addr: None }.load()?, args).await
             }
             Command::Config(args) => {
                 if args.defaults {

@@ -1,108 +1,36 @@
-//! One handler per Kafka API key. Blocking (file I/O): called on a blocking thread.
+//! Data-plane handlers: Metadata, Produce, ListOffsets, Fetch. Blocking (file I/O): called
+//! on a blocking thread.
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, InitProducerIdResponse, ListOffsetsRequest, ProducerId, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, RequestKind, TopicName,
+    BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
 };
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use sluice_log::batch::{decode_header, decode_records, NewRecord, RecordHeader};
 use sluice_log::{LogError, Topic};
 
-use crate::{ConnectionError, KafkaServer};
+use super::{code, topic_name};
+use crate::idempotence::{Decision, ProducerBatch};
+use crate::KafkaServer;
 
-/// The versions sluice handles, within what the codec knows.
-pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
-    let ours = match key {
-        ApiKey::ApiVersions => (0, 3),
-        ApiKey::Metadata => (0, 12),
-        ApiKey::Produce => (3, 9),
-        ApiKey::ListOffsets => (1, 7),
-        ApiKey::Fetch => (4, 12),
-        ApiKey::InitProducerId => (0, 4),
-        _ => return None,
-    };
-    let codec = key.valid_versions();
-    Some((ours.0.max(codec.min), ours.1.min(codec.max)))
-}
-
-fn code(e: ResponseError) -> i16 {
-    e.code()
-}
-
-fn encode<T: Encodable>(msg: &T, version: i16) -> Result<BytesMut, ConnectionError> {
-    let mut out = BytesMut::new();
-    msg.encode(&mut out, version).map_err(|e| ConnectionError::Decode(format!("encoding the response: {e}")))?;
-    Ok(out)
-}
-
-fn api_versions() -> Vec<ApiVersion> {
-    [ApiKey::ApiVersions, ApiKey::Metadata, ApiKey::Produce, ApiKey::ListOffsets, ApiKey::Fetch, ApiKey::InitProducerId]
-        .into_iter()
-        .filter_map(|k| supported(k).map(|(lo, hi)| ApiVersion::default().with_api_key(k as i16).with_min_version(lo).with_max_version(hi)))
-        .collect()
-}
-
-/// The response to a request at a version (or for an API) sluice does not handle.
-/// ApiVersions answers at version 0 with UNSUPPORTED_VERSION and the supported ranges, as
-/// Kafka does, so the client can retry at a version it shares with the broker.
-pub fn unsupported(key: ApiKey, version: i16) -> Result<(BytesMut, i16), ConnectionError> {
-    if key == ApiKey::ApiVersions {
-        let resp = ApiVersionsResponse::default().with_error_code(code(ResponseError::UnsupportedVersion)).with_api_keys(api_versions());
-        return Ok((encode(&resp, 0)?, 0));
-    }
-    Err(ConnectionError::Decode(format!("{key:?} v{version} is not supported yet (supported: {:?})", supported(key))))
-}
-
-pub fn handle(server: &KafkaServer, request: RequestKind, version: i16) -> Result<Option<BytesMut>, ConnectionError> {
-    match request {
-        RequestKind::ApiVersions(_) => encode(&ApiVersionsResponse::default().with_api_keys(api_versions()), version).map(Some),
-        RequestKind::Metadata(r) => encode(&metadata(server, r), version).map(Some),
-        RequestKind::Produce(r) => {
-            let acks = r.acks;
-            let resp = produce(server, r);
-            if acks == 0 {
-                return Ok(None);
-            }
-            encode(&resp, version).map(Some)
-        }
-        RequestKind::ListOffsets(r) => encode(&list_offsets(server, r), version).map(Some),
-        RequestKind::Fetch(r) => encode(&fetch(server, r), version).map(Some),
-        RequestKind::InitProducerId(_) => {
-            // A fresh producer id per request, epoch 0. Sequence checking (dropping duplicate
-            // batches, rejecting out-of-order ones) is not implemented yet.
-            let mut resp = InitProducerIdResponse::default();
-            resp.producer_id = ProducerId(server.next_producer_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-            resp.producer_epoch = 0;
-            encode(&resp, version).map(Some)
-        }
-        other => Err(ConnectionError::Decode(format!("unsupported request {other:?}"))),
-    }
-}
-
-fn topic_name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn lookup(server: &KafkaServer, name: &str, create: bool) -> Result<std::sync::Arc<Topic>, i16> {
+pub(crate) fn lookup(server: &KafkaServer, name: &str, create: bool) -> Result<std::sync::Arc<Topic>, i16> {
     if let Some(t) = server.log.topic(name) {
         return Ok(t);
     }
-    if !create || !server.auto_create_topics {
+    if !create || !server.options.auto_create_topics {
         return Err(code(ResponseError::UnknownTopicOrPartition));
     }
-    match server.log.ensure_topic(name, server.auto_create_partitions) {
+    match server.log.ensure_topic(name, server.options.auto_create_partitions) {
         Ok(t) => {
-            tracing::info!(topic = name, partitions = server.auto_create_partitions, "auto-created topic");
+            tracing::info!(topic = name, partitions = server.options.auto_create_partitions, "auto-created topic");
             Ok(t)
         }
         Err(LogError::InvalidTopicName { .. }) => Err(code(ResponseError::InvalidTopicException)),
@@ -110,7 +38,7 @@ fn lookup(server: &KafkaServer, name: &str, create: bool) -> Result<std::sync::A
     }
 }
 
-fn metadata(server: &KafkaServer, r: MetadataRequest) -> MetadataResponse {
+pub(crate) fn metadata(server: &KafkaServer, r: MetadataRequest) -> MetadataResponse {
     let names: Vec<String> = match &r.topics {
         Some(ts) => ts.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect(),
         None => server.log.topics().iter().map(|t| t.name().to_string()).collect(),
@@ -141,8 +69,8 @@ fn metadata(server: &KafkaServer, r: MetadataRequest) -> MetadataResponse {
         .collect();
     let mut broker = MetadataResponseBroker::default();
     broker.node_id = BrokerId(0);
-    broker.host = StrBytes::from_string(server.advertised_host.clone());
-    broker.port = server.advertised_port;
+    broker.host = StrBytes::from_string(server.options.advertised_host.clone());
+    broker.port = server.options.advertised_port;
     let mut resp = MetadataResponse::default();
     resp.brokers = vec![broker];
     resp.cluster_id = Some(StrBytes::from_static_str("sluice"));
@@ -152,7 +80,12 @@ fn metadata(server: &KafkaServer, r: MetadataRequest) -> MetadataResponse {
 }
 
 /// Decodes every batch of a produce request's records into records to append.
-fn produced_records(mut bytes: Bytes) -> Result<Vec<NewRecord>, i16> {
+///
+/// Input: the `records` bytes of one partition in a Produce request (RecordBatch v2, the
+/// Kafka protocol guide, "Record Batch"). Compressed batches (gzip, snappy, lz4, zstd) are
+/// decompressed, up to 256 MiB per batch. Errors: CORRUPT_MESSAGE for a truncated,
+/// undecodable or oversized batch.
+pub fn produced_records(mut bytes: Bytes) -> Result<Vec<NewRecord>, i16> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let header = decode_header(&bytes).map_err(|_| code(ResponseError::CorruptMessage))?;
@@ -181,7 +114,7 @@ fn produced_records(mut bytes: Bytes) -> Result<Vec<NewRecord>, i16> {
     Ok(out)
 }
 
-fn produce(server: &KafkaServer, r: ProduceRequest) -> ProduceResponse {
+pub(crate) fn produce(server: &KafkaServer, r: ProduceRequest) -> ProduceResponse {
     let now = sluice_core::time::now_ms();
     let mut resp = ProduceResponse::default();
     for td in r.topic_data {
@@ -196,14 +129,40 @@ fn produce(server: &KafkaServer, r: ProduceRequest) -> ProduceResponse {
             pr.log_append_time_ms = -1;
             let result = topic.as_ref().map_err(|c| *c).and_then(|t| {
                 let p = t.partition(pd.index as u32).map_err(|_| code(ResponseError::UnknownTopicOrPartition))?;
-                let records = produced_records(pd.records.unwrap_or_default())?;
+                let raw = pd.records.unwrap_or_default();
+                let idempotent = ProducerBatch::parse(&raw);
+                let records = produced_records(raw)?;
                 if records.is_empty() {
                     return Ok((p.log_end_offset() as i64, p.log_start_offset() as i64));
                 }
-                let info = p.write(&records, now).and_then(|info| p.complete(&info).map(|_| info)).map_err(|e| {
+                // One request carries one batch per partition; its sequence range covers
+                // every record of the request.
+                let idempotent = idempotent.map(|b| ProducerBatch { count: records.len() as i32, ..b });
+                let storage_error = |e: sluice_log::LogError| {
                     tracing::error!(topic = %name, partition = pd.index, error = %e, "produce failed");
                     code(ResponseError::KafkaStorageError)
-                })?;
+                };
+                // Sequence check and append happen under one lock, so batches of a producer
+                // are appended in the order they were checked.
+                let info = {
+                    let mut producers = server.producers.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(b) = &idempotent {
+                        match producers.check(&name, pd.index, b) {
+                            Decision::Append => {}
+                            Decision::Duplicate { base_offset } => {
+                                tracing::debug!(topic = %name, partition = pd.index, producer = b.producer_id, "duplicate batch not appended again");
+                                return Ok((base_offset, p.log_start_offset() as i64));
+                            }
+                            Decision::Reject(e) => return Err(code(e)),
+                        }
+                    }
+                    let info = p.write(&records, now).map_err(storage_error)?;
+                    if let Some(b) = &idempotent {
+                        producers.record(&name, pd.index, b, info.base_offset as i64);
+                    }
+                    info
+                };
+                p.complete(&info).map_err(storage_error)?;
                 Ok((info.base_offset as i64, p.log_start_offset() as i64))
             });
             match result {
@@ -220,7 +179,7 @@ fn produce(server: &KafkaServer, r: ProduceRequest) -> ProduceResponse {
     resp
 }
 
-fn list_offsets(server: &KafkaServer, r: ListOffsetsRequest) -> ListOffsetsResponse {
+pub(crate) fn list_offsets(server: &KafkaServer, r: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut resp = ListOffsetsResponse::default();
     for t in r.topics {
         let topic = server.log.topic(&t.name.0);
@@ -253,7 +212,7 @@ fn list_offsets(server: &KafkaServer, r: ListOffsetsRequest) -> ListOffsetsRespo
     resp
 }
 
-fn fetch(server: &KafkaServer, r: FetchRequest) -> FetchResponse {
+pub(crate) fn fetch(server: &KafkaServer, r: FetchRequest) -> FetchResponse {
     let deadline = Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64);
     loop {
         let mut total = 0usize;

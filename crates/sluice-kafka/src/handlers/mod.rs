@@ -1,0 +1,156 @@
+//! One handler per Kafka API key (the Kafka protocol guide, "The Messages"). Data-plane
+//! handlers are in [`data`], consumer groups in [`groups`], topic administration in
+//! [`admin`]. Handlers doing file I/O run on a blocking thread; JoinGroup and SyncGroup
+//! wait asynchronously for their rebalance.
+
+pub mod admin;
+pub mod data;
+pub mod groups;
+pub mod unsupported;
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, InitProducerIdResponse, ProducerId, RequestKind, TopicName};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+
+pub use data::produced_records;
+
+use crate::{ConnectionError, KafkaServer};
+
+/// Every API sluice serves, with the versions it handles (within what the codec knows).
+const APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+];
+
+/// The versions sluice handles for an API, within what the codec knows; None if not served.
+pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
+    let &(_, lo, hi) = APIS.iter().find(|(k, _, _)| *k == key)?;
+    let codec = key.valid_versions();
+    Some((lo.max(codec.min), hi.min(codec.max)))
+}
+
+pub(crate) fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+pub(crate) fn topic_name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn encode<T: Encodable>(msg: &T, version: i16) -> Result<BytesMut, ConnectionError> {
+    let mut out = BytesMut::new();
+    msg.encode(&mut out, version).map_err(|e| ConnectionError::Decode(format!("encoding the response: {e}")))?;
+    Ok(out)
+}
+
+fn api_versions() -> Vec<ApiVersion> {
+    APIS.iter()
+        .filter_map(|(k, _, _)| supported(*k).map(|(lo, hi)| ApiVersion::default().with_api_key(*k as i16).with_min_version(lo).with_max_version(hi)))
+        .collect()
+}
+
+/// The response to a request at a version (or for an API) sluice does not handle, and the
+/// response header version to send it with. ApiVersions answers at version 0 with
+/// UNSUPPORTED_VERSION and the supported ranges, as Kafka does, so the client can retry at
+/// a version it shares with the broker. Other APIs get their response type with
+/// UNSUPPORTED_VERSION ([`unsupported::unsupported_response`]). Only a version the codec
+/// cannot encode closes the connection, with the reason logged.
+pub fn unsupported(key: ApiKey, version: i16) -> Result<(BytesMut, i16), ConnectionError> {
+    if key == ApiKey::ApiVersions {
+        let resp = ApiVersionsResponse::default().with_error_code(code(ResponseError::UnsupportedVersion)).with_api_keys(api_versions());
+        return Ok((encode(&resp, 0)?, 0));
+    }
+    tracing::info!(api = ?key, version, supported = ?supported(key), "answering a request sluice does not serve with UNSUPPORTED_VERSION");
+    match unsupported::unsupported_response(key, version) {
+        Some(body) => Ok((body, key.response_header_version(version))),
+        None => Err(ConnectionError::Decode(format!("{key:?} v{version} is not supported (supported: {:?})", supported(key)))),
+    }
+}
+
+/// Who sent a request: the header's client id and the peer's address.
+pub struct Caller {
+    pub client_id: String,
+    pub host: String,
+}
+
+/// Handles one decoded request; `None` when no response is due (Produce with acks=0).
+pub async fn handle(server: Arc<KafkaServer>, request: RequestKind, version: i16, caller: Caller) -> Result<Option<BytesMut>, ConnectionError> {
+    match request {
+        RequestKind::JoinGroup(r) => encode(&groups::join(&server, r, version, caller.client_id, caller.host).await, version).map(Some),
+        RequestKind::SyncGroup(r) => encode(&groups::sync(&server, r).await, version).map(Some),
+        other => tokio::task::spawn_blocking(move || blocking(&server, other, version))
+            .await
+            .map_err(|e| ConnectionError::Decode(format!("handler failed: {e}")))?,
+    }
+}
+
+fn blocking(server: &KafkaServer, request: RequestKind, version: i16) -> Result<Option<BytesMut>, ConnectionError> {
+    match request {
+        RequestKind::ApiVersions(_) => encode(&ApiVersionsResponse::default().with_api_keys(api_versions()), version).map(Some),
+        RequestKind::Metadata(r) => encode(&data::metadata(server, r), version).map(Some),
+        RequestKind::Produce(r) => {
+            let acks = r.acks;
+            let resp = data::produce(server, r);
+            if acks == 0 {
+                return Ok(None);
+            }
+            encode(&resp, version).map(Some)
+        }
+        RequestKind::ListOffsets(r) => encode(&data::list_offsets(server, r), version).map(Some),
+        RequestKind::Fetch(r) => encode(&data::fetch(server, r), version).map(Some),
+        RequestKind::InitProducerId(r) => {
+            let mut resp = InitProducerIdResponse::default();
+            if r.transactional_id.is_some() {
+                // Transactions (KIP-98) are not served: no transaction coordinator.
+                resp.error_code = code(ResponseError::InvalidRequest);
+                resp.producer_id = ProducerId(-1);
+                resp.producer_epoch = -1;
+                return encode(&resp, version).map(Some);
+            }
+            // A fresh id per producer, epoch 0; its batches' sequence numbers are checked
+            // by `crate::idempotence`.
+            resp.producer_id = ProducerId(server.next_producer_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            resp.producer_epoch = 0;
+            encode(&resp, version).map(Some)
+        }
+        RequestKind::FindCoordinator(r) => encode(&groups::find_coordinator(server, r, version), version).map(Some),
+        RequestKind::Heartbeat(r) => encode(&groups::heartbeat(server, r), version).map(Some),
+        RequestKind::LeaveGroup(r) => encode(&groups::leave(server, r, version), version).map(Some),
+        RequestKind::OffsetCommit(r) => encode(&groups::offset_commit(server, r), version).map(Some),
+        RequestKind::OffsetFetch(r) => encode(&groups::offset_fetch(server, r, version), version).map(Some),
+        RequestKind::ListGroups(r) => encode(&groups::list_groups(server, r), version).map(Some),
+        RequestKind::DescribeGroups(r) => encode(&groups::describe_groups(server, r), version).map(Some),
+        RequestKind::DeleteGroups(r) => encode(&groups::delete_groups(server, r), version).map(Some),
+        RequestKind::CreateTopics(r) => encode(&admin::create_topics(server, r), version).map(Some),
+        RequestKind::DeleteTopics(r) => encode(&admin::delete_topics(server, r), version).map(Some),
+        RequestKind::CreatePartitions(r) => encode(&admin::create_partitions(server, r), version).map(Some),
+        RequestKind::DescribeConfigs(r) => encode(&admin::describe_configs(server, r), version).map(Some),
+        RequestKind::AlterConfigs(r) => encode(&admin::alter_configs(server, r), version).map(Some),
+        RequestKind::IncrementalAlterConfigs(r) => encode(&admin::incremental_alter_configs(server, r), version).map(Some),
+        other => Err(ConnectionError::Decode(format!("unsupported request {other:?}"))),
+    }
+}
