@@ -1,9 +1,15 @@
 //! Batch decoding never panics, and what decodes re-encodes to a batch with the same records.
+//! A batch accepted for a raw append (Kafka Produce) decodes, with one record per offset.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sluice_log::batch::{decode_records, encode, NewRecord};
+use sluice_log::batch::{decode_records, encode, validate_for_append, NewRecord};
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(h) = validate_for_append(data) {
+        let mut recs = Vec::new();
+        decode_records(data, 0, &mut recs).expect("a batch valid for append decodes");
+        assert_eq!(recs.len() as u32, h.record_count, "dense offsets");
+    }
     let mut out = Vec::new();
     if let Ok(h) = decode_records(data, 0, &mut out) {
         let recs: Vec<NewRecord> = out

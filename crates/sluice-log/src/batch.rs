@@ -292,9 +292,18 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes a whole, CRC-checked batch into records, appending those with
-/// `offset >= min_offset` to `out`.
-pub fn decode_records(buf: &[u8], min_offset: u64, out: &mut Vec<Record>) -> Result<BatchHeader, DecodeError> {
+/// One record of a batch, borrowed from the batch bytes.
+struct RecordRef<'a> {
+    offset: u64,
+    timestamp_ms: i64,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    /// (key, value) of each header; keys are checked to be UTF-8.
+    headers: Vec<(&'a str, Option<&'a [u8]>)>,
+}
+
+/// Walks every record of a whole, CRC-checked, uncompressed batch, checking its structure.
+fn walk_records<'a>(buf: &'a [u8], mut on_record: impl FnMut(RecordRef<'a>)) -> Result<(BatchHeader, usize), DecodeError> {
     let header = decode_header(buf)?;
     verify(&header, buf)?;
     let codec = header.attributes & 0x07;
@@ -318,25 +327,69 @@ pub fn decode_records(buf: &[u8], min_offset: u64, out: &mut Vec<Record>) -> Res
         if offset_delta < 0 || offset_delta >= header.record_count as i64 {
             return Err(DecodeError::Invalid(format!("offsetDelta {offset_delta} outside the batch")));
         }
-        let key = rec.bytes("a key")?.map(<[u8]>::to_vec);
-        let value = rec.bytes("a value")?.map(<[u8]>::to_vec).unwrap_or_default();
+        let key = rec.bytes("a key")?;
+        let value = rec.bytes("a value")?;
         let n_headers = rec.varint()?;
         let mut headers = Vec::new();
         for _ in 0..n_headers.max(0) {
             let k = rec.bytes("a header key")?.ok_or_else(|| DecodeError::Invalid("null header key".into()))?;
-            let key = String::from_utf8(k.to_vec()).map_err(|_| DecodeError::Invalid("header key is not UTF-8".into()))?;
-            headers.push(RecordHeader { key, value: rec.bytes("a header value")?.map(<[u8]>::to_vec) });
+            let k = std::str::from_utf8(k).map_err(|_| DecodeError::Invalid("header key is not UTF-8".into()))?;
+            headers.push((k, rec.bytes("a header value")?));
         }
-        let offset = header.base_offset + offset_delta as u64;
-        if offset >= min_offset {
-            let timestamp_ms = if log_append { header.append_time_ms } else { base_ts.saturating_add(ts_delta) };
-            out.push(Record { offset, timestamp_ms, key, value, headers });
-        }
+        let timestamp_ms = if log_append { header.append_time_ms } else { base_ts.saturating_add(ts_delta) };
+        on_record(RecordRef { offset: header.base_offset + offset_delta as u64, timestamp_ms, key, value, headers });
     }
     if r.at != r.b.len() {
         return Err(DecodeError::Invalid(format!("{} trailing bytes after the last record", r.b.len() - r.at)));
     }
+    Ok((header, count as usize))
+}
+
+/// Decodes a whole, CRC-checked batch into records, appending those with
+/// `offset >= min_offset` to `out`.
+pub fn decode_records(buf: &[u8], min_offset: u64, out: &mut Vec<Record>) -> Result<BatchHeader, DecodeError> {
+    walk_records(buf, |r| {
+        if r.offset >= min_offset {
+            out.push(Record {
+                offset: r.offset,
+                timestamp_ms: r.timestamp_ms,
+                key: r.key.map(<[u8]>::to_vec),
+                value: r.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                headers: r.headers.into_iter().map(|(k, v)| RecordHeader { key: k.to_string(), value: v.map(<[u8]>::to_vec) }).collect(),
+            });
+        }
+    })
+    .map(|(h, _)| h)
+}
+
+/// Checks that a batch a client sent can be stored as it is: exactly one whole RecordBatch
+/// v2, CRC-valid, uncompressed, neither transactional nor a control batch, with dense
+/// offsets (recordsCount = lastOffsetDelta + 1) and every record well formed. Allocates
+/// nothing per record. Errors: what is wrong and where.
+pub fn validate_for_append(buf: &[u8]) -> Result<BatchHeader, DecodeError> {
+    let (header, count) = walk_records(buf, |_| {})?;
+    if header.total_len != buf.len() {
+        return Err(DecodeError::Invalid(format!("{} bytes after the batch", buf.len() - header.total_len)));
+    }
+    if header.attributes & (ATTR_TRANSACTIONAL | ATTR_CONTROL) != 0 {
+        return Err(DecodeError::Invalid("transactional and control batches are not accepted (no transactions)".into()));
+    }
+    if count as u64 != header.record_count as u64 || count == 0 {
+        return Err(DecodeError::Invalid(format!("recordsCount {count} with lastOffsetDelta {}: offsets must be dense", header.record_count - 1)));
+    }
     Ok(header)
+}
+
+/// Attribute bits (the Kafka protocol guide, "Record Batch"): bit 4 transactional, bit 5
+/// control batch.
+const ATTR_TRANSACTIONAL: i16 = 0x10;
+const ATTR_CONTROL: i16 = 0x20;
+
+/// Resets the fields a broker owns in a client's batch before storing it: baseOffset
+/// (bytes 0..8) and partitionLeaderEpoch (12..16). Neither is covered by the CRC.
+pub fn prepare_for_append(batch: &mut [u8], base_offset: u64) {
+    set_base_offset(batch, base_offset);
+    batch[12..16].copy_from_slice(&0i32.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -399,6 +452,31 @@ mod tests {
             }
             assert!(res.is_err(), "flip at byte {i} not detected");
         }
+    }
+
+    #[test]
+    fn a_client_batch_validates_and_bad_ones_do_not() {
+        let mut buf = Vec::new();
+        encode(0, 7, &recs(), &mut buf).unwrap();
+        assert_eq!(validate_for_append(&buf).map(|h| h.record_count), Ok(2));
+        let mut extra = buf.clone();
+        extra.push(0);
+        assert!(validate_for_append(&extra).is_err(), "trailing bytes");
+        let mut txn = buf.clone();
+        txn[22] |= 0x10;
+        let crc = crc32c::crc32c(&txn[CRC_START..]);
+        txn[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(validate_for_append(&txn).is_err(), "transactional");
+        let mut sparse = buf.clone();
+        sparse[23..27].copy_from_slice(&5i32.to_be_bytes());
+        let crc = crc32c::crc32c(&sparse[CRC_START..]);
+        sparse[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(validate_for_append(&sparse).is_err(), "offset gaps");
+        let mut moved = buf.clone();
+        prepare_for_append(&mut moved, 99);
+        let mut out = Vec::new();
+        decode_records(&moved, 0, &mut out).unwrap();
+        assert_eq!((out[0].offset, out[1].offset), (99, 100));
     }
 
     #[test]

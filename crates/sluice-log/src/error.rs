@@ -39,6 +39,8 @@ pub enum LogError {
     TopicExists { name: String, partitions: u32 },
     #[error("partition {partition} does not exist in topic {topic:?}")]
     UnknownPartition { topic: String, partition: u32 },
+    #[error("the batch cannot be stored: {0}")]
+    BadBatch(#[source] DecodeError),
     #[error("a batch of {size} bytes exceeds the maximum of {max} bytes; send smaller batches")]
     BatchTooLarge { size: usize, max: usize },
     #[error("bad topic metadata in {path}: {source}")]

@@ -263,18 +263,35 @@ impl Partition {
         ENCODE_BUF.with_borrow_mut(|buf| {
             // Encode and checksum outside the lock; only the base offset is set under it.
             batch::encode(0, append_time_ms, records, buf).map_err(|size| LogError::BatchTooLarge { size, max: MAX_BATCH_BYTES })?;
-            let mut inner = lock(&self.inner);
-            let base_offset = inner.next_offset;
-            batch::set_base_offset(buf, base_offset);
-            let result = self.write_locked(&mut inner, buf, base_offset, append_time_ms);
-            if let Err(e) = &result {
-                self.poison(e);
-            }
-            result?;
-            let last_offset = base_offset + records.len() as u64 - 1;
-            inner.next_offset = last_offset + 1;
-            Ok(AppendInfo { base_offset, last_offset })
+            self.write_at_end(buf, records.len() as u64, append_time_ms)
         })
+    }
+
+    /// Writes one batch a client encoded (a Kafka producer's RecordBatch v2), stored as it
+    /// was sent apart from the fields a broker owns (base offset, leader epoch). It is
+    /// checked first with [`batch::validate_for_append`]; a bad batch is refused with
+    /// [`LogError::BadBatch`] and nothing is written. Follow with [`Partition::complete`].
+    pub fn write_raw(&self, batch_bytes: &mut [u8], append_time_ms: i64) -> Result<AppendInfo> {
+        self.check_poison()?;
+        let header = batch::validate_for_append(batch_bytes).map_err(LogError::BadBatch)?;
+        self.write_at_end(batch_bytes, header.record_count as u64, append_time_ms)
+    }
+
+    /// Under the partition lock: gives an encoded batch of `count` records the next offsets
+    /// (the fields a broker owns), writes it, and advances the log end. A failed write
+    /// poisons the log.
+    fn write_at_end(&self, batch_bytes: &mut [u8], count: u64, append_time_ms: i64) -> Result<AppendInfo> {
+        let mut inner = lock(&self.inner);
+        let base_offset = inner.next_offset;
+        batch::prepare_for_append(batch_bytes, base_offset);
+        let result = self.write_locked(&mut inner, batch_bytes, base_offset, append_time_ms);
+        if let Err(e) = &result {
+            self.poison(e);
+        }
+        result?;
+        let last_offset = base_offset + count - 1;
+        inner.next_offset = last_offset + 1;
+        Ok(AppendInfo { base_offset, last_offset })
     }
 
     fn write_locked(&self, inner: &mut Inner, buf: &[u8], base_offset: u64, now_ms: i64) -> Result<()> {
