@@ -127,3 +127,20 @@ def test_malformed_frames_close_only_their_connection(sluice):
     producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{sluice.kafka_port}")
     producer.send("after-garbage", b"ok").get(timeout=10)
     producer.close()
+
+
+def test_invalid_readings_produced_over_kafka_go_to_the_dead_letter_topic(sluice):
+    """Records failing the topic's schema are stored (offsets stay as the producer was told)
+    and copied, with field and reason, to the dead-letter topic; the job skips them."""
+    producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{sluice.kafka_port}", key_serializer=str.encode)
+    good = {"playerId": "kd", "heartbeat": 120, "createdAt": 1_700_000_000_000}
+    sent = [json.dumps(good), json.dumps({"playerId": "kd", "createdAt": 1_700_000_001_000}), "not json {", json.dumps({**good, "heartbeat": -5})]
+    meta = [producer.send(TOPIC, key="kd", value=v.encode()).get(timeout=10) for v in sent]
+    producer.close()
+    dead = [r["value"] for r in sluice.records(f"{TOPIC}.dlq")["records"]]
+    assert [(d["field"], d["transport"]) for d in dead] == [("heartbeat", "kafka"), ("$", "kafka"), ("heartbeat", "kafka")], dead
+    assert all(d["reason"] for d in dead)
+    assert [(d["partition"], d["offset"]) for d in dead] == [(m.partition, m.offset) for m in meta[1:]]
+    assert dead[1]["record"] == "not json {"
+    metrics = requests.get(f"{sluice.url}/metrics", timeout=10).text
+    assert 'sluice_ingest_rejected_records_total{topic="heartbeat-raw-topic",field="heartbeat"} 2' in metrics

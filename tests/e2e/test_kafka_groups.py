@@ -161,6 +161,10 @@ def test_kafka_python_group_lists_and_describes_and_cli_shows_lag(sluice):
     assert groups["kp"]["group_state"] == "Stable"
     described = admin.describe_groups(["kp"])["kp"]
     assert described["protocol_type"] == "consumer" and len(described["members"]) == 1
+    live = sluice.run_cli("groups", "describe", "kp", "--server", sluice.url)
+    assert live.returncode == 0, live.stderr
+    assert "group kp: Stable" in live.stdout and "lagged[0]" in live.stdout, live.stdout
+    assert requests.delete(f"{sluice.url}/v1/groups/kp", timeout=10).status_code == 409, "live members"
     c.close()
     offsets = admin.list_group_offsets("kp")
     assert sum(o.offset for o in offsets["kp"].values()) == 100
@@ -193,3 +197,39 @@ def test_aiokafka_reads_records_ingested_over_http(sluice):
     assert len(got) == 150
     assert all(k == v["playerId"] for k, v in got)
     assert sorted(v["createdAt"] for _, v in got) == [r["createdAt"] for r in body]
+
+
+def test_many_concurrent_connections(sluice):
+    """64 librdkafka producers (each with its own connections) at once, idempotent, each
+    with its own key; every record is stored once and each key's records are in order."""
+    import threading
+    bs = f"127.0.0.1:{sluice.kafka_port}"
+    requests.post(f"{sluice.url}/v1/topics", json={"name": "crowd", "partitions": 4}, timeout=10)
+    errors = []
+
+    def run(n):
+        try:
+            p = Producer({"bootstrap.servers": bs, "acks": "all", "linger.ms": 2, "enable.idempotence": True})
+            for i in range(200):
+                p.produce("crowd", key=f"producer-{n}", value=json.dumps({"n": n, "i": i}))
+            assert p.flush(60) == 0
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    c = Consumer({"bootstrap.servers": bs, "group.id": "crowd-reader", "auto.offset.reset": "earliest"})
+    c.subscribe(["crowd"])
+    per_producer = {}
+    deadline = time.time() + 60
+    while sum(len(v) for v in per_producer.values()) < 64 * 200 and time.time() < deadline:
+        for m in c.consume(1000, timeout=1):
+            if m.error() is None:
+                v = json.loads(m.value())
+                per_producer.setdefault(v["n"], []).append(v["i"])
+    c.close()
+    assert {n: v for n, v in per_producer.items()} == {n: list(range(200)) for n in range(64)}

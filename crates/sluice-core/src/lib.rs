@@ -6,6 +6,7 @@
 //! - [`model`]: row types shared by the stream engine and the lake.
 //! - [`telemetry`]: every metric name, defined once.
 
+pub mod dead_letter;
 pub mod heartbeat;
 pub mod model;
 pub mod partitioner;

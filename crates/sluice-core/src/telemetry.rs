@@ -39,8 +39,24 @@ pub const JOB_OPEN_SESSIONS: &str = "sluice_job_open_sessions";
 pub const JOB_LAG_RECORDS: &str = "sluice_job_lag_records";
 
 /// Registers descriptions with the installed recorder. Call once after installing it.
+/// Kafka protocol requests answered. Labels: `api` (e.g. Produce, Fetch, JoinGroup).
+pub const KAFKA_REQUESTS_TOTAL: &str = "sluice_kafka_requests_total";
+/// Time from a Kafka request's last byte read to its response written, ms (a Produce
+/// includes the fdatasync of its records). Labels: `api`. A histogram.
+pub const KAFKA_REQUEST_DURATION_MS: &str = "sluice_kafka_request_duration_ms";
+/// Records appended by Kafka Produce requests. Labels: `topic`.
+pub const KAFKA_PRODUCED_RECORDS_TOTAL: &str = "sluice_kafka_produced_records_total";
+/// Kafka produce batches refused (bad batch, sequence error). Labels: `reason`.
+pub const KAFKA_REFUSED_BATCHES_TOTAL: &str = "sluice_kafka_refused_batches_total";
+/// Bucket bounds of [`KAFKA_REQUEST_DURATION_MS`], ms.
+pub const KAFKA_REQUEST_DURATION_BUCKETS_MS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
+
 pub fn describe() {
-    use metrics::{describe_counter, describe_gauge, Unit};
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(KAFKA_REQUESTS_TOTAL, Unit::Count, "Kafka protocol requests answered.");
+    describe_histogram!(KAFKA_REQUEST_DURATION_MS, Unit::Milliseconds, "Kafka request time from read to response written.");
+    describe_counter!(KAFKA_PRODUCED_RECORDS_TOTAL, Unit::Count, "Records appended by Kafka Produce requests.");
+    describe_counter!(KAFKA_REFUSED_BATCHES_TOTAL, Unit::Count, "Kafka produce batches refused.");
     describe_counter!(INGEST_RECORDS_TOTAL, Unit::Count, "Records accepted and durably appended by ingest.");
     describe_counter!(INGEST_REJECTED_RECORDS_TOTAL, Unit::Count, "Records rejected by validation (kept in the dead-letter topic).");
     describe_counter!(INGEST_RECEIVED_BYTES_TOTAL, Unit::Bytes, "Bytes received by ingest.");

@@ -27,12 +27,16 @@
 //!
 //! Consumer-group offsets (stored in the log's `__consumer_offsets` topic, like Kafka's
 //! OffsetCommit and OffsetFetch):
-//! - `GET /v1/groups`: `{"groups": [...]}`.
+//! - `GET /v1/groups`: `{"groups": [...]}`: groups with committed offsets or live members.
 //! - `GET /v1/groups/{group}`: `{"group", "offsets": [{"topic", "partition", "offset",
-//!   "metadata", "commit_ms", "high_watermark", "lag"}]}`.
+//!   "metadata", "commit_ms", "high_watermark", "lag"}]}`, plus, for a group the Kafka
+//!   coordinator knows, `"state"`, `"protocol_type"`, `"protocol"`, `"generation"` and
+//!   `"members": [{"member_id", "client_id", "client_host", "assignment": [{"topic",
+//!   "partitions"}]}]`.
 //! - `POST /v1/groups/{group}/offsets` with `{"offsets": [{"topic", "partition", "offset",
 //!   "metadata"?}]}`: all durable together, then 200; 404 for an unknown topic or partition.
-//! - `DELETE /v1/groups/{group}`: forgets the group's offsets.
+//! - `DELETE /v1/groups/{group}`: forgets the group's offsets; 409 `group_in_use` while it
+//!   has live members.
 //!
 //! `GET /v1/topics/{topic}/partitions/{partition}/records?offset=N&max=M`: reads up to
 //! `M` (default 100, at most 10000) durable records from offset `N` (default 0):
@@ -273,13 +277,13 @@ struct CommitEntry {
 }
 
 async fn list_groups(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({"groups": s.gateway.offsets().groups()}))
+    Json(json!({"groups": s.gateway.groups()}))
 }
 
 async fn describe_group(State(s): State<AppState>, Path(group): Path<String>) -> Response {
     let d = s.gateway.describe_group(&group);
-    if d["offsets"].as_array().is_none_or(|a| a.is_empty()) {
-        return error(StatusCode::NOT_FOUND, "unknown_group", format!("group {group:?} has no committed offsets"));
+    if d["offsets"].as_array().is_none_or(|a| a.is_empty()) && d.get("members").is_none() {
+        return error(StatusCode::NOT_FOUND, "unknown_group", format!("group {group:?} has no committed offsets and no members"));
     }
     Json(d).into_response()
 }
@@ -310,6 +314,9 @@ async fn commit_offsets(State(s): State<AppState>, Path(group): Path<String>, bo
 }
 
 async fn delete_group(State(s): State<AppState>, Path(group): Path<String>) -> Response {
+    if s.gateway.group_is_active(&group) {
+        return error(StatusCode::CONFLICT, "group_in_use", format!("group {group:?} has live members; stop its consumers first (Kafka: NON_EMPTY_GROUP)"));
+    }
     let gw = s.gateway.clone();
     let g = group.clone();
     match tokio::task::spawn_blocking(move || gw.offsets().delete_group(&g, sluice_core::time::now_ms())).await {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sluice_core::dead_letter::DeadLetter;
 use sluice_core::heartbeat::{self, FieldError};
 use sluice_core::partitioner::partition_for_key;
 use sluice_core::telemetry as t;
@@ -98,7 +99,7 @@ fn one() -> u32 {
 }
 
 /// Suffix of dead-letter topics.
-pub const DLQ_SUFFIX: &str = ".dlq";
+pub use sluice_core::dead_letter::DLQ_SUFFIX;
 
 /// Where an accepted record went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -136,9 +137,21 @@ pub enum IngestError {
     Log(#[from] LogError),
 }
 
+/// Live consumer-group membership (the Kafka group coordinator), shown beside committed
+/// offsets by the groups API.
+pub trait GroupMembership: Send + Sync {
+    /// Groups that have members now.
+    fn active_groups(&self) -> Vec<String>;
+    /// `{"state", "protocol_type", "protocol", "generation", "members": [{"member_id",
+    /// "client_id", "client_host", "assignment": [{"topic", "partitions"}]}]}`, or None
+    /// for a group the coordinator does not know.
+    fn describe(&self, group: &str) -> Option<Value>;
+}
+
 /// The ingest gateway over a log.
 pub struct Gateway {
     log: Arc<Log>,
+    membership: std::sync::OnceLock<Arc<dyn GroupMembership>>,
     offsets: Arc<sluice_log::OffsetStore>,
     specs: BTreeMap<String, TopicSpec>,
     round_robin: AtomicU64,
@@ -164,7 +177,7 @@ impl Gateway {
             log.ensure_topic(&format!("{}{DLQ_SUFFIX}", spec.name), 1)?;
         }
         let offsets = Arc::new(sluice_log::OffsetStore::open(&log)?);
-        Ok(Gateway { log, offsets, specs: specs.into_iter().map(|s| (s.name.clone(), s)).collect(), round_robin: AtomicU64::new(0) })
+        Ok(Gateway { log, membership: std::sync::OnceLock::new(), offsets, specs: specs.into_iter().map(|s| (s.name.clone(), s)).collect(), round_robin: AtomicU64::new(0) })
     }
 
     pub fn log(&self) -> &Arc<Log> {
@@ -176,8 +189,38 @@ impl Gateway {
         &self.offsets
     }
 
-    /// A group's committed offsets with each partition's high watermark and lag.
+    /// Connects the live group membership (once; later calls are ignored).
+    pub fn set_membership(&self, m: Arc<dyn GroupMembership>) {
+        let _ = self.membership.set(m);
+    }
+
+    /// Groups with committed offsets or live members, sorted.
+    pub fn groups(&self) -> Vec<String> {
+        let mut g = self.offsets.groups();
+        g.extend(self.membership.get().map(|m| m.active_groups()).unwrap_or_default());
+        g.sort();
+        g.dedup();
+        g
+    }
+
+    /// Whether a group has live members (then its offsets must not be deleted).
+    pub fn group_is_active(&self, group: &str) -> bool {
+        self.membership.get().is_some_and(|m| m.active_groups().iter().any(|g| g == group))
+    }
+
+    /// A group's committed offsets with each partition's high watermark and lag, and its
+    /// live state and members when the group coordinator knows it.
     pub fn describe_group(&self, group: &str) -> Value {
+        let mut v = self.describe_offsets(group);
+        if let (Some(live), Some(obj)) = (self.membership.get().and_then(|m| m.describe(group)), v.as_object_mut()) {
+            for key in ["state", "protocol_type", "protocol", "generation", "members"] {
+                obj.insert(key.into(), live[key].clone());
+            }
+        }
+        v
+    }
+
+    fn describe_offsets(&self, group: &str) -> Value {
         let offsets: Vec<Value> = self
             .offsets
             .group(group)
@@ -295,6 +338,20 @@ impl Gateway {
     }
 
     /// Validates one record; returns its key.
+    /// How Kafka-produced records of a topic are checked: for a topic configured with a
+    /// schema, a function from a record value to its first field error; `None` for other
+    /// topics (their records are opaque bytes).
+    pub fn record_check(&self, topic: &str) -> Option<Arc<dyn Fn(&[u8]) -> Result<(), FieldError> + Send + Sync>> {
+        let schema = self.specs.get(topic)?.schema;
+        Some(Arc::new(move |bytes: &[u8]| {
+            let v: Value = serde_json::from_slice(bytes).map_err(|e| FieldError::new("$", format!("not JSON: {e}")))?;
+            match schema {
+                Schema::Heartbeat => heartbeat::validate(&v).map(|_| ()),
+                Schema::Json => v.as_object().map(|_| ()).ok_or_else(|| FieldError::new("$", "expected a JSON object")),
+            }
+        }))
+    }
+
     fn check_record(&self, schema: Schema, key_field: Option<&str>, v: &Value) -> Result<Option<Vec<u8>>, FieldError> {
         match schema {
             Schema::Heartbeat => heartbeat::validate(v).map(|ev| Some(ev.player_id.into_bytes())),
@@ -350,17 +407,8 @@ fn describe_topic(topic: &Topic) -> Value {
     json!({"name": topic.name(), "retention_ms": r.ms, "retention_bytes": r.bytes, "durability": topic.durability(), "partitions": parts})
 }
 
-/// A dead-letter record: the original record (as text) with where it came from and why
-/// it was rejected.
+/// A dead-letter record (layout: `sluice_core::dead_letter`).
 fn dead_letter(topic: &str, index: Option<usize>, field: &str, reason: &str, raw: &str, transport: &str, at_ms: i64) -> NewRecord {
-    let value = json!({
-        "topic": topic,
-        "index": index,
-        "field": field,
-        "reason": reason,
-        "record": raw,
-        "transport": transport,
-        "received_at_ms": at_ms,
-    });
-    NewRecord::new(None, serde_json::to_vec(&value).unwrap_or_default())
+    let value = DeadLetter { topic, index, field, reason, record: raw, transport, received_at_ms: at_ms, stored_at: None }.to_value();
+    NewRecord::new(None, value)
 }

@@ -391,6 +391,39 @@ impl Group {
     }
 }
 
+/// The partitions in a consumer's assignment: SyncGroup's `assignment` bytes for protocol
+/// type "consumer" (Kafka's ConsumerProtocolAssignment, versions 0–3: version i16, then an
+/// i32 count of (topic: i16 length + UTF-8, partitions: i32 count of i32), then user data).
+/// Returns (topic, partitions); empty when the bytes are not in that format.
+pub fn consumer_assignment(bytes: &[u8]) -> Vec<(String, Vec<i32>)> {
+    fn parse(b: &[u8]) -> Option<Vec<(String, Vec<i32>)>> {
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let s = b.get(at..at.checked_add(n)?)?;
+            at += n;
+            Some(s)
+        };
+        let version = i16::from_be_bytes(take(2)?.try_into().ok()?);
+        if !(0..=3).contains(&version) {
+            return None;
+        }
+        let topics = i32::from_be_bytes(take(4)?.try_into().ok()?);
+        let mut out = Vec::new();
+        for _ in 0..topics.max(0) {
+            let len = i16::from_be_bytes(take(2)?.try_into().ok()?);
+            let name = std::str::from_utf8(take(len.max(0) as usize)?).ok()?.to_string();
+            let n = i32::from_be_bytes(take(4)?.try_into().ok()?);
+            let mut parts = Vec::new();
+            for _ in 0..n.max(0) {
+                parts.push(i32::from_be_bytes(take(4)?.try_into().ok()?));
+            }
+            out.push((name, parts));
+        }
+        Some(out)
+    }
+    parse(bytes).unwrap_or_default()
+}
+
 impl Default for Group {
     fn default() -> Self {
         Group::new()

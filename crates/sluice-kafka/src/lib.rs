@@ -51,7 +51,34 @@ pub struct KafkaOptions {
     pub group_initial_rebalance_delay_ms: i64,
     /// Topics that DeleteTopics must refuse (configured, dead-letter and internal topics).
     pub protected_topics: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    /// How produced records of a topic are checked (topics configured with a schema), or
+    /// `None`: records of other topics are opaque bytes. A record that fails its check is
+    /// still stored (offsets stay as the producer was told) and is also written, with the
+    /// reason, to the topic's dead-letter topic.
+    pub record_check: Box<dyn Fn(&str) -> Option<RecordCheck> + Send + Sync>,
 }
+
+/// What [`KafkaServer::group_view`] shows of a group.
+#[derive(Debug, Clone)]
+pub struct GroupView {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub generation: i32,
+    pub members: Vec<MemberView>,
+}
+
+/// One member of a [`GroupView`]; `assignment` is (topic, partitions) for consumer groups.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    pub assignment: Vec<(String, Vec<i32>)>,
+}
+
+/// Checks one record value: `Err` names the field and the reason.
+pub type RecordCheck = Arc<dyn Fn(&[u8]) -> Result<(), sluice_core::heartbeat::FieldError> + Send + Sync>;
 
 /// The Kafka protocol server over a log.
 pub struct KafkaServer {
@@ -90,6 +117,34 @@ impl KafkaServer {
         };
         self.group_changed.notify_waiters();
         out
+    }
+
+    /// Groups that have members now.
+    pub fn active_groups(&self) -> Vec<String> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|(_, g)| !g.members.is_empty()).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// A snapshot of a group the coordinator knows: state, protocol, generation, members.
+    pub fn group_view(&self, name: &str) -> Option<GroupView> {
+        let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let g = groups.get(name)?;
+        let consumer = g.protocol_type.as_deref() == Some("consumer");
+        Some(GroupView {
+            state: g.state.name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: g.protocol.clone().unwrap_or_default(),
+            generation: g.generation,
+            members: g
+                .members
+                .values()
+                .map(|m| MemberView {
+                    member_id: m.id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    assignment: if consumer { coordinator::consumer_assignment(&m.assignment) } else { Vec::new() },
+                })
+                .collect(),
+        })
     }
 
     /// Runs `f` on a group without waking waiters; `f` returns whether it changed the
@@ -170,50 +225,99 @@ impl KafkaServer {
         }
     }
 
-    async fn connection(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) -> Result<(), ConnectionError> {
+    /// Serves one connection. Requests are read and started in order; a Produce does its
+    /// writes in order and then waits for durability on another task, so the next requests
+    /// can be read meanwhile and pipelined produce requests share one fdatasync (group
+    /// commit). Responses are written in request order, as the protocol requires.
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) -> Result<(), ConnectionError> {
         stream.set_nodelay(true)?;
-        loop {
-            let len = match stream.read_i32().await {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            if len < 0 || len as usize > MAX_FRAME_BYTES {
-                return Err(ConnectionError::FrameLength(len as i64));
-            }
-            let mut frame = vec![0u8; len as usize];
-            stream.read_exact(&mut frame).await?;
-            let mut buf = Bytes::from(frame);
-            let header = decode_header(&mut buf).map_err(ConnectionError::Decode)?;
-            let response = self.clone().handle(header.clone(), buf, peer).await?;
-            if let Some((body, response_header_version)) = response {
-                let mut out = BytesMut::new();
-                out.put_i32(0);
-                let rh = ResponseHeader::default().with_correlation_id(header.correlation_id);
-                rh.encode(&mut out, response_header_version).map_err(|e| ConnectionError::Decode(e.to_string()))?;
-                out.extend_from_slice(&body);
-                let n = (out.len() - 4) as i32;
-                out[..4].copy_from_slice(&n.to_be_bytes());
-                stream.write_all(&out).await?;
+        let (mut reader, writer) = stream.into_split();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Pending>(MAX_IN_FLIGHT);
+        let writer = tokio::spawn(write_replies(writer, rx));
+        let result = async {
+            loop {
+                let len = match reader.read_i32().await {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                };
+                if len < 0 || len as usize > MAX_FRAME_BYTES {
+                    return Err(ConnectionError::FrameLength(len as i64));
+                }
+                let mut frame = vec![0u8; len as usize];
+                reader.read_exact(&mut frame).await?;
+                let mut buf = Bytes::from(frame);
+                let header = decode_header(&mut buf).map_err(ConnectionError::Decode)?;
+                let read_at = std::time::Instant::now();
+                let correlation_id = header.correlation_id;
+                let api = ApiKey::try_from(header.request_api_key).ok();
+                let (reply, header_version) = self.clone().handle(header, buf, peer).await?;
+                if tx.send(Pending { correlation_id, header_version, reply, api, read_at }).await.is_err() {
+                    return Ok(()); // the writer stopped: its error is reported below
+                }
             }
         }
+        .await;
+        // Replies already due are still sent before the connection closes.
+        drop(tx);
+        let written = writer.await.map_err(|e| ConnectionError::Decode(format!("response writer failed: {e}")))?;
+        result.and(written)
     }
 
-    /// Decodes and handles one request; `None` when no response is due (acks=0).
-    async fn handle(self: Arc<Self>, header: RequestHeader, mut body: Bytes, peer: SocketAddr) -> Result<Option<(BytesMut, i16)>, ConnectionError> {
+    /// Decodes and starts one request; returns its reply and response header version.
+    async fn handle(self: Arc<Self>, header: RequestHeader, mut body: Bytes, peer: SocketAddr) -> Result<(handlers::Reply, i16), ConnectionError> {
         let api_key = ApiKey::try_from(header.request_api_key).map_err(|_| ConnectionError::Decode(format!("unknown API key {}", header.request_api_key)))?;
         let version = header.request_api_version;
         let supported = handlers::supported(api_key);
         if supported.is_none_or(|(lo, hi)| version < lo || version > hi) {
-            let out = handlers::unsupported(api_key, version)?;
-            return Ok(Some(out));
+            let (body, header_version) = handlers::unsupported(api_key, version)?;
+            return Ok((handlers::Reply::Ready(Some(body)), header_version));
         }
         let request = decode_body(api_key, &mut body, version).map_err(ConnectionError::Decode)?;
         if body.has_remaining() {
             tracing::debug!(?api_key, version, left = body.remaining(), "request had trailing bytes");
         }
         let caller = handlers::Caller { client_id: header.client_id.as_deref().unwrap_or("").to_string(), host: format!("/{}", peer.ip()) };
-        let response = handlers::handle(self, request, version, caller).await?;
-        Ok(response.map(|r| (r, api_key.response_header_version(version))))
+        let reply = handlers::handle(self, request, version, caller).await?;
+        Ok((reply, api_key.response_header_version(version)))
     }
+}
+
+/// Most requests of one connection in flight at once (read but not yet answered).
+const MAX_IN_FLIGHT: usize = 64;
+
+/// A request read and started, waiting for its turn to be answered.
+struct Pending {
+    correlation_id: i32,
+    header_version: i16,
+    reply: handlers::Reply,
+    api: Option<ApiKey>,
+    read_at: std::time::Instant,
+}
+
+/// Writes replies in request order until the reader is done and every reply is sent.
+async fn write_replies(mut writer: tokio::net::tcp::OwnedWriteHalf, mut replies: tokio::sync::mpsc::Receiver<Pending>) -> Result<(), ConnectionError> {
+    use sluice_core::telemetry as t;
+    while let Some(Pending { correlation_id, header_version, reply, api, read_at }) = replies.recv().await {
+        let api = api.map(|k| format!("{k:?}")).unwrap_or_else(|| "unknown".into());
+        let body = match reply {
+            handlers::Reply::Ready(body) => body,
+            handlers::Reply::Later(task) => task.await.map_err(|e| ConnectionError::Decode(format!("handler failed: {e}")))??,
+        };
+        metrics::counter!(t::KAFKA_REQUESTS_TOTAL, "api" => api.clone()).increment(1);
+        let Some(body) = body else {
+            metrics::histogram!(t::KAFKA_REQUEST_DURATION_MS, "api" => api.clone()).record(read_at.elapsed().as_secs_f64() * 1e3);
+            continue;
+        };
+        let mut out = BytesMut::with_capacity(body.len() + 16);
+        out.put_i32(0);
+        let rh = ResponseHeader::default().with_correlation_id(correlation_id);
+        rh.encode(&mut out, header_version).map_err(|e| ConnectionError::Decode(e.to_string()))?;
+        out.extend_from_slice(&body);
+        let n = (out.len() - 4) as i32;
+        out[..4].copy_from_slice(&n.to_be_bytes());
+        writer.write_all(&out).await?;
+        metrics::histogram!(t::KAFKA_REQUEST_DURATION_MS, "api" => api).record(read_at.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(())
 }

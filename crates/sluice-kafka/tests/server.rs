@@ -87,6 +87,7 @@ async fn start() -> (tempfile::TempDir, Arc<Log>, tokio::net::TcpStream) {
         auto_create_topics: false,
         group_initial_rebalance_delay_ms: 0,
         protected_topics: Box::new(|_| false),
+        record_check: Box::new(|_| None),
     };
     let server = Arc::new(KafkaServer::new(log.clone(), offsets, options));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

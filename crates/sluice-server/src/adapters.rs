@@ -52,3 +52,25 @@ impl Sink for LakeSink {
         Ok(self.lake.discard_after(id)?)
     }
 }
+
+/// The Kafka group coordinator as the groups API's live membership.
+pub struct KafkaMembership(pub Arc<sluice_kafka::KafkaServer>);
+
+impl sluice_gateway::GroupMembership for KafkaMembership {
+    fn active_groups(&self) -> Vec<String> {
+        self.0.active_groups()
+    }
+
+    fn describe(&self, group: &str) -> Option<serde_json::Value> {
+        let g = self.0.group_view(group)?;
+        let members: Vec<serde_json::Value> = g
+            .members
+            .into_iter()
+            .map(|m| {
+                let assignment: Vec<serde_json::Value> = m.assignment.into_iter().map(|(t, p)| serde_json::json!({"topic": t, "partitions": p})).collect();
+                serde_json::json!({"member_id": m.member_id, "client_id": m.client_id, "client_host": m.client_host, "assignment": assignment})
+            })
+            .collect();
+        Some(serde_json::json!({"state": g.state, "protocol_type": g.protocol_type, "protocol": g.protocol, "generation": g.generation, "members": members}))
+    }
+}

@@ -24,7 +24,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::{Stream, StreamExt};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_core::telemetry as t;
@@ -55,7 +55,14 @@ static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 /// The process-wide Prometheus recorder (installed on first use).
 pub fn prometheus() -> &'static PrometheusHandle {
     PROMETHEUS.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let builder = PrometheusBuilder::new();
+        let builder = builder
+            .set_buckets_for_metric(Matcher::Full(t::KAFKA_REQUEST_DURATION_MS.to_string()), t::KAFKA_REQUEST_DURATION_BUCKETS_MS)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "histogram buckets rejected; Kafka request durations export as summaries");
+                PrometheusBuilder::new()
+            });
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");

@@ -176,8 +176,10 @@ impl Server {
                 auto_create_topics: config.kafka.auto_create_topics,
                 group_initial_rebalance_delay_ms: config.kafka.group_initial_rebalance_delay_ms as i64,
                 protected_topics: Box::new(move |t: &str| t.starts_with("__") || protected.contains(t)),
+                record_check: { let gw = gateway.clone(); Box::new(move |t: &str| gw.record_check(t)) },
             };
             let server = Arc::new(sluice_kafka::KafkaServer::new(log.clone(), gateway.offsets().clone(), options));
+            gateway.set_membership(Arc::new(adapters::KafkaMembership(server.clone())));
             tracing::info!(%addr, "serving the Kafka protocol");
             Some((addr, tokio::spawn(server.serve(listener))))
         } else {

@@ -16,9 +16,10 @@ pub struct GroupsArgs {
 
 #[derive(Subcommand)]
 enum GroupsCommand {
-    /// List groups with committed offsets.
+    /// List groups with committed offsets or live (Kafka) members.
     List,
-    /// Show a group's committed offset, high watermark and lag per partition.
+    /// Show a group's state and members (with their assigned partitions) and its
+    /// committed offset, high watermark and lag per partition.
     Describe { group: String },
     /// Forget a group's committed offsets.
     Delete { group: String },
@@ -34,6 +35,25 @@ pub fn run(args: GroupsArgs) -> anyhow::Result<()> {
         }
         GroupsCommand::Describe { group } => {
             let v = call("GET", &format!("{base}/{group}"), None)?;
+            if let Some(state) = v["state"].as_str() {
+                println!("group {group}: {state}, generation {}, protocol {} {}", v["generation"], v["protocol_type"].as_str().unwrap_or(""), v["protocol"].as_str().unwrap_or(""));
+                for m in v["members"].as_array().into_iter().flatten() {
+                    let parts: Vec<String> = m["assignment"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|a| format!("{}{}", a["topic"].as_str().unwrap_or(""), a["partitions"]))
+                        .collect();
+                    println!(
+                        "  member {} (client {}, {}): {}",
+                        m["member_id"].as_str().unwrap_or(""),
+                        m["client_id"].as_str().unwrap_or(""),
+                        m["client_host"].as_str().unwrap_or(""),
+                        if parts.is_empty() { "no partitions".to_string() } else { parts.join(" ") }
+                    );
+                }
+                println!();
+            }
             println!("{:<24} {:<32} {:>9} {:>14} {:>16} {:>10}", "group", "topic", "partition", "committed", "high watermark", "lag");
             for o in v["offsets"].as_array().into_iter().flatten() {
                 println!(

@@ -134,3 +134,14 @@ fn inconsistent_protocols_are_refused() {
     r.protocol_type = "connect".into();
     assert!(matches!(g.join(r, 1_000, 0), Join::Error { code: ResponseError::InconsistentGroupProtocol, .. }));
 }
+
+#[test]
+fn consumer_assignments_are_read() {
+    // version 1; topic "readings" partitions [0, 2]; user data null.
+    let mut b = vec![0, 1, 0, 0, 0, 1, 0, 8];
+    b.extend_from_slice(b"readings");
+    b.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2, 0xff, 0xff, 0xff, 0xff]);
+    assert_eq!(consumer_assignment(&b), vec![("readings".to_string(), vec![0, 2])]);
+    assert_eq!(consumer_assignment(&b[..9]), vec![], "truncated");
+    assert_eq!(consumer_assignment(b"\x7f\x00"), vec![], "unknown version");
+}

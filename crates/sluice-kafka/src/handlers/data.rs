@@ -15,11 +15,16 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use sluice_log::batch::{decode_header, decode_records, NewRecord, RecordHeader};
-use sluice_log::{LogError, Topic};
+use std::sync::Arc;
+
+use sluice_log::partition::AppendInfo;
+use sluice_log::{LogError, Partition, Topic};
 
 use super::{code, topic_name};
 use crate::idempotence::{Decision, ProducerBatch};
-use crate::KafkaServer;
+use crate::{KafkaServer, RecordCheck};
+use sluice_core::dead_letter::{DeadLetter, DLQ_SUFFIX};
+use sluice_core::heartbeat::FieldError;
 
 pub(crate) fn lookup(server: &KafkaServer, name: &str, create: bool) -> Result<std::sync::Arc<Topic>, i16> {
     if let Some(t) = server.log.topic(name) {
@@ -114,61 +119,58 @@ pub fn produced_records(mut bytes: Bytes) -> Result<Vec<NewRecord>, i16> {
     Ok(out)
 }
 
-pub(crate) fn produce(server: &KafkaServer, r: ProduceRequest) -> ProduceResponse {
+/// A Produce whose records are written (in request order) but not yet durable.
+pub(crate) struct WrittenProduce {
+    resp: ProduceResponse,
+    /// (topic index, partition index in the response, partition, what was written).
+    pending: Vec<(usize, usize, Arc<Partition>, AppendInfo)>,
+}
+
+impl WrittenProduce {
+    /// Waits until every write is acknowledged under its topic's durability policy (the
+    /// `fsync` policy: fdatasync, shared with concurrent writers), then answers.
+    pub(crate) fn complete(mut self) -> ProduceResponse {
+        for (t, i, p, info) in self.pending {
+            let pr = &mut self.resp.responses[t].partition_responses[i];
+            if let Err(e) = p.complete(&info) {
+                tracing::error!(partition = pr.index, error = %e, "produce failed");
+                pr.error_code = code(ResponseError::KafkaStorageError);
+                pr.base_offset = -1;
+            }
+        }
+        self.resp
+    }
+}
+
+/// The first half of a Produce: checks and writes every partition's records, in order.
+pub(crate) fn produce_write(server: &KafkaServer, r: ProduceRequest) -> WrittenProduce {
     let now = sluice_core::time::now_ms();
     let mut resp = ProduceResponse::default();
-    for td in r.topic_data {
+    let mut pending = Vec::new();
+    for (ti, td) in r.topic_data.into_iter().enumerate() {
         let name = td.name.0.to_string();
         let topic = lookup(server, &name, false);
         let mut tr = TopicProduceResponse::default();
         tr.name = td.name.clone();
-        for pd in td.partition_data {
+        for (pi, pd) in td.partition_data.into_iter().enumerate() {
             let mut pr = PartitionProduceResponse::default();
             pr.index = pd.index;
             pr.base_offset = -1;
             pr.log_append_time_ms = -1;
             let result = topic.as_ref().map_err(|c| *c).and_then(|t| {
                 let p = t.partition(pd.index as u32).map_err(|_| code(ResponseError::UnknownTopicOrPartition))?;
-                let raw = pd.records.unwrap_or_default();
-                let idempotent = ProducerBatch::parse(&raw);
-                let records = produced_records(raw)?;
-                if records.is_empty() {
-                    return Ok((p.log_end_offset() as i64, p.log_start_offset() as i64));
-                }
-                // One request carries one batch per partition; its sequence range covers
-                // every record of the request.
-                let idempotent = idempotent.map(|b| ProducerBatch { count: records.len() as i32, ..b });
-                let storage_error = |e: sluice_log::LogError| {
-                    tracing::error!(topic = %name, partition = pd.index, error = %e, "produce failed");
-                    code(ResponseError::KafkaStorageError)
-                };
-                // Sequence check and append happen under one lock, so batches of a producer
-                // are appended in the order they were checked.
-                let info = {
-                    let mut producers = server.producers.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(b) = &idempotent {
-                        match producers.check(&name, pd.index, b) {
-                            Decision::Append => {}
-                            Decision::Duplicate { base_offset } => {
-                                tracing::debug!(topic = %name, partition = pd.index, producer = b.producer_id, "duplicate batch not appended again");
-                                return Ok((base_offset, p.log_start_offset() as i64));
-                            }
-                            Decision::Reject(e) => return Err(code(e)),
-                        }
-                    }
-                    let info = p.write(&records, now).map_err(storage_error)?;
-                    if let Some(b) = &idempotent {
-                        producers.record(&name, pd.index, b, info.base_offset as i64);
-                    }
-                    info
-                };
-                p.complete(&info).map_err(storage_error)?;
-                Ok((info.base_offset as i64, p.log_start_offset() as i64))
+                let written = append(server, &name, pd.index, p, pd.records.unwrap_or_default(), now)?;
+                Ok((written, p.log_start_offset() as i64, p.clone()))
             });
             match result {
-                Ok((base, start)) => {
-                    pr.base_offset = base;
+                Ok((Written::Done { base_offset }, start, _)) => {
+                    pr.base_offset = base_offset;
                     pr.log_start_offset = start;
+                }
+                Ok((Written::Pending(info), start, p)) => {
+                    pr.base_offset = info.base_offset as i64;
+                    pr.log_start_offset = start;
+                    pending.push((ti, pi, p, info));
                 }
                 Err(c) => pr.error_code = c,
             }
@@ -176,7 +178,131 @@ pub(crate) fn produce(server: &KafkaServer, r: ProduceRequest) -> ProduceRespons
         }
         resp.responses.push(tr);
     }
-    resp
+    WrittenProduce { resp, pending }
+}
+
+/// The outcome of writing one partition's records.
+enum Written {
+    /// Nothing to wait for (no records, or a duplicate of an appended batch).
+    Done { base_offset: i64 },
+    /// Written; acknowledge after [`Partition::complete`].
+    Pending(AppendInfo),
+}
+
+/// What a partition's records in a Produce request become.
+enum Payload {
+    /// One uncompressed batch, stored as sent (validated, base offset assigned).
+    Raw(Vec<u8>),
+    /// Compressed or several batches: decoded, appended as a new batch.
+    Records(Vec<NewRecord>),
+}
+
+/// Writes one partition's records from a Produce request (not yet acknowledged), or says
+/// why not with an error code.
+fn append(server: &KafkaServer, topic: &str, index: i32, p: &Partition, raw: Bytes, now: i64) -> Result<Written, i16> {
+    let idempotent = ProducerBatch::parse(&raw);
+    let single_uncompressed = decode_header(&raw).is_ok_and(|h| h.total_len == raw.len() && h.attributes & 0x07 == 0);
+    let payload = if single_uncompressed {
+        Payload::Raw(raw.to_vec())
+    } else {
+        Payload::Records(produced_records(raw)?)
+    };
+    let count = match &payload {
+        Payload::Raw(b) => decode_header(b).map(|h| h.record_count as usize).unwrap_or(0),
+        Payload::Records(r) => r.len(),
+    };
+    if count == 0 {
+        return Ok(Written::Done { base_offset: p.log_end_offset() as i64 });
+    }
+    let rejected = match (server.options.record_check)(topic) {
+        Some(check) => check_records(&payload, &check)?,
+        None => Vec::new(),
+    };
+    // One request carries one batch per partition; its sequence range covers all of it.
+    let idempotent = idempotent.map(|b| ProducerBatch { count: count as i32, ..b });
+    let write = |payload: Payload| match payload {
+        Payload::Raw(mut b) => p.write_raw(&mut b, now),
+        Payload::Records(r) => p.write(&r, now),
+    };
+    let failed = |e: LogError| match e {
+        LogError::BadBatch(reason) => {
+            metrics::counter!(sluice_core::telemetry::KAFKA_REFUSED_BATCHES_TOTAL, "reason" => "corrupt").increment(1);
+            tracing::warn!(topic, partition = index, %reason, "refused a produced batch");
+            code(ResponseError::CorruptMessage)
+        }
+        e => {
+            tracing::error!(topic, partition = index, error = %e, "produce failed");
+            code(ResponseError::KafkaStorageError)
+        }
+    };
+    let info = match &idempotent {
+        None => write(payload).map_err(failed)?,
+        Some(b) => {
+            // Sequence check and append under one lock: a producer's batches are appended
+            // in the order they were checked.
+            let mut producers = server.producers.lock().unwrap_or_else(|p| p.into_inner());
+            match producers.check(topic, index, b) {
+                Decision::Append => {}
+                Decision::Duplicate { base_offset } => {
+                    tracing::debug!(topic, partition = index, producer = b.producer_id, "duplicate batch not appended again");
+                    return Ok(Written::Done { base_offset });
+                }
+                Decision::Reject(e) => {
+                    metrics::counter!(sluice_core::telemetry::KAFKA_REFUSED_BATCHES_TOTAL, "reason" => "sequence").increment(1);
+                    return Err(code(e));
+                }
+            }
+            let info = write(payload).map_err(failed)?;
+            producers.record(topic, index, b, info.base_offset as i64);
+            info
+        }
+    };
+    metrics::counter!(sluice_core::telemetry::KAFKA_PRODUCED_RECORDS_TOTAL, "topic" => topic.to_string()).increment(count as u64);
+    if !rejected.is_empty() {
+        dead_letters(server, topic, index, info.base_offset, &rejected, now);
+    }
+    Ok(Written::Pending(info))
+}
+
+/// (index in the batch, field error, the record as text) of every record failing `check`.
+fn check_records(payload: &Payload, check: &RecordCheck) -> Result<Vec<(usize, FieldError, String)>, i16> {
+    let mut owned = Vec::new();
+    let values: Vec<&[u8]> = match payload {
+        Payload::Raw(b) => {
+            decode_records(b, 0, &mut owned).map_err(|_| code(ResponseError::CorruptMessage))?;
+            owned.iter().map(|r| r.value.as_slice()).collect()
+        }
+        Payload::Records(r) => r.iter().map(|r| r.value.as_slice()).collect(),
+    };
+    Ok(values.into_iter().enumerate().filter_map(|(i, v)| check(v).err().map(|e| (i, e, String::from_utf8_lossy(v).into_owned()))).collect())
+}
+
+/// Writes rejected records, with their reasons and stored offsets, to the topic's
+/// dead-letter topic, and counts them. The records themselves are already in the topic.
+fn dead_letters(server: &KafkaServer, topic: &str, partition: i32, base_offset: u64, rejected: &[(usize, FieldError, String)], now: i64) {
+    let records: Vec<NewRecord> = rejected
+        .iter()
+        .map(|(i, e, raw)| {
+            metrics::counter!(sluice_core::telemetry::INGEST_REJECTED_RECORDS_TOTAL, "topic" => topic.to_string(), "field" => e.field.clone()).increment(1);
+            let letter = DeadLetter {
+                topic,
+                index: Some(*i),
+                field: &e.field,
+                reason: &e.reason,
+                record: raw,
+                transport: "kafka",
+                received_at_ms: now,
+                stored_at: Some((partition as u32, base_offset + *i as u64)),
+            };
+            NewRecord::new(None, letter.to_value())
+        })
+        .collect();
+    let dlq = format!("{topic}{DLQ_SUFFIX}");
+    let written = server.log.ensure_topic(&dlq, 1).and_then(|t| t.partition(0).cloned()).and_then(|p| p.append(&records, now));
+    match written {
+        Ok(_) => tracing::warn!(topic, partition, rejected = records.len(), dead_letter_topic = %dlq, "produced records failed the topic's schema; stored, and copied with the reason to the dead-letter topic"),
+        Err(e) => tracing::error!(topic, partition, error = %e, "could not write rejected records to the dead-letter topic"),
+    }
 }
 
 pub(crate) fn list_offsets(server: &KafkaServer, r: ListOffsetsRequest) -> ListOffsetsResponse {
@@ -235,12 +361,19 @@ pub(crate) fn fetch(server: &KafkaServer, r: FetchRequest) -> FetchResponse {
                         changes.get_or_insert_with(|| topic.as_ref().map(|t| t.changes().clone()));
                         let (start, hw) = (part.log_start_offset() as i64, part.high_watermark() as i64);
                         pd.high_watermark = hw;
+                        // No transactions: the last stable offset is the high watermark, so
+                        // read_committed and read_uncommitted consumers read the same records.
                         pd.last_stable_offset = hw;
                         pd.log_start_offset = start;
                         if p.fetch_offset < start || p.fetch_offset > hw {
                             pd.error_code = code(ResponseError::OffsetOutOfRange);
                         } else {
-                            match part.read_raw(p.fetch_offset as u64, p.partition_max_bytes.max(1) as usize) {
+                            // partition_max_bytes per partition, max_bytes for the whole
+                            // response; at least one batch overall (KIP-74).
+                            let left = (r.max_bytes.max(1) as usize).saturating_sub(total);
+                            let limit = (p.partition_max_bytes.max(1) as usize).min(left);
+                            let read = if limit == 0 { Ok(Vec::new()) } else { part.read_raw(p.fetch_offset as u64, limit) };
+                            match read {
                                 Ok(bytes) => {
                                     total += bytes.len();
                                     pd.records = Some(Bytes::from(bytes));

@@ -97,14 +97,35 @@ pub struct Caller {
     pub host: String,
 }
 
-/// Handles one decoded request; `None` when no response is due (Produce with acks=0).
-pub async fn handle(server: Arc<KafkaServer>, request: RequestKind, version: i16, caller: Caller) -> Result<Option<BytesMut>, ConnectionError> {
+/// A response body: ready now, or being finished on another task. `None` when no
+/// response is due (Produce with acks=0).
+pub enum Reply {
+    Ready(Option<BytesMut>),
+    Later(tokio::task::JoinHandle<Result<Option<BytesMut>, ConnectionError>>),
+}
+
+fn join_error(e: tokio::task::JoinError) -> ConnectionError {
+    ConnectionError::Decode(format!("handler failed: {e}"))
+}
+
+/// Handles one decoded request. A Produce returns once its records are written (in
+/// request order) and finishes, waiting for durability, on another task.
+pub async fn handle(server: Arc<KafkaServer>, request: RequestKind, version: i16, caller: Caller) -> Result<Reply, ConnectionError> {
     match request {
-        RequestKind::JoinGroup(r) => encode(&groups::join(&server, r, version, caller.client_id, caller.host).await, version).map(Some),
-        RequestKind::SyncGroup(r) => encode(&groups::sync(&server, r).await, version).map(Some),
-        other => tokio::task::spawn_blocking(move || blocking(&server, other, version))
-            .await
-            .map_err(|e| ConnectionError::Decode(format!("handler failed: {e}")))?,
+        RequestKind::JoinGroup(r) => encode(&groups::join(&server, r, version, caller.client_id, caller.host).await, version).map(|b| Reply::Ready(Some(b))),
+        RequestKind::SyncGroup(r) => encode(&groups::sync(&server, r).await, version).map(|b| Reply::Ready(Some(b))),
+        RequestKind::Produce(r) => {
+            let acks = r.acks;
+            let written = tokio::task::spawn_blocking(move || data::produce_write(&server, r)).await.map_err(join_error)?;
+            Ok(Reply::Later(tokio::task::spawn_blocking(move || {
+                let resp = written.complete();
+                if acks == 0 {
+                    return Ok(None);
+                }
+                encode(&resp, version).map(Some)
+            })))
+        }
+        other => tokio::task::spawn_blocking(move || blocking(&server, other, version)).await.map_err(join_error)?.map(Reply::Ready),
     }
 }
 
@@ -112,14 +133,6 @@ fn blocking(server: &KafkaServer, request: RequestKind, version: i16) -> Result<
     match request {
         RequestKind::ApiVersions(_) => encode(&ApiVersionsResponse::default().with_api_keys(api_versions()), version).map(Some),
         RequestKind::Metadata(r) => encode(&data::metadata(server, r), version).map(Some),
-        RequestKind::Produce(r) => {
-            let acks = r.acks;
-            let resp = data::produce(server, r);
-            if acks == 0 {
-                return Ok(None);
-            }
-            encode(&resp, version).map(Some)
-        }
         RequestKind::ListOffsets(r) => encode(&data::list_offsets(server, r), version).map(Some),
         RequestKind::Fetch(r) => encode(&data::fetch(server, r), version).map(Some),
         RequestKind::InitProducerId(r) => {
