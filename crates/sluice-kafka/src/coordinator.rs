@@ -163,6 +163,16 @@ impl Group {
             }
         }
         let mut member_id = req.member_id.clone();
+        // Static membership (KIP-345), simplified: a member rejoining with a
+        // group.instance.id replaces the member that had it, instead of waiting for that
+        // member's session to expire. (Kafka also skips the rebalance; sluice does not.)
+        if let Some(instance) = &req.group_instance_id {
+            let previous: Vec<String> =
+                self.members.values().filter(|m| m.group_instance_id.as_ref() == Some(instance) && m.id != member_id).map(|m| m.id.clone()).collect();
+            for id in previous {
+                self.members.remove(&id);
+            }
+        }
         if member_id.is_empty() {
             member_id = self.new_member_id(&req.client_id, now_ms);
             if req.require_known_member_id {
@@ -373,6 +383,11 @@ impl Group {
             self.after_removal(now_ms);
         }
         self.maybe_complete(now_ms) || !expired.is_empty()
+    }
+
+    /// Whether the coordinator can forget this group: no members, none joining.
+    pub fn is_idle(&self) -> bool {
+        self.state == GroupState::Empty && self.members.is_empty() && self.pending.is_empty()
     }
 
     /// Whether an OffsetCommit from this member at this generation may commit: members of

@@ -145,3 +145,18 @@ fn consumer_assignments_are_read() {
     assert_eq!(consumer_assignment(&b[..9]), vec![], "truncated");
     assert_eq!(consumer_assignment(b"\x7f\x00"), vec![], "unknown version");
 }
+
+#[test]
+fn a_static_member_rejoining_replaces_its_old_self() {
+    let mut g = Group::new();
+    let mut r = req("", "a");
+    r.group_instance_id = Some("host-1".into());
+    let first = joined(g.join(r.clone(), 0, 0));
+    g.take_join_result(&first).unwrap().unwrap();
+    g.sync(&first, 1, vec![], 0);
+    // The process restarts and joins again without its member id.
+    let second = joined(g.join(r, 1_000, 0));
+    assert_ne!(first, second);
+    assert!(!g.members.contains_key(&first), "the old member is gone at once");
+    assert_eq!(g.take_join_result(&second).unwrap().unwrap().generation, 2);
+}

@@ -319,8 +319,12 @@ pub(crate) fn list_offsets(server: &KafkaServer, r: ListOffsetsRequest) -> ListO
             match topic.as_ref().and_then(|t| t.partition(p.partition_index as u32).ok().cloned()) {
                 None => pr.error_code = code(ResponseError::UnknownTopicOrPartition),
                 Some(part) => match p.timestamp {
-                    -2 => pr.offset = part.log_start_offset() as i64,
+                    // -2 earliest, -4 earliest local (KIP-405: all of sluice's log is local).
+                    -2 | -4 => pr.offset = part.log_start_offset() as i64,
                     -1 => pr.offset = part.high_watermark() as i64,
+                    // -3 max timestamp (KIP-734) needs a per-record scan sluice does not do.
+                    -3 => pr.error_code = code(ResponseError::UnsupportedVersion),
+                    ts if ts < 0 => pr.error_code = code(ResponseError::InvalidRequest),
                     ts => match part.offset_for_timestamp(ts) {
                         Ok(Some(o)) => {
                             pr.offset = o as i64;

@@ -144,7 +144,12 @@ pub(crate) fn leave(server: &KafkaServer, r: LeaveGroupRequest, version: i16) ->
         return resp.with_error_code(result.err().map(code).unwrap_or(0));
     }
     for m in r.members {
-        let result = server.with_group(&r.group_id.0, |g| g.leave(&m.member_id, now()));
+        let result = server.with_group(&r.group_id.0, |g| {
+            // A static member may leave by its group.instance.id alone (KIP-345).
+            let by_instance = || g.members.values().find(|x| x.group_instance_id.as_deref() == m.group_instance_id.as_deref()).map(|x| x.id.clone());
+            let id = if m.member_id.is_empty() && m.group_instance_id.is_some() { by_instance().unwrap_or_default() } else { m.member_id.to_string() };
+            g.leave(&id, now())
+        });
         resp.members.push(
             MemberResponse::default()
                 .with_member_id(m.member_id)
@@ -357,6 +362,9 @@ pub(crate) async fn tick(server: std::sync::Arc<KafkaServer>) {
             let mut groups = server.groups.lock().unwrap_or_else(|p| p.into_inner());
             let t = now();
             let changed = groups.values_mut().fold(false, |acc, g| g.tick(t) | acc);
+            // Forget groups nobody is in (their committed offsets stay in the store), so
+            // requests naming arbitrary groups cannot grow this map without bound.
+            groups.retain(|_, g| !g.is_idle());
             changed
         };
         if changed {
