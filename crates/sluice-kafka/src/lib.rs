@@ -94,11 +94,17 @@ pub struct KafkaServer {
     pub next_producer_id: std::sync::atomic::AtomicI64,
     /// Sequence state of idempotent producers.
     pub producers: Mutex<idempotence::Producers>,
+    /// Woken whenever a partition's high watermark moves (Fetch long polls wait on it).
+    pub log_changed: Arc<tokio::sync::Notify>,
 }
 
 impl KafkaServer {
     pub fn new(log: Arc<Log>, offsets: Arc<OffsetStore>, options: KafkaOptions) -> KafkaServer {
+        let log_changed = Arc::new(tokio::sync::Notify::new());
+        let notify = log_changed.clone();
+        log.on_change(move || notify.notify_waiters());
         KafkaServer {
+            log_changed,
             log,
             options,
             offsets,

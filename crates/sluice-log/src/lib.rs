@@ -139,19 +139,28 @@ pub enum Durability {
     Interval { flush_interval_ms: u64 },
 }
 
+/// Functions called after any partition's high watermark moves (see [`Log::on_change`]).
+type Listeners = Arc<RwLock<Vec<Arc<dyn Fn() + Send + Sync>>>>;
+
 /// A counter bumped whenever any partition's high watermark moves, so readers can wait
 /// for new data across partitions.
 #[derive(Default)]
 pub struct Changes {
     version: Mutex<u64>,
     cv: Condvar,
+    listeners: Listeners,
 }
 
 impl Changes {
     pub(crate) fn bump(&self) {
-        let mut v = self.version.lock().unwrap_or_else(|p| p.into_inner());
-        *v += 1;
-        self.cv.notify_all();
+        {
+            let mut v = self.version.lock().unwrap_or_else(|p| p.into_inner());
+            *v += 1;
+            self.cv.notify_all();
+        }
+        for f in self.listeners.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            f();
+        }
     }
 
     /// Current version.
@@ -234,6 +243,7 @@ pub struct Log {
     faults: Arc<Faults>,
     poison: Arc<Poison>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    listeners: Listeners,
 }
 
 /// Checks a topic name with Kafka's rules: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -256,7 +266,7 @@ impl Log {
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         let meta_dir = dir.join("_topics");
         std::fs::create_dir_all(&meta_dir).map_err(io(&meta_dir))?;
-        let log = Log { dir: dir.to_path_buf(), config, faults: Arc::new(Faults::default()), poison: Arc::new(Poison::default()), topics: RwLock::new(BTreeMap::new()) };
+        let log = Log { dir: dir.to_path_buf(), config, faults: Arc::new(Faults::default()), poison: Arc::new(Poison::default()), topics: RwLock::new(BTreeMap::new()), listeners: Listeners::default() };
         // Finish deletions a crash interrupted (directories renamed aside by delete_topic).
         for entry in std::fs::read_dir(dir).map_err(io(dir))? {
             let path = entry.map_err(io(dir))?.path();
@@ -286,6 +296,13 @@ impl Log {
         &self.dir
     }
 
+    /// Calls `f` (from the writing thread; keep it short and non-blocking) whenever any
+    /// partition's high watermark moves: how async readers (Kafka Fetch long polls) learn
+    /// of new data without holding a thread.
+    pub fn on_change(&self, f: impl Fn() + Send + Sync + 'static) {
+        self.listeners.write().unwrap_or_else(|p| p.into_inner()).push(Arc::new(f));
+    }
+
     /// Segment settings the log was opened with.
     pub fn config(&self) -> &LogConfig {
         &self.config
@@ -302,7 +319,7 @@ impl Log {
     }
 
     fn open_topic(&self, name: &str, partitions: u32, retention: Retention) -> Result<Arc<Topic>> {
-        let changes = Arc::new(Changes::default());
+        let changes = Arc::new(Changes { listeners: self.listeners.clone(), ..Changes::default() });
         let parts = (0..partitions)
             .map(|p| {
                 let dir = self.dir.join(format!("{name}-{p}"));

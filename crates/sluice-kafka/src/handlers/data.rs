@@ -1,7 +1,7 @@
 //! Data-plane handlers: Metadata, Produce, ListOffsets, Fetch. Blocking (file I/O): called
 //! on a blocking thread.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -342,69 +342,73 @@ pub(crate) fn list_offsets(server: &KafkaServer, r: ListOffsetsRequest) -> ListO
     resp
 }
 
-pub(crate) fn fetch(server: &KafkaServer, r: FetchRequest) -> FetchResponse {
-    let deadline = Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64);
+/// A Fetch: reads at once, and if fewer than `min_bytes` are there, waits (without holding
+/// a thread) for the log to change or `max_wait_ms` to pass, then reads again.
+pub(crate) async fn fetch(server: Arc<KafkaServer>, r: FetchRequest) -> Result<FetchResponse, tokio::task::JoinError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64);
+    let r = Arc::new(r);
     loop {
-        let mut total = 0usize;
-        let mut resp = FetchResponse::default();
-        let mut changes = None;
-        for t in &r.topics {
-            let topic = server.log.topic(&t.topic.0);
-            let mut tr = FetchableTopicResponse::default();
-            tr.topic = t.topic.clone();
-            for p in &t.partitions {
-                let mut pd = PartitionData::default();
-                pd.partition_index = p.partition;
-                pd.high_watermark = -1;
-                pd.last_stable_offset = -1;
-                pd.log_start_offset = -1;
-                pd.preferred_read_replica = BrokerId(-1);
-                match topic.as_ref().and_then(|t| t.partition(p.partition as u32).ok().cloned()) {
-                    None => pd.error_code = code(ResponseError::UnknownTopicOrPartition),
-                    Some(part) => {
-                        changes.get_or_insert_with(|| topic.as_ref().map(|t| t.changes().clone()));
-                        let (start, hw) = (part.log_start_offset() as i64, part.high_watermark() as i64);
-                        pd.high_watermark = hw;
-                        // No transactions: the last stable offset is the high watermark, so
-                        // read_committed and read_uncommitted consumers read the same records.
-                        pd.last_stable_offset = hw;
-                        pd.log_start_offset = start;
-                        if p.fetch_offset < start || p.fetch_offset > hw {
-                            pd.error_code = code(ResponseError::OffsetOutOfRange);
-                        } else {
-                            // partition_max_bytes per partition, max_bytes for the whole
-                            // response; at least one batch overall (KIP-74).
-                            let left = (r.max_bytes.max(1) as usize).saturating_sub(total);
-                            let limit = (p.partition_max_bytes.max(1) as usize).min(left);
-                            let read = if limit == 0 { Ok(Vec::new()) } else { part.read_raw(p.fetch_offset as u64, limit) };
-                            match read {
-                                Ok(bytes) => {
-                                    total += bytes.len();
-                                    pd.records = Some(Bytes::from(bytes));
-                                }
-                                Err(e) => {
-                                    tracing::error!(error = %e, "fetch read failed");
-                                    pd.error_code = code(ResponseError::KafkaStorageError);
-                                }
+        // Registered before reading, so a change during the read still wakes this task.
+        let changed = server.log_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let (s2, r2) = (server.clone(), r.clone());
+        let (resp, total) = tokio::task::spawn_blocking(move || fetch_once(&s2, &r2)).await?;
+        if total >= r.min_bytes.max(1) as usize || tokio::time::Instant::now() >= deadline {
+            return Ok(resp);
+        }
+        let _ = tokio::time::timeout_at(deadline, changed).await;
+    }
+}
+
+/// Reads every requested partition once; returns the response and its record bytes.
+fn fetch_once(server: &KafkaServer, r: &FetchRequest) -> (FetchResponse, usize) {
+    let mut total = 0usize;
+    let mut resp = FetchResponse::default();
+    for t in &r.topics {
+        let topic = server.log.topic(&t.topic.0);
+        let mut tr = FetchableTopicResponse::default();
+        tr.topic = t.topic.clone();
+        for p in &t.partitions {
+            let mut pd = PartitionData::default();
+            pd.partition_index = p.partition;
+            pd.high_watermark = -1;
+            pd.last_stable_offset = -1;
+            pd.log_start_offset = -1;
+            pd.preferred_read_replica = BrokerId(-1);
+            match topic.as_ref().and_then(|t| t.partition(p.partition as u32).ok().cloned()) {
+                None => pd.error_code = code(ResponseError::UnknownTopicOrPartition),
+                Some(part) => {
+                    let (start, hw) = (part.log_start_offset() as i64, part.high_watermark() as i64);
+                    pd.high_watermark = hw;
+                    // No transactions: the last stable offset is the high watermark, so
+                    // read_committed and read_uncommitted consumers read the same records.
+                    pd.last_stable_offset = hw;
+                    pd.log_start_offset = start;
+                    if p.fetch_offset < start || p.fetch_offset > hw {
+                        pd.error_code = code(ResponseError::OffsetOutOfRange);
+                    } else {
+                        // partition_max_bytes per partition, max_bytes for the whole
+                        // response; at least one batch overall (KIP-74).
+                        let left = (r.max_bytes.max(1) as usize).saturating_sub(total);
+                        let limit = (p.partition_max_bytes.max(1) as usize).min(left);
+                        let read = if limit == 0 { Ok(Vec::new()) } else { part.read_raw(p.fetch_offset as u64, limit) };
+                        match read {
+                            Ok(bytes) => {
+                                total += bytes.len();
+                                pd.records = Some(Bytes::from(bytes));
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "fetch read failed");
+                                pd.error_code = code(ResponseError::KafkaStorageError);
                             }
                         }
                     }
                 }
-                tr.partitions.push(pd);
             }
-            resp.responses.push(tr);
+            tr.partitions.push(pd);
         }
-        let now = Instant::now();
-        if total >= r.min_bytes.max(1) as usize || now >= deadline {
-            return resp;
-        }
-        // Long poll: wait for new data (or the deadline), then read again.
-        match changes.flatten() {
-            Some(c) => {
-                let seen = c.version();
-                c.wait(seen, (deadline - now).min(Duration::from_millis(100)));
-            }
-            None => std::thread::sleep((deadline - now).min(Duration::from_millis(100))),
-        }
+        resp.responses.push(tr);
     }
+    (resp, total)
 }

@@ -125,6 +125,7 @@ pub async fn handle(server: Arc<KafkaServer>, request: RequestKind, version: i16
                 encode(&resp, version).map(Some)
             })))
         }
+        RequestKind::Fetch(r) => encode(&data::fetch(server, r).await.map_err(join_error)?, version).map(|b| Reply::Ready(Some(b))),
         other => tokio::task::spawn_blocking(move || blocking(&server, other, version)).await.map_err(join_error)?.map(Reply::Ready),
     }
 }
@@ -134,7 +135,6 @@ fn blocking(server: &KafkaServer, request: RequestKind, version: i16) -> Result<
         RequestKind::ApiVersions(_) => encode(&ApiVersionsResponse::default().with_api_keys(api_versions()), version).map(Some),
         RequestKind::Metadata(r) => encode(&data::metadata(server, r), version).map(Some),
         RequestKind::ListOffsets(r) => encode(&data::list_offsets(server, r), version).map(Some),
-        RequestKind::Fetch(r) => encode(&data::fetch(server, r), version).map(Some),
         RequestKind::InitProducerId(r) => {
             let mut resp = InitProducerIdResponse::default();
             if r.transactional_id.is_some() {
