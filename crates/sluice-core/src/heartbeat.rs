@@ -172,3 +172,6 @@ mod tests {
         }
     }
 }
+
+/// A check of one record value against a topic's schema: `Err` names the field and why.
+pub type RecordCheck = std::sync::Arc<dyn Fn(&[u8]) -> Result<(), FieldError> + Send + Sync>;

@@ -341,7 +341,7 @@ impl Gateway {
     /// How Kafka-produced records of a topic are checked: for a topic configured with a
     /// schema, a function from a record value to its first field error; `None` for other
     /// topics (their records are opaque bytes).
-    pub fn record_check(&self, topic: &str) -> Option<Arc<dyn Fn(&[u8]) -> Result<(), FieldError> + Send + Sync>> {
+    pub fn record_check(&self, topic: &str) -> Option<heartbeat::RecordCheck> {
         let schema = self.specs.get(topic)?.schema;
         Some(Arc::new(move |bytes: &[u8]| {
             let v: Value = serde_json::from_slice(bytes).map_err(|e| FieldError::new("$", format!("not JSON: {e}")))?;

@@ -55,7 +55,7 @@ pub struct KafkaOptions {
     /// `None`: records of other topics are opaque bytes. A record that fails its check is
     /// still stored (offsets stay as the producer was told) and is also written, with the
     /// reason, to the topic's dead-letter topic.
-    pub record_check: Box<dyn Fn(&str) -> Option<RecordCheck> + Send + Sync>,
+    pub record_check: RecordChecks,
 }
 
 /// What [`KafkaServer::group_view`] shows of a group.
@@ -77,8 +77,10 @@ pub struct MemberView {
     pub assignment: Vec<(String, Vec<i32>)>,
 }
 
-/// Checks one record value: `Err` names the field and the reason.
-pub type RecordCheck = Arc<dyn Fn(&[u8]) -> Result<(), sluice_core::heartbeat::FieldError> + Send + Sync>;
+pub use sluice_core::heartbeat::RecordCheck;
+
+/// For a topic, how its produced records are checked, if at all.
+pub type RecordChecks = Box<dyn Fn(&str) -> Option<RecordCheck> + Send + Sync>;
 
 /// The Kafka protocol server over a log.
 pub struct KafkaServer {

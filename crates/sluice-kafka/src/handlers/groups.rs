@@ -220,7 +220,10 @@ fn committed(server: &KafkaServer, group: &str, topic: &str, partitions: Option<
     }
 }
 
-fn committed_topics(server: &KafkaServer, group: &str, requested: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<(i32, i64, String)>)> {
+/// Committed offsets by topic: (topic, [(partition, offset or -1, metadata)]).
+type CommittedTopics = Vec<(String, Vec<(i32, i64, String)>)>;
+
+fn committed_topics(server: &KafkaServer, group: &str, requested: Option<Vec<(String, Vec<i32>)>>) -> CommittedTopics {
     match requested {
         Some(ts) => ts.into_iter().map(|(t, ps)| { let c = committed(server, group, &t, Some(&ps)); (t, c) }).collect(),
         None => {
