@@ -13,10 +13,14 @@
 //! - an epoch older than the known one: INVALID_PRODUCER_EPOCH; a newer epoch starts again
 //!   from sequence 0.
 //!
-//! State lives in memory. After a restart a producer's first batch is accepted at any
-//! sequence (as Kafka does when a producer's state has expired), so a retry that straddles
-//! a sluice restart can be appended twice: at-least-once across restarts, exactly-once
-//! within one process lifetime.
+//! State lives in memory and is rebuilt after a restart from the log itself: batches are
+//! stored as the producer sent them, producer fields included, so the first batch seen
+//! from a producer on a partition triggers one scan of the partition's most recent batches
+//! ([`Producers::restore`]). A retry of a batch written just before a crash is then still
+//! recognised. Limits: only the last few MiB of the active segment are scanned, and
+//! compressed batches are stored re-encoded without producer fields, so their producers
+//! are not recognised after a restart (their first batch is accepted at any sequence, as
+//! Kafka does for a producer whose state expired).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -84,9 +88,33 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct Producers {
     entries: BTreeMap<(String, i32, i64), Entry>,
+    /// Partitions whose stored batches were already scanned, with the producer scanned for.
+    scanned: std::collections::BTreeSet<(String, i32, i64)>,
 }
 
 impl Producers {
+    /// Whether the state of this producer on this partition is known or was looked for.
+    pub fn is_known(&self, topic: &str, partition: i32, producer_id: i64) -> bool {
+        let key = (topic.to_string(), partition, producer_id);
+        self.entries.contains_key(&key) || self.scanned.contains(&key)
+    }
+
+    /// Rebuilds a producer's state from stored batches (RecordBatch v2 bytes, as read from
+    /// the log, in offset order); batches of other producers are skipped.
+    pub fn restore(&mut self, topic: &str, partition: i32, producer_id: i64, stored: &[u8]) {
+        self.scanned.insert((topic.to_string(), partition, producer_id));
+        let mut at = 0usize;
+        while let Some(rest) = stored.get(at..) {
+            let Ok(h) = sluice_log::batch::decode_header(rest) else { break };
+            if let Some(b) = ProducerBatch::parse(&rest[..h.total_len.min(rest.len())]) {
+                if b.producer_id == producer_id {
+                    self.record(topic, partition, &b, h.base_offset as i64);
+                }
+            }
+            at += h.total_len;
+        }
+    }
+
     /// Decides what to do with a batch (pure: nothing is recorded).
     pub fn check(&self, topic: &str, partition: i32, b: &ProducerBatch) -> Decision {
         let Some(e) = self.entries.get(&(topic.to_string(), partition, b.producer_id)) else {
@@ -123,6 +151,7 @@ impl Producers {
     /// Forgets every producer of a topic (it was deleted).
     pub fn forget_topic(&mut self, topic: &str) {
         self.entries.retain(|k, _| k.0 != topic);
+        self.scanned.retain(|k| k.0 != topic);
     }
 }
 
@@ -171,6 +200,31 @@ mod tests {
         }
         assert_eq!(p.check("t", 0, &b(0, 6, 1)), Decision::Duplicate { base_offset: 6 });
         assert_eq!(p.check("t", 0, &b(0, 1, 1)), Decision::Reject(ResponseError::OutOfOrderSequenceNumber));
+    }
+
+    #[test]
+    fn state_is_restored_from_stored_batches() {
+        use sluice_log::batch::{encode, NewRecord};
+        // Two stored batches: one of another producer (encoded by sluice: producer id -1),
+        // then producer 9's batch of 3 records at sequence 40, stored at offset 5.
+        let mut other = Vec::new();
+        encode(0, 1, &[NewRecord::new(None, b"x".to_vec())], &mut other).unwrap();
+        let mut mine = Vec::new();
+        encode(5, 1, &[NewRecord::new(None, b"a".to_vec()), NewRecord::new(None, b"b".to_vec()), NewRecord::new(None, b"c".to_vec())], &mut mine).unwrap();
+        mine[43..51].copy_from_slice(&9i64.to_be_bytes());
+        mine[51..53].copy_from_slice(&1i16.to_be_bytes());
+        mine[53..57].copy_from_slice(&40i32.to_be_bytes());
+        let stored = [other, mine].concat();
+        let mut p = Producers::default();
+        assert!(!p.is_known("t", 0, 9));
+        p.restore("t", 0, 9, &stored);
+        assert!(p.is_known("t", 0, 9));
+        let retry = ProducerBatch { producer_id: 9, epoch: 1, base_sequence: 40, count: 3 };
+        assert_eq!(p.check("t", 0, &retry), Decision::Duplicate { base_offset: 5 });
+        assert_eq!(p.check("t", 0, &ProducerBatch { base_sequence: 43, count: 1, ..retry }), Decision::Append);
+        p.restore("t", 0, 10, &stored);
+        assert!(p.is_known("t", 0, 10), "scanned, even though nothing was found");
+        assert_eq!(p.check("t", 0, &ProducerBatch { producer_id: 10, epoch: 3, base_sequence: 77, count: 1 }), Decision::Append);
     }
 
     #[test]

@@ -79,6 +79,12 @@ async fn start() -> (tempfile::TempDir, Arc<Log>, tokio::net::TcpStream) {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Arc::new(Log::open(dir.path(), LogConfig::default()).expect("log"));
     log.create_topic("t", 1).expect("topic");
+    let s = serve(log.clone()).await;
+    (dir, log, s)
+}
+
+/// A fresh Kafka server (empty in-memory state) over a log; returns a connection to it.
+async fn serve(log: Arc<Log>) -> tokio::net::TcpStream {
     let offsets = Arc::new(OffsetStore::open(&log).expect("offsets"));
     let options = KafkaOptions {
         advertised_host: "127.0.0.1".into(),
@@ -93,8 +99,7 @@ async fn start() -> (tempfile::TempDir, Arc<Log>, tokio::net::TcpStream) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(server.serve(listener));
-    let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    (dir, log, s)
+    tokio::net::TcpStream::connect(addr).await.expect("connect")
 }
 
 /// Sends a request frame (header v1 + body) and returns the response frame.
@@ -163,4 +168,20 @@ async fn retried_batches_are_appended_once_and_gaps_are_refused() {
     let part = log.topic("t").expect("t").partition(0).expect("p0").clone();
     let values: Vec<String> = part.read(0, 100, 1 << 20).expect("read").into_iter().map(|r| String::from_utf8(r.value).expect("utf8")).collect();
     assert_eq!(values, ["v0", "v1", "v2", "v3", "v4", "v7", "v-1", "v0"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_restart_is_still_recognised() {
+    let (dir, log, mut s) = start().await;
+    assert_eq!(produce(&mut s, 1, batch(42, 0, 3)).await, (0, 0));
+    assert_eq!(produce(&mut s, 2, batch(42, 3, 2)).await, (0, 3));
+    drop(s);
+    // A new server has no producer state: it rebuilds it from the stored batches.
+    let mut s = serve(log.clone()).await;
+    assert_eq!(produce(&mut s, 3, batch(42, 3, 2)).await, (0, 3), "the retried batch keeps its offset");
+    assert_eq!(produce(&mut s, 4, batch(42, 5, 1)).await, (0, 5));
+    let (code, _) = produce(&mut s, 5, batch(42, 9, 1)).await;
+    assert_eq!(code, 45, "and gaps are still refused");
+    assert_eq!(log.topic("t").unwrap().partition(0).unwrap().log_end_offset(), 6);
+    drop(dir);
 }

@@ -405,6 +405,17 @@ impl Partition {
             .collect()
     }
 
+    /// An offset from which about the last `max_bytes` of the active segment can be read
+    /// (an offset index entry; the segment's base offset when it is smaller): where to
+    /// look for the most recent batches, e.g. to rebuild producer state after a restart.
+    pub fn tail_offset(&self, max_bytes: u64) -> u64 {
+        let inner = lock(&self.inner);
+        let active = inner.active();
+        let from = active.len.saturating_sub(max_bytes);
+        let i = active.index.partition_point(|e| e.position < from);
+        active.index.get(i).map(|e| e.offset).unwrap_or(active.next_offset).max(active.base_offset)
+    }
+
     /// Reads records from `offset` (inclusive) up to the high watermark, at most
     /// `max_records` and roughly `max_bytes` (whole batches; at least one batch).
     /// Offsets below the log start offset start at the log start offset. A batch that fails

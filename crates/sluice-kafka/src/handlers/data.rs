@@ -189,6 +189,9 @@ enum Written {
     Pending(AppendInfo),
 }
 
+/// How much of a partition's newest data is scanned to rebuild a producer's state, bytes.
+const RESTORE_SCAN_BYTES: u64 = 8 << 20;
+
 /// What a partition's records in a Produce request become.
 enum Payload {
     /// One uncompressed batch, stored as sent (validated, base offset assigned).
@@ -241,6 +244,12 @@ fn append(server: &KafkaServer, topic: &str, index: i32, p: &Partition, raw: Byt
             // Sequence check and append under one lock: a producer's batches are appended
             // in the order they were checked.
             let mut producers = server.producers.lock().unwrap_or_else(|p| p.into_inner());
+            if !producers.is_known(topic, index, b.producer_id) {
+                // First batch of this producer here since sluice started: rebuild its state
+                // from the most recent stored batches (a retry may straddle a restart).
+                let tail = p.read_raw(p.tail_offset(RESTORE_SCAN_BYTES), RESTORE_SCAN_BYTES as usize * 2).unwrap_or_default();
+                producers.restore(topic, index, b.producer_id, &tail);
+            }
             match producers.check(topic, index, b) {
                 Decision::Append => {}
                 Decision::Duplicate { base_offset } => {
