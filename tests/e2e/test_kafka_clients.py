@@ -151,3 +151,13 @@ def test_invalid_readings_produced_over_kafka_go_to_the_dead_letter_topic(sluice
     assert dead[1]["record"] == "not json {"
     metrics = requests.get(f"{sluice.url}/metrics", timeout=10).text
     assert 'sluice_ingest_rejected_records_total{topic="heartbeat-raw-topic",field="heartbeat"} 2' in metrics
+
+
+def test_the_internal_offsets_topic_refuses_produced_records(sluice):
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": f"127.0.0.1:{sluice.kafka_port}", "acks": "all", "message.send.max.retries": 0})
+    errors = []
+    p.produce("__consumer_offsets", key=b'["g","t",0]', value=b'{"offset":999,"commit_ms":0}', on_delivery=lambda e, m: errors.append(e))
+    p.flush(10)
+    assert len(errors) == 1 and errors[0] is not None and errors[0].code() == 17, errors  # INVALID_TOPIC_EXCEPTION
+    assert sluice.records("__consumer_offsets")["records"] == []

@@ -149,7 +149,8 @@ pub(crate) fn produce_write(server: &KafkaServer, r: ProduceRequest) -> WrittenP
     let mut pending = Vec::new();
     for (ti, td) in r.topic_data.into_iter().enumerate() {
         let name = td.name.0.to_string();
-        let topic = lookup(server, &name, false);
+        // Internal topics (committed offsets) take no client records, as in Kafka.
+        let topic = if name == sluice_log::OFFSETS_TOPIC { Err(code(ResponseError::InvalidTopicException)) } else { lookup(server, &name, false) };
         let mut tr = TopicProduceResponse::default();
         tr.name = td.name.clone();
         for (pi, pd) in td.partition_data.into_iter().enumerate() {
