@@ -17,10 +17,10 @@
 //! stored as the producer sent them, producer fields included, so the first batch seen
 //! from a producer on a partition triggers one scan of the partition's most recent batches
 //! ([`Producers::restore`]). A retry of a batch written just before a crash is then still
-//! recognised. Limits: only the last few MiB of the active segment are scanned, and
-//! compressed batches are stored re-encoded without producer fields, so their producers
-//! are not recognised after a restart (their first batch is accepted at any sequence, as
-//! Kafka does for a producer whose state expired).
+//! recognised (compressed batches are stored re-encoded, with their producer fields set
+//! again: `sluice_log::batch::set_producer`). Limit: only the newest 8 MiB of the active
+//! segment are scanned; a producer not found there has its first batch accepted at any
+//! sequence, as Kafka does for a producer whose state expired.
 
 use std::collections::{BTreeMap, VecDeque};
 

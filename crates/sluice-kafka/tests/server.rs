@@ -11,6 +11,10 @@ use sluice_log::{Log, LogConfig, OffsetStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn batch(producer_id: i64, base_sequence: i32, n: usize) -> Bytes {
+    batch_with(producer_id, base_sequence, n, Compression::None)
+}
+
+fn batch_with(producer_id: i64, base_sequence: i32, n: usize, compression: Compression) -> Bytes {
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
             transactional: false,
@@ -29,7 +33,7 @@ fn batch(producer_id: i64, base_sequence: i32, n: usize) -> Bytes {
         })
         .collect();
     let mut out = BytesMut::new();
-    RecordBatchEncoder::encode(&mut out, &records, &RecordEncodeOptions { version: 2, compression: Compression::None }).expect("encodes");
+    RecordBatchEncoder::encode(&mut out, &records, &RecordEncodeOptions { version: 2, compression }).expect("encodes");
     out.freeze()
 }
 
@@ -183,5 +187,11 @@ async fn a_retry_after_a_restart_is_still_recognised() {
     let (code, _) = produce(&mut s, 5, batch(42, 9, 1)).await;
     assert_eq!(code, 45, "and gaps are still refused");
     assert_eq!(log.topic("t").unwrap().partition(0).unwrap().log_end_offset(), 6);
+    // A compressed batch is stored re-encoded, with its producer fields kept.
+    assert_eq!(produce(&mut s, 6, batch_with(50, 0, 4, Compression::Gzip)).await, (0, 6));
+    drop(s);
+    let mut s = serve(log.clone()).await;
+    assert_eq!(produce(&mut s, 7, batch_with(50, 0, 4, Compression::Gzip)).await, (0, 6), "recognised after a restart too");
+    assert_eq!(log.topic("t").unwrap().partition(0).unwrap().log_end_offset(), 10);
     drop(dir);
 }

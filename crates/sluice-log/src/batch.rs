@@ -380,6 +380,21 @@ pub fn validate_for_append(buf: &[u8]) -> Result<BatchHeader, DecodeError> {
     Ok(header)
 }
 
+/// Sets the producer fields of an encoded batch (producerId i64 at byte 43, producerEpoch
+/// i16 at 51, baseSequence i32 at 53) and re-seals its CRC: for a producer's records that
+/// arrived compressed and are stored re-encoded, so the stored batch still says who sent
+/// it and at which sequence.
+pub fn set_producer(batch: &mut [u8], producer_id: i64, epoch: i16, base_sequence: i32) {
+    if batch.len() < HEADER_LEN {
+        return;
+    }
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Attribute bits (the Kafka protocol guide, "Record Batch"): bit 4 transactional, bit 5
 /// control batch.
 const ATTR_TRANSACTIONAL: i16 = 0x10;

@@ -224,9 +224,17 @@ fn append(server: &KafkaServer, topic: &str, index: i32, p: &Partition, raw: Byt
     };
     // One request carries one batch per partition; its sequence range covers all of it.
     let idempotent = idempotent.map(|b| ProducerBatch { count: count as i32, ..b });
-    let write = |payload: Payload| match payload {
-        Payload::Raw(mut b) => p.write_raw(&mut b, now),
-        Payload::Records(r) => p.write(&r, now),
+    let write = |payload: Payload| match (payload, &idempotent) {
+        (Payload::Raw(mut b), _) => p.write_raw(&mut b, now),
+        // An idempotent producer's compressed batch is stored re-encoded with its producer
+        // fields, so its state can be rebuilt from the log after a restart.
+        (Payload::Records(r), Some(b)) => {
+            let mut buf = Vec::new();
+            sluice_log::batch::encode(0, now, &r, &mut buf).map_err(|size| LogError::BatchTooLarge { size, max: sluice_log::batch::MAX_BATCH_BYTES })?;
+            sluice_log::batch::set_producer(&mut buf, b.producer_id, b.epoch, b.base_sequence);
+            p.write_raw(&mut buf, now)
+        }
+        (Payload::Records(r), None) => p.write(&r, now),
     };
     let failed = |e: LogError| match e {
         LogError::BadBatch(reason) => {
