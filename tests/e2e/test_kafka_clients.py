@@ -57,10 +57,12 @@ def test_readings_produced_over_kafka_reach_the_heart_rate_job(sluice):
     assert got == reference.sessions(readings)
 
 
-def test_librdkafka_producer_with_every_codec_and_acks_all(sluice):
+def test_librdkafka_producer_with_every_codec_and_acks_all(tmp_path):
     """confluent-kafka (librdkafka): 100k records with each of none, gzip, snappy, lz4 and
-    zstd at acks=all are stored and read back, every one, in order per partition."""
+    zstd at acks=all are stored and read back, every one, in order per partition. Segments
+    are 64 KiB here, so reads cross many segment boundaries."""
     from confluent_kafka import Consumer, Producer
+    sluice = Sluice(tmp_path / "data", env={"SLUICE_LOG__SEGMENT_BYTES": "65536"}).start()
     n = 100_000
     bs = f"127.0.0.1:{sluice.kafka_port}"
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"]:
@@ -97,6 +99,9 @@ def test_librdkafka_producer_with_every_codec_and_acks_all(sluice):
         for part, recs in got.items():
             assert recs == sorted(sent[part]), f"{codec}: partition {part} reads back what was acked, in offset order"
         assert sorted(i for recs in got.values() for _, i in recs) == list(range(n)), codec
+    segments = list((tmp_path / "data" / "log" / "codec-none-0").glob("*.log"))
+    assert len(segments) > 3, "the reads crossed segment boundaries"
+    sluice.stop()
 
 
 def test_malformed_frames_close_only_their_connection(sluice):

@@ -345,7 +345,11 @@ fn main() -> anyhow::Result<()> {
         }
         let csecs = start.elapsed().as_secs_f64();
         if read < total {
-            bail!("consumed {read} of {total} records");
+            let positions = c.position().map(|tpl| format!("{tpl:?}")).unwrap_or_default();
+            let marks: Vec<String> = (0..args.partitions)
+                .map(|p| format!("{p}: {:?}", c.fetch_watermarks(&topic, p, Duration::from_secs(5))))
+                .collect();
+            bail!("consumed {read} of {total} records; positions {positions}; watermarks {}", marks.join(", "));
         }
         println!(
             "| {size} B | {:.0} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {server_lat} | {:.0} | {:.1} |",

@@ -448,9 +448,8 @@ impl Partition {
             return Ok(out);
         }
         for (file, path, start, end) in self.read_plan(offset) {
-            segment::read_raw_from(&file, &path, start, end, offset, hw, max_bytes, &mut out)?;
-            if out.len() >= max_bytes {
-                break;
+            if segment::read_raw_from(&file, &path, start, end, offset, hw, max_bytes, &mut out)? {
+                break; // full: the next batch did not fit (continuing would skip it)
             }
         }
         Ok(out)

@@ -327,7 +327,9 @@ pub fn read_from(file: &File, path: &Path, mut position: u64, end: u64, limits: 
 
 /// Like [`read_from`], but appends whole stored batches (CRC-checked) to `out` as they are
 /// on disk: what a Kafka Fetch returns. The first batch may start before `min_offset`.
-pub fn read_raw_from(file: &File, path: &Path, mut position: u64, end: u64, min_offset: u64, below: u64, max_bytes: usize, out: &mut Vec<u8>) -> Result<()> {
+/// Returns true when it stopped because the next batch would not fit in `max_bytes`: the
+/// caller must not go on to a later segment then, or that batch would be skipped.
+pub fn read_raw_from(file: &File, path: &Path, mut position: u64, end: u64, min_offset: u64, below: u64, max_bytes: usize, out: &mut Vec<u8>) -> Result<bool> {
     let corrupt = |position: u64| move |source| LogError::Corrupt { path: path.to_path_buf(), position, source };
     let mut header = [0u8; HEADER_LEN];
     while position < end && (out.len() < max_bytes || out.is_empty()) {
@@ -338,7 +340,7 @@ pub fn read_raw_from(file: &File, path: &Path, mut position: u64, end: u64, min_
         }
         if h.base_offset + h.record_count as u64 > min_offset {
             if !out.is_empty() && out.len() + h.total_len > max_bytes {
-                break;
+                return Ok(true);
             }
             let start = out.len();
             out.resize(start + h.total_len, 0);
@@ -347,7 +349,7 @@ pub fn read_raw_from(file: &File, path: &Path, mut position: u64, end: u64, min_
         }
         position += h.total_len as u64;
     }
-    Ok(())
+    Ok(out.len() >= max_bytes)
 }
 
 /// The first batch at or after `position` appended at or after `ts_ms`: its base offset.

@@ -8,6 +8,8 @@ use sluice_log::{Log, LogConfig, NewRecord, Retention};
 enum Op {
     Append { partition: u32, sizes: Vec<usize> },
     Read { partition: u32, from: u64, max: usize },
+    /// A Kafka Fetch's read: whole stored batches, about `max_bytes`.
+    ReadRaw { partition: u32, from: u64, max_bytes: usize },
     /// Drop without closing (as after a crash) and open again.
     Reopen,
     /// Clean close (active segments indexed) and open again.
@@ -19,6 +21,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0u32..2, prop::collection::vec(0usize..120, 1..6)).prop_map(|(partition, sizes)| Op::Append { partition, sizes }),
         3 => (0u32..2, 0u64..40, 1usize..20).prop_map(|(partition, from, max)| Op::Read { partition, from, max }),
+        3 => (0u32..2, 0u64..40, 1usize..600).prop_map(|(partition, from, max_bytes)| Op::ReadRaw { partition, from, max_bytes }),
         1 => Just(Op::Reopen),
         1 => Just(Op::CloseReopen),
         1 => (0i64..1500).prop_map(|bytes| Op::Retention { bytes }),
@@ -58,6 +61,22 @@ proptest! {
                         .skip(from.max(start[partition as usize]) as usize).take(max).map(|(i, v)| (i as u64, v.clone())).collect();
                     let got: Vec<(u64, Vec<u8>)> = got.into_iter().map(|r| (r.offset, r.value)).collect();
                     prop_assert_eq!(got, want);
+                }
+                Op::ReadRaw { partition, from, max_bytes } => {
+                    let raw = log.topic("m").unwrap().partition(partition).unwrap().read_raw(from, max_bytes).unwrap();
+                    let mut got = Vec::new();
+                    let mut at = 0;
+                    while at < raw.len() {
+                        let mut recs = Vec::new();
+                        at += sluice_log::batch::decode_records(&raw[at..], 0, &mut recs).unwrap().total_len;
+                        got.extend(recs.into_iter().filter(|r| r.offset >= from).map(|r| (r.offset, r.value)));
+                    }
+                    // A run of the model from `from` (or the log start): never a gap, and at
+                    // least one record when any is there.
+                    let first = from.max(start[partition as usize]) as usize;
+                    let want: Vec<(u64, Vec<u8>)> = model[partition as usize].iter().enumerate().skip(first).take(got.len()).map(|(i, v)| (i as u64, v.clone())).collect();
+                    prop_assert_eq!(&got, &want);
+                    prop_assert!(!got.is_empty() || first >= model[partition as usize].len());
                 }
                 Op::Reopen => {
                     drop(log);
