@@ -8,6 +8,8 @@ use sluice_log::{Log, LogConfig, NewRecord, Retention};
 enum Op {
     Append { partition: u32, sizes: Vec<usize> },
     Read { partition: u32, from: u64, max: usize },
+    /// A read limited by bytes as well (whole batches, at least one).
+    ReadBytes { partition: u32, from: u64, max: usize, max_bytes: usize },
     /// A Kafka Fetch's read: whole stored batches, about `max_bytes`.
     ReadRaw { partition: u32, from: u64, max_bytes: usize },
     /// Drop without closing (as after a crash) and open again.
@@ -22,6 +24,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (0u32..2, prop::collection::vec(0usize..120, 1..6)).prop_map(|(partition, sizes)| Op::Append { partition, sizes }),
         3 => (0u32..2, 0u64..40, 1usize..20).prop_map(|(partition, from, max)| Op::Read { partition, from, max }),
         3 => (0u32..2, 0u64..40, 1usize..600).prop_map(|(partition, from, max_bytes)| Op::ReadRaw { partition, from, max_bytes }),
+        2 => (0u32..2, 0u64..40, 1usize..20, 1usize..600).prop_map(|(partition, from, max, max_bytes)| Op::ReadBytes { partition, from, max, max_bytes }),
         1 => Just(Op::Reopen),
         1 => Just(Op::CloseReopen),
         1 => (0i64..1500).prop_map(|bytes| Op::Retention { bytes }),
@@ -61,6 +64,15 @@ proptest! {
                         .skip(from.max(start[partition as usize]) as usize).take(max).map(|(i, v)| (i as u64, v.clone())).collect();
                     let got: Vec<(u64, Vec<u8>)> = got.into_iter().map(|r| (r.offset, r.value)).collect();
                     prop_assert_eq!(got, want);
+                }
+                Op::ReadBytes { partition, from, max, max_bytes } => {
+                    let got: Vec<(u64, Vec<u8>)> = log.topic("m").unwrap().partition(partition).unwrap().read(from, max, max_bytes).unwrap()
+                        .into_iter().map(|r| (r.offset, r.value)).collect();
+                    let first = from.max(start[partition as usize]) as usize;
+                    let want: Vec<(u64, Vec<u8>)> = model[partition as usize].iter().enumerate().skip(first).take(got.len()).map(|(i, v)| (i as u64, v.clone())).collect();
+                    prop_assert!(got.len() <= max);
+                    prop_assert_eq!(&got, &want);
+                    prop_assert!(!got.is_empty() || first >= model[partition as usize].len());
                 }
                 Op::ReadRaw { partition, from, max_bytes } => {
                     let raw = log.topic("m").unwrap().partition(partition).unwrap().read_raw(from, max_bytes).unwrap();
