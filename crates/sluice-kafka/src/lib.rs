@@ -5,8 +5,9 @@
 //! Requests are decoded with the `kafka-protocol` crate (header version derived from the
 //! API key); one handler per API key lives in [`handlers`]. An unsupported API or version
 //! gets the protocol's UNSUPPORTED_VERSION error in its response (ApiVersions answers with
-//! version 0, as Kafka does), never a dropped connection. A malformed frame (bad length,
-//! undecodable header) closes that connection only, with the reason logged.
+//! version 0, as Kafka does); only an API key or version the codec cannot encode closes
+//! the connection. A malformed frame (bad length, undecodable header or body) closes that
+//! connection only, with the reason logged.
 //!
 //! Served: ApiVersions, Metadata, Produce, ListOffsets, Fetch, InitProducerId, the
 //! consumer-group APIs (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
