@@ -167,3 +167,6 @@ fn blocking(server: &KafkaServer, request: RequestKind, version: i16) -> Result<
         other => Err(ConnectionError::Decode(format!("unsupported request {other:?}"))),
     }
 }
+
+#[cfg(test)]
+mod tests;
