@@ -10,7 +10,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from conftest import TOPIC, Sluice
 
-GROUP_ENV = {"SLUICE_KAFKA__GROUP_INITIAL_REBALANCE_DELAY_MS": "500"}
+# Kafka's default delay: members created back to back share the first generation even on a
+# slow machine.
+GROUP_ENV = {"SLUICE_KAFKA__GROUP_INITIAL_REBALANCE_DELAY_MS": "3000"}
 
 
 def produce(bs, topic, ids):
