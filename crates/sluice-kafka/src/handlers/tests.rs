@@ -186,3 +186,48 @@ async fn every_api_answers_at_every_served_version() {
     }
     assert!(checked > 150, "{checked} requests");
 }
+
+/// The success paths of JoinGroup (the leader gets the member list) and SyncGroup (with
+/// protocol type and name) at every served version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_and_sync_succeed_at_every_served_version() {
+    use crate::coordinator::{Join, JoinRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path());
+    let (jlo, jhi) = supported(ApiKey::JoinGroup).unwrap();
+    let (slo, shi) = supported(ApiKey::SyncGroup).unwrap();
+    for version in jlo..=jhi.max(shi) {
+        let group = format!("ok{version}");
+        let protocols = vec![("range".to_string(), Bytes::from_static(b"m"))];
+        let seed = JoinRequest { client_id: "c".into(), session_timeout_ms: 10_000, rebalance_timeout_ms: 10_000, protocol_type: "consumer".into(), protocols, ..Default::default() };
+        let Join::Waiting { member_id } = server.with_group(&group, |g| g.join(seed, sluice_core::time::now_ms(), 0)) else { panic!("seed join") };
+        let caller = || Caller { client_id: "c".into(), host: "/127.0.0.1".into() };
+        if version <= jhi {
+            let join = JoinGroupRequest::default()
+                .with_group_id(GroupId(s(&group)))
+                .with_member_id(s(&member_id))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(10_000)
+                .with_protocol_type(s("consumer"))
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(Bytes::from_static(b"m"))]);
+            let reply = handle(server.clone(), RequestKind::JoinGroup(join), version, caller()).await;
+            assert!(matches!(reply, Ok(Reply::Ready(Some(_)))), "JoinGroup v{version}");
+        } else {
+            server.with_group(&group, |g| g.maybe_complete(sluice_core::time::now_ms()));
+        }
+        if (slo..=shi).contains(&version) {
+            let generation = server.with_group(&group, |g| g.generation);
+            let assignment = sync_group_request::SyncGroupRequestAssignment::default().with_member_id(s(&member_id)).with_assignment(Bytes::from_static(b"a"));
+            let sync = SyncGroupRequest::default()
+                .with_group_id(GroupId(s(&group)))
+                .with_member_id(s(&member_id))
+                .with_generation_id(generation)
+                .with_protocol_type(if version >= 5 { Some(s("consumer")) } else { None })
+                .with_protocol_name(if version >= 5 { Some(s("range")) } else { None })
+                .with_assignments(vec![assignment]);
+            let reply = handle(server.clone(), RequestKind::SyncGroup(sync), version, caller()).await;
+            assert!(matches!(reply, Ok(Reply::Ready(Some(_)))), "SyncGroup v{version}");
+            assert_eq!(server.with_group(&group, |g| g.state), crate::coordinator::GroupState::Stable);
+        }
+    }
+}
