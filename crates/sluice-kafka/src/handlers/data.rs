@@ -184,9 +184,10 @@ pub(crate) fn produce_write(server: &KafkaServer, r: ProduceRequest) -> WrittenP
 
 /// The outcome of writing one partition's records.
 enum Written {
-    /// Nothing to wait for (no records, or a duplicate of an appended batch).
+    /// Nothing to wait for (no records).
     Done { base_offset: i64 },
-    /// Written; acknowledge after [`Partition::complete`].
+    /// Written (or a retry of a batch written before); acknowledge after
+    /// [`Partition::complete`].
     Pending(AppendInfo),
 }
 
@@ -263,7 +264,10 @@ fn append(server: &KafkaServer, topic: &str, index: i32, p: &Partition, raw: Byt
                 Decision::Append => {}
                 Decision::Duplicate { base_offset } => {
                     tracing::debug!(topic, partition = index, producer = b.producer_id, "duplicate batch not appended again");
-                    return Ok(Written::Done { base_offset });
+                    // Answered like the original: once its records are durable (the
+                    // original may still be waiting for its fdatasync).
+                    let base = base_offset.max(0) as u64;
+                    return Ok(Written::Pending(AppendInfo { base_offset: base, last_offset: base + count as u64 - 1 }));
                 }
                 Decision::Reject(e) => {
                     metrics::counter!(sluice_core::telemetry::KAFKA_REFUSED_BATCHES_TOTAL, "reason" => "sequence").increment(1);
