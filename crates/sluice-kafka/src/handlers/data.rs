@@ -1,5 +1,6 @@
-//! Data-plane handlers: Metadata, Produce, ListOffsets, Fetch. Blocking (file I/O): called
-//! on a blocking thread.
+//! Data-plane handlers: Metadata, Produce, ListOffsets, Fetch. All but Fetch's wait are
+//! blocking (file I/O) and run on a blocking thread; Fetch waits for new data
+//! asynchronously between reads.
 
 use std::time::Duration;
 
@@ -206,15 +207,14 @@ enum Payload {
 /// why not with an error code.
 fn append(server: &KafkaServer, topic: &str, index: i32, p: &Partition, raw: Bytes, now: i64) -> Result<Written, i16> {
     let idempotent = ProducerBatch::parse(&raw);
-    let single_uncompressed = decode_header(&raw).is_ok_and(|h| h.total_len == raw.len() && h.attributes & 0x07 == 0);
-    let payload = if single_uncompressed {
-        Payload::Raw(raw.to_vec())
-    } else {
-        Payload::Records(produced_records(raw)?)
-    };
-    let count = match &payload {
-        Payload::Raw(b) => decode_header(b).map(|h| h.record_count as usize).unwrap_or(0),
-        Payload::Records(r) => r.len(),
+    let single_uncompressed = decode_header(&raw).ok().filter(|h| h.total_len == raw.len() && h.attributes & 0x07 == 0);
+    let (payload, count) = match single_uncompressed {
+        Some(h) => (Payload::Raw(raw.to_vec()), h.record_count as usize),
+        None => {
+            let records = produced_records(raw)?;
+            let n = records.len();
+            (Payload::Records(records), n)
+        }
     };
     if count == 0 {
         return Ok(Written::Done { base_offset: p.log_end_offset() as i64 });
