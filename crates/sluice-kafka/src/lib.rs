@@ -120,12 +120,7 @@ impl KafkaServer {
 
     /// Runs `f` on a group (created empty if new) and wakes anyone waiting on groups.
     pub fn with_group<T>(&self, name: &str, f: impl FnOnce(&mut Group) -> T) -> T {
-        let out = {
-            let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-            f(groups.entry(name.to_string()).or_default())
-        };
-        self.group_changed.notify_waiters();
-        out
+        self.poll_group(name, |g| (true, f(g)))
     }
 
     /// Groups that have members now.
