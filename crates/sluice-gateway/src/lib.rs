@@ -168,12 +168,7 @@ impl Gateway {
     pub fn new(log: Arc<Log>, specs: Vec<TopicSpec>) -> Result<Gateway, LogError> {
         for spec in &specs {
             let topic = log.ensure_topic(&spec.name, spec.partitions)?;
-            if topic.retention() != spec.retention() {
-                log.set_retention(&spec.name, spec.retention())?;
-            }
-            if topic.durability() != spec.durability() {
-                log.set_durability(&spec.name, spec.durability())?;
-            }
+            log.configure(topic.name(), spec.retention(), spec.durability())?;
             log.ensure_topic(&format!("{}{DLQ_SUFFIX}", spec.name), 1)?;
         }
         let offsets = Arc::new(sluice_log::OffsetStore::open(&log)?);
@@ -374,9 +369,7 @@ impl Gateway {
 
     /// Deletes a topic and every group's committed offsets for it.
     pub fn delete_topic(&self, name: &str) -> Result<(), LogError> {
-        self.log.delete_topic(name)?;
-        self.offsets.delete_topic(name, sluice_core::time::now_ms())?;
-        Ok(())
+        self.offsets.delete_topic(&self.log, name, sluice_core::time::now_ms())
     }
 
     /// Whether a topic is named in the configuration (or is the dead-letter topic of one, or

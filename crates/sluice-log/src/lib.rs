@@ -394,6 +394,19 @@ impl Log {
     }
 
     /// Changes a topic's retention (persisted; applied at the next retention pass).
+    /// Sets a topic's retention and durability together, persisting the topic metadata
+    /// once, and only if either changed.
+    pub fn configure(&self, name: &str, retention: Retention, durability: Durability) -> Result<()> {
+        let topic = self.topic(name).ok_or_else(|| LogError::UnknownTopic(name.into()))?;
+        if topic.retention() == retention && topic.durability() == durability {
+            return Ok(());
+        }
+        self.write_meta(&TopicMeta { name: name.into(), partitions: topic.partition_count(), retention, durability })?;
+        *topic.retention.write().unwrap_or_else(|p| p.into_inner()) = retention;
+        topic.apply_durability(durability);
+        Ok(())
+    }
+
     pub fn set_retention(&self, name: &str, retention: Retention) -> Result<()> {
         let topic = self.topic(name).ok_or_else(|| LogError::UnknownTopic(name.into()))?;
         self.write_meta(&TopicMeta { name: name.into(), partitions: topic.partition_count(), retention, durability: topic.durability() })?;

@@ -96,10 +96,12 @@ impl OffsetStore {
         self.delete_where(|k| k.0 == group, now_ms)
     }
 
-    /// Deletes every group's committed offsets for a topic (tombstones), durably: a deleted
-    /// topic's offsets must not apply to a new topic of the same name (Kafka does the same).
-    pub fn delete_topic(&self, topic: &str, now_ms: i64) -> Result<usize> {
-        self.delete_where(|k| k.1 == topic, now_ms)
+    /// Deletes a topic from the log, then every group's committed offsets for it
+    /// (tombstones, durably): a deleted topic's offsets must not apply to a new topic of the
+    /// same name (Kafka does the same).
+    pub fn delete_topic(&self, log: &Log, topic: &str, now_ms: i64) -> Result<()> {
+        log.delete_topic(topic)?;
+        self.delete_where(|k| k.1 == topic, now_ms).map(|_| ())
     }
 
     fn delete_where(&self, matches: impl Fn(&Key) -> bool, now_ms: i64) -> Result<usize> {

@@ -79,17 +79,6 @@ fn reset(settings: &mut Settings, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn apply(server: &KafkaServer, topic: &str, settings: Settings) -> Result<(), LogError> {
-    let t = server.log.topic(topic).ok_or_else(|| LogError::UnknownTopic(topic.to_string()))?;
-    if t.retention() != settings.retention {
-        server.log.set_retention(topic, settings.retention)?;
-    }
-    if t.durability() != settings.durability {
-        server.log.set_durability(topic, settings.durability)?;
-    }
-    Ok(())
-}
-
 fn log_error(e: &LogError) -> i16 {
     match e {
         LogError::UnknownTopic(_) => code(ResponseError::UnknownTopicOrPartition),
@@ -125,7 +114,7 @@ pub(crate) fn create_topics(server: &KafkaServer, r: CreateTopicsRequest) -> Cre
             server
                 .log
                 .create_topic_with(&name, partitions as u32, settings.retention)
-                .and_then(|_| apply(server, &name, settings))
+                .and_then(|_| server.log.configure(&name, settings.retention, settings.durability))
                 .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))
                 .inspect(|_| tracing::info!(topic = %name, partitions, "created topic over the Kafka protocol"))
         };
@@ -146,7 +135,7 @@ pub(crate) fn delete_topics(server: &KafkaServer, r: DeleteTopicsRequest) -> Del
         let (error, message) = if (server.options.protected_topics)(&n) {
             (code(ResponseError::TopicDeletionDisabled), Some(format!("{n:?} is configured in sluice or internal; remove it from the config first")))
         } else {
-            match server.log.delete_topic(&n).and_then(|_| server.offsets.delete_topic(&n, sluice_core::time::now_ms()).map(|_| ())) {
+            match server.offsets.delete_topic(&server.log, &n, sluice_core::time::now_ms()) {
                 Ok(()) => {
                     server.producers.lock().unwrap_or_else(|p| p.into_inner()).forget_topic(&n);
                     tracing::info!(topic = %n, "deleted topic over the Kafka protocol");
@@ -248,7 +237,7 @@ fn alter_topic(
     if validate_only {
         return Ok(());
     }
-    apply(server, name, settings).map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+    server.log.configure(name, settings.retention, settings.durability).map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
     tracing::info!(topic = name, ?settings, "altered topic config over the Kafka protocol");
     Ok(())
 }
