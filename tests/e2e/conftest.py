@@ -65,7 +65,7 @@ class Sluice:
         return self.proc.returncode if self.proc else 0
 
     def drain(self):
-        r = requests.post(self.url + "/v1/jobs/heart_rate/drain", timeout=60)
+        r = requests.post(self.url + "/v1/pipelines/heart_rate/drain", timeout=60)
         assert r.status_code == 200, r.text
         return r.json()
 
@@ -86,7 +86,7 @@ class Sluice:
 @pytest.fixture
 def sluice(tmp_path):
     """A started server with the job's idle timeout disabled (sessions close by watermark or drain)."""
-    s = Sluice(tmp_path / "data", env={"SLUICE_JOBS__HEART_RATE__IDLE_TIMEOUT_MS": "0"})
+    s = Sluice(tmp_path / "data", env={"SLUICE_STREAM__IDLE_TIMEOUT_MS": "0"})
     s.start()
     yield s
     if s.proc.poll() is None:

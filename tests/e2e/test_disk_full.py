@@ -22,7 +22,7 @@ def small_disk(tmp_path):
 
 
 def test_disk_full_refuses_writes_keeps_reads_and_loses_nothing_acked(small_disk):
-    s = Sluice(small_disk / "data", env={"SLUICE_JOBS__HEART_RATE__ENABLED": "false"}, log_path=small_disk.parent / "sluice.log")
+    s = Sluice(small_disk / "data", env={"SLUICE_STREAM__ENABLED": "false"}, log_path=small_disk.parent / "sluice.log")
     s.start()
     acked, n, failure = [], 0, None
     for _ in range(400):

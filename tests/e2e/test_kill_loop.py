@@ -66,7 +66,7 @@ def test_kills_under_concurrent_producers(tmp_path, durability, kills):
     print(f"E2E_SEED={seed} E2E_KILLS={kills}")
     rng = random.Random(seed)
     cfg = tmp_path / "sluice.toml"
-    cfg.write_text(f'[jobs.heart_rate]\nenabled = false\n[[topics]]\nname = "{TOPIC}"\npartitions = 2\nschema = "json"\nkey_field = "producer"\n'
+    cfg.write_text(f'[stream]\nenabled = false\n[[topics]]\nname = "{TOPIC}"\npartitions = 2\nschema = "json"\nkey_field = "producer"\n'
                    f'durability = "{durability}"\nflush_interval_ms = 200\n')
     s = Sluice(tmp_path / "data")
     s.extra_args = ["--config", str(cfg)]

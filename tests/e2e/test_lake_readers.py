@@ -36,13 +36,13 @@ def test_demo_then_read_lake_with_pyarrow_and_duckdb(tmp_path):
     for row in raw.select(["created_at", "date"]).to_pylist()[:200]:
         assert row["created_at"].astimezone(dt.timezone.utc).date().isoformat() == str(row["date"])
 
-    sessions = ds.dataset(lake / "heartbeat_sessions", format="parquet", partitioning="hive").to_table()
+    sessions = ds.dataset(lake / "heart_rate", format="parquet", partitioning="hive").to_table()
     assert sessions.num_rows == n_sessions
     assert sessions.schema.field("session_start").type == pa.timestamp("us", tz="UTC")
 
     con = duckdb.connect()
     raw_glob = f"{lake}/heartbeat_raw/**/*.parquet"
-    ses_glob = f"{lake}/heartbeat_sessions/**/*.parquet"
+    ses_glob = f"{lake}/heart_rate/**/*.parquet"
     (count, players, dup) = con.execute(
         f"SELECT count(*), count(DISTINCT player_id), count(*) - count(DISTINCT (player_id, created_at)) "
         f"FROM read_parquet('{raw_glob}', hive_partitioning = true)").fetchone()

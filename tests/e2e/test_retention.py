@@ -13,7 +13,7 @@ def test_size_retention_advances_the_log_start_offset(tmp_path):
     cfg.write_text(
         "[log]\nsegment_bytes = 4096\nretention_check_interval_ms = 100\n"
         "[[topics]]\nname = \"heartbeat-raw-topic\"\npartitions = 1\nschema = \"heartbeat\"\nretention_bytes = 20000\n")
-    s = Sluice(tmp_path / "data", env={"SLUICE_JOBS__HEART_RATE__IDLE_TIMEOUT_MS": "0"})
+    s = Sluice(tmp_path / "data", env={"SLUICE_STREAM__IDLE_TIMEOUT_MS": "0"})
     s.extra_args = ["--config", str(cfg)]
     s.start()
     try:

@@ -37,7 +37,7 @@ def test_watermark_closes_a_session_when_a_later_one_starts(sluice):
 
 
 def test_idle_timeout_closes_sessions_when_input_stops(tmp_path):
-    s = Sluice(tmp_path / "data", env={"SLUICE_JOBS__HEART_RATE__IDLE_TIMEOUT_MS": "1000"}).start()
+    s = Sluice(tmp_path / "data", env={"SLUICE_STREAM__IDLE_TIMEOUT_MS": "1000"}).start()
     try:
         post(s, "idle", range(0, 30))
         # No drain and no later reading: only the idle timeout can close this session.
@@ -45,6 +45,7 @@ def test_idle_timeout_closes_sessions_when_input_stops(tmp_path):
         assert closed[0]["samples"] == 30
         health = requests.get(s.url + "/healthz", timeout=10).json()
         assert health["status"] == "ok"
-        assert health["job"]["records"] == 30 and health["job"]["lag_records"] == 0
+        hr = next(p for p in health["pipelines"] if p["name"] == "heart_rate")
+        assert hr["state"] == "running" and hr["records"] == 30 and hr["lag_records"] == 0
     finally:
         assert s.stop() == 0

@@ -32,7 +32,7 @@ def test_sessions_match_the_reference_on_every_real_recording(sluice):
     assert r.returncode == 0, r.stderr
     assert "0 rejected" in r.stdout
     sluice.drain()
-    lake = ds.dataset(sluice.data_dir / "lake" / "heartbeat_sessions", format="parquet", partitioning="hive").to_table().to_pylist()
+    lake = ds.dataset(sluice.data_dir / "lake" / "heart_rate", format="parquet", partitioning="hive").to_table().to_pylist()
     for path in paths:
         player = path.stem
         want = reference.sessions(reference.read(path))

@@ -1,6 +1,8 @@
 //! Shared vocabulary of sluice.
 //!
-//! - [`heartbeat`]: the heart-rate reading schema (seed 003) and its validation.
+//! - [`schema`]: declared record schemas (fields, types, JSON paths, event time, key):
+//!   validation at ingest and typed decoding for pipelines.
+//! - [`heartbeat`]: the heart-rate reading (seed 003), a built-in declared schema.
 //! - [`partitioner`]: Kafka's default murmur2 key partitioner, so keyed records land
 //!   on the same partition whether they arrive over HTTP or (later) the Kafka protocol.
 //! - [`model`]: row types shared by the stream engine and the lake.
@@ -10,5 +12,18 @@ pub mod dead_letter;
 pub mod heartbeat;
 pub mod model;
 pub mod partitioner;
+pub mod schema;
 pub mod telemetry;
 pub mod time;
+
+/// An error and its sources, joined with ": " (for logs and API messages).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

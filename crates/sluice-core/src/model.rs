@@ -1,21 +1,7 @@
-//! Row types that cross crate boundaries: what the pipeline hands to the lake and to the
-//! live view. Times are epoch ms (UTC); durations are ms; heart rates are bpm.
+//! Row types that cross crate boundaries: a heart-rate session as the live view and the
+//! demo show it. Times are epoch ms (UTC); durations are ms; heart rates are bpm.
 
 use serde::{Deserialize, Serialize};
-
-/// One accepted heart-rate reading with where it sits in the log: a row of the raw table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RawRow {
-    pub player_id: String,
-    /// bpm
-    pub heartbeat: f64,
-    /// Event time, epoch ms.
-    pub created_at_ms: i64,
-    /// Log-append time, epoch ms.
-    pub ingested_at_ms: i64,
-    pub partition: u32,
-    pub offset: u64,
-}
 
 /// Time spent in each intensity zone, ms. Zones are the ACSM %HRmax bands
 /// (see `sluice_stream::zones`).

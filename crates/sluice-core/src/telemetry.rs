@@ -20,23 +20,38 @@ pub const LOG_HIGH_WATERMARK_OFFSET: &str = "sluice_log_high_watermark_offset";
 /// Bytes stored per partition. Labels: `topic`, `partition`.
 pub const LOG_SIZE_BYTES: &str = "sluice_log_size_bytes";
 
-/// Records read by a job. Labels: `job`.
-pub const JOB_RECORDS_TOTAL: &str = "sluice_job_records_total";
-/// Records dropped by a job because their event time was behind the finalized frontier
-/// (later than allowed lateness, or a resend of an already-final reading). Labels: `job`.
-pub const JOB_LATE_RECORDS_TOTAL: &str = "sluice_job_late_records_total";
-/// Resent readings (same key and event time) dropped by a job. Labels: `job`.
-pub const JOB_DUPLICATE_RECORDS_TOTAL: &str = "sluice_job_duplicate_records_total";
-/// Records in the log a job could not parse (skipped, logged). Labels: `job`.
-pub const JOB_INVALID_RECORDS_TOTAL: &str = "sluice_job_invalid_records_total";
-/// Sessions closed and committed. Labels: `job`.
-pub const JOB_SESSIONS_CLOSED_TOTAL: &str = "sluice_job_sessions_closed_total";
-/// Checkpoints committed. Labels: `job`.
-pub const JOB_CHECKPOINTS_TOTAL: &str = "sluice_job_checkpoints_total";
-/// Sessions currently open. Labels: `job`.
-pub const JOB_OPEN_SESSIONS: &str = "sluice_job_open_sessions";
-/// Records in the log the job has not read yet (sum over partitions). Labels: `job`.
-pub const JOB_LAG_RECORDS: &str = "sluice_job_lag_records";
+/// Records read by a pipeline. Labels: `pipeline`.
+pub const PIPELINE_RECORDS_TOTAL: &str = "sluice_pipeline_records_total";
+/// Records dropped by a pipeline because every window they belong to had fired (they go
+/// to `<pipeline>.late` with the reason). Labels: `pipeline`.
+pub const PIPELINE_LATE_RECORDS_TOTAL: &str = "sluice_pipeline_late_records_total";
+/// Resent records (same key and event time) counted once. Labels: `pipeline`.
+pub const PIPELINE_DUPLICATE_RECORDS_TOTAL: &str = "sluice_pipeline_duplicate_records_total";
+/// Records in the log that did not match the source topic's schema (skipped; ingest
+/// dead-lettered them). Labels: `pipeline`.
+pub const PIPELINE_INVALID_RECORDS_TOTAL: &str = "sluice_pipeline_invalid_records_total";
+/// Rows committed to a pipeline's outputs. Labels: `pipeline`, `output`.
+pub const PIPELINE_OUTPUT_ROWS_TOTAL: &str = "sluice_pipeline_output_rows_total";
+/// Alerts fired. Labels: `pipeline`.
+pub const PIPELINE_ALERTS_TOTAL: &str = "sluice_pipeline_alerts_total";
+/// Records in the log a pipeline has not read yet (sum over partitions). Labels: `pipeline`.
+pub const PIPELINE_LAG_RECORDS: &str = "sluice_pipeline_lag_records";
+/// A pipeline's watermark, epoch ms. Labels: `pipeline`.
+pub const PIPELINE_WATERMARK_MS: &str = "sluice_pipeline_watermark_ms";
+/// Keys held in a pipeline's state. Labels: `pipeline`.
+pub const PIPELINE_STATE_KEYS: &str = "sluice_pipeline_state_keys";
+/// Windows open in a pipeline's state. Labels: `pipeline`.
+pub const PIPELINE_OPEN_WINDOWS: &str = "sluice_pipeline_open_windows";
+/// Bytes of a pipeline's state files on disk (snapshot and changes). Labels: `pipeline`.
+pub const PIPELINE_STATE_BYTES: &str = "sluice_pipeline_state_bytes";
+/// Checkpoints committed.
+pub const CHECKPOINTS_TOTAL: &str = "sluice_checkpoints_total";
+/// Time from a checkpoint's barrier to its manifest committed, ms. A histogram.
+pub const CHECKPOINT_DURATION_MS: &str = "sluice_checkpoint_duration_ms";
+/// Bytes of state changes written by checkpoints.
+pub const CHECKPOINT_WRITTEN_BYTES_TOTAL: &str = "sluice_checkpoint_written_bytes_total";
+/// Bucket bounds of [`CHECKPOINT_DURATION_MS`], ms.
+pub const CHECKPOINT_DURATION_BUCKETS_MS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
 
 /// Registers descriptions with the installed recorder. Call once after installing it.
 /// Kafka protocol requests answered. Labels: `api` (e.g. Produce, Fetch, JoinGroup).
@@ -65,12 +80,18 @@ pub fn describe() {
     describe_counter!(LOG_FSYNCS_TOTAL, Unit::Count, "fdatasync calls made by the log.");
     describe_gauge!(LOG_HIGH_WATERMARK_OFFSET, Unit::Count, "High watermark (durable end offset) per partition.");
     describe_gauge!(LOG_SIZE_BYTES, Unit::Bytes, "Bytes stored per partition.");
-    describe_counter!(JOB_RECORDS_TOTAL, Unit::Count, "Records read by a job.");
-    describe_counter!(JOB_LATE_RECORDS_TOTAL, Unit::Count, "Records dropped as late.");
-    describe_counter!(JOB_DUPLICATE_RECORDS_TOTAL, Unit::Count, "Resent readings dropped.");
-    describe_counter!(JOB_INVALID_RECORDS_TOTAL, Unit::Count, "Unparseable records skipped by a job.");
-    describe_counter!(JOB_SESSIONS_CLOSED_TOTAL, Unit::Count, "Sessions closed and committed.");
-    describe_counter!(JOB_CHECKPOINTS_TOTAL, Unit::Count, "Checkpoints committed.");
-    describe_gauge!(JOB_OPEN_SESSIONS, Unit::Count, "Sessions currently open.");
-    describe_gauge!(JOB_LAG_RECORDS, Unit::Count, "Records not yet read by a job.");
+    describe_counter!(PIPELINE_RECORDS_TOTAL, Unit::Count, "Records read by a pipeline.");
+    describe_counter!(PIPELINE_LATE_RECORDS_TOTAL, Unit::Count, "Records too late for any open window (kept in <pipeline>.late).");
+    describe_counter!(PIPELINE_DUPLICATE_RECORDS_TOTAL, Unit::Count, "Resent records counted once.");
+    describe_counter!(PIPELINE_INVALID_RECORDS_TOTAL, Unit::Count, "Records that did not match the source schema, skipped.");
+    describe_counter!(PIPELINE_OUTPUT_ROWS_TOTAL, Unit::Count, "Rows committed to a pipeline's outputs.");
+    describe_counter!(PIPELINE_ALERTS_TOTAL, Unit::Count, "Alerts fired.");
+    describe_gauge!(PIPELINE_LAG_RECORDS, Unit::Count, "Records not yet read by a pipeline.");
+    describe_gauge!(PIPELINE_WATERMARK_MS, Unit::Milliseconds, "A pipeline's watermark (epoch ms).");
+    describe_gauge!(PIPELINE_STATE_KEYS, Unit::Count, "Keys held in a pipeline's state.");
+    describe_gauge!(PIPELINE_OPEN_WINDOWS, Unit::Count, "Windows open in a pipeline's state.");
+    describe_gauge!(PIPELINE_STATE_BYTES, Unit::Bytes, "Bytes of a pipeline's state files.");
+    describe_counter!(CHECKPOINTS_TOTAL, Unit::Count, "Checkpoints committed.");
+    describe_histogram!(CHECKPOINT_DURATION_MS, Unit::Milliseconds, "Checkpoint time from barrier to manifest committed.");
+    describe_counter!(CHECKPOINT_WRITTEN_BYTES_TOTAL, Unit::Bytes, "Bytes of state changes written by checkpoints.");
 }

@@ -12,7 +12,7 @@
 
 use serde_json::value::RawValue;
 use serde_json::Value;
-use sluice_core::heartbeat::FieldError;
+use sluice_core::schema::FieldError;
 
 /// One record of a body.
 #[derive(Debug)]

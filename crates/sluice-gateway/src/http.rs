@@ -99,6 +99,7 @@ fn error_body(e: &IngestError) -> (StatusCode, Value) {
         IngestError::UnknownTopic(_) => (StatusCode::NOT_FOUND, "unknown_topic"),
         IngestError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
         IngestError::InternalTopic(_) => (StatusCode::FORBIDDEN, "internal_topic"),
+        IngestError::PipelineOutput { .. } => (StatusCode::FORBIDDEN, "pipeline_output"),
         IngestError::Log(_) => (StatusCode::SERVICE_UNAVAILABLE, "log_unavailable"),
     };
     let mut message = e.to_string();

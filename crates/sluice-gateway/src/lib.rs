@@ -17,22 +17,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sluice_core::dead_letter::DeadLetter;
-use sluice_core::heartbeat::{self, FieldError};
+use sluice_core::schema::{Decoder, FieldError, RecordCheck, RecordSchema, SchemaSpec};
 use sluice_core::partitioner::partition_for_key;
 use sluice_core::telemetry as t;
 use sluice_core::time::now_ms;
 use sluice_log::{Log, LogError, NewRecord, Retention, Topic};
-
-/// How a topic's records are validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Schema {
-    /// The heart-rate reading (`sluice_core::heartbeat`); keyed by `playerId`.
-    Heartbeat,
-    /// Any JSON object; keyed by `key_field` when set.
-    #[default]
-    Json,
-}
 
 /// An ingestible topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,9 +29,11 @@ pub struct TopicSpec {
     pub name: String,
     #[serde(default = "one")]
     pub partitions: u32,
+    /// `"heartbeat"`, `"json"` (any object) or a declared schema (`sluice_core::schema`).
     #[serde(default)]
-    pub schema: Schema,
-    /// Field whose string value is the record key (partitioning). Heartbeat topics use `playerId`.
+    pub schema: SchemaSpec,
+    /// Field whose string value is the record key (partitioning) when the schema names
+    /// none. Heartbeat topics use `playerId`.
     #[serde(default)]
     pub key_field: Option<String>,
     /// Delete closed segments whose newest record is older than this, ms (-1: keep forever).
@@ -133,6 +124,8 @@ pub enum IngestError {
     Malformed(body::Malformed),
     #[error("topic {0:?} is internal to sluice and does not accept records from clients")]
     InternalTopic(String),
+    #[error("topic {topic:?} is the output of pipeline {pipeline:?}; only the pipeline writes it")]
+    PipelineOutput { topic: String, pipeline: String },
     #[error("the log could not store the records; nothing from this request was acknowledged")]
     Log(#[from] LogError),
 }
@@ -148,13 +141,44 @@ pub trait GroupMembership: Send + Sync {
     fn describe(&self, group: &str) -> Option<Value>;
 }
 
+/// How one topic's records are checked and keyed.
+#[derive(Clone)]
+struct Rules {
+    /// The declared schema; `None` accepts any JSON object.
+    decoder: Option<Arc<Decoder>>,
+    key_field: Option<String>,
+    /// The pipeline that writes this topic (its output): clients may not.
+    writer: Option<String>,
+}
+
 /// The ingest gateway over a log.
 pub struct Gateway {
     log: Arc<Log>,
     membership: std::sync::OnceLock<Arc<dyn GroupMembership>>,
     offsets: Arc<sluice_log::OffsetStore>,
-    specs: BTreeMap<String, TopicSpec>,
+    /// Topics named in the configuration.
+    configured: std::collections::BTreeSet<String>,
+    /// Rules of topics with a schema or key (configured, declared at runtime, pipeline outputs).
+    rules: std::sync::RwLock<BTreeMap<String, Rules>>,
+    /// Where schemas declared at runtime are persisted (`<name>.json`), if anywhere.
+    schemas_dir: Option<std::path::PathBuf>,
     round_robin: AtomicU64,
+}
+
+/// Why a schema could not be declared.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaDeclError {
+    #[error("{0}")]
+    Invalid(#[from] sluice_core::schema::SchemaError),
+    #[error("topic {0:?} is named in the configuration; change its schema there")]
+    Configured(String),
+    #[error("cannot persist the schema of {topic:?} in {path}: {source}")]
+    Io {
+        topic: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 struct Pending {
@@ -164,15 +188,107 @@ struct Pending {
 }
 
 impl Gateway {
-    /// Creates the configured topics (and their dead-letter topics) if missing.
-    pub fn new(log: Arc<Log>, specs: Vec<TopicSpec>) -> Result<Gateway, LogError> {
+    /// Creates the configured topics (and their dead-letter topics) if missing. Schemas
+    /// declared at runtime are loaded from (and later persisted to) `schemas_dir`.
+    /// A configured topic whose schema does not resolve is an error naming it.
+    pub fn new(log: Arc<Log>, specs: Vec<TopicSpec>, schemas_dir: Option<&std::path::Path>) -> Result<Gateway, GatewayError> {
+        let mut rules = BTreeMap::new();
         for spec in &specs {
+            let schema = spec.schema.resolve().map_err(|e| GatewayError::Config(format!("[[topics]] {:?}: {e}", spec.name)))?;
             let topic = log.ensure_topic(&spec.name, spec.partitions)?;
             log.configure(topic.name(), spec.retention(), spec.durability())?;
             log.ensure_topic(&format!("{}{DLQ_SUFFIX}", spec.name), 1)?;
+            rules.insert(spec.name.clone(), Rules { decoder: schema.map(|s| Arc::new(Decoder::new(s))), key_field: spec.key_field.clone(), writer: None });
+        }
+        if let Some(dir) = schemas_dir {
+            std::fs::create_dir_all(dir).map_err(|e| GatewayError::Config(format!("cannot create {}: {e}", dir.display())))?;
+            for entry in std::fs::read_dir(dir).map_err(|e| GatewayError::Config(format!("cannot read {}: {e}", dir.display())))?.flatten() {
+                let path = entry.path();
+                let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")).map(str::to_string) else { continue };
+                if rules.contains_key(&name) {
+                    continue;
+                }
+                let text = std::fs::read(&path).map_err(|e| GatewayError::Config(format!("cannot read {}: {e}", path.display())))?;
+                let schema: RecordSchema = serde_json::from_slice(&text).map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
+                rules.insert(name, Rules { decoder: Some(Arc::new(Decoder::new(schema))), key_field: None, writer: None });
+            }
         }
         let offsets = Arc::new(sluice_log::OffsetStore::open(&log)?);
-        Ok(Gateway { log, membership: std::sync::OnceLock::new(), offsets, specs: specs.into_iter().map(|s| (s.name.clone(), s)).collect(), round_robin: AtomicU64::new(0) })
+        Ok(Gateway {
+            log,
+            membership: std::sync::OnceLock::new(),
+            offsets,
+            configured: specs.iter().map(|s| s.name.clone()).collect(),
+            rules: std::sync::RwLock::new(rules),
+            schemas_dir: schemas_dir.map(|d| d.to_path_buf()),
+            round_robin: AtomicU64::new(0),
+        })
+    }
+
+    /// Declares (or, with `None`, removes) the schema of a topic at runtime, persisted so
+    /// that it survives a restart. Topics named in the configuration keep theirs.
+    pub fn declare_schema(&self, topic: &str, schema: Option<RecordSchema>) -> Result<(), SchemaDeclError> {
+        if self.configured.contains(topic) {
+            return Err(SchemaDeclError::Configured(topic.into()));
+        }
+        if let Some(s) = &schema {
+            s.check()?;
+        }
+        if let Some(dir) = &self.schemas_dir {
+            let path = dir.join(format!("{topic}.json"));
+            let io = |source| SchemaDeclError::Io { topic: topic.into(), path: path.clone(), source };
+            match &schema {
+                Some(s) => {
+                    let tmp = dir.join(format!(".{topic}.json.tmp"));
+                    std::fs::write(&tmp, serde_json::to_vec_pretty(s).unwrap_or_default()).map_err(io)?;
+                    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+                    std::fs::rename(&tmp, &path).map_err(io)?;
+                }
+                None => match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                    _ => {}
+                },
+            }
+        }
+        let mut rules = self.rules.write().unwrap_or_else(|p| p.into_inner());
+        match schema {
+            Some(s) => {
+                let writer = rules.get(topic).and_then(|r| r.writer.clone());
+                rules.insert(topic.into(), Rules { decoder: Some(Arc::new(Decoder::new(s))), key_field: None, writer });
+            }
+            None => {
+                rules.remove(topic);
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a topic as written by a pipeline (`Some(name)`): clients may no longer produce
+    /// to it. `None` lifts that.
+    pub fn set_writer(&self, topic: &str, pipeline: Option<&str>) {
+        let mut rules = self.rules.write().unwrap_or_else(|p| p.into_inner());
+        let r = rules.entry(topic.into()).or_insert(Rules { decoder: None, key_field: None, writer: None });
+        r.writer = pipeline.map(str::to_string);
+    }
+
+    /// The pipeline that writes a topic, if one does.
+    pub fn writer_of(&self, topic: &str) -> Option<String> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).get(topic).and_then(|r| r.writer.clone())
+    }
+
+    /// The declared schema of a topic.
+    pub fn schema_of(&self, topic: &str) -> Option<RecordSchema> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).get(topic).and_then(|r| r.decoder.as_ref().map(|d| d.schema().clone()))
+    }
+
+    /// Every topic with a declared schema.
+    pub fn schemas(&self) -> BTreeMap<String, RecordSchema> {
+        self.rules
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(t, r)| r.decoder.as_ref().map(|d| (t.clone(), d.schema().clone())))
+            .collect()
     }
 
     pub fn log(&self) -> &Arc<Log> {
@@ -231,13 +347,11 @@ impl Gateway {
         json!({"group": group, "offsets": offsets})
     }
 
-    /// How a topic's records are validated and keyed: from its `[[topics]]` entry, or, for
-    /// other topics in the log, any JSON object without a key.
-    fn ingest_rules(&self, topic: &str) -> Option<(Schema, Option<String>)> {
-        match self.specs.get(topic) {
-            Some(s) => Some((s.schema, s.key_field.clone())),
-            None => self.log.topic(topic).map(|_| (Schema::Json, None)),
-        }
+    /// How a topic's records are validated and keyed: its declared schema, or, for other
+    /// topics in the log, any JSON object (keyed by `key_field` if configured).
+    fn ingest_rules(&self, topic: &str) -> Option<Rules> {
+        self.log.topic(topic)?;
+        Some(self.rules.read().unwrap_or_else(|p| p.into_inner()).get(topic).cloned().unwrap_or(Rules { decoder: None, key_field: None, writer: None }))
     }
 
     /// Checks that a topic can be ingested into.
@@ -245,7 +359,11 @@ impl Gateway {
         if topic == sluice_log::OFFSETS_TOPIC {
             return Err(IngestError::InternalTopic(topic.into()));
         }
-        self.ingest_rules(topic).map(|_| ()).ok_or_else(|| IngestError::UnknownTopic(topic.into()))
+        let rules = self.ingest_rules(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
+        match rules.writer {
+            Some(p) => Err(IngestError::PipelineOutput { topic: topic.into(), pipeline: p }),
+            None => Ok(()),
+        }
     }
 
     /// Ingests several bodies (e.g. WebSocket frames received together) with one append
@@ -253,7 +371,7 @@ impl Gateway {
     /// blocking thread. Per-body results are in input order.
     pub fn ingest_many(&self, topic: &str, bodies: &[(&[u8], bool)], transport: &str) -> Result<Vec<Result<Ingested, IngestError>>, IngestError> {
         self.check_topic(topic)?;
-        let (schema, key_field) = self.ingest_rules(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
+        let rules = self.ingest_rules(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
         let log_topic = self.log.topic(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
         let dlq_name = format!("{topic}{DLQ_SUFFIX}");
         let dlq = self.log.ensure_topic(&dlq_name, 1)?;
@@ -274,7 +392,7 @@ impl Gateway {
             };
             let mut outcome = Ingested::default();
             for item in items {
-                let checked = item.value.and_then(|v| self.check_record(schema, key_field.as_deref(), &v));
+                let checked = item.value.and_then(|v| check_record(&rules, &v));
                 match checked {
                     Ok(key) => {
                         let partition = match &key {
@@ -332,29 +450,15 @@ impl Gateway {
         self.ingest_many(topic, &[(body, ndjson)], transport)?.pop().unwrap_or_else(|| Ok(Ingested::default()))
     }
 
-    /// Validates one record; returns its key.
-    /// How Kafka-produced records of a topic are checked: for a topic configured with a
+    /// How Kafka-produced records of a topic are checked: for a topic with a declared
     /// schema, a function from a record value to its first field error; `None` for other
     /// topics (their records are opaque bytes).
-    pub fn record_check(&self, topic: &str) -> Option<heartbeat::RecordCheck> {
-        let schema = self.specs.get(topic)?.schema;
+    pub fn record_check(&self, topic: &str) -> Option<RecordCheck> {
+        let decoder = self.rules.read().unwrap_or_else(|p| p.into_inner()).get(topic)?.decoder.clone()?;
         Some(Arc::new(move |bytes: &[u8]| {
-            let v: Value = serde_json::from_slice(bytes).map_err(|e| FieldError::new("$", format!("not JSON: {e}")))?;
-            match schema {
-                Schema::Heartbeat => heartbeat::validate(&v).map(|_| ()),
-                Schema::Json => v.as_object().map(|_| ()).ok_or_else(|| FieldError::new("$", "expected a JSON object")),
-            }
+            let mut out = Vec::new();
+            decoder.decode(bytes, &mut out)
         }))
-    }
-
-    fn check_record(&self, schema: Schema, key_field: Option<&str>, v: &Value) -> Result<Option<Vec<u8>>, FieldError> {
-        match schema {
-            Schema::Heartbeat => heartbeat::validate(v).map(|ev| Some(ev.player_id.into_bytes())),
-            Schema::Json => {
-                let obj = v.as_object().ok_or_else(|| FieldError::new("$", "expected a JSON object"))?;
-                Ok(key_field.and_then(|f| obj.get(f)).and_then(|k| k.as_str()).map(|k| k.as_bytes().to_vec()))
-            }
-        }
     }
 
     /// Topics with their partitions' offsets.
@@ -376,8 +480,33 @@ impl Gateway {
     /// internal): such topics cannot be deleted through the API.
     pub fn is_configured(&self, name: &str) -> bool {
         name == sluice_log::OFFSETS_TOPIC
-            || self.specs.contains_key(name) || name.strip_suffix(DLQ_SUFFIX).is_some_and(|n| self.specs.contains_key(n))
+            || self.configured.contains(name)
+            || name.strip_suffix(DLQ_SUFFIX).is_some_and(|n| self.configured.contains(n))
     }
+}
+
+/// Validates one record against its topic's rules; returns its key.
+fn check_record(rules: &Rules, v: &Value) -> Result<Option<Vec<u8>>, FieldError> {
+    match &rules.decoder {
+        Some(d) => {
+            let values = d.schema().decode_value(v)?;
+            let key = d.schema().key_of(&values);
+            Ok(key.or_else(|| rules.key_field.as_deref().and_then(|f| v.get(f)).and_then(|k| k.as_str()).map(|k| k.as_bytes().to_vec())))
+        }
+        None => {
+            let obj = v.as_object().ok_or_else(|| FieldError::new("$", "expected a JSON object"))?;
+            Ok(rules.key_field.as_deref().and_then(|f| obj.get(f)).and_then(|k| k.as_str()).map(|k| k.as_bytes().to_vec()))
+        }
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the log failed")]
+    Log(#[from] LogError),
+    #[error("{0}")]
+    Config(String),
 }
 
 fn describe_topic(topic: &Topic) -> Value {

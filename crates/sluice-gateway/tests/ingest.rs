@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use sluice_gateway::{Gateway, IngestError, Schema, TopicSpec};
+use sluice_core::schema::SchemaSpec;
+use sluice_gateway::{Gateway, IngestError, TopicSpec};
 use sluice_log::{Log, LogConfig};
 
 fn gateway(dir: &std::path::Path) -> Gateway {
     let log = Arc::new(Log::open(dir, LogConfig::default()).unwrap());
-    let spec = TopicSpec { name: "hb".into(), partitions: 2, schema: Schema::Heartbeat, key_field: None, retention_ms: -1, retention_bytes: -1, durability: Default::default(), flush_interval_ms: 1000 };
-    Gateway::new(log, vec![spec]).unwrap()
+    let spec = TopicSpec { name: "hb".into(), partitions: 2, schema: SchemaSpec::Named("heartbeat".into()), key_field: None, retention_ms: -1, retention_bytes: -1, durability: Default::default(), flush_interval_ms: 1000 };
+    Gateway::new(log, vec![spec], None).unwrap()
 }
 
 fn dlq(gw: &Gateway) -> Vec<Value> {

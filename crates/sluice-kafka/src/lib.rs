@@ -52,6 +52,9 @@ pub struct KafkaOptions {
     pub group_initial_rebalance_delay_ms: i64,
     /// Topics that DeleteTopics must refuse (configured, dead-letter and internal topics).
     pub protected_topics: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    /// Topics that Produce must refuse with TOPIC_AUTHORIZATION_FAILED: the output topics
+    /// of pipelines, which only their pipeline writes (exactly-once output relies on it).
+    pub read_only_topics: Box<dyn Fn(&str) -> bool + Send + Sync>,
     /// How produced records of a topic are checked (topics configured with a schema), or
     /// `None`: records of other topics are opaque bytes. A record that fails its check is
     /// still stored (offsets stay as the producer was told) and is also written, with the
@@ -78,7 +81,7 @@ pub struct MemberView {
     pub assignment: Vec<(String, Vec<i32>)>,
 }
 
-pub use sluice_core::heartbeat::RecordCheck;
+pub use sluice_core::schema::RecordCheck;
 
 /// For a topic, how its produced records are checked, if at all.
 pub type RecordChecks = Box<dyn Fn(&str) -> Option<RecordCheck> + Send + Sync>;

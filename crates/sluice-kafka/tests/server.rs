@@ -97,6 +97,7 @@ async fn serve(log: Arc<Log>) -> tokio::net::TcpStream {
         auto_create_topics: false,
         group_initial_rebalance_delay_ms: 0,
         protected_topics: Box::new(|_| false),
+        read_only_topics: Box::new(|_| false),
         record_check: Box::new(|_| None),
     };
     let server = Arc::new(KafkaServer::new(log.clone(), offsets, options));

@@ -1,12 +1,12 @@
-//! sluice-lake: the heart-rate tables as typed Parquet, readable without sluice by
+//! sluice-lake: pipeline output as typed Parquet tables, readable without sluice by
 //! pyarrow, DuckDB, Spark, pandas or Polars.
 //!
-//! Layout (Hive-style `date=` partitions, by event date in UTC):
+//! Every pipeline writes a table named after it. Layout (Hive-style `date=` partitions, by
+//! the UTC date of the table's first timestamp column, else of the commit):
 //!
 //! ```text
-//! <root>/heartbeat_raw/date=YYYY-MM-DD/part-<checkpoint id, 20 digits>.parquet
-//! <root>/heartbeat_sessions/date=YYYY-MM-DD/part-<checkpoint id, 20 digits>.parquet
-//! <root>/_staging/<checkpoint id>/<table>/date=.../part-....parquet   (not yet committed)
+//! <root>/<table>/date=YYYY-MM-DD/part-<checkpoint id, 20 digits>.parquet
+//! <root>/_staging/<table>/<checkpoint id>/date=.../part-....parquet   (not yet committed)
 //! ```
 //!
 //! Files are written into `_staging` (ignored by readers: Spark, pyarrow and DuckDB's hive
@@ -16,7 +16,9 @@
 //! output, each file written once: the per-checkpoint file list is what a transaction log
 //! (Delta Lake) records, which keeps a later move to Delta simple.
 //!
-//! Schemas: see [`schema::raw`] and [`schema::sessions`].
+//! Types: as the pipeline produced them, except timestamps, which are stored as
+//! microseconds, UTC (Parquet `TIMESTAMP(isAdjustedToUTC=true, MICROS)`), which Spark,
+//! DuckDB and pandas all read as instants. Compression: snappy.
 
 pub mod schema;
 mod write;
@@ -26,10 +28,6 @@ use std::path::{Path, PathBuf};
 
 pub use write::Lake;
 
-/// Raw table directory name.
-pub const RAW_TABLE: &str = "heartbeat_raw";
-/// Sessions table directory name.
-pub const SESSIONS_TABLE: &str = "heartbeat_sessions";
 /// Staging directory name (under the lake root).
 pub const STAGING: &str = "_staging";
 

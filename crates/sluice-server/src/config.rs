@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sluice_gateway::TopicSpec;
+use sluice_stream::pipeline::PipelineSpec;
 use toml::{Table, Value};
 
 /// The embedded defaults, with comments.
@@ -21,7 +22,56 @@ pub struct Config {
     pub kafka: KafkaSection,
     #[serde(default)]
     pub topics: Vec<TopicSpec>,
-    pub jobs: Jobs,
+    #[serde(default)]
+    pub stream: StreamSection,
+    #[serde(default)]
+    pub heart_rate: HeartRateSection,
+    #[serde(default)]
+    pub pipelines: Vec<PipelineSpec>,
+}
+
+/// The `[stream]` table: how the engine runs every pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSection {
+    /// Run the pipelines.
+    pub enabled: bool,
+    /// Commit a checkpoint at most this often while anything changed, ms.
+    pub checkpoint_interval_ms: u64,
+    /// Records read per partition per poll.
+    pub batch_records: usize,
+    /// Default `idle_timeout_ms` of pipelines that set none, ms (0: never).
+    pub idle_timeout_ms: i64,
+    /// Merge a pipeline's state changes into a snapshot once they exceed it and this many bytes.
+    pub compaction_min_bytes: u64,
+}
+
+impl Default for StreamSection {
+    fn default() -> Self {
+        StreamSection { enabled: true, checkpoint_interval_ms: 1000, batch_records: 2000, idle_timeout_ms: 30_000, compaction_min_bytes: 1 << 20 }
+    }
+}
+
+/// The `[heart_rate]` table: settings of the heart-rate functions (`hr_max`, `hr_zone_seconds`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartRateSection {
+    /// HRmax of players without an entry in `hr_max_bpm`, bpm.
+    pub hr_max_default_bpm: f64,
+    /// HRmax per player id, bpm.
+    pub hr_max_bpm: HashMap<String, f64>,
+}
+
+impl Default for HeartRateSection {
+    fn default() -> Self {
+        HeartRateSection { hr_max_default_bpm: sluice_stream::zones::DEFAULT_HR_MAX_BPM, hr_max_bpm: HashMap::new() }
+    }
+}
+
+impl HeartRateSection {
+    pub fn functions(&self) -> sluice_stream::functions::FunctionConfig {
+        sluice_stream::functions::FunctionConfig { hr_max: sluice_stream::functions::HrMaxTable { default_bpm: self.hr_max_default_bpm, players: self.hr_max_bpm.clone() } }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,39 +115,6 @@ fn group_initial_rebalance_delay_ms() -> u64 {
 impl Default for KafkaSection {
     fn default() -> Self {
         KafkaSection { enabled: true, addr: "127.0.0.1:9092".into(), advertised_host: String::new(), advertised_port: 0, auto_create_topics: true, auto_create_partitions: 1, group_initial_rebalance_delay_ms: group_initial_rebalance_delay_ms() }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Jobs {
-    pub heart_rate: HeartRateJobConfig,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeartRateJobConfig {
-    pub enabled: bool,
-    pub topic: String,
-    pub hr_max_default_bpm: f64,
-    #[serde(default)]
-    pub hr_max_bpm: HashMap<String, f64>,
-    pub session_gap_ms: i64,
-    pub max_out_of_orderness_ms: i64,
-    pub idle_timeout_ms: i64,
-    pub checkpoint_interval_ms: u64,
-    pub batch_records: usize,
-}
-
-impl HeartRateJobConfig {
-    pub fn job_config(&self) -> sluice_stream::job::HeartRateConfig {
-        sluice_stream::job::HeartRateConfig {
-            hr_max_default_bpm: self.hr_max_default_bpm,
-            hr_max_bpm: self.hr_max_bpm.clone(),
-            session_gap_ms: self.session_gap_ms,
-            max_out_of_orderness_ms: self.max_out_of_orderness_ms,
-            idle_timeout_ms: self.idle_timeout_ms,
-        }
     }
 }
 
@@ -210,18 +227,22 @@ pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>, ov
 
 impl Config {
     fn check(&self) -> Result<(), ConfigError> {
-        let job = &self.jobs.heart_rate;
-        if job.enabled && !self.topics.iter().any(|t| t.name == job.topic) {
-            return Err(ConfigError::Invalid(format!("jobs.heart_rate.topic = {:?} is not one of the [[topics]]", job.topic)));
-        }
-        if job.hr_max_default_bpm <= 0.0 || job.hr_max_bpm.values().any(|v| *v <= 0.0) {
-            return Err(ConfigError::Invalid("HRmax values must be positive bpm".into()));
-        }
-        if job.session_gap_ms <= 0 || job.max_out_of_orderness_ms < 0 {
-            return Err(ConfigError::Invalid("jobs.heart_rate.session_gap_ms must be > 0 and max_out_of_orderness_ms >= 0".into()));
+        let hr = &self.heart_rate;
+        if hr.hr_max_default_bpm <= 0.0 || hr.hr_max_bpm.values().any(|v| *v <= 0.0) {
+            return Err(ConfigError::Invalid("[heart_rate] HRmax values must be positive bpm".into()));
         }
         if self.topics.iter().any(|t| t.partitions == 0) {
             return Err(ConfigError::Invalid("every topic needs partitions >= 1".into()));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for p in &self.pipelines {
+            sluice_stream::pipeline::check_name(&p.name).map_err(ConfigError::Invalid)?;
+            if !names.insert(&p.name) {
+                return Err(ConfigError::Invalid(format!("[[pipelines]] {:?} is declared twice", p.name)));
+            }
+        }
+        if self.stream.checkpoint_interval_ms == 0 || self.stream.batch_records == 0 {
+            return Err(ConfigError::Invalid("[stream] checkpoint_interval_ms and batch_records must be > 0".into()));
         }
         Ok(())
     }
@@ -237,21 +258,23 @@ mod tests {
         assert_eq!(c.http.addr, "127.0.0.1:8080");
         assert_eq!(c.topics[0].name, "heartbeat-raw-topic");
         assert_eq!(c.topics[0].partitions, 2);
-        assert_eq!(c.jobs.heart_rate.hr_max_default_bpm, 190.0);
+        assert_eq!(c.heart_rate.hr_max_default_bpm, 190.0);
+        let names: Vec<&str> = c.pipelines.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["heart_rate", "heartbeat_raw"]);
     }
 
     #[test]
     fn layers_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "data_dir = \"/from-file\"\n[http]\naddr = \"0.0.0.0:1\"\n[jobs.heart_rate.hr_max_bpm]\nann = 180.0\n").unwrap();
+        std::fs::write(&file, "data_dir = \"/from-file\"\n[http]\naddr = \"0.0.0.0:1\"\n[heart_rate.hr_max_bpm]\nann = 180.0\n").unwrap();
         let env = vec![("SLUICE_HTTP__ADDR".to_string(), "127.0.0.1:2".to_string()), ("OTHER".into(), "x".into()),
-                       ("SLUICE_JOBS__HEART_RATE__IDLE_TIMEOUT_MS".into(), "5".into())];
+                       ("SLUICE_STREAM__IDLE_TIMEOUT_MS".into(), "5".into())];
         let c = load(Some(&file), env.into_iter(), &[("data_dir", Value::String("/from-flag".into()))]).unwrap();
         assert_eq!(c.http.addr, "127.0.0.1:2");
         assert_eq!(c.data_dir, PathBuf::from("/from-flag"));
-        assert_eq!(c.jobs.heart_rate.idle_timeout_ms, 5);
-        assert_eq!(c.jobs.heart_rate.hr_max_bpm["ann"], 180.0);
+        assert_eq!(c.stream.idle_timeout_ms, 5);
+        assert_eq!(c.heart_rate.hr_max_bpm["ann"], 180.0);
         assert_eq!(c.http.max_body_bytes, 4_194_304, "untouched keys keep their defaults");
     }
 
@@ -262,7 +285,7 @@ mod tests {
         // A variable outside every config table is someone else's: ignored, not fatal.
         let c = load(None, vec![("SLUICE_HTTP_ADDR".to_string(), "x".to_string())].into_iter(), &[]).unwrap();
         assert_eq!(c.http.addr, "127.0.0.1:8080");
-        let err = load(None, std::iter::empty(), &[("jobs.heart_rate.topic", Value::String("nope".into()))]).unwrap_err().to_string();
-        assert!(err.contains("nope"), "{err}");
+        let err = load(None, std::iter::empty(), &[("stream.batch_records", Value::String("many".into()))]).unwrap_err().to_string();
+        assert!(err.contains("batch_records") || err.contains("many"), "{err}");
     }
 }

@@ -5,17 +5,18 @@
 //! - `GET /v1/sessions/stream`: Server-Sent Events. `event: session_update` carries
 //!   `{"player_id", "open": [...]}`; `event: session_closed` carries one closed session;
 //!   `event: resync` means events were dropped for a slow client: fetch `/v1/sessions` again.
-//! - `POST /v1/jobs/heart_rate/drain`: end of input. The job reads everything durable
-//!   now, closes every open session and commits; the reply (`{"drained": true, "job":
-//!   {...}}`) comes after the commit.
 //! - `GET /metrics`: Prometheus text format (names in `sluice_core::telemetry`).
-//! - `GET /healthz`: `{"status": "ok" | "degraded", "log": {"writable", "poisoned"}, "job": {...}}`
-//!   (503 when degraded: the job stopped, or the log refuses writes after a disk failure).
+//! - `GET /healthz`: `{"status": "ok" | "degraded", "log": {"writable", "poisoned"},
+//!   "checkpoints": {"failed"}, "pipelines": [{"name", "state", "error", "lag_records",
+//!   "last_checkpoint_id"}]}` (503 when degraded: a pipeline failed, checkpoints failed, or
+//!   the log refuses writes after a disk failure).
+//!
+//! Pipelines have their own routes: [`crate::pipelines`].
 //! - `GET /`: the dashboard (static files embedded in the binary).
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -29,25 +30,16 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_core::telemetry as t;
 use sluice_log::Log;
-use sluice_stream::runner::RunnerStatus;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
+use crate::pipelines::Pipelines;
 use crate::sessions::{session_json, SessionStore};
 
 pub struct App {
     pub log: Arc<Log>,
     pub sessions: Arc<SessionStore>,
-    pub job: Option<JobView>,
-}
-
-/// What the routes can see of the running job.
-pub struct JobView {
-    pub name: String,
-    pub commands: std::sync::mpsc::Sender<sluice_stream::runner::Command>,
-    pub topic: String,
-    pub status: Arc<RunnerStatus>,
-    pub error: Arc<Mutex<Option<String>>>,
+    pub pipelines: Arc<Pipelines>,
 }
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -58,6 +50,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let builder = PrometheusBuilder::new();
         let builder = builder
             .set_buckets_for_metric(Matcher::Full(t::KAFKA_REQUEST_DURATION_MS.to_string()), t::KAFKA_REQUEST_DURATION_BUCKETS_MS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(t::CHECKPOINT_DURATION_MS.to_string()), t::CHECKPOINT_DURATION_BUCKETS_MS))
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "histogram buckets rejected; Kafka request durations export as summaries");
                 PrometheusBuilder::new()
@@ -80,7 +73,6 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/assets/chart.umd.min.js", get(|| async { asset("text/javascript", include_str!("../assets/vendor/chart-4.6.1.umd.min.js")) }))
         .route("/v1/sessions", get(sessions))
         .route("/v1/sessions/stream", get(stream))
-        .route("/v1/jobs/heart_rate/drain", axum::routing::post(drain))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(health))
         .with_state(app)
@@ -113,60 +105,34 @@ async fn stream(State(app): State<Arc<App>>) -> Sse<impl Stream<Item = Result<Ev
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 
-fn job_status(app: &App) -> Value {
-    let Some(job) = &app.job else { return json!({"enabled": false}) };
-    let offsets = job.status.offsets.lock().map(|o| o.clone()).unwrap_or_default();
-    let error = job.error.lock().ok().and_then(|e| e.clone());
-    let lag = app.log.topic(&job.topic).map_or(0, |t| {
-        t.partitions().iter().map(|p| p.high_watermark().saturating_sub(offsets.get(p.id() as usize).copied().unwrap_or(0))).sum::<u64>()
-    });
-    json!({
-        "enabled": true,
-        "name": job.name,
-        "running": error.is_none(),
-        "error": error,
-        "offsets": offsets,
-        "lag_records": lag,
-        "records": job.status.records.load(Ordering::Relaxed),
-        "open_sessions": job.status.open_sessions.load(Ordering::Relaxed),
-        "last_checkpoint_id": job.status.last_checkpoint_id.load(Ordering::Relaxed),
-    })
-}
-
-/// Sends a command to the job thread and waits for its reply (blocking).
-pub fn job_command(
-    commands: &std::sync::mpsc::Sender<sluice_stream::runner::Command>,
-    error: &Mutex<Option<String>>,
-    make: fn(std::sync::mpsc::Sender<Result<(), String>>) -> sluice_stream::runner::Command,
-) -> Result<(), String> {
-    if let Some(e) = error.lock().ok().and_then(|e| e.clone()) {
-        return Err(e);
-    }
-    let (tx, rx) = std::sync::mpsc::channel();
-    commands.send(make(tx)).map_err(|_| "the job thread has stopped".to_string())?;
-    rx.recv().map_err(|_| "the job thread has stopped".to_string())?
-}
-
-async fn drain(State(app): State<Arc<App>>) -> Response {
-    let Some(job) = &app.job else {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "job_disabled", "message": "jobs.heart_rate.enabled is false"}}))).into_response();
-    };
-    let (commands, error) = (job.commands.clone(), job.error.clone());
-    let result = tokio::task::spawn_blocking(move || job_command(&commands, &error, sluice_stream::runner::Command::Drain)).await;
-    match result {
-        Ok(Ok(())) => Json(json!({"drained": true, "job": job_status(&app)})).into_response(),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": {"code": "job_failed", "message": e}}))).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"code": "internal", "message": e.to_string()}}))).into_response(),
-    }
-}
-
 async fn health(State(app): State<Arc<App>>) -> Response {
-    let job = job_status(&app);
     let poisoned = app.log.poison().reason();
-    let ok = job["error"].is_null() && poisoned.is_none();
+    let fatal = app.pipelines.engine.as_ref().and_then(|e| e.fatal());
+    let mut failed = false;
+    let pipelines: Vec<Value> = app
+        .pipelines
+        .engine
+        .as_ref()
+        .map(|e| {
+            e.pipelines()
+                .iter()
+                .map(|v| {
+                    let error = v.status.error();
+                    failed |= error.is_some();
+                    json!({
+                        "name": v.planned.spec.name, "state": v.status.state(), "error": error,
+                        "lag_records": app.pipelines.lag(v), "records": v.status.records.load(Ordering::Relaxed),
+                        "last_checkpoint_id": v.status.last_checkpoint_id.load(Ordering::Relaxed),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let ok = !failed && poisoned.is_none() && fatal.is_none();
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let log = json!({"writable": poisoned.is_none(), "poisoned": poisoned});
-    (status, Json(json!({"status": if ok { "ok" } else { "degraded" }, "log": log, "job": job}))).into_response()
+    let body = json!({"status": if ok { "ok" } else { "degraded" }, "log": log, "checkpoints": {"failed": fatal}, "pipelines": pipelines});
+    (status, Json(body)).into_response()
 }
 
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
@@ -180,10 +146,18 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
             metrics::counter!(t::LOG_FSYNCS_TOTAL, &labels).absolute(p.fsync_count());
         }
     }
-    if let Some(job) = &app.job {
-        let status = job_status(&app);
-        metrics::gauge!(t::JOB_LAG_RECORDS, "job" => job.name.clone()).set(status["lag_records"].as_f64().unwrap_or(0.0));
-        metrics::gauge!(t::JOB_OPEN_SESSIONS, "job" => job.name.clone()).set(app.sessions.open_count() as f64);
+    if let Some(engine) = &app.pipelines.engine {
+        for v in engine.pipelines() {
+            let name = v.planned.spec.name.clone();
+            metrics::gauge!(t::PIPELINE_LAG_RECORDS, "pipeline" => name.clone()).set(app.pipelines.lag(&v) as f64);
+            let wm = v.status.watermark_ms.load(Ordering::Relaxed);
+            if wm != i64::MIN {
+                metrics::gauge!(t::PIPELINE_WATERMARK_MS, "pipeline" => name.clone()).set(wm as f64);
+            }
+            metrics::gauge!(t::PIPELINE_STATE_KEYS, "pipeline" => name.clone()).set(v.status.keys.load(Ordering::Relaxed) as f64);
+            metrics::gauge!(t::PIPELINE_OPEN_WINDOWS, "pipeline" => name.clone()).set(v.status.open_windows.load(Ordering::Relaxed) as f64);
+            metrics::gauge!(t::PIPELINE_STATE_BYTES, "pipeline" => name).set(v.status.state_bytes.load(Ordering::Relaxed) as f64);
+        }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }

@@ -1,29 +1,32 @@
-//! sluice-server: one process holding the log, the ingest gateway, the heart-rate job,
-//! the lake, the live session view, the dashboard and the metrics.
+//! sluice-server: one process holding the log, the ingest gateway, the Kafka listener,
+//! the pipelines, the lake, the live views, the dashboard and the metrics.
 //!
 //! Data path (see ARCHITECTURE.md): socket → `sluice_gateway::http` → `sluice_log`
-//! (fsync, then ack) → [`adapters::LogSource`] → `sluice_stream::runner` → checkpoint
-//! + [`adapters::LakeSink`] → [`sessions::SessionStore`] → SSE → dashboard.
+//! (fsync, then ack) → [`adapters::LogSource`] → `sluice_stream::engine` → checkpoint
+//! + [`adapters::LakeSink`] / [`adapters::TopicSink`] → [`live::LiveViews`] → SSE →
+//! dashboard.
 
 pub mod adapters;
 pub mod config;
 pub mod http;
+pub mod live;
+pub mod pipelines;
 pub mod sessions;
 
 use std::net::SocketAddr;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sluice_gateway::Gateway;
 use sluice_lake::Lake;
 use sluice_log::{Log, LogConfig};
-use sluice_stream::checkpoint::CheckpointStore;
-use sluice_stream::job::HeartRateJob;
-use sluice_stream::runner::{Command, JobEvent, Runner, RunnerConfig};
+use sluice_stream::engine::{Engine, EngineSettings};
+use sluice_stream::runner::{Connectors, RunSettings};
 use tokio::sync::oneshot;
 
 pub use config::Config;
-use http::{App, JobView};
+use http::App;
+use live::LiveViews;
+use pipelines::Pipelines;
 use sessions::SessionStore;
 
 /// Errors of starting and stopping the server.
@@ -41,8 +44,12 @@ pub enum ServerError {
     Log(#[from] sluice_log::LogError),
     #[error("the lake failed")]
     Lake(#[from] sluice_lake::LakeError),
-    #[error("the heart-rate job failed")]
+    #[error("the stream engine failed")]
     Stream(#[from] sluice_stream::StreamError),
+    #[error("{0}")]
+    Gateway(#[from] sluice_gateway::GatewayError),
+    #[error("{0}")]
+    Pipeline(String),
     #[error("cannot listen on {addr}: {source}. Is another sluice (or Kafka) running? Choose another address with {flag}")]
     Bind {
         flag: &'static str,
@@ -50,14 +57,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the heart-rate job is not running: {0}")]
+    #[error("{0}")]
     Job(String),
-}
-
-struct JobHandle {
-    commands: mpsc::Sender<Command>,
-    thread: std::thread::JoinHandle<()>,
-    error: Arc<Mutex<Option<String>>>,
 }
 
 /// A running server.
@@ -66,7 +67,7 @@ pub struct Server {
     data_dir: std::path::PathBuf,
     log: Arc<Log>,
     sessions: Arc<SessionStore>,
-    job: Option<JobHandle>,
+    pipelines: Arc<Pipelines>,
     http_stop: oneshot::Sender<()>,
     http_task: tokio::task::JoinHandle<std::io::Result<()>>,
     retention_task: tokio::task::JoinHandle<()>,
@@ -106,61 +107,63 @@ fn spawn_retention(log: Arc<Log>, interval_ms: u64) -> tokio::task::JoinHandle<(
 }
 
 impl Server {
-    /// Opens (recovering) the log, the lake and the job's checkpoint, and starts serving.
+    /// Opens (recovering) the log, the lake and the pipelines' checkpoint, and starts serving.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         let data = config.data_dir.clone();
         std::fs::create_dir_all(&data).map_err(|source| ServerError::DataDir { path: data.clone(), source })?;
         http::prometheus();
         let log_config = LogConfig { segment_bytes: config.log.segment_bytes, segment_ms: config.log.segment_ms };
         let log = Arc::new(Log::open(&data.join("log"), log_config)?);
-        let gateway = Arc::new(Gateway::new(log.clone(), config.topics.clone())?);
-        let lake = Lake::open(&data.join("lake"))?;
-        let sessions = Arc::new(SessionStore::new(lake.read_sessions()?));
-
-        let job_cfg = &config.jobs.heart_rate;
-        let (job, job_view) = if job_cfg.enabled {
-            let topic = log.topic(&job_cfg.topic).ok_or_else(|| ServerError::Job(format!("topic {:?} is missing", job_cfg.topic)))?;
-            let store = sessions.clone();
-            let observer = Box::new(move |e: JobEvent| match e {
-                JobEvent::Open { player_id, sessions } => store.set_open(player_id, sessions),
-                JobEvent::Closed(closed) => store.add_closed(closed),
-            });
-            let mut runner = Runner::new(
-                RunnerConfig { name: "heart_rate".into(), checkpoint_interval_ms: job_cfg.checkpoint_interval_ms, batch_records: job_cfg.batch_records },
-                HeartRateJob::new(job_cfg.job_config()),
-                adapters::LogSource { topic },
-                adapters::LakeSink { lake },
-                CheckpointStore::open(&data.join("checkpoints").join("heart_rate"))?,
-                observer,
-            );
-            let mut restored: std::collections::BTreeMap<String, Vec<_>> = Default::default();
-            for s in runner.recover()? {
-                restored.entry(s.player_id.clone()).or_default().push(s);
+        let gateway = Arc::new(Gateway::new(log.clone(), config.topics.clone(), Some(&data.join("schemas")))?);
+        let lake = Arc::new(Lake::open(&data.join("lake"))?);
+        let sessions = Arc::new(SessionStore::new(lake.read_sessions(live::HEART_RATE).unwrap_or_else(|e| {
+            tracing::warn!(error = %error_chain(&e), "cannot read the heart-rate sessions table; the live view starts empty");
+            Vec::new()
+        })));
+        let live = Arc::new(LiveViews::new(sessions.clone()));
+        let checkpoints = data.join("checkpoints");
+        let connectors: Arc<dyn Connectors> = Arc::new(adapters::ServerConnectors { log: log.clone(), lake, gateway: gateway.clone(), staging: checkpoints.join("staging") });
+        let functions = config.heart_rate.functions();
+        let configured: std::collections::BTreeSet<String> = config.pipelines.iter().map(|p| p.name.clone()).collect();
+        let runtime_dir = data.join("pipelines");
+        let engine = if config.stream.enabled {
+            let mut specs = config.pipelines.clone();
+            for spec in pipelines::load_runtime(&runtime_dir) {
+                if configured.contains(&spec.name) {
+                    tracing::warn!(pipeline = %spec.name, "a runtime pipeline has the name of a configured one; the configured one runs");
+                } else {
+                    specs.push(spec);
+                }
             }
-            for (player_id, open) in restored {
-                sessions.set_open(player_id, open);
-            }
-            let status = runner.status();
-            let error = Arc::new(Mutex::new(None));
-            let (tx, rx) = mpsc::channel();
-            let err2 = error.clone();
-            let thread = std::thread::Builder::new()
-                .name("job-heart_rate".into())
-                .spawn(move || {
-                    if let Err(e) = runner.run(rx) {
-                        let chain = error_chain(&e);
-                        tracing::error!(error = %chain, "the heart-rate job stopped; restart sluice to resume from the last checkpoint");
-                        if let Ok(mut slot) = err2.lock() {
-                            *slot = Some(chain);
+            let mut planned = Vec::new();
+            for spec in specs {
+                match Pipelines::plan(&gateway, &functions, &spec) {
+                    Ok(p) => {
+                        if spec.topic {
+                            for name in spec.stream_names() {
+                                connectors.register_output(&spec.name, &name, &p.plan.output_schema).map_err(|e| ServerError::Pipeline(format!("pipeline {:?}: {e}", spec.name)))?;
+                            }
                         }
+                        live.set_outputs(&spec.name, spec.stream_names());
+                        planned.push(p);
                     }
-                })
-                .map_err(|e| ServerError::Job(e.to_string()))?;
-            let view = JobView { name: "heart_rate".into(), commands: tx.clone(), topic: job_cfg.topic.clone(), status, error: error.clone() };
-            (Some(JobHandle { commands: tx, thread, error }), Some(view))
+                    Err(e) if configured.contains(&spec.name) => {
+                        return Err(ServerError::Pipeline(format!("[[pipelines]] {:?} in the configuration: {e}", spec.name)));
+                    }
+                    Err(e) => tracing::error!(pipeline = %spec.name, error = %e, "a pipeline created at runtime no longer plans; it does not run (drop it with DELETE /v1/pipelines/{{name}})"),
+                }
+            }
+            let settings = EngineSettings {
+                checkpoint_interval_ms: config.stream.checkpoint_interval_ms,
+                run: RunSettings { batch_records: config.stream.batch_records, idle_timeout_ms: config.stream.idle_timeout_ms, compaction_min_bytes: config.stream.compaction_min_bytes },
+            };
+            let (c2, l2) = (connectors.clone(), live.clone());
+            let engine = tokio::task::spawn_blocking(move || Engine::start(checkpoints, planned, c2, l2, settings)).await.map_err(|e| ServerError::Job(e.to_string()))??;
+            Some(engine)
         } else {
-            (None, None)
+            None
         };
+        let pipelines = Arc::new(Pipelines::new(engine, live, log.clone(), gateway.clone(), functions, configured, runtime_dir));
 
         let kafka = if config.kafka.enabled {
             let listener = tokio::net::TcpListener::bind(&config.kafka.addr)
@@ -176,6 +179,7 @@ impl Server {
                 auto_create_topics: config.kafka.auto_create_topics,
                 group_initial_rebalance_delay_ms: config.kafka.group_initial_rebalance_delay_ms as i64,
                 protected_topics: Box::new(move |t: &str| t.starts_with("__") || protected.contains(t)),
+                read_only_topics: { let gw = gateway.clone(); Box::new(move |t: &str| gw.writer_of(t).is_some()) },
                 record_check: { let gw = gateway.clone(); Box::new(move |t: &str| gw.record_check(t)) },
             };
             let server = Arc::new(sluice_kafka::KafkaServer::new(log.clone(), gateway.offsets().clone(), options));
@@ -187,8 +191,8 @@ impl Server {
         };
         let retention_task = spawn_retention(log.clone(), config.log.retention_check_interval_ms);
         let flush_task = spawn_flusher(log.clone());
-        let app = Arc::new(App { log: log.clone(), sessions: sessions.clone(), job: job_view });
-        let router = sluice_gateway::http::router(gateway, config.http.max_body_bytes).merge(http::router(app));
+        let app = Arc::new(App { log: log.clone(), sessions: sessions.clone(), pipelines: pipelines.clone() });
+        let router = sluice_gateway::http::router(gateway, config.http.max_body_bytes).merge(http::router(app)).merge(pipelines::router(pipelines.clone()));
         let listener = tokio::net::TcpListener::bind(&config.http.addr)
             .await
             .map_err(|source| ServerError::Bind { flag: "--http-addr", addr: config.http.addr.clone(), source })?;
@@ -202,7 +206,7 @@ impl Server {
                 .await
         });
         tracing::info!(%addr, data_dir = %data.display(), "sluice is serving");
-        Ok(Server { addr, data_dir: data, log, sessions, job, http_stop, http_task, retention_task, flush_task, kafka })
+        Ok(Server { addr, data_dir: data, log, sessions, pipelines, http_stop, http_task, retention_task, flush_task, kafka })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -227,23 +231,21 @@ impl Server {
         &self.sessions
     }
 
-    /// Ends the job's input: reads everything durable now, closes every open session and
-    /// commits a checkpoint (what `sluice demo` does once its replay is acknowledged).
-    pub async fn drain_job(&self) -> Result<(), ServerError> {
-        self.job_command(Command::Drain).await
+    /// The server's pipelines.
+    pub fn pipelines(&self) -> &Arc<Pipelines> {
+        &self.pipelines
     }
 
-    async fn job_command(&self, make: fn(mpsc::Sender<Result<(), String>>) -> Command) -> Result<(), ServerError> {
-        let job = self.job.as_ref().ok_or_else(|| ServerError::Job("the job is disabled".into()))?;
-        let (commands, error) = (job.commands.clone(), job.error.clone());
-        tokio::task::spawn_blocking(move || http::job_command(&commands, &error, make))
-            .await
-            .map_err(|e| ServerError::Job(e.to_string()))?
-            .map_err(ServerError::Job)
+    /// Ends the input of the `heart_rate` pipeline: reads everything durable now, closes
+    /// every open session and commits (what `sluice demo` does once its replay is
+    /// acknowledged).
+    pub async fn drain_job(&self) -> Result<(), ServerError> {
+        let p = self.pipelines.clone();
+        tokio::task::spawn_blocking(move || p.drain(live::HEART_RATE)).await.map_err(|e| ServerError::Job(e.to_string()))?.map(|_| ()).map_err(|e| ServerError::Job(e.to_string()))
     }
 
     /// Graceful shutdown: stop accepting connections and finish in-flight requests, commit
-    /// the job's last checkpoint, fsync the log.
+    /// the pipelines' last checkpoint, fsync the log.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         self.retention_task.abort();
         self.flush_task.abort();
@@ -256,33 +258,15 @@ impl Server {
             Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
             Ok(Ok(())) => {}
         }
-        let result = match &self.job {
-            Some(job) => {
-                let (commands, error) = (job.commands.clone(), job.error.clone());
-                tokio::task::spawn_blocking(move || http::job_command(&commands, &error, Command::Stop))
-                    .await
-                    .map_err(|e| ServerError::Job(e.to_string()))
-                    .and_then(|r| r.map_err(ServerError::Job))
-            }
-            None => Ok(()),
-        };
-        if let Some(job) = self.job {
-            let _ = tokio::task::spawn_blocking(move || job.thread.join()).await;
-        }
+        let p = self.pipelines.clone();
+        let result = tokio::task::spawn_blocking(move || p.engine.as_ref().map_or(Ok(()), |e| e.stop()))
+            .await
+            .map_err(|e| ServerError::Job(e.to_string()))
+            .and_then(|r| r.map_err(ServerError::Stream));
         self.log.close()?;
         tracing::info!("sluice stopped cleanly");
         result
     }
 }
 
-/// An error and its sources, joined with ": ".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use sluice_core::error_chain;

@@ -84,10 +84,26 @@ impl SessionStore {
         let _ = self.events.send(SessionEvent::Update { player_id, open });
     }
 
+    /// Adds closed sessions; an open session of the same player that the closed one
+    /// covers is no longer open.
     pub fn add_closed(&self, sessions: Vec<SessionSummary>) {
         let mut map = self.closed.lock().unwrap_or_else(|p| p.into_inner());
         for s in sessions {
             map.insert((s.player_id.clone(), s.session_start_ms), s.clone());
+            let still_open = {
+                let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+                open.get_mut(&s.player_id).and_then(|o| {
+                    let before = o.len();
+                    o.retain(|x| x.session_start_ms > s.session_end_ms || x.session_end_ms < s.session_start_ms);
+                    (o.len() != before).then(|| o.clone())
+                })
+            };
+            if let Some(rest) = still_open {
+                if rest.is_empty() {
+                    self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&s.player_id);
+                }
+                let _ = self.events.send(SessionEvent::Update { player_id: s.player_id.clone(), open: rest });
+            }
             let _ = self.events.send(SessionEvent::Closed(s));
         }
     }

@@ -1,75 +1,108 @@
-//! Checkpoints: the job's state, the source offsets it covers, and the sink output staged
-//! for it, committed atomically as one file.
+//! Checkpoints: one manifest covers every pipeline's source offsets, operator state files
+//! and staged sink output, committed atomically.
 //!
-//! Protocol (a two-phase commit between the job and its sink, as in Flink's
-//! `TwoPhaseCommitSinkFunction`):
-//! 1. the sink *stages* the output produced since the last checkpoint (invisible to readers);
-//! 2. the checkpoint file `checkpoint-<id, 20 digits>.json` is written to a temporary
-//!    name, fsync'd and renamed into place (the commit point), and the directory fsync'd;
-//! 3. the sink *publishes* the staged output.
+//! Protocol (a two-phase commit between the pipelines and their sinks, as Flink's
+//! checkpoint coordinator with `TwoPhaseCommitSinkFunction`s):
+//! 1. the coordinator sends a barrier with the next id to every pipeline; each writes the
+//!    state that changed ([`crate::state`]) and *stages* its output since the last
+//!    checkpoint (invisible to readers), and answers with a [`PipelineCheckpoint`];
+//! 2. the manifest `manifest-<id, 20 digits>.json` is written to a temporary name,
+//!    fsync'd and renamed into place (the commit point), and the directory fsync'd;
+//! 3. every pipeline *publishes* what it staged for that id.
 //!
-//! On restart, [`recovery_plan`] (pure) decides: resume from the latest checkpoint's
-//! offsets and state, publish its staged output again (publishing is idempotent), and
-//! discard anything staged for later, uncommitted checkpoints. Output is therefore
-//! exactly-once even though input is re-read at least once.
+//! On start, [`recovery_plan`] (pure) decides: resume each pipeline from the latest
+//! manifest's offsets and state, publish that manifest's staged output again
+//! (publishing is idempotent), and discard anything staged for later ids. Output is
+//! exactly once although input is re-read at least once.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::JobState;
+use crate::state::StateFiles;
 use crate::StreamError;
 
-/// One committed checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    /// Increasing from 1.
-    pub id: u64,
+/// One pipeline's part of a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PipelineCheckpoint {
+    /// Fingerprint of the pipeline's SQL and options: state is only reused by the same query.
+    pub fingerprint: String,
     /// Next offset to read, per source partition.
     pub offsets: Vec<u64>,
-    pub state: JobState,
-    /// Sink output staged for this checkpoint (sink-defined names).
-    pub staged: Vec<String>,
-    /// Wall-clock time of the commit, epoch ms.
-    pub committed_at_ms: i64,
+    /// Latest event time seen per source partition, epoch ms (`i64::MIN`: none).
+    #[serde(default)]
+    pub partition_max_event_ms: Vec<i64>,
+    /// State files per operator (by position in the pipeline).
+    #[serde(default)]
+    pub operators: Vec<StateFiles>,
+    /// Output staged for this checkpoint, per sink name (sink-defined handles).
+    #[serde(default)]
+    pub staged: BTreeMap<String, Vec<String>>,
 }
 
-/// What to do on start, given the latest committed checkpoint.
+/// A committed checkpoint of every pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Increasing from 1.
+    pub id: u64,
+    /// Wall-clock time of the commit, epoch ms.
+    pub committed_at_ms: i64,
+    pub pipelines: BTreeMap<String, PipelineCheckpoint>,
+}
+
+/// What one pipeline resumes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resume {
+    /// No checkpoint: start at the pipeline's configured start position, empty state.
+    Fresh,
+    /// Resume from this checkpoint.
+    From(PipelineCheckpoint),
+    /// The checkpoint belongs to a different query (the SQL or options changed).
+    Changed { was: String },
+}
+
+/// What to do on start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecoveryPlan {
-    pub offsets: Vec<u64>,
-    pub state: JobState,
-    /// Staged output to (re)publish.
-    pub publish: Vec<String>,
-    /// Staged output of checkpoints with id greater than this is discarded.
+    /// Per pipeline (by name) that is defined now.
+    pub resume: BTreeMap<String, Resume>,
+    /// Staged output to (re)publish: (sink name, handles).
+    pub publish: Vec<(String, Vec<String>)>,
+    /// Staged output of checkpoints with an id greater than this is discarded.
     pub discard_after: u64,
     pub next_id: u64,
 }
 
-/// Decides how to resume. `partitions` is the source's current partition count; new
-/// partitions start at offset 0.
-pub fn recovery_plan(latest: Option<Checkpoint>, partitions: u32) -> RecoveryPlan {
-    match latest {
-        None => RecoveryPlan {
-            offsets: vec![0; partitions as usize],
-            state: JobState::default(),
-            publish: Vec::new(),
-            discard_after: 0,
-            next_id: 1,
-        },
-        Some(cp) => {
-            let mut offsets = cp.offsets;
-            offsets.resize(offsets.len().max(partitions as usize), 0);
-            RecoveryPlan { offsets, state: cp.state, publish: cp.staged, discard_after: cp.id, next_id: cp.id + 1 }
-        }
+/// Decides how to resume `defined` pipelines (name → fingerprint) from the latest manifest.
+pub fn recovery_plan(latest: Option<&Manifest>, defined: &BTreeMap<String, String>) -> RecoveryPlan {
+    let mut resume = BTreeMap::new();
+    for (name, fp) in defined {
+        let r = match latest.and_then(|m| m.pipelines.get(name)) {
+            None => Resume::Fresh,
+            Some(cp) if &cp.fingerprint == fp => Resume::From(cp.clone()),
+            Some(cp) => Resume::Changed { was: cp.fingerprint.clone() },
+        };
+        resume.insert(name.clone(), r);
     }
+    let publish = latest.map(|m| m.pipelines.values().flat_map(|p| p.staged.iter().map(|(s, h)| (s.clone(), h.clone()))).collect()).unwrap_or_default();
+    let id = latest.map_or(0, |m| m.id);
+    RecoveryPlan { resume, publish, discard_after: id, next_id: id + 1 }
 }
 
-/// Checkpoint files in one directory; keeps the newest `retain`.
+/// State files referenced by `old` but by none of `keep`: safe to delete once `old` is gone.
+pub fn unreferenced(old: &Manifest, keep: &[&Manifest]) -> Vec<String> {
+    let live: BTreeSet<&String> = keep.iter().flat_map(|m| m.pipelines.values()).flat_map(|p| p.operators.iter()).flat_map(|f| f.all()).collect();
+    let mut out: Vec<String> = old.pipelines.values().flat_map(|p| p.operators.iter()).flat_map(|f| f.all()).filter(|f| !live.contains(f)).cloned().collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Manifests in one directory; keeps the newest two.
 pub struct CheckpointStore {
     dir: PathBuf,
-    retain: usize,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StreamError + '_ {
@@ -79,14 +112,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StreamError + '_ {
 impl CheckpointStore {
     pub fn open(dir: &Path) -> Result<Self, StreamError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        Ok(CheckpointStore { dir: dir.to_path_buf(), retain: 3 })
+        Ok(CheckpointStore { dir: dir.to_path_buf() })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn ids(&self) -> Result<Vec<u64>, StreamError> {
         let mut ids = Vec::new();
         for entry in std::fs::read_dir(&self.dir).map_err(io(&self.dir))? {
             let name = entry.map_err(io(&self.dir))?.file_name().to_string_lossy().to_string();
-            if let Some(id) = name.strip_prefix("checkpoint-").and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse().ok()) {
+            if let Some(id) = name.strip_prefix("manifest-").and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse().ok()) {
                 ids.push(id);
             }
         }
@@ -95,34 +132,49 @@ impl CheckpointStore {
     }
 
     fn path(&self, id: u64) -> PathBuf {
-        self.dir.join(format!("checkpoint-{id:020}.json"))
+        self.dir.join(format!("manifest-{id:020}.json"))
     }
 
-    /// The newest committed checkpoint. A file that does not parse is an error (it was
-    /// renamed into place only after being fsync'd, so it means damage, not a crash).
-    pub fn latest(&self) -> Result<Option<Checkpoint>, StreamError> {
-        let Some(&id) = self.ids()?.last() else { return Ok(None) };
+    fn read(&self, id: u64) -> Result<Manifest, StreamError> {
         let path = self.path(id);
         let bytes = std::fs::read(&path).map_err(io(&path))?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StreamError::Checkpoint { path, reason: format!("unreadable: {e}") })
+        serde_json::from_slice(&bytes).map_err(|e| StreamError::Checkpoint { path, reason: format!("unreadable: {e}") })
     }
 
-    /// Commits a checkpoint durably, then prunes old ones.
-    pub fn commit(&self, cp: &Checkpoint) -> Result<(), StreamError> {
-        let path = self.path(cp.id);
-        let tmp = self.dir.join(format!(".checkpoint-{:020}.json.tmp", cp.id));
-        let body = serde_json::to_vec(cp).map_err(|e| StreamError::Checkpoint { path: path.clone(), reason: e.to_string() })?;
+    /// The newest committed manifest. One that does not parse is an error (it was
+    /// renamed into place only after being fsync'd, so it means damage, not a crash).
+    pub fn latest(&self) -> Result<Option<Manifest>, StreamError> {
+        match self.ids()?.last() {
+            Some(&id) => self.read(id).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Commits a manifest durably. Returns state files that no retained manifest uses any
+    /// more (the caller deletes them), after removing the manifests older than the
+    /// previous one.
+    pub fn commit(&self, m: &Manifest) -> Result<Vec<String>, StreamError> {
+        let path = self.path(m.id);
+        let tmp = self.dir.join(format!(".manifest-{:020}.json.tmp", m.id));
+        let body = serde_json::to_vec_pretty(m).map_err(|e| StreamError::Checkpoint { path: path.clone(), reason: e.to_string() })?;
         std::fs::write(&tmp, body).map_err(io(&tmp))?;
         File::open(&tmp).and_then(|f| f.sync_all()).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
         let ids = self.ids()?;
-        for old in ids.iter().take(ids.len().saturating_sub(self.retain)) {
-            let _ = std::fs::remove_file(self.path(*old));
+        let keep: Vec<u64> = ids.iter().rev().take(2).copied().collect();
+        let kept: Vec<Manifest> = keep.iter().filter_map(|&id| self.read(id).ok()).collect();
+        let kept_refs: Vec<&Manifest> = kept.iter().collect();
+        let mut garbage = Vec::new();
+        for &old in ids.iter().filter(|id| !keep.contains(id)) {
+            if let Ok(m) = self.read(old) {
+                garbage.extend(unreferenced(&m, &kept_refs));
+            }
+            let _ = std::fs::remove_file(self.path(old));
         }
-        Ok(())
+        garbage.sort();
+        garbage.dedup();
+        Ok(garbage)
     }
 }
 
@@ -130,40 +182,41 @@ impl CheckpointStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn fresh_start_reads_from_zero_and_discards_all_staging() {
-        let plan = recovery_plan(None, 2);
-        assert_eq!(plan.offsets, vec![0, 0]);
-        assert_eq!(plan.discard_after, 0);
-        assert_eq!(plan.next_id, 1);
+    fn cp(fp: &str, files: &[&str]) -> PipelineCheckpoint {
+        PipelineCheckpoint {
+            fingerprint: fp.into(),
+            offsets: vec![3, 4],
+            operators: vec![StateFiles { snapshot: None, deltas: files.iter().map(|s| s.to_string()).collect(), ..Default::default() }],
+            staged: BTreeMap::from([("lake:t".to_string(), vec!["f".to_string()])]),
+            ..Default::default()
+        }
     }
 
     #[test]
-    fn resume_republishes_and_grows_partitions() {
-        let cp = Checkpoint {
-            id: 7,
-            offsets: vec![10, 20],
-            state: JobState::default(),
-            staged: vec!["a".into()],
-            committed_at_ms: 0,
-        };
-        let plan = recovery_plan(Some(cp), 3);
-        assert_eq!(plan.offsets, vec![10, 20, 0]);
-        assert_eq!(plan.publish, vec!["a".to_string()]);
-        assert_eq!(plan.discard_after, 7);
-        assert_eq!(plan.next_id, 8);
+    fn fresh_changed_and_resumed_pipelines() {
+        let m = Manifest { id: 7, committed_at_ms: 0, pipelines: BTreeMap::from([("a".to_string(), cp("x", &[])), ("b".to_string(), cp("y", &[]))]) };
+        let defined = BTreeMap::from([("a".to_string(), "x".to_string()), ("b".to_string(), "z".to_string()), ("c".to_string(), "w".to_string())]);
+        let plan = recovery_plan(Some(&m), &defined);
+        assert_eq!(plan.resume["a"], Resume::From(cp("x", &[])));
+        assert_eq!(plan.resume["b"], Resume::Changed { was: "y".into() });
+        assert_eq!(plan.resume["c"], Resume::Fresh);
+        assert_eq!(plan.publish.len(), 2, "staged output of every pipeline in the manifest is republished");
+        assert_eq!((plan.discard_after, plan.next_id), (7, 8));
+        let none = recovery_plan(None, &defined);
+        assert_eq!((none.discard_after, none.next_id), (0, 1));
     }
 
     #[test]
-    fn store_keeps_latest() {
+    fn store_keeps_two_and_reports_garbage() {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::open(dir.path()).unwrap();
         assert!(store.latest().unwrap().is_none());
-        for id in 1..=5 {
-            let cp = Checkpoint { id, offsets: vec![id], state: JobState::default(), staged: vec![], committed_at_ms: 0 };
-            store.commit(&cp).unwrap();
-        }
-        assert_eq!(store.latest().unwrap().unwrap().id, 5);
-        assert_eq!(store.ids().unwrap(), vec![3, 4, 5]);
+        let mk = |id: u64, files: &[&str]| Manifest { id, committed_at_ms: 0, pipelines: BTreeMap::from([("p".to_string(), cp("x", files))]) };
+        assert!(store.commit(&mk(1, &["d1"])).unwrap().is_empty());
+        assert!(store.commit(&mk(2, &["d1", "d2"])).unwrap().is_empty());
+        assert_eq!(store.commit(&mk(3, &["s2", "d3"])).unwrap(), Vec::<String>::new(), "d1, d2 still used by manifest 2");
+        assert_eq!(store.commit(&mk(4, &["s2", "d3", "d4"])).unwrap(), vec!["d1".to_string(), "d2".to_string()]);
+        assert_eq!(store.ids().unwrap(), vec![3, 4]);
+        assert_eq!(store.latest().unwrap().unwrap().id, 4);
     }
 }

@@ -1,314 +1,701 @@
-//! Drives the heart-rate job: reads the source from the checkpointed offsets, processes
-//! readings in event time, and commits checkpoints (see [`crate::checkpoint`]) together
-//! with the sink's output. Runs on its own thread; controlled through [`Command`]s.
+//! Runs one pipeline on its own thread: reads its topic from the checkpointed offsets,
+//! decodes, pushes batches through the operator chain, keeps per-partition watermarks,
+//! buffers output until the next checkpoint barrier, and publishes it once the engine has
+//! committed that checkpoint (see [`crate::checkpoint`] and [`crate::engine`]).
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice_core::heartbeat;
-use sluice_core::model::{RawRow, SessionSummary};
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use serde_json::{json, Value};
 use sluice_core::telemetry as t;
-use sluice_core::time::now_ms;
+use sluice_core::time::{format_ms, now_ms};
 
-use crate::checkpoint::{recovery_plan, Checkpoint, CheckpointStore};
-use crate::job::HeartRateJob;
-use crate::session::Outcome;
+use crate::checkpoint::PipelineCheckpoint;
+use crate::decode::{BatchDecoder, SourceRecord};
+use crate::operator::{Chain, Ctx, Hook, Rows, SideOutput};
+use crate::pipeline::{Planned, StartPosition, ALERTS_TOPIC};
+use crate::state::{self, StateFiles, StateWriter};
 use crate::{BoxError, StreamError};
 
-/// One record read from the source.
-#[derive(Debug, Clone)]
-pub struct SourceRecord {
-    pub offset: u64,
-    /// Log-append time, epoch ms.
-    pub timestamp_ms: i64,
-    pub value: Vec<u8>,
-}
-
-/// A partitioned, offset-addressed input (the log, seen through a trait).
+/// A partitioned, offset-addressed input (a topic of the log, seen through a trait).
 pub trait Source: Send {
     fn partition_count(&self) -> u32;
     /// Records from `offset` on, at most `max_records`; empty when there are none yet.
     fn read(&self, partition: u32, offset: u64, max_records: usize) -> Result<Vec<SourceRecord>, BoxError>;
-    /// One past the last readable offset of a partition.
+    /// The first readable offset (the log start offset).
+    fn start_offset(&self, partition: u32) -> u64;
+    /// One past the last readable offset (the high watermark).
     fn end_offset(&self, partition: u32) -> u64;
     /// Blocks until new data may be readable, or `timeout` passes.
     fn wait(&self, timeout: Duration);
 }
 
-/// A transactional output (see the protocol in [`crate::checkpoint`]).
+/// A transactional output: stage at a checkpoint, publish once it is committed.
 pub trait Sink: Send {
-    /// Writes the output of checkpoint `id` where readers cannot see it; returns names
-    /// for [`Sink::publish`]. May be called again for the same id after a failure.
-    fn stage(&mut self, id: u64, raw: &[RawRow], sessions: &[SessionSummary]) -> Result<Vec<String>, BoxError>;
-    /// Makes staged output visible. Idempotent: names already published are skipped.
-    fn publish(&mut self, staged: &[String]) -> Result<(), BoxError>;
-    /// Discards output staged for checkpoints with an id greater than `id`.
-    fn discard_after(&mut self, id: u64) -> Result<(), BoxError>;
+    /// Writes the rows of checkpoint `id` where readers cannot see them; returns handles
+    /// for [`Sink::publish`], recorded in the manifest. May be called again after a crash.
+    fn stage(&mut self, id: u64, batches: &[RecordBatch]) -> Result<Vec<String>, BoxError>;
+    /// Makes staged output visible. Idempotent: output already published is skipped.
+    fn publish(&mut self, id: u64, staged: &[String]) -> Result<(), BoxError>;
 }
 
-/// What the job tells the outside world.
-#[derive(Debug, Clone)]
-pub enum JobEvent {
-    /// The current open sessions of one player (live progress; may be empty).
-    Open { player_id: String, sessions: Vec<SessionSummary> },
-    /// Sessions closed and committed by a checkpoint.
-    Closed(Vec<SessionSummary>),
+/// How pipelines reach the outside world (implemented by the server over the log and lake).
+pub trait Connectors: Send + Sync {
+    fn source(&self, topic: &str) -> Result<Box<dyn Source>, BoxError>;
+    /// A sink by name: `lake:<table>` or `topic:<topic>`, written by `pipeline`.
+    /// `retention_ms` applies to lake tables (-1: forever).
+    fn sink(&self, pipeline: &str, name: &str, retention_ms: i64) -> Result<Box<dyn Sink>, BoxError>;
+    /// Removes output staged for checkpoints after `id` (never committed).
+    fn discard_staged_after(&self, id: u64) -> Result<(), BoxError>;
+    /// Announces a pipeline's output topic and its schema (so other pipelines can read it).
+    fn register_output(&self, _pipeline: &str, _topic: &str, _schema: &SchemaRef) -> Result<(), BoxError> {
+        Ok(())
+    }
 }
 
-/// Commands to a running job.
-pub enum Command {
-    /// Read up to the source's current end, close every open session, checkpoint, reply.
-    Drain(Sender<Result<(), String>>),
-    /// Checkpoint what is pending and stop.
-    Stop(Sender<Result<(), String>>),
+/// Who learns of a pipeline's results.
+pub trait Observer: Send + Sync {
+    /// Rows of output stream `stream`, once their checkpoint is committed and published.
+    fn committed(&self, _pipeline: &str, _stream: usize, _batches: &[RecordBatch]) {}
+    /// Early (not final) results of keys that changed.
+    fn early(&self, _pipeline: &str, _rows: &Rows) {}
+    /// Alerts, once committed.
+    fn alerts(&self, _pipeline: &str, _alerts: &[Value]) {}
+    /// Whether anyone wants early results of this pipeline now.
+    fn wants_early(&self, _pipeline: &str) -> bool {
+        false
+    }
 }
 
-#[derive(Debug, Clone)]
-pub struct RunnerConfig {
-    /// Job name (metrics label, log field).
-    pub name: String,
-    /// Commit a checkpoint at most this often while there is new output, ms.
-    pub checkpoint_interval_ms: u64,
-    /// Records read per partition per poll.
-    pub batch_records: usize,
+/// Commands to a running pipeline.
+pub(crate) enum Cmd {
+    Barrier { id: u64, reply: Sender<Result<PipelineCheckpoint, String>> },
+    Commit { id: u64 },
+    Drain { reply: Sender<Result<(), String>> },
+    Exit,
 }
 
-/// Progress of a running job, readable from other threads.
+/// Progress of a pipeline, readable from other threads.
 #[derive(Debug, Default)]
-pub struct RunnerStatus {
+pub struct PipelineStatus {
+    /// `starting`, `running`, `draining`, `failed` or `stopped`.
+    pub state: Mutex<&'static str>,
+    pub error: Mutex<Option<String>>,
     pub offsets: Mutex<Vec<u64>>,
+    pub watermark_ms: AtomicI64,
     pub records: AtomicU64,
-    pub open_sessions: AtomicU64,
+    pub late: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub invalid: AtomicU64,
+    pub output_rows: AtomicU64,
+    pub alerts: AtomicU64,
     pub last_checkpoint_id: AtomicU64,
+    pub last_checkpoint_ms: AtomicI64,
+    pub state_bytes: AtomicU64,
+    pub keys: AtomicU64,
+    pub open_windows: AtomicU64,
+    /// Set when there is something to checkpoint.
+    pub dirty: AtomicBool,
 }
 
-pub struct Runner<S: Source, K: Sink> {
-    config: RunnerConfig,
-    job: HeartRateJob,
-    source: S,
-    sink: K,
-    store: CheckpointStore,
-    observer: Box<dyn Fn(JobEvent) + Send>,
-    status: Arc<RunnerStatus>,
+impl PipelineStatus {
+    pub fn set_state(&self, s: &'static str) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+    pub fn state(&self) -> &'static str {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    pub fn fail(&self, e: String) {
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        self.set_state("failed");
+    }
+}
+
+/// Settings of the runtime (the `[stream]` config table). Times in ms.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub batch_records: usize,
+    pub idle_timeout_ms: i64,
+    /// Merge a state's deltas into a snapshot once they exceed it and this many bytes.
+    pub compaction_min_bytes: u64,
+}
+
+enum SinkRef {
+    Stream(usize, usize),
+    Late,
+    Alerts,
+}
+
+struct Pending {
+    publishes: Vec<(SinkRef, Vec<String>)>,
+    streams: Vec<(usize, Vec<RecordBatch>)>,
+    alerts: Vec<Value>,
+}
+
+type Compaction = Receiver<Result<(u64, String, u64), String>>;
+
+/// One pipeline's loop.
+pub(crate) struct Runner {
+    p: Planned,
+    source: Box<dyn Source>,
+    decoder: BatchDecoder,
+    chain: Chain,
+    sinks: Vec<Vec<(String, Box<dyn Sink>)>>,
+    late_sink: (String, Box<dyn Sink>),
+    alert_sink: (String, Box<dyn Sink>),
+    buffers: Vec<Vec<RecordBatch>>,
+    late: Vec<String>,
+    alerts: Vec<Value>,
     offsets: Vec<u64>,
-    raw: Vec<RawRow>,
-    closed: Vec<SessionSummary>,
-    touched: BTreeSet<String>,
-    next_id: u64,
-    dirty: bool,
-    last_checkpoint: Instant,
-    last_emit: Instant,
+    part_max: Vec<i64>,
+    part_last_input: Vec<i64>,
+    watermark: i64,
+    files: Vec<StateFiles>,
+    dir: PathBuf,
+    pending: BTreeMap<u64, Pending>,
+    compactions: Vec<Option<Compaction>>,
+    draining: Option<(Vec<u64>, Sender<Result<(), String>>)>,
+    drain_waiters: Vec<(u64, Sender<Result<(), String>>)>,
+    last_barrier: u64,
+    status: Arc<PipelineStatus>,
+    observer: Arc<dyn Observer>,
+    request_checkpoint: Arc<dyn Fn() + Send + Sync>,
+    settings: RunSettings,
+    last_early: Instant,
+    last_timer: Instant,
+    polled: Vec<(u32, SourceRecord)>,
 }
 
-impl<S: Source, K: Sink> Runner<S, K> {
-    pub fn new(
-        config: RunnerConfig,
-        job: HeartRateJob,
-        source: S,
-        sink: K,
-        store: CheckpointStore,
-        observer: Box<dyn Fn(JobEvent) + Send>,
-    ) -> Self {
-        Runner {
-            config,
-            job,
+fn late_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("json", DataType::Utf8, false)]))
+}
+
+impl Runner {
+    /// Prepares a pipeline: its source, sinks, chain, and state from `resume` (None: fresh).
+    pub(crate) fn new(
+        p: Planned,
+        resume: Option<PipelineCheckpoint>,
+        connectors: &dyn Connectors,
+        dir: PathBuf,
+        observer: Arc<dyn Observer>,
+        request_checkpoint: Arc<dyn Fn() + Send + Sync>,
+        settings: RunSettings,
+        status: Arc<PipelineStatus>,
+    ) -> Result<Runner, StreamError> {
+        let name = p.spec.name.clone();
+        let source = connectors.source(&p.plan.source).map_err(StreamError::Source)?;
+        let mut chain = crate::pipeline::build_chain(&p, settings.idle_timeout_ms)?;
+        let mut sinks = Vec::new();
+        for (stream, (table, retention)) in p.spec.stream_names().into_iter().zip(p.spec.stream_retention()).enumerate() {
+            let mut s = Vec::new();
+            if p.spec.lake {
+                let n = format!("lake:{table}");
+                s.push((n.clone(), connectors.sink(&name, &n, retention).map_err(StreamError::Sink)?));
+            }
+            if p.spec.topic {
+                let n = format!("topic:{table}");
+                s.push((n.clone(), connectors.sink(&name, &n, -1).map_err(StreamError::Sink)?));
+                connectors.register_output(&name, &table, &p.plan.output_schema).map_err(StreamError::Sink)?;
+            }
+            let _ = stream;
+            sinks.push(s);
+        }
+        let late_name = format!("topic:{}", p.spec.late_topic());
+        let late_sink = (late_name.clone(), connectors.sink(&name, &late_name, -1).map_err(StreamError::Sink)?);
+        let alert_name = format!("topic:{ALERTS_TOPIC}");
+        let alert_sink = (alert_name.clone(), connectors.sink(&name, &alert_name, -1).map_err(StreamError::Sink)?);
+        let parts = source.partition_count() as usize;
+        let (mut offsets, mut part_max, mut files) = (vec![0; parts], vec![i64::MIN; parts], vec![StateFiles::default(); chain.ops.len()]);
+        match resume {
+            Some(cp) => {
+                for (i, o) in cp.offsets.iter().enumerate().take(parts) {
+                    offsets[i] = *o;
+                }
+                for (i, m) in cp.partition_max_event_ms.iter().enumerate().take(parts) {
+                    part_max[i] = *m;
+                }
+                for (i, f) in cp.operators.into_iter().enumerate().take(files.len()) {
+                    let mut loaded = Vec::new();
+                    for path in f.all() {
+                        loaded.push(state::read_file(&dir.join(path))?);
+                    }
+                    chain.ops[i].restore(&loaded)?;
+                    files[i] = f;
+                }
+            }
+            None => {
+                for (p_i, o) in offsets.iter_mut().enumerate() {
+                    *o = match p.spec.start {
+                        StartPosition::Earliest => source.start_offset(p_i as u32),
+                        StartPosition::Latest => source.end_offset(p_i as u32),
+                    };
+                }
+            }
+        }
+        let now = now_ms();
+        let streams = 1 + p.spec.rollups.len();
+        let decoder = BatchDecoder::new(p.plan.record.clone());
+        let n_ops = chain.ops.len();
+        Ok(Runner {
+            p,
             source,
-            sink,
-            store,
+            decoder,
+            chain,
+            sinks,
+            late_sink,
+            alert_sink,
+            buffers: vec![Vec::new(); streams],
+            late: Vec::new(),
+            alerts: Vec::new(),
+            offsets,
+            part_max,
+            part_last_input: vec![now; parts],
+            watermark: i64::MIN,
+            files,
+            dir,
+            pending: BTreeMap::new(),
+            compactions: (0..n_ops).map(|_| None).collect(),
+            draining: None,
+            drain_waiters: Vec::new(),
+            last_barrier: 0,
+            status,
             observer,
-            status: Arc::new(RunnerStatus::default()),
-            offsets: Vec::new(),
-            raw: Vec::new(),
-            closed: Vec::new(),
-            touched: BTreeSet::new(),
-            next_id: 1,
-            dirty: false,
-            last_checkpoint: Instant::now(),
-            last_emit: Instant::now(),
+            request_checkpoint,
+            settings,
+            last_early: Instant::now(),
+            last_timer: Instant::now(),
+            polled: Vec::new(),
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.p.spec.name
+    }
+
+    /// Runs until [`Cmd::Exit`] or an error (then the status says why).
+    pub(crate) fn run(mut self, cmds: Receiver<Cmd>) {
+        self.status.set_state("running");
+        self.publish_status();
+        if let Err(e) = self.run_loop(&cmds) {
+            let chain = crate::error_chain(&e);
+            tracing::error!(pipeline = %self.name(), error = %chain, "the pipeline stopped; restart sluice to resume it from its last checkpoint");
+            self.status.fail(chain.clone());
+            if let Some((_, reply)) = self.draining.take() {
+                let _ = reply.send(Err(chain.clone()));
+            }
+            for (_, w) in self.drain_waiters.drain(..) {
+                let _ = w.send(Err(chain.clone()));
+            }
+            // Keep answering barriers (with the error) until told to exit.
+            while let Ok(cmd) = cmds.recv() {
+                match cmd {
+                    Cmd::Barrier { reply, .. } => {
+                        let _ = reply.send(Err(chain.clone()));
+                    }
+                    Cmd::Drain { reply } => {
+                        let _ = reply.send(Err(chain.clone()));
+                    }
+                    Cmd::Exit => break,
+                    Cmd::Commit { .. } => {}
+                }
+            }
         }
     }
 
-    pub fn status(&self) -> Arc<RunnerStatus> {
-        self.status.clone()
-    }
-
-    /// Restores from the latest checkpoint and finishes its commit. Returns the open
-    /// sessions restored, so a live view can show them at once.
-    pub fn recover(&mut self) -> Result<Vec<SessionSummary>, StreamError> {
-        let plan = recovery_plan(self.store.latest()?, self.source.partition_count());
-        self.sink.publish(&plan.publish).map_err(StreamError::Sink)?;
-        self.sink.discard_after(plan.discard_after).map_err(StreamError::Sink)?;
-        tracing::info!(job = %self.config.name, checkpoint = plan.discard_after, offsets = ?plan.offsets, "job recovered");
-        self.offsets = plan.offsets;
-        self.next_id = plan.next_id;
-        self.job.restore(plan.state, now_ms());
-        self.status.last_checkpoint_id.store(plan.discard_after, Ordering::Relaxed);
-        self.publish_status();
-        Ok(self.job.open_sessions())
-    }
-
-    /// Runs until [`Command::Stop`] (or the command channel closes).
-    pub fn run(mut self, commands: Receiver<Command>) -> Result<(), StreamError> {
+    fn run_loop(&mut self, cmds: &Receiver<Cmd>) -> Result<(), StreamError> {
         loop {
-            match commands.try_recv() {
-                Ok(Command::Drain(reply)) => {
-                    let r = self.drain();
-                    let failed = r.as_ref().err().map(|e| e.to_string());
-                    let _ = reply.send(r.map_err(|e| e.to_string()));
-                    if let Some(e) = failed {
-                        return Err(StreamError::Sink(e.into()));
+            loop {
+                match cmds.try_recv() {
+                    Ok(Cmd::Exit) | Err(TryRecvError::Disconnected) => {
+                        self.status.set_state("stopped");
+                        return Ok(());
                     }
-                }
-                Ok(Command::Stop(reply)) => {
-                    let r = self.checkpoint();
-                    let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-                    return r;
-                }
-                Err(TryRecvError::Disconnected) => return self.checkpoint(),
-                Err(TryRecvError::Empty) => {}
-            }
-            let n = self.poll_once()?;
-            if n == 0 && self.caught_up() {
-                let before = self.closed.len();
-                self.job.close_idle(now_ms(), &mut self.closed);
-                if self.closed.len() > before {
-                    self.dirty = true;
-                    self.touched.extend(self.closed[before..].iter().map(|s| s.player_id.clone()));
+                    Ok(cmd) => self.handle(cmd)?,
+                    Err(TryRecvError::Empty) => break,
                 }
             }
-            self.emit_open(false);
-            if self.dirty && self.last_checkpoint.elapsed() >= Duration::from_millis(self.config.checkpoint_interval_ms) {
-                self.checkpoint()?;
+            let n = self.poll()?;
+            self.after_poll()?;
+            if let Some((targets, _)) = &self.draining {
+                let reached = targets.iter().enumerate().all(|(p, &end)| self.offsets.get(p).copied().unwrap_or(0) >= end);
+                if reached {
+                    self.finish_drain()?;
+                }
+                continue;
             }
             if n == 0 {
-                self.source.wait(Duration::from_millis(100));
+                self.source.wait(Duration::from_millis(10));
             }
         }
     }
 
-    fn caught_up(&self) -> bool {
-        (0..self.source.partition_count()).all(|p| self.offsets.get(p as usize).copied().unwrap_or(0) >= self.source.end_offset(p))
+    fn handle(&mut self, cmd: Cmd) -> Result<(), StreamError> {
+        match cmd {
+            Cmd::Barrier { id, reply } => {
+                let r = self.barrier(id);
+                let (out, err) = match r {
+                    Ok(cp) => (Ok(cp), None),
+                    Err(e) => (Err(crate::error_chain(&e)), Some(e)),
+                };
+                let _ = reply.send(out);
+                if let Some(e) = err {
+                    return Err(e);
+                }
+            }
+            Cmd::Commit { id } => self.commit(id)?,
+            Cmd::Drain { reply } => {
+                let targets = (0..self.source.partition_count()).map(|p| self.source.end_offset(p)).collect();
+                self.status.set_state("draining");
+                self.draining = Some((targets, reply));
+            }
+            Cmd::Exit => {}
+        }
+        Ok(())
     }
 
-    /// Reads one batch from each partition and processes it. Returns records read.
-    fn poll_once(&mut self) -> Result<usize, StreamError> {
-        let mut n = 0;
+    fn ctx_parts(&self) -> (i64, bool) {
+        let caught_up = (0..self.source.partition_count()).all(|p| self.offsets.get(p as usize).copied().unwrap_or(0) >= self.source.end_offset(p));
+        (now_ms(), caught_up)
+    }
+
+    /// Reads one batch from each partition and pushes it through the chain.
+    fn poll(&mut self) -> Result<usize, StreamError> {
         let parts = self.source.partition_count();
         if self.offsets.len() < parts as usize {
             self.offsets.resize(parts as usize, 0);
+            self.part_max.resize(parts as usize, i64::MIN);
+            self.part_last_input.resize(parts as usize, now_ms());
         }
-        let name = self.config.name.clone();
+        let mut total = 0;
+        let windowed = self.p.plan.windowed;
+        let time_col = self.p.plan.window.as_ref().map(|w| w.time_column);
         for p in 0..parts {
-            let records = self.source.read(p, self.offsets[p as usize], self.config.batch_records).map_err(StreamError::Source)?;
-            let now = now_ms();
-            for rec in &records {
-                self.process(p, rec, now, &name);
-                self.offsets[p as usize] = rec.offset + 1;
+            let pi = p as usize;
+            let start = self.source.start_offset(p).max(self.offsets[pi]);
+            let records = self.source.read(p, start, self.settings.batch_records).map_err(StreamError::Source)?;
+            if records.is_empty() {
+                continue;
             }
-            n += records.len();
+            total += records.len();
+            let last = records.last().map_or(start, |r| r.offset + 1);
+            let base = self.polled.len() as u32;
+            let decoded = self.decoder.decode(p, &records).map_err(|e| StreamError::Eval(e.to_string()))?;
+            if !decoded.invalid.is_empty() {
+                self.status.invalid.fetch_add(decoded.invalid.len() as u64, Ordering::Relaxed);
+                metrics::counter!(t::PIPELINE_INVALID_RECORDS_TOTAL, "pipeline" => self.p.spec.name.clone()).increment(decoded.invalid.len() as u64);
+                let (i, e) = &decoded.invalid[0];
+                tracing::debug!(pipeline = %self.p.spec.name, partition = p, offset = records[*i].offset, error = %e, "skipping records that do not match the topic's schema");
+            }
+            let mut batch = decoded.batch;
+            let mut event_ms = None;
+            if let Some(tc) = time_col {
+                let times = batch.column(tc).as_any().downcast_ref::<TimestampMillisecondArray>().map(|a| Int64Array::new(a.values().clone(), a.nulls().cloned()));
+                if let Some(times) = &times {
+                    let max = times.iter().flatten().max().unwrap_or(i64::MIN);
+                    self.part_max[pi] = self.part_max[pi].max(max);
+                }
+                event_ms = times;
+            }
+            if windowed {
+                batch = with_window_placeholders(batch)?;
+            }
+            let origin = UInt32Array::from_iter_values(decoded.origin.iter().map(|o| base + o));
+            self.polled.extend(records.into_iter().map(|r| (p, r)));
+            self.offsets[pi] = last;
+            self.part_last_input[pi] = now_ms();
+            let rows = Rows { stream: 0, batch, event_ms, origin: Some(origin), early: None };
+            let (now, caught_up) = (now_ms(), false);
+            let mut side = Vec::new();
+            let mut ctx = Ctx { now_ms: now, watermark_ms: self.watermark, caught_up, side: &mut side };
+            let out = self.chain.push(0, rows, &mut ctx)?;
+            self.route(out, side);
         }
-        if n > 0 {
-            self.dirty = true;
-            metrics::counter!(t::JOB_RECORDS_TOTAL, "job" => name).increment(n as u64);
-            self.status.records.fetch_add(n as u64, Ordering::Relaxed);
-            self.publish_status();
+        if total > 0 {
+            self.status.records.fetch_add(total as u64, Ordering::Relaxed);
+            self.status.dirty.store(true, Ordering::Release);
+            metrics::counter!(t::PIPELINE_RECORDS_TOTAL, "pipeline" => self.p.spec.name.clone()).increment(total as u64);
         }
-        Ok(n)
+        self.polled.clear();
+        self.publish_status();
+        Ok(total)
     }
 
-    fn process(&mut self, partition: u32, rec: &SourceRecord, now: i64, name: &str) {
-        let event = serde_json::from_slice::<serde_json::Value>(&rec.value)
-            .map_err(|e| e.to_string())
-            .and_then(|v| heartbeat::validate(&v).map_err(|e| e.to_string()));
-        let ev = match event {
-            Ok(ev) => ev,
-            Err(reason) => {
-                metrics::counter!(t::JOB_INVALID_RECORDS_TOTAL, "job" => name.to_string()).increment(1);
-                tracing::warn!(job = name, partition, offset = rec.offset, %reason, "skipping a record that is not a heart-rate reading");
-                return;
-            }
-        };
-        self.raw.push(RawRow {
-            player_id: ev.player_id.clone(),
-            heartbeat: ev.heartbeat_bpm,
-            created_at_ms: ev.created_at_ms,
-            ingested_at_ms: rec.timestamp_ms,
-            partition,
-            offset: rec.offset,
-        });
-        match self.job.process(&ev, now, &mut self.closed) {
-            Outcome::Accepted => {}
-            Outcome::Duplicate => metrics::counter!(t::JOB_DUPLICATE_RECORDS_TOTAL, "job" => name.to_string()).increment(1),
-            Outcome::Late => metrics::counter!(t::JOB_LATE_RECORDS_TOTAL, "job" => name.to_string()).increment(1),
+    /// Advances the watermark and runs timers and early results.
+    fn after_poll(&mut self) -> Result<(), StreamError> {
+        let (now, caught_up) = self.ctx_parts();
+        let idle = self.p.spec.idle_timeout_ms.unwrap_or(self.settings.idle_timeout_ms);
+        let ooo = self.p.spec.max_out_of_orderness_ms;
+        let parts = self.offsets.len();
+        let active: Vec<usize> = (0..parts)
+            .filter(|&p| {
+                let behind = self.offsets[p] < self.source.end_offset(p as u32);
+                behind || idle <= 0 || now - self.part_last_input[p] < idle
+            })
+            .collect();
+        let maxes = |ps: &mut dyn Iterator<Item = usize>| ps.map(|p| self.part_max[p]).collect::<Vec<_>>();
+        let wm_base = if active.is_empty() { maxes(&mut (0..parts)).into_iter().max() } else { maxes(&mut active.into_iter()).into_iter().min() };
+        let wm = wm_base.filter(|m| *m != i64::MIN).map_or(i64::MIN, |m| m.saturating_sub(ooo));
+        let mut side = Vec::new();
+        if wm > self.watermark {
+            self.watermark = wm;
+            self.status.watermark_ms.store(wm, Ordering::Relaxed);
+            let mut ctx = Ctx { now_ms: now, watermark_ms: wm, caught_up, side: &mut side };
+            let out = self.chain.hook(Hook::Watermark, &mut ctx)?;
+            self.route(out, std::mem::take(&mut side));
         }
-        self.touched.insert(ev.player_id);
+        if self.last_timer.elapsed() >= Duration::from_millis(100) {
+            self.last_timer = Instant::now();
+            let mut ctx = Ctx { now_ms: now, watermark_ms: self.watermark, caught_up, side: &mut side };
+            let out = self.chain.hook(Hook::Timer, &mut ctx)?;
+            self.route(out, std::mem::take(&mut side));
+        }
+        if self.last_early.elapsed() >= Duration::from_millis(500) && (self.p.spec.early_results || self.observer.wants_early(&self.p.spec.name)) {
+            self.last_early = Instant::now();
+            let mut ctx = Ctx { now_ms: now, watermark_ms: self.watermark, caught_up, side: &mut side };
+            let out = self.chain.hook(Hook::Early, &mut ctx)?;
+            self.route(out, side);
+        }
+        Ok(())
+    }
+
+    /// Sends chain output and side outputs where they belong.
+    fn route(&mut self, out: Vec<Rows>, side: Vec<SideOutput>) {
+        for rows in out {
+            if rows.early.is_some() {
+                self.observer.early(&self.p.spec.name, &rows);
+            } else if rows.num_rows() > 0 {
+                if let Some(b) = self.buffers.get_mut(rows.stream) {
+                    b.push(rows.batch);
+                    self.status.dirty.store(true, Ordering::Release);
+                }
+            }
+        }
+        for s in side {
+            match s {
+                SideOutput::Late { origin, event_ms, watermark_ms, reason } => {
+                    self.status.late.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(t::PIPELINE_LATE_RECORDS_TOTAL, "pipeline" => self.p.spec.name.clone()).increment(1);
+                    let (partition, rec) = match self.polled.get(origin as usize) {
+                        Some((p, r)) => (Some(*p), Some(r)),
+                        None => (None, None),
+                    };
+                    let v = json!({
+                        "pipeline": self.p.spec.name, "reason": reason, "topic": self.p.plan.source,
+                        "partition": partition, "offset": rec.map(|r| r.offset),
+                        "event_time": event_ms.map(format_ms),
+                        "watermark": (watermark_ms != i64::MIN).then(|| format_ms(watermark_ms)),
+                        "record": rec.map(|r| String::from_utf8_lossy(&r.value).to_string()),
+                    });
+                    self.late.push(v.to_string());
+                    self.status.dirty.store(true, Ordering::Release);
+                }
+                SideOutput::Duplicate { .. } => {
+                    self.status.duplicates.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(t::PIPELINE_DUPLICATE_RECORDS_TOTAL, "pipeline" => self.p.spec.name.clone()).increment(1);
+                }
+                SideOutput::Alert(v) => {
+                    self.status.alerts.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(t::PIPELINE_ALERTS_TOTAL, "pipeline" => self.p.spec.name.clone()).increment(1);
+                    self.alerts.push(v);
+                    self.status.dirty.store(true, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    fn finish_drain(&mut self) -> Result<(), StreamError> {
+        let (now, caught_up) = self.ctx_parts();
+        let mut side = Vec::new();
+        let mut ctx = Ctx { now_ms: now, watermark_ms: self.watermark, caught_up, side: &mut side };
+        let out = self.chain.hook(Hook::Drain, &mut ctx)?;
+        self.route(out, side);
+        self.status.dirty.store(true, Ordering::Release);
+        if let Some((_, reply)) = self.draining.take() {
+            self.drain_waiters.push((self.last_barrier, reply));
+        }
+        self.status.set_state("running");
+        (self.request_checkpoint)();
+        Ok(())
+    }
+
+    /// Checkpoint barrier: write changed state, stage buffered output.
+    fn barrier(&mut self, id: u64) -> Result<PipelineCheckpoint, StreamError> {
+        self.last_barrier = id;
+        self.status.dirty.store(false, Ordering::Release);
+        let name = self.p.spec.name.clone();
+        // Adopt finished compactions.
+        for (i, c) in self.compactions.iter_mut().enumerate() {
+            let Some(rx) = c else { continue };
+            match rx.try_recv() {
+                Ok(Ok((upto, snapshot, bytes))) => {
+                    let f = &mut self.files[i];
+                    let keep: Vec<String> = f.deltas.iter().filter(|d| delta_id(d).is_some_and(|x| x > upto)).cloned().collect();
+                    let kept_bytes: u64 = keep.iter().filter_map(|d| std::fs::metadata(self.dir.join(d)).ok()).map(|m| m.len()).sum();
+                    *f = StateFiles { snapshot: Some(snapshot), deltas: keep, snapshot_bytes: bytes, delta_bytes: kept_bytes };
+                    *c = None;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(pipeline = %name, error = %e, "state compaction failed; keeping the change files");
+                    *c = None;
+                }
+                Err(TryRecvError::Disconnected) => *c = None,
+                Err(TryRecvError::Empty) => {}
+            }
+        }
+        let mut written = 0u64;
+        let mut state_keys = 0;
+        let mut open = 0;
+        for (i, op) in self.chain.ops.iter_mut().enumerate() {
+            let s = op.stats();
+            state_keys += s.keys;
+            open += s.open_windows;
+            let mut w = StateWriter::default();
+            if op.snapshot(&mut w)? && !w.batches.is_empty() {
+                let rel = format!("state/{name}/{i}-{}/delta-{id:020}.arrow", op.name());
+                let size = state::write_file(&self.dir.join(&rel), &w.batches)?;
+                self.files[i].deltas.push(rel);
+                self.files[i].delta_bytes += size;
+                written += size;
+            }
+        }
+        metrics::counter!(t::CHECKPOINT_WRITTEN_BYTES_TOTAL).increment(written);
+        self.status.keys.store(state_keys, Ordering::Relaxed);
+        self.status.open_windows.store(open, Ordering::Relaxed);
+        self.status.state_bytes.store(self.files.iter().map(|f| f.snapshot_bytes + f.delta_bytes).sum(), Ordering::Relaxed);
+        let mut staged = BTreeMap::new();
+        let mut pending = Pending { publishes: Vec::new(), streams: Vec::new(), alerts: Vec::new() };
+        for (s, batches) in self.buffers.iter_mut().enumerate() {
+            if batches.is_empty() {
+                continue;
+            }
+            let batches = std::mem::take(batches);
+            for (k, (sink_name, sink)) in self.sinks[s].iter_mut().enumerate() {
+                let handles = sink.stage(id, &batches).map_err(StreamError::Sink)?;
+                staged.insert(sink_name.clone(), handles.clone());
+                pending.publishes.push((SinkRef::Stream(s, k), handles));
+            }
+            pending.streams.push((s, batches));
+        }
+        if !self.late.is_empty() {
+            let batch = json_batch(std::mem::take(&mut self.late))?;
+            let handles = self.late_sink.1.stage(id, &[batch]).map_err(StreamError::Sink)?;
+            staged.insert(self.late_sink.0.clone(), handles.clone());
+            pending.publishes.push((SinkRef::Late, handles));
+        }
+        if !self.alerts.is_empty() {
+            let alerts = std::mem::take(&mut self.alerts);
+            let batch = json_batch(alerts.iter().map(|a| a.to_string()).collect())?;
+            let handles = self.alert_sink.1.stage(id, &[batch]).map_err(StreamError::Sink)?;
+            staged.insert(self.alert_sink.0.clone(), handles.clone());
+            pending.publishes.push((SinkRef::Alerts, handles));
+            pending.alerts = alerts;
+        }
+        self.pending.insert(id, pending);
+        Ok(PipelineCheckpoint {
+            fingerprint: self.p.fingerprint.clone(),
+            offsets: self.offsets.clone(),
+            partition_max_event_ms: self.part_max.clone(),
+            operators: self.files.clone(),
+            staged,
+        })
+    }
+
+    /// The checkpoint `id` is committed: publish what was staged for it.
+    fn commit(&mut self, id: u64) -> Result<(), StreamError> {
+        let ids: Vec<u64> = self.pending.range(..=id).map(|(k, _)| *k).collect();
+        for pid in ids {
+            let Some(p) = self.pending.remove(&pid) else { continue };
+            for (r, handles) in &p.publishes {
+                let sink = match r {
+                    SinkRef::Stream(s, k) => &mut self.sinks[*s][*k].1,
+                    SinkRef::Late => &mut self.late_sink.1,
+                    SinkRef::Alerts => &mut self.alert_sink.1,
+                };
+                sink.publish(pid, handles).map_err(StreamError::Sink)?;
+            }
+            let names = self.p.spec.stream_names();
+            for (s, batches) in &p.streams {
+                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                self.status.output_rows.fetch_add(rows as u64, Ordering::Relaxed);
+                metrics::counter!(t::PIPELINE_OUTPUT_ROWS_TOTAL, "pipeline" => self.p.spec.name.clone(), "output" => names[*s].clone()).increment(rows as u64);
+                self.observer.committed(&self.p.spec.name, *s, batches);
+            }
+            if !p.alerts.is_empty() {
+                self.observer.alerts(&self.p.spec.name, &p.alerts);
+            }
+        }
+        self.status.last_checkpoint_id.store(id, Ordering::Relaxed);
+        self.status.last_checkpoint_ms.store(now_ms(), Ordering::Relaxed);
+        let (done, waiting): (Vec<_>, Vec<_>) = self.drain_waiters.drain(..).partition(|(after, _)| id > *after);
+        self.drain_waiters = waiting;
+        for (_, reply) in done {
+            let _ = reply.send(Ok(()));
+        }
+        self.maybe_compact(id);
+        Ok(())
+    }
+
+    /// Starts merging an operator's deltas into a snapshot when they outgrow it.
+    fn maybe_compact(&mut self, id: u64) {
+        for (i, f) in self.files.iter().enumerate() {
+            if self.compactions[i].is_some() || !f.wants_compaction(self.settings.compaction_min_bytes) {
+                continue;
+            }
+            let inputs: Vec<PathBuf> = f.all().map(|p| self.dir.join(p)).collect();
+            let upto = f.deltas.last().and_then(|d| delta_id(d)).unwrap_or(id);
+            let rel = format!("state/{}/{i}-{}/snapshot-{upto:020}.arrow", self.p.spec.name, self.chain.ops[i].name());
+            let out = self.dir.join(&rel);
+            let (tx, rx) = std::sync::mpsc::channel();
+            self.compactions[i] = Some(rx);
+            std::thread::spawn(move || {
+                let r = state::compact(&inputs).and_then(|batches| {
+                    if batches.is_empty() {
+                        Ok(0)
+                    } else {
+                        state::write_file(&out, &batches)
+                    }
+                });
+                let _ = tx.send(r.map(|bytes| (upto, rel, bytes)).map_err(|e| crate::error_chain(&e)));
+            });
+        }
     }
 
     fn publish_status(&self) {
         if let Ok(mut o) = self.status.offsets.lock() {
             o.clone_from(&self.offsets);
         }
-        self.status.open_sessions.store(self.job.open_session_count() as u64, Ordering::Relaxed);
     }
+}
 
-    fn emit_open(&mut self, force: bool) {
-        if self.touched.is_empty() || (!force && self.last_emit.elapsed() < Duration::from_millis(500)) {
-            return;
-        }
-        for player_id in std::mem::take(&mut self.touched) {
-            let sessions = self.job.open_sessions_of(&player_id);
-            (self.observer)(JobEvent::Open { player_id, sessions });
-        }
-        self.last_emit = Instant::now();
-    }
+/// The checkpoint id of a delta file name (`…/delta-<id>.arrow`).
+fn delta_id(path: &str) -> Option<u64> {
+    path.rsplit('/').next()?.strip_prefix("delta-")?.strip_suffix(".arrow")?.parse().ok()
+}
 
-    /// Commits pending output and state (no-op when nothing changed).
-    fn checkpoint(&mut self) -> Result<(), StreamError> {
-        if !self.dirty {
-            return Ok(());
-        }
-        let id = self.next_id;
-        let staged = self.sink.stage(id, &self.raw, &self.closed).map_err(StreamError::Sink)?;
-        let cp = Checkpoint {
-            id,
-            offsets: self.offsets.clone(),
-            state: self.job.state().clone(),
-            staged: staged.clone(),
-            committed_at_ms: now_ms(),
-        };
-        self.store.commit(&cp)?;
-        self.sink.publish(&staged).map_err(StreamError::Sink)?;
-        let name = self.config.name.clone();
-        metrics::counter!(t::JOB_CHECKPOINTS_TOTAL, "job" => name.clone()).increment(1);
-        metrics::counter!(t::JOB_SESSIONS_CLOSED_TOTAL, "job" => name).increment(self.closed.len() as u64);
-        self.status.last_checkpoint_id.store(id, Ordering::Relaxed);
-        self.emit_open(true);
-        if !self.closed.is_empty() {
-            (self.observer)(JobEvent::Closed(std::mem::take(&mut self.closed)));
-        }
-        self.raw.clear();
-        self.next_id += 1;
-        self.dirty = false;
-        self.last_checkpoint = Instant::now();
-        self.publish_status();
-        Ok(())
-    }
+/// A batch of one `json` text column.
+fn json_batch(rows: Vec<String>) -> Result<RecordBatch, StreamError> {
+    RecordBatch::try_new(late_schema(), vec![Arc::new(StringArray::from(rows)) as ArrayRef]).map_err(|e| StreamError::Eval(e.to_string()))
+}
 
-    /// Processes everything readable now, closes all sessions and checkpoints.
-    fn drain(&mut self) -> Result<(), StreamError> {
-        let targets: Vec<u64> = (0..self.source.partition_count()).map(|p| self.source.end_offset(p)).collect();
-        while targets.iter().enumerate().any(|(p, &end)| self.offsets.get(p).copied().unwrap_or(0) < end) {
-            if self.poll_once()? == 0 {
-                self.source.wait(Duration::from_millis(10));
-            }
-        }
-        let before = self.closed.len();
-        self.job.close_all(&mut self.closed);
-        self.touched.extend(self.closed[before..].iter().map(|s| s.player_id.clone()));
-        self.dirty = true;
-        self.checkpoint()
-    }
+/// Appends `window_start` and `window_end` placeholders (the scan of a window table
+/// function has them; their values are only known after windowing).
+fn with_window_placeholders(batch: RecordBatch) -> Result<RecordBatch, StreamError> {
+    let n = batch.num_rows();
+    let ts = || Arc::new(TimestampMillisecondArray::from(vec![0; n]).with_timezone("UTC")) as ArrayRef;
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(crate::sql::catalog::WINDOW_START, crate::sql::catalog::ts_type(), false));
+    fields.push(Field::new(crate::sql::catalog::WINDOW_END, crate::sql::catalog::ts_type(), false));
+    let mut cols = batch.columns().to_vec();
+    cols.push(ts());
+    cols.push(ts());
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| StreamError::Eval(e.to_string()))
 }

@@ -1,102 +1,169 @@
-//! Window and watermark cases: `tests/cases/*.json` hold inputs and hand-computed outputs.
+//! Window, watermark and lateness cases: data files with hand-computed golden outputs,
+//! run through the real engine over a real log.
 //!
-//! Input rows are `[playerId, seconds after 2017-07-14T02:40:00Z, bpm]` in arrival order;
-//! after the last row the input ends (every session closes). Expected sessions are sorted
-//! by player, then start.
+//! - `cases/windows/*.json`: generic windows over a topic `t` of `{k: string, v: float,
+//!   ts: epoch ms}`. Input rows are `[partition, k, v, seconds]` in log order.
+//! - `cases/heart_rate/*.json`: the shipped `heart_rate` pipeline (its SQL and options
+//!   from `sluice-server/default.toml`) on readings `[player, seconds, bpm]`.
+//!
+//! Times are seconds after 2017-07-14T02:40:00Z. Every case ends its input by draining
+//! (every window closes) unless it says `"drain": false`; expected rows are compared as
+//! sets.
 
-use serde_json::Value;
-use sluice_core::heartbeat::HeartbeatEvent;
-use sluice_stream::job::{HeartRateConfig, HeartRateJob};
-use sluice_stream::session::Outcome;
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sluice_core::schema::{FieldSpec, FieldType, RecordSchema};
+use sluice_stream::functions::{FunctionConfig, HrMaxTable};
+use sluice_stream::pipeline::PipelineSpec;
 
 const BASE_MS: i64 = 1_500_000_000_000;
 
-fn secs(v: &Value) -> f64 {
-    v.as_f64().expect("number")
-}
-
-#[test]
-fn golden_cases() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+fn cases(dir: &str) -> Vec<(String, Value)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases").join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
     files.sort();
-    assert!(files.len() >= 10, "cases missing in {}", dir.display());
-    for file in files {
-        let case: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-        let name = file.file_name().unwrap().to_string_lossy().to_string();
-        let mut config: HeartRateConfig = serde_json::from_value(case.get("config").cloned().unwrap_or(Value::Object(Default::default()))).unwrap();
-        config.idle_timeout_ms = 0;
-        let mut job = HeartRateJob::new(config);
-        let mut closed = Vec::new();
-        let (mut late, mut dups) = (0, 0);
-        for (i, row) in case["input"].as_array().unwrap().iter().enumerate() {
-            let ev = HeartbeatEvent {
-                player_id: row[0].as_str().unwrap().to_string(),
-                created_at_ms: BASE_MS + (secs(&row[1]) * 1000.0).round() as i64,
-                heartbeat_bpm: secs(&row[2]),
-            };
-            match job.process(&ev, i as i64, &mut closed) {
-                Outcome::Late => late += 1,
-                Outcome::Duplicate => dups += 1,
-                Outcome::Accepted => {}
-            }
+    files.into_iter().map(|f| (f.file_name().unwrap().to_string_lossy().to_string(), serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap())).collect()
+}
+
+fn ms(seconds: &Value) -> i64 {
+    BASE_MS + (seconds.as_f64().unwrap() * 1000.0).round() as i64
+}
+
+/// Numbers compared as floats (20 and 20.0 alike), rows as a set.
+fn sorted(rows: Vec<Value>) -> Vec<Value> {
+    fn norm(v: Value) -> Value {
+        match v {
+            Value::Number(n) => json!(n.as_f64().unwrap_or(f64::NAN)),
+            Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, norm(v))).collect()),
+            Value::Array(a) => Value::Array(a.into_iter().map(norm).collect()),
+            other => other,
         }
-        job.close_all(&mut closed);
-        assert_eq!(job.open_session_count(), 0, "{name}");
-        closed.sort_by(|a, b| (&a.player_id, a.session_start_ms).cmp(&(&b.player_id, b.session_start_ms)));
+    }
+    let mut rows: Vec<Value> = rows.into_iter().map(norm).collect();
+    rows.sort_by_key(|r| r.to_string());
+    rows
+}
+
+fn window_schema() -> RecordSchema {
+    let mut k = FieldSpec::new("k", FieldType::String);
+    k.required = true;
+    let mut ts = FieldSpec::new("ts", FieldType::Timestamp);
+    ts.required = true;
+    RecordSchema { fields: vec![k, FieldSpec::new("v", FieldType::Float), ts], event_time: Some("ts".into()), key: Some("k".into()) }
+}
+
+/// Waits until the rows published to `sink` number `n` (checkpointing meanwhile).
+fn wait_rows(r: &common::Running, sink: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let before = r.status().last_checkpoint_id.load(std::sync::atomic::Ordering::Relaxed);
+        r.engine.checkpoint().unwrap();
+        while r.status().last_checkpoint_id.load(std::sync::atomic::Ordering::Relaxed) <= before {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let rows = common::rows_json(&r.rows(sink), BASE_MS);
+        if rows.len() >= n || Instant::now() > deadline {
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn window_cases() {
+    let all = cases("windows");
+    assert!(all.len() >= 10, "window cases missing");
+    for (name, case) in all {
+        let mut spec_json = case.get("options").cloned().unwrap_or(json!({}));
+        spec_json["name"] = json!("p");
+        spec_json["sql"] = case["sql"].clone();
+        let spec: PipelineSpec = serde_json::from_value(spec_json).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let input: Vec<(u32, Value)> = case["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r[0].as_u64().unwrap() as u32, json!({"k": r[1], "v": r[2], "ts": ms(&r[3])})))
+            .collect();
+        let partitions = case.get("partitions").and_then(Value::as_u64).unwrap_or(1) as u32;
+        let run = common::start(spec, "t", window_schema(), partitions, &input, &FunctionConfig::default());
+        run.wait_caught_up();
+        let want = sorted(case["expected"]["rows"].as_array().unwrap().clone());
+        let got = if case.get("drain").and_then(Value::as_bool).unwrap_or(true) {
+            run.engine.drain("p").unwrap();
+            sorted(common::rows_json(&run.rows("lake:p"), BASE_MS))
+        } else {
+            sorted(wait_rows(&run, "lake:p", want.len()))
+        };
+        assert_eq!(got, want, "{name}: {}", case["description"]);
+        let status = run.status();
+        assert_eq!(status.late.load(std::sync::atomic::Ordering::Relaxed), case["expected"]["late"].as_u64().unwrap_or(0), "{name}: late");
+        assert_eq!(status.duplicates.load(std::sync::atomic::Ordering::Relaxed), case["expected"]["duplicates"].as_u64().unwrap_or(0), "{name}: duplicates");
+        let late_rows = run.rows("topic:p.late").iter().map(|b| b.num_rows()).sum::<usize>() as u64;
+        assert_eq!(late_rows, case["expected"]["late"].as_u64().unwrap_or(0), "{name}: late records in p.late");
+        run.engine.stop().unwrap();
+    }
+}
+
+/// The shipped heart-rate pipeline.
+fn heart_rate_spec() -> PipelineSpec {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../sluice-server/default.toml")).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    let p = table["pipelines"].as_array().unwrap().iter().find(|p| p["name"].as_str() == Some("heart_rate")).unwrap().clone();
+    let mut spec: PipelineSpec = p.try_into().unwrap();
+    spec.idle_timeout_ms = Some(0);
+    spec
+}
+
+#[test]
+fn heart_rate_cases() {
+    let all = cases("heart_rate");
+    assert!(all.len() >= 10, "heart-rate cases missing");
+    for (name, case) in all {
+        let config = case.get("config").cloned().unwrap_or(json!({}));
+        let mut hr = HrMaxTable::default();
+        if let Some(d) = config.get("hr_max_default_bpm").and_then(Value::as_f64) {
+            hr.default_bpm = d;
+        }
+        if let Some(m) = config.get("hr_max_bpm").and_then(Value::as_object) {
+            hr.players = m.iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect();
+        }
+        let input: Vec<(u32, Value)> = case["input"].as_array().unwrap().iter().map(|r| (0, json!({"playerId": r[0], "createdAt": ms(&r[1]), "heartbeat": r[2]}))).collect();
+        let run = common::start(heart_rate_spec(), "heartbeat-raw-topic", sluice_core::schema::heartbeat(), 1, &input, &FunctionConfig { hr_max: hr });
+        run.wait_caught_up();
+        run.engine.drain("heart_rate").unwrap();
+        let got: Vec<Value> = common::rows_json(&run.rows("lake:heart_rate"), BASE_MS)
+            .into_iter()
+            .map(|r| {
+                let mut s = json!({
+                    "player_id": r["player_id"], "start_s": r["session_start"], "end_s": r["session_end"],
+                    "low_s": r["low_s"], "moderate_s": r["moderate_s"], "high_s": r["high_s"], "samples": r["samples"],
+                });
+                s["min_hr"] = r["min_hr"].clone();
+                s["max_hr"] = r["max_hr"].clone();
+                s
+            })
+            .collect();
         let want = case["expected"]["sessions"].as_array().unwrap();
-        assert_eq!(closed.len(), want.len(), "{name}: sessions {closed:#?}");
-        for (got, want) in closed.iter().zip(want) {
-            let ms = |k: &str| (secs(&want[k]) * 1000.0).round() as i64;
-            assert_eq!(got.player_id, want["player_id"].as_str().unwrap(), "{name}");
-            assert_eq!(got.session_start_ms, BASE_MS + ms("start_s"), "{name}: start");
-            assert_eq!(got.session_end_ms, BASE_MS + ms("end_s"), "{name}: end");
-            assert_eq!(got.zones.low, ms("low_s"), "{name}: low");
-            assert_eq!(got.zones.moderate, ms("moderate_s"), "{name}: moderate");
-            assert_eq!(got.zones.high, ms("high_s"), "{name}: high");
-            assert_eq!(got.samples, want["samples"].as_u64().unwrap(), "{name}: samples");
-            if let Some(v) = want.get("min_hr") {
-                assert_eq!(got.min_hr, secs(v), "{name}: min_hr");
-                assert_eq!(got.max_hr, secs(&want["max_hr"]), "{name}: max_hr");
+        assert_eq!(got.len(), want.len(), "{name}: {got:#?}");
+        let norm = |v: &Value| v.as_f64().unwrap();
+        let mut got = got;
+        got.sort_by(|a, b| (a["player_id"].as_str(), norm(&a["start_s"]) as i64).cmp(&(b["player_id"].as_str(), norm(&b["start_s"]) as i64)));
+        for (g, w) in got.iter().zip(want) {
+            for k in ["player_id", "start_s", "end_s", "low_s", "moderate_s", "high_s", "samples", "min_hr", "max_hr"] {
+                let Some(wv) = w.get(k) else { continue };
+                match (g[k].as_f64(), wv.as_f64()) {
+                    (Some(a), Some(b)) => assert!((a - b).abs() < 1e-9, "{name}: {k}: got {a}, want {b}\n{g}"),
+                    _ => assert_eq!(&g[k], wv, "{name}: {k}"),
+                }
             }
-            assert!(got.closed);
         }
-        assert_eq!(late, case["expected"]["late"].as_u64().unwrap(), "{name}: late");
-        assert_eq!(dups, case["expected"]["duplicates"].as_u64().unwrap(), "{name}: duplicates");
+        let status = run.status();
+        assert_eq!(status.late.load(std::sync::atomic::Ordering::Relaxed), case["expected"]["late"].as_u64().unwrap(), "{name}: late");
+        assert_eq!(status.duplicates.load(std::sync::atomic::Ordering::Relaxed), case["expected"]["duplicates"].as_u64().unwrap(), "{name}: duplicates");
+        run.engine.stop().unwrap();
     }
-}
-
-#[test]
-fn idle_timeout_closes_sessions_in_processing_time() {
-    let mut job = HeartRateJob::new(HeartRateConfig { idle_timeout_ms: 1_000, ..HeartRateConfig::default() });
-    let mut closed = Vec::new();
-    let ev = |t: i64| HeartbeatEvent { player_id: "p".into(), created_at_ms: BASE_MS + t, heartbeat_bpm: 100.0 };
-    job.process(&ev(0), 10_000, &mut closed);
-    job.process(&ev(1_000), 10_100, &mut closed);
-    job.close_idle(11_000, &mut closed);
-    assert!(closed.is_empty(), "not idle yet");
-    job.close_idle(11_100, &mut closed);
-    assert_eq!(closed.len(), 1);
-    assert_eq!(closed[0].zones.low, 2_000);
-    // A reading inside the closed session's reach is now late; one after it starts anew.
-    assert_eq!(job.process(&ev(2_000), 12_000, &mut closed), Outcome::Late);
-    assert_eq!(job.process(&ev(400_000), 12_000, &mut closed), Outcome::Accepted);
-}
-
-#[test]
-fn checkpointed_state_round_trips_through_json() {
-    let mut job = HeartRateJob::new(HeartRateConfig::default());
-    let mut closed = Vec::new();
-    for t in 0..50 {
-        let ev = HeartbeatEvent { player_id: "p".into(), created_at_ms: BASE_MS + t * 1000, heartbeat_bpm: 120.0 + t as f64 };
-        job.process(&ev, 0, &mut closed);
-    }
-    let json = serde_json::to_string(job.state()).unwrap();
-    let mut restored = HeartRateJob::new(HeartRateConfig::default());
-    restored.restore(serde_json::from_str(&json).unwrap(), 0);
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    job.close_all(&mut a);
-    restored.close_all(&mut b);
-    assert_eq!(a, b);
-    assert_eq!(a[0].samples, 50);
 }

@@ -1,5 +1,5 @@
 //! `sluice bench pipeline`: readings/s from `replay --speed 0` through the WebSocket
-//! ingest, the log (acks after fsync) and the heart-rate job to committed sessions, next
+//! ingest, the log (acks after fsync) and the heart-rate pipeline to committed sessions, next
 //! to this machine's own fdatasync rate measured in the same run.
 //!
 //! Load: the bundled real recordings, each replayed as `copies` players (derived data:
@@ -73,7 +73,7 @@ pub async fn pipeline(mut config: Config, args: PipelineArgs) -> anyhow::Result<
     config.data_dir = scratch.clone();
     config.http.addr = "127.0.0.1:0".into();
     config.kafka.addr = "127.0.0.1:0".into();
-    config.jobs.heart_rate.idle_timeout_ms = 0;
+    config.stream.idle_timeout_ms = 0;
 
     let (syncs, _) = fdatasync_rate(&scratch, 4096, Duration::from_secs(1))?;
     let (_, sync_mbs) = fdatasync_rate(&scratch, 1 << 20, Duration::from_secs(1))?;
@@ -103,7 +103,7 @@ pub async fn pipeline(mut config: Config, args: PipelineArgs) -> anyhow::Result<
     server.drain_job().await?;
     let done = started.elapsed();
     let fsyncs: u64 = server.log().topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.fsync_count()).collect::<Vec<_>>()).sum();
-    let sessions = sluice_lake::Lake::open(&server.data_dir().join("lake"))?.read_sessions()?;
+    let sessions = sluice_lake::Lake::open(&server.data_dir().join("lake"))?.read_sessions("heart_rate")?;
     let committed: u64 = sessions.iter().map(|s| s.samples).sum();
     server.shutdown().await?;
     if args.data_dir.is_none() {

@@ -1,5 +1,5 @@
-//! `sluice demo`: the flagship job end to end on the bundled real recordings
-//! (examples/data, embedded in the binary): server → WebSocket replay → log → job →
+//! `sluice demo`: the flagship pipeline end to end on the bundled real recordings
+//! (examples/data, embedded in the binary): server → WebSocket replay → log → pipeline →
 //! lake → table and dashboard.
 
 use std::time::Instant;
@@ -41,7 +41,7 @@ pub async fn run(mut config: Config, speed: f64, exit: bool) -> anyhow::Result<(
     server.drain_job().await.context("closing the sessions")?;
     let done = started.elapsed();
     let lake = sluice_lake::Lake::open(&server.data_dir().join("lake"))?;
-    let sessions: Vec<SessionSummary> = lake.read_sessions()?.into_iter().filter(|s| players.contains(&s.player_id)).collect();
+    let sessions: Vec<SessionSummary> = lake.read_sessions("heart_rate")?.into_iter().filter(|s| players.contains(&s.player_id)).collect();
     print_table(&sessions);
     let rejected: usize = stats.iter().map(|(_, s)| s.rejected).sum();
     println!(
@@ -51,7 +51,7 @@ pub async fn run(mut config: Config, speed: f64, exit: bool) -> anyhow::Result<(
         done.as_secs_f64(),
         total as f64 / done.as_secs_f64().max(1e-9)
     );
-    println!("Sessions table: {}/heartbeat_sessions (Parquet, by date); dashboard: {url}/", lake.root().display());
+    println!("Sessions table: {}/heart_rate (Parquet, by date); dashboard: {url}/", lake.root().display());
     if !exit {
         println!("Serving the dashboard at {url}/ until Ctrl-C.");
         crate::shutdown_signal().await;

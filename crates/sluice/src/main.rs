@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use sluice_server::{config, Server};
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "A real-time data pipeline in one binary: ingest, durable log, event-time jobs, Parquet lake, live dashboard.")]
+#[command(name = "sluice", version, about = "A real-time data pipeline in one binary: ingest (HTTP, WebSocket, Kafka protocol), durable log, streaming SQL pipelines, Parquet lake, live dashboard.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server: HTTP/WebSocket ingest, the heart-rate job, the lake, the dashboard.
+    /// Run the server: ingest, the log, the Kafka listener, the pipelines, the lake, the dashboard.
     Serve(ServerArgs),
     /// Start a server, replay the bundled real Garmin recordings through it, print each
     /// session's minutes per zone, and keep serving the dashboard until Ctrl-C.
@@ -42,7 +42,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// Readings/s from `replay --speed 0` through ingest, log and job to committed sessions.
+    /// Readings/s from `replay --speed 0` through ingest, log and the heart-rate pipeline to committed sessions.
     Pipeline {
         /// Config file (TOML), layered over the embedded defaults (data_dir and http.addr are the bench's own).
         #[arg(long, short)]
@@ -135,7 +135,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         eprintln!("sluice: Kafka protocol on {k} (bootstrap_servers='{k}')");
     }
     shutdown_signal().await;
-    eprintln!("sluice: shutting down (finishing requests, committing the job's checkpoint, syncing the log)");
+    eprintln!("sluice: shutting down (finishing requests, committing the pipelines' checkpoint, syncing the log)");
     server.shutdown().await.context("shutdown was not clean")?;
     Ok(())
 }

@@ -25,7 +25,7 @@ use super::{code, topic_name};
 use crate::idempotence::{Decision, ProducerBatch};
 use crate::{KafkaServer, RecordCheck};
 use sluice_core::dead_letter::{DeadLetter, DLQ_SUFFIX};
-use sluice_core::heartbeat::FieldError;
+use sluice_core::schema::FieldError;
 
 pub(crate) fn lookup(server: &KafkaServer, name: &str, create: bool) -> Result<std::sync::Arc<Topic>, i16> {
     if let Some(t) = server.log.topic(name) {
@@ -151,7 +151,14 @@ pub(crate) fn produce_write(server: &KafkaServer, r: ProduceRequest) -> WrittenP
     for (ti, td) in r.topic_data.into_iter().enumerate() {
         let name = td.name.0.to_string();
         // Internal topics (committed offsets) take no client records, as in Kafka.
-        let topic = if name == sluice_log::OFFSETS_TOPIC { Err(code(ResponseError::InvalidTopicException)) } else { lookup(server, &name, false) };
+        // Pipeline outputs are written by their pipeline only.
+        let topic = if name == sluice_log::OFFSETS_TOPIC {
+            Err(code(ResponseError::InvalidTopicException))
+        } else if (server.options.read_only_topics)(&name) {
+            Err(code(ResponseError::TopicAuthorizationFailed))
+        } else {
+            lookup(server, &name, false)
+        };
         let mut tr = TopicProduceResponse::default();
         tr.name = td.name.clone();
         for (pi, pd) in td.partition_data.into_iter().enumerate() {

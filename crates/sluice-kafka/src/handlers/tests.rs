@@ -27,6 +27,7 @@ fn server(dir: &std::path::Path) -> Arc<KafkaServer> {
         auto_create_topics: true,
         group_initial_rebalance_delay_ms: 0,
         protected_topics: Box::new(|t| t == "t"),
+        read_only_topics: Box::new(|_| false),
         record_check: Box::new(|_| None),
     };
     Arc::new(KafkaServer::new(log, offsets, options))

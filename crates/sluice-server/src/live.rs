@@ -1,0 +1,223 @@
+//! Live views of pipelines: committed rows, early results and alerts as they happen, for
+//! Server-Sent Events, plus the heart-rate sessions view behind `/v1/sessions`.
+//!
+//! `GET /v1/pipelines/{name}/stream[?early=true]` sends:
+//! - `event: result`, data `{"output": <table>, "rows": [...]}`: rows committed to an
+//!   output (the pipeline's, or a rollup level's), after their checkpoint;
+//! - `event: update`, data `{"key": <key>, "rows": [...]}` (only with `early=true`): the
+//!   current results of a key's open windows, at most every 500 ms; `rows` is empty when
+//!   the key has no open window any more;
+//! - `event: alert`, data: the alert with its evidence;
+//! - `event: resync`: events were dropped for a slow client; fetch the table again.
+//!
+//! Row objects have the pipeline's output columns; timestamps are RFC 3339 (UTC).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType, TimestampMicrosecondType};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
+use serde_json::{json, Value};
+use sluice_core::model::{SessionSummary, ZoneMs};
+use sluice_stream::operator::Rows;
+use sluice_stream::runner::Observer;
+use tokio::sync::broadcast;
+
+use crate::sessions::SessionStore;
+
+/// Name of the pipeline whose output is the heart-rate sessions view.
+pub const HEART_RATE: &str = "heart_rate";
+/// Committed rows kept per pipeline for `GET /v1/pipelines/{name}` (`recent`).
+const RECENT_ROWS: usize = 200;
+
+/// An event of a pipeline's live stream.
+#[derive(Debug, Clone)]
+pub struct LiveEvent {
+    /// `result`, `update` or `alert`.
+    pub name: &'static str,
+    pub data: Value,
+}
+
+/// One pipeline's live stream.
+pub struct LiveView {
+    events: broadcast::Sender<LiveEvent>,
+    early_subscribers: AtomicUsize,
+    recent: Mutex<VecDeque<Value>>,
+}
+
+impl LiveView {
+    fn new() -> Self {
+        LiveView { events: broadcast::channel(4096).0, early_subscribers: AtomicUsize::new(0), recent: Mutex::new(VecDeque::new()) }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
+        self.events.subscribe()
+    }
+
+    /// Counts a subscriber that wants early results until the guard drops.
+    pub fn early_guard(self: &Arc<Self>) -> EarlyGuard {
+        self.early_subscribers.fetch_add(1, Ordering::AcqRel);
+        EarlyGuard(self.clone())
+    }
+
+    /// The most recent committed rows, newest last.
+    pub fn recent(&self) -> Vec<Value> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+}
+
+/// Keeps early results flowing while a subscriber wants them.
+pub struct EarlyGuard(Arc<LiveView>);
+
+impl Drop for EarlyGuard {
+    fn drop(&mut self) {
+        self.0.early_subscribers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Every pipeline's live view.
+pub struct LiveViews {
+    views: Mutex<HashMap<String, Arc<LiveView>>>,
+    sessions: Arc<SessionStore>,
+    /// Output table names per pipeline (stream index → name).
+    outputs: Mutex<HashMap<String, Vec<String>>>,
+}
+
+/// Rows of a batch as JSON objects (timestamps as RFC 3339).
+pub fn rows_json(batch: &RecordBatch) -> Vec<Value> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow_json::ArrayWriter::new(&mut buf);
+        if w.write(batch).and_then(|_| w.finish()).is_err() {
+            return Vec::new();
+        }
+    }
+    if buf.is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_slice::<Vec<Value>>(&buf).unwrap_or_default()
+}
+
+impl LiveViews {
+    pub fn new(sessions: Arc<SessionStore>) -> Self {
+        LiveViews { views: Mutex::new(HashMap::new()), sessions, outputs: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn view(&self, pipeline: &str) -> Arc<LiveView> {
+        self.views.lock().unwrap_or_else(|p| p.into_inner()).entry(pipeline.to_string()).or_insert_with(|| Arc::new(LiveView::new())).clone()
+    }
+
+    /// Records the output names of a pipeline's streams.
+    pub fn set_outputs(&self, pipeline: &str, names: Vec<String>) {
+        self.outputs.lock().unwrap_or_else(|p| p.into_inner()).insert(pipeline.into(), names);
+    }
+
+    pub fn forget(&self, pipeline: &str) {
+        self.views.lock().unwrap_or_else(|p| p.into_inner()).remove(pipeline);
+        self.outputs.lock().unwrap_or_else(|p| p.into_inner()).remove(pipeline);
+    }
+
+    pub fn sessions(&self) -> &Arc<SessionStore> {
+        &self.sessions
+    }
+}
+
+impl Observer for LiveViews {
+    fn committed(&self, pipeline: &str, stream: usize, batches: &[RecordBatch]) {
+        let view = self.view(pipeline);
+        let output = self.outputs.lock().unwrap_or_else(|p| p.into_inner()).get(pipeline).and_then(|o| o.get(stream).cloned()).unwrap_or_else(|| pipeline.to_string());
+        for b in batches {
+            let rows = rows_json(b);
+            if rows.is_empty() {
+                continue;
+            }
+            {
+                let mut recent = view.recent.lock().unwrap_or_else(|p| p.into_inner());
+                for r in &rows {
+                    recent.push_back(json!({"output": output, "row": r}));
+                }
+                while recent.len() > RECENT_ROWS {
+                    recent.pop_front();
+                }
+            }
+            let _ = view.events.send(LiveEvent { name: "result", data: json!({"output": output, "rows": rows}) });
+            if pipeline == HEART_RATE && stream == 0 {
+                self.sessions.add_closed(sessions_of(b, true));
+            }
+        }
+    }
+
+    fn early(&self, pipeline: &str, rows: &Rows) {
+        let Some(early) = &rows.early else { return };
+        let view = self.view(pipeline);
+        let json_rows = rows_json(&rows.batch);
+        let mut by_key: BTreeMap<u32, Vec<Value>> = (0..early.keys.len() as u32).map(|k| (k, Vec::new())).collect();
+        for (i, r) in json_rows.into_iter().enumerate() {
+            by_key.entry(early.row_key.value(i)).or_default().push(r);
+        }
+        if view.early_subscribers.load(Ordering::Acquire) > 0 {
+            for (k, rows) in &by_key {
+                let _ = view.events.send(LiveEvent { name: "update", data: json!({"key": early.keys[*k as usize], "rows": rows}) });
+            }
+        }
+        if pipeline == HEART_RATE && rows.stream == 0 {
+            let sessions = sessions_of(&rows.batch, false);
+            let mut per_key: BTreeMap<u32, Vec<SessionSummary>> = (0..early.keys.len() as u32).map(|k| (k, Vec::new())).collect();
+            for (i, s) in sessions.into_iter().enumerate() {
+                per_key.entry(early.row_key.value(i)).or_default().push(s);
+            }
+            for (k, open) in per_key {
+                self.sessions.set_open(early.keys[k as usize].clone(), open);
+            }
+        }
+    }
+
+    fn alerts(&self, pipeline: &str, alerts: &[Value]) {
+        let view = self.view(pipeline);
+        for a in alerts {
+            let _ = view.events.send(LiveEvent { name: "alert", data: a.clone() });
+        }
+    }
+
+    fn wants_early(&self, pipeline: &str) -> bool {
+        self.views.lock().unwrap_or_else(|p| p.into_inner()).get(pipeline).is_some_and(|v| v.early_subscribers.load(Ordering::Acquire) > 0)
+    }
+}
+
+/// Heart-rate sessions from rows of the `heart_rate` pipeline's output (columns by name;
+/// rows that do not have them are skipped).
+pub fn sessions_of(batch: &RecordBatch, closed: bool) -> Vec<SessionSummary> {
+    let f64s = |n: &str| batch.column_by_name(n).and_then(|c| c.as_primitive_opt::<Float64Type>());
+    let ms = |n: &str| -> Option<Vec<i64>> {
+        let c = batch.column_by_name(n)?;
+        match c.data_type() {
+            DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, _) => Some(c.as_primitive::<TimestampMillisecondType>().values().to_vec()),
+            DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, _) => Some(c.as_primitive::<TimestampMicrosecondType>().values().iter().map(|v| v / 1000).collect()),
+            _ => None,
+        }
+    };
+    let (Some(player), Some(start), Some(end)) = (batch.column_by_name("player_id").and_then(|c| c.as_string_opt::<i32>()), ms("session_start"), ms("session_end")) else { return Vec::new() };
+    let (Some(low), Some(moderate), Some(high), Some(avg), Some(min), Some(max), Some(hr_max)) = (f64s("low_s"), f64s("moderate_s"), f64s("high_s"), f64s("avg_hr"), f64s("min_hr"), f64s("max_hr"), f64s("hr_max")) else {
+        return Vec::new();
+    };
+    let Some(samples) = batch.column_by_name("samples").and_then(|c| c.as_primitive_opt::<Int64Type>()) else { return Vec::new() };
+    let secs = |a: &arrow_array::Float64Array, i: usize| (a.value(i) * 1000.0).round() as i64;
+    (0..batch.num_rows())
+        .filter(|&i| player.is_valid(i))
+        .map(|i| SessionSummary {
+            player_id: player.value(i).to_string(),
+            session_start_ms: start[i],
+            session_end_ms: end[i],
+            zones: ZoneMs { low: secs(low, i), moderate: secs(moderate, i), high: secs(high, i) },
+            samples: samples.value(i) as u64,
+            avg_hr: avg.value(i),
+            min_hr: min.value(i),
+            max_hr: max.value(i),
+            hr_max: hr_max.value(i),
+            closed,
+        })
+        .collect()
+}

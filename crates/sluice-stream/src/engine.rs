@@ -1,0 +1,324 @@
+//! The engine: runs every pipeline on its own thread and coordinates checkpoints across
+//! them, so one manifest covers every pipeline (protocol in [`crate::checkpoint`]).
+//!
+//! Pipelines are added and dropped while it runs. A checkpoint is taken every
+//! `checkpoint_interval_ms` while any pipeline has new input or output, and at once when
+//! a pipeline drains. A pipeline that fails keeps its last committed entry in later
+//! manifests, so a restart resumes it from there.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sluice_core::telemetry as t;
+use sluice_core::time::now_ms;
+
+use crate::checkpoint::{recovery_plan, CheckpointStore, Manifest, Resume};
+use crate::pipeline::Planned;
+use crate::runner::{Cmd, Connectors, Observer, PipelineStatus, RunSettings, Runner};
+use crate::StreamError;
+
+/// Settings of the engine (the `[stream]` config table). Times in ms.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub checkpoint_interval_ms: u64,
+    pub run: RunSettings,
+}
+
+struct Handle {
+    planned: Planned,
+    cmds: Sender<Cmd>,
+    status: Arc<PipelineStatus>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Inner {
+    store: CheckpointStore,
+    connectors: Arc<dyn Connectors>,
+    observer: Arc<dyn Observer>,
+    settings: EngineSettings,
+    pipelines: Mutex<BTreeMap<String, Handle>>,
+    last: Mutex<Manifest>,
+    /// Serializes checkpoints.
+    checkpointing: Mutex<()>,
+    wake: (Mutex<bool>, Condvar),
+    stop: AtomicBool,
+    fatal: Mutex<Option<String>>,
+}
+
+/// A running engine.
+pub struct Engine {
+    inner: Arc<Inner>,
+    coordinator: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the engine reports of one pipeline.
+pub struct PipelineView {
+    pub planned: Planned,
+    pub status: Arc<PipelineStatus>,
+}
+
+impl Engine {
+    /// Recovers from the latest checkpoint in `dir` (publishing its staged output again and
+    /// discarding later staging), then starts `pipelines` and the checkpoint coordinator.
+    /// A pipeline whose checkpoint belongs to a different query does not start; its
+    /// status says why.
+    pub fn start(dir: PathBuf, pipelines: Vec<Planned>, connectors: Arc<dyn Connectors>, observer: Arc<dyn Observer>, settings: EngineSettings) -> Result<Engine, StreamError> {
+        let store = CheckpointStore::open(&dir)?;
+        let latest = store.latest()?;
+        let defined: BTreeMap<String, String> = pipelines.iter().map(|p| (p.spec.name.clone(), p.fingerprint.clone())).collect();
+        let plan = recovery_plan(latest.as_ref(), &defined);
+        if let Some(m) = &latest {
+            for (pipeline, cp) in &m.pipelines {
+                for (sink, handles) in &cp.staged {
+                    connectors.sink(pipeline, sink, -1).and_then(|mut s| s.publish(m.id, handles)).map_err(StreamError::Sink)?;
+                }
+            }
+        }
+        connectors.discard_staged_after(plan.discard_after).map_err(StreamError::Sink)?;
+        let mut last = latest.unwrap_or_default();
+        last.pipelines.retain(|name, _| defined.contains_key(name));
+        let inner = Arc::new(Inner {
+            store,
+            connectors,
+            observer,
+            settings,
+            pipelines: Mutex::new(BTreeMap::new()),
+            last: Mutex::new(last),
+            checkpointing: Mutex::new(()),
+            wake: (Mutex::new(false), Condvar::new()),
+            stop: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+        });
+        for p in pipelines {
+            let resume = plan.resume.get(&p.spec.name).cloned().unwrap_or(Resume::Fresh);
+            Inner::launch(&inner, p, resume)?;
+        }
+        let i2 = inner.clone();
+        let coordinator = std::thread::Builder::new().name("checkpoints".into()).spawn(move || i2.coordinate()).map_err(|e| StreamError::Eval(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Engine { inner, coordinator: Mutex::new(Some(coordinator)) })
+    }
+
+    /// Starts a new pipeline (from its start position, with empty state).
+    pub fn add(&self, planned: Planned) -> Result<(), StreamError> {
+        if self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&planned.spec.name) {
+            return Err(StreamError::Eval(format!("pipeline {:?} exists", planned.spec.name)));
+        }
+        Inner::launch(&self.inner, planned, Resume::Fresh)
+    }
+
+    /// Stops a pipeline and forgets it: later checkpoints leave it out, and its state files
+    /// are deleted with the manifests that used them. Its lake table and topic stay.
+    pub fn drop_pipeline(&self, name: &str) -> Result<(), StreamError> {
+        let _guard = self.inner.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
+        let handle = self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let Some(mut h) = handle else { return Err(StreamError::Eval(format!("no pipeline {name:?}"))) };
+        let _ = h.cmds.send(Cmd::Exit);
+        if let Some(t) = h.thread.take() {
+            let _ = t.join();
+        }
+        self.inner.last.lock().unwrap_or_else(|p| p.into_inner()).pipelines.remove(name);
+        Ok(())
+    }
+
+    /// Reads everything durable now, closes every window, and returns once the output is
+    /// committed (end of input).
+    pub fn drain(&self, name: &str) -> Result<(), String> {
+        let cmds = {
+            let map = self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+            let h = map.get(name).ok_or_else(|| format!("no pipeline {name:?}"))?;
+            if let Some(e) = h.status.error() {
+                return Err(e);
+            }
+            h.cmds.clone()
+        };
+        let (tx, rx) = channel();
+        cmds.send(Cmd::Drain { reply: tx }).map_err(|_| "the pipeline has stopped".to_string())?;
+        rx.recv().map_err(|_| "the pipeline stopped while draining".to_string())?
+    }
+
+    /// Takes a checkpoint now and waits until its manifest is committed (each pipeline then
+    /// publishes its output on its own thread; its status's `last_checkpoint_id` says when).
+    pub fn checkpoint(&self) -> Result<(), StreamError> {
+        self.inner.checkpoint(true)
+    }
+
+    /// Every pipeline with its status.
+    pub fn pipelines(&self) -> Vec<PipelineView> {
+        self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).values().map(|h| PipelineView { planned: h.planned.clone(), status: h.status.clone() }).collect()
+    }
+
+    pub fn pipeline(&self, name: &str) -> Option<PipelineView> {
+        self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(name).map(|h| PipelineView { planned: h.planned.clone(), status: h.status.clone() })
+    }
+
+    /// Why the engine stopped checkpointing, if it did (a failed manifest write).
+    pub fn fatal(&self) -> Option<String> {
+        self.inner.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Commits a last checkpoint and stops every pipeline.
+    pub fn stop(&self) -> Result<(), StreamError> {
+        self.inner.stop.store(true, Ordering::Release);
+        self.inner.poke();
+        if let Some(t) = self.coordinator.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+        let result = match self.fatal() {
+            None => self.inner.checkpoint(true),
+            Some(e) => Err(StreamError::Eval(e)),
+        };
+        let handles: Vec<Handle> = std::mem::take(&mut *self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner())).into_values().collect();
+        for mut h in handles {
+            let _ = h.cmds.send(Cmd::Exit);
+            if let Some(t) = h.thread.take() {
+                let _ = t.join();
+            }
+        }
+        result
+    }
+}
+
+impl Inner {
+    fn launch(inner: &Arc<Inner>, planned: Planned, resume: Resume) -> Result<(), StreamError> {
+        let name = planned.spec.name.clone();
+        let status = Arc::new(PipelineStatus::default());
+        status.set_state("starting");
+        let (tx, rx) = channel();
+        let me = Arc::downgrade(inner);
+        let request: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            if let Some(i) = me.upgrade() {
+                i.poke();
+            }
+        });
+        let runner = match resume {
+            Resume::Changed { was } => {
+                status.fail(format!(
+                    "pipeline {name:?} has a checkpoint of a different query (fingerprint {was}, now {}): its state cannot be reused. Give the changed query a new name, or drop the pipeline and create it again to start over",
+                    planned.fingerprint
+                ));
+                None
+            }
+            Resume::From(cp) => Some(Runner::new(planned.clone(), Some(cp), inner.connectors.as_ref(), inner.store.dir().to_path_buf(), inner.observer.clone(), request, inner.settings.run.clone(), status.clone())),
+            Resume::Fresh => Some(Runner::new(planned.clone(), None, inner.connectors.as_ref(), inner.store.dir().to_path_buf(), inner.observer.clone(), request, inner.settings.run.clone(), status.clone())),
+        };
+        let thread = match runner {
+            None => None,
+            Some(Err(e)) => {
+                status.fail(crate::error_chain(&e));
+                tracing::error!(pipeline = %name, error = %crate::error_chain(&e), "the pipeline could not start");
+                None
+            }
+            Some(Ok(r)) => Some(std::thread::Builder::new().name(format!("pipeline-{name}")).spawn(move || r.run(rx)).map_err(|e| StreamError::Eval(format!("cannot start a thread: {e}")))?),
+        };
+        inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(name, Handle { planned, cmds: tx, status, thread });
+        Ok(())
+    }
+
+    fn poke(&self) {
+        let (m, cv) = &self.wake;
+        *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+    }
+
+    fn any_dirty(&self) -> bool {
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).values().any(|h| h.status.dirty.load(Ordering::Acquire))
+    }
+
+    /// The coordinator thread: a checkpoint every interval while anything changed, or
+    /// when poked (a drain).
+    fn coordinate(&self) {
+        let interval = Duration::from_millis(self.settings.checkpoint_interval_ms.max(1));
+        let mut last = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            let poked = {
+                let (m, cv) = &self.wake;
+                let guard = m.lock().unwrap_or_else(|p| p.into_inner());
+                let wait = interval.saturating_sub(last.elapsed()).max(Duration::from_millis(5));
+                let (mut guard, _) = cv.wait_timeout_while(guard, wait, |p| !*p).unwrap_or_else(|p| p.into_inner());
+                std::mem::take(&mut *guard)
+            };
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            if (poked || last.elapsed() >= interval) && (poked || self.any_dirty()) {
+                last = Instant::now();
+                if let Err(e) = self.checkpoint(poked) {
+                    let chain = crate::error_chain(&e);
+                    tracing::error!(error = %chain, "a checkpoint failed; pipelines stop checkpointing until sluice restarts (it resumes from the last committed checkpoint)");
+                    *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One checkpoint across every running pipeline.
+    fn checkpoint(&self, force: bool) -> Result<(), StreamError> {
+        let _guard = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(StreamError::Eval(e));
+        }
+        if !force && !self.any_dirty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut manifest = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        manifest.id += 1;
+        let id = manifest.id;
+        let targets: Vec<(String, Sender<Cmd>, Arc<PipelineStatus>)> = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, h)| h.thread.is_some())
+            .map(|(n, h)| (n.clone(), h.cmds.clone(), h.status.clone()))
+            .collect();
+        let mut replies = Vec::new();
+        for (name, cmds, status) in &targets {
+            let (tx, rx) = channel();
+            if status.error().is_none() && cmds.send(Cmd::Barrier { id, reply: tx }).is_ok() {
+                replies.push((name.clone(), cmds.clone(), rx));
+            }
+        }
+        let mut committed = Vec::new();
+        for (name, cmds, rx) in replies {
+            match rx.recv_timeout(Duration::from_secs(300)) {
+                Ok(Ok(cp)) => {
+                    manifest.pipelines.insert(name, cp);
+                    committed.push(cmds);
+                }
+                Ok(Err(e)) => tracing::warn!(pipeline = %name, error = %e, "pipeline failed at a checkpoint barrier; it keeps its last checkpoint"),
+                Err(_) => tracing::warn!(pipeline = %name, "pipeline did not answer a checkpoint barrier; it keeps its last checkpoint"),
+            }
+        }
+        let names: Vec<String> = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        manifest.pipelines.retain(|n, _| names.contains(n));
+        manifest.committed_at_ms = now_ms();
+        let garbage = self.store.commit(&manifest)?;
+        for f in garbage {
+            let path = self.store.dir().join(&f);
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot delete an old state file");
+                }
+            }
+        }
+        // Staged output is published by each pipeline; the manifest records it for recovery.
+        let mut stored = manifest.clone();
+        for cp in stored.pipelines.values_mut() {
+            cp.staged.clear();
+        }
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = stored;
+        for cmds in committed {
+            let _ = cmds.send(Cmd::Commit { id });
+        }
+        metrics::counter!(t::CHECKPOINTS_TOTAL).increment(1);
+        metrics::histogram!(t::CHECKPOINT_DURATION_MS).record(started.elapsed().as_secs_f64() * 1000.0);
+        Ok(())
+    }
+}

@@ -1,0 +1,257 @@
+//! Per-key window state of the windowed aggregate: open windows with their accumulators,
+//! the key's event-time clock, and the bounds that make a record late. Pure: no I/O, no
+//! clock (times are passed in).
+
+use std::collections::BTreeSet;
+
+use arrow_array::ArrayRef;
+use datafusion_common::ScalarValue;
+use datafusion_expr::Accumulator;
+
+use crate::functions::zones::as_zone;
+use crate::sql::plan::AggPlan;
+use crate::window::{has_fired, WindowKind};
+use crate::StreamError;
+
+pub(crate) fn df(e: datafusion_common::DataFusionError) -> StreamError {
+    StreamError::Eval(e.to_string())
+}
+
+/// Aggregates whose `state()` leaves the accumulator usable (the others are rebuilt from
+/// their state after a checkpoint reads it; see DataFusion's `Accumulator::state`).
+const STATE_KEEPS: &[&str] = &[
+    "count", "sum", "min", "max", "avg", "mean", "stddev", "stddev_pop", "stddev_samp", "var", "var_pop", "var_samp", "variance",
+    "approx_percentile_cont", "approx_distinct", "approx_median", "hr_zone_seconds", "approx_top_k", "first_value", "last_value",
+    "bool_and", "bool_or", "bit_and", "bit_or", "bit_xor", "corr", "covar", "covar_pop", "covar_samp",
+];
+
+/// Reads an accumulator's state, keeping the accumulator usable.
+pub(crate) fn read_state(agg: &AggPlan, acc: &mut Box<dyn Accumulator>) -> Result<Vec<ScalarValue>, StreamError> {
+    let state = acc.state().map_err(df)?;
+    if !STATE_KEEPS.contains(&agg.expr.fun().name()) {
+        let mut fresh = agg.expr.create_accumulator().map_err(df)?;
+        fresh.merge_batch(&arrays(&state)?).map_err(df)?;
+        *acc = fresh;
+    }
+    Ok(state)
+}
+
+/// One-row arrays of scalar values.
+pub(crate) fn arrays(values: &[ScalarValue]) -> Result<Vec<ArrayRef>, StreamError> {
+    values.iter().map(|v| v.to_array_of_size(1).map_err(df)).collect()
+}
+
+/// Merges the state of `src` into `dst`, aggregate by aggregate.
+pub(crate) fn merge(aggs: &[AggPlan], dst: &mut [Box<dyn Accumulator>], src: &mut [Box<dyn Accumulator>]) -> Result<(), StreamError> {
+    for ((agg, d), s) in aggs.iter().zip(dst.iter_mut()).zip(src.iter_mut()) {
+        let state = read_state(agg, s)?;
+        d.merge_batch(&arrays(&state)?).map_err(df)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn new_accs(aggs: &[AggPlan]) -> Result<Vec<Box<dyn Accumulator>>, StreamError> {
+    aggs.iter().map(|a| a.expr.create_accumulator().map_err(df)).collect()
+}
+
+/// An open window of one key.
+pub struct Win {
+    pub start: i64,
+    /// Tumbling and hopping: the window's end. Sessions: last record + gap.
+    pub end: i64,
+    pub accs: Vec<Box<dyn Accumulator>>,
+}
+
+/// A window that fired: its stream (0 = base, 1.. = rollup levels), bounds and results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fired {
+    pub stream: usize,
+    pub start: i64,
+    pub end: i64,
+    pub values: Vec<ScalarValue>,
+}
+
+/// Settings shared by every key.
+pub struct Shape<'a> {
+    pub kind: WindowKind,
+    pub aggs: &'a [AggPlan],
+    pub lateness_ms: i64,
+    /// Sizes of the rollup levels after the base, ms.
+    pub rollups: &'a [i64],
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    Accepted,
+    Duplicate,
+    /// Every window it belongs to has fired (or it lies behind folded readings).
+    Late,
+}
+
+/// The state of one key.
+pub struct KeyState {
+    /// Largest event time seen, ms (`i64::MIN`: none).
+    pub max_event_ms: i64,
+    /// Records of windows ending at or before this have fired: late, ms.
+    pub closed_until: i64,
+    /// Records before this would change folded zone coverage: late, ms.
+    pub accept_from: i64,
+    /// Processing time of the last record, ms (not checkpointed).
+    pub last_input_ms: i64,
+    /// Event times seen in open windows (deduplication).
+    pub seen: BTreeSet<i64>,
+    /// Open windows per level, each sorted by start.
+    pub levels: Vec<Vec<Win>>,
+}
+
+impl KeyState {
+    pub fn new(levels: usize, now_ms: i64) -> Self {
+        KeyState { max_event_ms: i64::MIN, closed_until: i64::MIN, accept_from: i64::MIN, last_input_ms: now_ms, seen: BTreeSet::new(), levels: (0..levels).map(|_| Vec::new()).collect() }
+    }
+
+    /// The key's own watermark: latest event time less the allowed out-of-orderness.
+    pub fn watermark(&self, out_of_orderness_ms: i64) -> i64 {
+        if self.max_event_ms == i64::MIN {
+            i64::MIN
+        } else {
+            self.max_event_ms.saturating_sub(out_of_orderness_ms)
+        }
+    }
+
+    pub fn open_windows(&self) -> usize {
+        self.levels.iter().map(Vec::len).sum()
+    }
+
+    /// When the earliest open window fires: min over windows of end + lateness.
+    pub fn next_fire(&self, lateness_ms: i64) -> Option<i64> {
+        self.levels.iter().flatten().map(|w| w.end.saturating_add(lateness_ms)).min()
+    }
+
+    /// Folds zone readings of base windows that are final at `until_ms`, raising
+    /// `accept_from`.
+    pub fn fold_zones(&mut self, shape: &Shape, until_ms: i64) {
+        for w in self.levels.iter_mut().take(1).flatten() {
+            for (agg, acc) in shape.aggs.iter().zip(w.accs.iter_mut()) {
+                if agg.zone {
+                    if let Some(z) = as_zone(acc.as_mut()) {
+                        self.accept_from = self.accept_from.max(z.fold(until_ms));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides where a record at `t_ms` goes at watermark `watermark_ms`, and opens or
+    /// merges its base windows. On `Accepted`, `targets` holds the indices (in level 0)
+    /// of the windows to update with the record.
+    pub fn place(&mut self, shape: &Shape, t_ms: i64, watermark_ms: i64, dedup: bool, scratch: &mut Vec<(i64, i64)>, targets: &mut Vec<usize>) -> Result<Placed, StreamError> {
+        targets.clear();
+        if t_ms < self.accept_from {
+            return Ok(Placed::Late);
+        }
+        let l = shape.lateness_ms;
+        match shape.kind {
+            WindowKind::Session { gap_ms } => {
+                if has_fired(t_ms.saturating_add(gap_ms), l, watermark_ms) || t_ms <= self.closed_until {
+                    return Ok(Placed::Late);
+                }
+            }
+            kind => {
+                kind.assign(t_ms, scratch);
+                let closed = self.closed_until;
+                scratch.retain(|&(_, end)| !has_fired(end, l, watermark_ms) && end > closed);
+                if scratch.is_empty() {
+                    return Ok(Placed::Late);
+                }
+            }
+        }
+        if dedup && !self.seen.insert(t_ms) {
+            return Ok(Placed::Duplicate);
+        }
+        let base = &mut self.levels[0];
+        match shape.kind {
+            WindowKind::Session { gap_ms } => {
+                // Sessions within reach: start − gap ≤ t ≤ last + gap (end = last + gap).
+                let first = base.partition_point(|w| w.end < t_ms);
+                let mut last = first;
+                while last < base.len() && base[last].start.saturating_sub(gap_ms) <= t_ms {
+                    last += 1;
+                }
+                if first == last {
+                    base.insert(first, Win { start: t_ms, end: t_ms.saturating_add(gap_ms), accs: new_accs(shape.aggs)? });
+                } else {
+                    let mut merged: Vec<Win> = base.drain(first..last).collect();
+                    let mut head = merged.remove(0);
+                    for mut w in merged {
+                        merge(shape.aggs, &mut head.accs, &mut w.accs)?;
+                        head.start = head.start.min(w.start);
+                        head.end = head.end.max(w.end);
+                    }
+                    head.start = head.start.min(t_ms);
+                    head.end = head.end.max(t_ms.saturating_add(gap_ms));
+                    base.insert(first, head);
+                }
+                targets.push(first);
+            }
+            _ => {
+                for &(start, end) in scratch.iter() {
+                    let i = base.partition_point(|w| w.start < start);
+                    if base.get(i).is_none_or(|w| w.start != start) {
+                        base.insert(i, Win { start, end, accs: new_accs(shape.aggs)? });
+                    }
+                    targets.push(i);
+                }
+                // Indices shift as windows are inserted; recompute them by start.
+                targets.clear();
+                for &(start, _) in scratch.iter() {
+                    targets.push(base.partition_point(|w| w.start < start));
+                }
+            }
+        }
+        self.max_event_ms = self.max_event_ms.max(t_ms);
+        Ok(Placed::Accepted)
+    }
+
+    /// Drops deduplication entries that no open window can hold any more.
+    pub fn prune_seen(&mut self) {
+        let floor = self.levels[0].first().map(|w| w.start).unwrap_or(i64::MAX).max(self.accept_from);
+        if self.levels[0].is_empty() {
+            self.seen.clear();
+        } else if self.seen.first().is_some_and(|&t| t < floor) {
+            self.seen = self.seen.split_off(&floor);
+        }
+    }
+
+    /// Fires every window that is due at `watermark_ms` (or every window, if `all`),
+    /// level by level: a fired base window's state is merged into the rollup window that
+    /// holds it. Returns the fired windows in order.
+    pub fn fire(&mut self, shape: &Shape, watermark_ms: i64, all: bool, out: &mut Vec<Fired>) -> Result<(), StreamError> {
+        let l = shape.lateness_ms;
+        let from = out.len();
+        for level in 0..self.levels.len() {
+            let due: Vec<usize> = (0..self.levels[level].len()).filter(|&i| all || has_fired(self.levels[level][i].end, l, watermark_ms)).collect();
+            for i in due.into_iter().rev() {
+                let mut w = self.levels[level].remove(i);
+                let values = w.accs.iter_mut().map(|a| a.evaluate().map_err(df)).collect::<Result<Vec<_>, _>>()?;
+                if level == 0 {
+                    self.closed_until = self.closed_until.max(w.end);
+                }
+                if let Some(&size) = shape.rollups.get(level) {
+                    let start = w.start - w.start.rem_euclid(size);
+                    let next = &mut self.levels[level + 1];
+                    let j = next.partition_point(|x| x.start < start);
+                    if next.get(j).is_none_or(|x| x.start != start) {
+                        next.insert(j, Win { start, end: start + size, accs: new_accs(shape.aggs)? });
+                    }
+                    merge(shape.aggs, &mut next[j].accs, &mut w.accs)?;
+                }
+                out.push(Fired { stream: level, start: w.start, end: w.end, values });
+            }
+        }
+        // Oldest first within each level.
+        out[from..].sort_by_key(|f| (f.stream, f.start));
+        self.prune_seen();
+        Ok(())
+    }
+}

@@ -1,0 +1,594 @@
+//! The windowed aggregate: keyed windows (tumbling, hopping, session) in event time,
+//! DataFusion accumulators per window, watermarks per partition or per key, allowed
+//! lateness, deduplication, rollups and early results.
+//!
+//! - **Watermark.** `per_partition`: the pipeline's input watermark (the minimum over its
+//!   source partitions of their latest event time less the allowed out-of-orderness).
+//!   `per_key`: each key's latest event time less the out-of-orderness, so each device is
+//!   its own clock (recordings from different years can be replayed together).
+//! - **Firing.** A window emits its one final row once the watermark passes its end plus
+//!   the allowed lateness. Records inside the lateness still update it; a record whose
+//!   windows have all fired is late: it goes to the side output with the reason.
+//! - **Idle keys** (`per_key`): a key without input for `idle_timeout_ms` of processing
+//!   time, while the pipeline is caught up, fires its windows. Keys with no open window
+//!   are forgotten after `state_ttl_ms`.
+//! - **Rollups** (tumbling windows): a fired window's accumulator state is merged into the
+//!   next, coarser level's window (output stream 1, 2, …).
+//!
+//! State layout for checkpoints (one row per key, plus one per open window; see
+//! [`crate::state`]): `key` (arrow-row encoded group key), `tombstone`, `level` (255 for
+//! the key row), `start`, `end`, `max_event_ms`, `closed_until`, `accept_from` (ms),
+//! `seen` (list of event times), then each aggregate's state fields `a<i>_<j>`.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow_array::builder::{ArrayBuilder, BinaryBuilder, BooleanBuilder, Int64Builder, ListBuilder, UInt8Builder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, UInt8Type};
+use arrow_array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, TimestampMillisecondArray, UInt32Array};
+use arrow_row::{RowConverter, SortField};
+use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion_common::ScalarValue;
+use serde::{Deserialize, Serialize};
+
+use super::keyed::{df, new_accs, read_state, Fired, KeyState, Placed, Shape, Win};
+use crate::operator::{Ctx, Early, Operator, OperatorStats, Rows, SideOutput};
+use crate::sql::plan::{GroupCol, WindowPlan};
+use crate::state::{StateWriter, KEY, TOMBSTONE};
+use crate::StreamError;
+
+/// How the windowed aggregate keeps event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatermarkMode {
+    #[default]
+    PerPartition,
+    PerKey,
+}
+
+/// Settings of a windowed aggregate. Times in ms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowOptions {
+    pub watermark: WatermarkMode,
+    pub out_of_orderness_ms: i64,
+    pub lateness_ms: i64,
+    pub dedup: bool,
+    /// `per_key`: fire an idle key's windows after this much processing time (0: never).
+    pub idle_timeout_ms: i64,
+    /// Forget keys without open windows after this much processing time (0: never).
+    pub state_ttl_ms: i64,
+    /// Sizes of coarser tumbling levels, ascending, each a multiple of the one before.
+    pub rollups: Vec<i64>,
+}
+
+type Key = Box<[u8]>;
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+const META_LEVEL: u8 = 255;
+
+/// The windowed aggregate operator.
+pub struct WindowAggregate {
+    plan: Arc<WindowPlan>,
+    opts: WindowOptions,
+    converter: Option<RowConverter>,
+    keys: Map<Key, KeyState>,
+    dirty: HashSet<Key, foldhash::fast::RandomState>,
+    removed: HashSet<Key, foldhash::fast::RandomState>,
+    touched: HashSet<Key, foldhash::fast::RandomState>,
+    /// `per_partition`: (fire time, key) of every key with open windows.
+    timers: BTreeSet<(i64, Key)>,
+    timer_of: Map<Key, i64>,
+    watermark_ms: i64,
+    state_schema: SchemaRef,
+    state_fields: Vec<Vec<FieldRef>>,
+    has_zone: bool,
+    last_idle_scan_ms: i64,
+    last_ttl_scan_ms: i64,
+    scratch: Vec<(i64, i64)>,
+    targets: Vec<usize>,
+}
+
+impl WindowAggregate {
+    pub fn new(plan: Arc<WindowPlan>, opts: WindowOptions) -> Result<Self, StreamError> {
+        let converter = if plan.keys.is_empty() {
+            None
+        } else {
+            Some(RowConverter::new(plan.key_fields.iter().map(|f| SortField::new(f.data_type().clone())).collect()).map_err(|e| StreamError::Eval(e.to_string()))?)
+        };
+        let mut fields = vec![
+            Field::new(KEY, DataType::Binary, false),
+            Field::new(TOMBSTONE, DataType::Boolean, false),
+            Field::new("level", DataType::UInt8, true),
+            Field::new("start", DataType::Int64, true),
+            Field::new("end", DataType::Int64, true),
+            Field::new("max_event_ms", DataType::Int64, true),
+            Field::new("closed_until", DataType::Int64, true),
+            Field::new("accept_from", DataType::Int64, true),
+            Field::new("seen", DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))), true),
+        ];
+        let mut state_fields = Vec::new();
+        for (i, a) in plan.aggs.iter().enumerate() {
+            let sf = a.expr.state_fields().map_err(df)?;
+            for (j, f) in sf.iter().enumerate() {
+                fields.push(Field::new(format!("a{i}_{j}"), f.data_type().clone(), true));
+            }
+            state_fields.push(sf);
+        }
+        let has_zone = plan.aggs.iter().any(|a| a.zone);
+        Ok(WindowAggregate {
+            plan,
+            opts,
+            converter,
+            keys: Map::default(),
+            dirty: Default::default(),
+            removed: Default::default(),
+            touched: Default::default(),
+            timers: BTreeSet::new(),
+            timer_of: Map::default(),
+            watermark_ms: i64::MIN,
+            state_schema: Arc::new(Schema::new(fields)),
+            state_fields,
+            has_zone,
+            last_idle_scan_ms: 0,
+            last_ttl_scan_ms: 0,
+            scratch: Vec::new(),
+            targets: Vec::new(),
+        })
+    }
+
+    fn levels(&self) -> usize {
+        1 + self.opts.rollups.len()
+    }
+
+    fn reschedule(&mut self, key: &[u8]) {
+        if self.opts.watermark != WatermarkMode::PerPartition {
+            return;
+        }
+        let next = self.keys.get(key).and_then(|s| s.next_fire(self.opts.lateness_ms));
+        let old = self.timer_of.get(key).copied();
+        if old == next {
+            return;
+        }
+        if let Some(t) = old {
+            self.timers.remove(&(t, Key::from(key)));
+            self.timer_of.remove(key);
+        }
+        if let Some(t) = next {
+            self.timers.insert((t, Key::from(key)));
+            self.timer_of.insert(Key::from(key), t);
+        }
+    }
+
+    fn mark(&mut self, key: &[u8]) {
+        if !self.dirty.contains(key) {
+            self.dirty.insert(Key::from(key));
+        }
+        if !self.touched.contains(key) {
+            self.touched.insert(Key::from(key));
+        }
+    }
+
+    /// Fires due windows of one key (all of them with `all`).
+    fn fire_key(&mut self, key: &[u8], watermark_ms: i64, all: bool, fired: &mut Vec<(Key, Fired)>) -> Result<(), StreamError> {
+        let plan = self.plan.clone();
+        let shape = Shape { kind: plan.kind, aggs: &plan.aggs, lateness_ms: self.opts.lateness_ms, rollups: &self.opts.rollups };
+        let Some(st) = self.keys.get_mut(key) else { return Ok(()) };
+        let mut out = Vec::new();
+        if self.has_zone && !all {
+            st.fold_zones(&shape, watermark_ms.saturating_sub(self.opts.lateness_ms));
+        }
+        st.fire(&shape, watermark_ms, all, &mut out)?;
+        if !out.is_empty() {
+            self.mark(key);
+            fired.extend(out.into_iter().map(|f| (Key::from(key), f)));
+        }
+        self.reschedule(key);
+        Ok(())
+    }
+
+    /// Builds output rows (per stream) from fired windows.
+    fn emit(&self, fired: Vec<(Key, Fired)>, out: &mut Vec<Rows>) -> Result<(), StreamError> {
+        let mut by_stream: Vec<Vec<(Key, Fired)>> = (0..self.levels()).map(|_| Vec::new()).collect();
+        for f in fired {
+            let s = f.1.stream;
+            by_stream[s].push(f);
+        }
+        for (stream, rows) in by_stream.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let batch = self.batch(&rows)?;
+            let mut r = Rows::new(stream, batch);
+            r.event_ms = Some(Int64Array::from_iter_values(rows.iter().map(|(_, f)| f.start)));
+            out.push(r);
+        }
+        Ok(())
+    }
+
+    fn key_arrays(&self, keys: &[&[u8]]) -> Result<Vec<ArrayRef>, StreamError> {
+        match &self.converter {
+            None => Ok(Vec::new()),
+            Some(c) => {
+                let parser = c.parser();
+                c.convert_rows(keys.iter().map(|k| parser.parse(k))).map_err(|e| StreamError::Eval(e.to_string()))
+            }
+        }
+    }
+
+    /// A batch of the aggregate's output schema for fired (or early) windows.
+    fn batch(&self, rows: &[(Key, Fired)]) -> Result<RecordBatch, StreamError> {
+        let keys: Vec<&[u8]> = rows.iter().map(|(k, _)| k.as_ref()).collect();
+        let key_arrays = self.key_arrays(&keys)?;
+        let ts = |f: fn(&Fired) -> i64| Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|(_, x)| f(x))).with_timezone("UTC")) as ArrayRef;
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for g in &self.plan.group_layout {
+            columns.push(match g {
+                GroupCol::Key(i) => key_arrays[*i].clone(),
+                GroupCol::WindowStart => ts(|f| f.start),
+                GroupCol::WindowEnd => ts(|f| f.end),
+            });
+        }
+        for j in 0..self.plan.aggs.len() {
+            let values = rows.iter().map(|(_, f)| f.values[j].clone());
+            columns.push(ScalarValue::iter_to_array(values).map_err(df)?);
+        }
+        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
+        let schema = self.plan.schema.clone();
+        // Cast where an accumulator's value type differs in form from the planned type.
+        let columns = columns
+            .into_iter()
+            .zip(schema.fields())
+            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { arrow_cast::cast(&c, f.data_type()) })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StreamError::Eval(e.to_string()))?;
+        RecordBatch::try_new_with_options(schema, columns, &options).map_err(|e| StreamError::Eval(format!("building window results: {e}")))
+    }
+
+    /// Display strings of keys (for the live view): the value of a single string key,
+    /// else a JSON-like list of the values.
+    fn key_display(&self, keys: &[&[u8]]) -> Result<Vec<String>, StreamError> {
+        let arrays = self.key_arrays(keys)?;
+        let options = arrow_cast::display::FormatOptions::default();
+        let formatters = arrays.iter().map(|a| arrow_cast::display::ArrayFormatter::try_new(a.as_ref(), &options)).collect::<Result<Vec<_>, _>>().map_err(|e| StreamError::Eval(e.to_string()))?;
+        Ok((0..keys.len())
+            .map(|i| match formatters.as_slice() {
+                [one] => one.value(i).to_string(),
+                many => format!("[{}]", many.iter().map(|f| f.value(i).to_string()).collect::<Vec<_>>().join(", ")),
+            })
+            .collect())
+    }
+
+    fn forget(&mut self, key: &[u8]) {
+        self.keys.remove(key);
+        self.dirty.remove(key);
+        self.touched.remove(key);
+        if let Some(t) = self.timer_of.remove(key) {
+            self.timers.remove(&(t, Key::from(key)));
+        }
+        self.removed.insert(Key::from(key));
+    }
+}
+
+fn null_of(f: &FieldRef) -> Result<ScalarValue, StreamError> {
+    ScalarValue::try_from(f.data_type()).map_err(df)
+}
+
+impl Operator for WindowAggregate {
+    fn name(&self) -> &'static str {
+        "window_aggregate"
+    }
+
+    fn process(&mut self, input: Rows, ctx: &mut Ctx, out: &mut Vec<Rows>) -> Result<(), StreamError> {
+        let n = input.num_rows();
+        let batch = &input.batch;
+        let Some(times) = input.event_ms.clone() else { return Err(StreamError::Eval("windowed rows without event time".into())) };
+        let plan = self.plan.clone();
+        let key_arrays = plan.keys.iter().map(|k| k.evaluate(batch).and_then(|v| v.into_array(n))).collect::<Result<Vec<_>, _>>().map_err(df)?;
+        let key_rows = match &self.converter {
+            Some(c) => Some(c.convert_columns(&key_arrays).map_err(|e| StreamError::Eval(e.to_string()))?),
+            None => None,
+        };
+        let mut args: Vec<Vec<ArrayRef>> = Vec::with_capacity(plan.aggs.len());
+        let mut filters: Vec<Option<BooleanArray>> = Vec::with_capacity(plan.aggs.len());
+        for a in &plan.aggs {
+            args.push(a.args.iter().map(|e| e.evaluate(batch).and_then(|v| v.into_array(n))).collect::<Result<Vec<_>, _>>().map_err(df)?);
+            filters.push(match &a.filter {
+                Some(f) => Some(f.evaluate(batch).and_then(|v| v.into_array(n)).map_err(df)?.as_boolean().clone()),
+                None => None,
+            });
+        }
+        let rollups = self.opts.rollups.clone();
+        let shape = Shape { kind: plan.kind, aggs: &plan.aggs, lateness_ms: self.opts.lateness_ms, rollups: &rollups };
+        let (ooo, lateness, dedup, mode) = (self.opts.out_of_orderness_ms, self.opts.lateness_ms, self.opts.dedup, self.opts.watermark);
+        let mut fired = Vec::new();
+        let mut sliced: Vec<ArrayRef> = Vec::new();
+        for i in 0..n {
+            let origin = input.origin.as_ref().map_or(i as u32, |o| o.value(i));
+            if times.is_null(i) {
+                ctx.side.push(SideOutput::Late { origin, event_ms: None, watermark_ms: ctx.watermark_ms, reason: format!("{} is null", plan.time_column_name) });
+                continue;
+            }
+            let t = times.value(i);
+            let key: &[u8] = key_rows.as_ref().map_or(&[][..], |r| r.row(i).data());
+            if !self.keys.contains_key(key) {
+                self.keys.insert(Key::from(key), KeyState::new(1 + rollups.len(), ctx.now_ms));
+            }
+            let Some(st) = self.keys.get_mut(key) else { continue };
+            let wm = match mode {
+                WatermarkMode::PerKey => st.watermark(ooo),
+                WatermarkMode::PerPartition => ctx.watermark_ms,
+            };
+            if self.has_zone {
+                st.fold_zones(&shape, wm.saturating_sub(lateness));
+            }
+            st.last_input_ms = ctx.now_ms;
+            match st.place(&shape, t, wm, dedup, &mut self.scratch, &mut self.targets)? {
+                Placed::Late => {
+                    let reason = if t < st.accept_from {
+                        "behind readings whose coverage is already final".to_string()
+                    } else {
+                        format!("its window closed (watermark {wm} ms, allowed lateness {lateness} ms)")
+                    };
+                    ctx.side.push(SideOutput::Late { origin, event_ms: Some(t), watermark_ms: wm, reason });
+                    continue;
+                }
+                Placed::Duplicate => {
+                    ctx.side.push(SideOutput::Duplicate { origin });
+                    continue;
+                }
+                Placed::Accepted => {}
+            }
+            for &w in &self.targets {
+                let win = &mut st.levels[0][w];
+                for (j, acc) in win.accs.iter_mut().enumerate() {
+                    if filters[j].as_ref().is_some_and(|f| !f.is_valid(i) || !f.value(i)) {
+                        continue;
+                    }
+                    sliced.clear();
+                    sliced.extend(args[j].iter().map(|a| a.slice(i, 1)));
+                    acc.update_batch(&sliced).map_err(df)?;
+                }
+            }
+            let after = st.watermark(ooo);
+            self.mark(key);
+            match mode {
+                WatermarkMode::PerKey if after > wm => self.fire_key(key, after, false, &mut fired)?,
+                WatermarkMode::PerKey => {}
+                WatermarkMode::PerPartition => self.reschedule(key),
+            }
+            if let Some(st) = self.keys.get_mut(key) {
+                st.prune_seen();
+            }
+        }
+        self.emit(fired, out)
+    }
+
+    fn on_watermark(&mut self, ctx: &mut Ctx, out: &mut Vec<Rows>) -> Result<(), StreamError> {
+        if self.opts.watermark != WatermarkMode::PerPartition || ctx.watermark_ms <= self.watermark_ms {
+            return Ok(());
+        }
+        self.watermark_ms = ctx.watermark_ms;
+        let mut fired = Vec::new();
+        while let Some((t, _)) = self.timers.first() {
+            if *t > self.watermark_ms {
+                break;
+            }
+            let Some((_, key)) = self.timers.pop_first() else { break };
+            self.timer_of.remove(&key);
+            self.fire_key(&key, self.watermark_ms, false, &mut fired)?;
+        }
+        self.emit(fired, out)
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx, out: &mut Vec<Rows>) -> Result<(), StreamError> {
+        let mut fired = Vec::new();
+        let idle = self.opts.idle_timeout_ms;
+        if self.opts.watermark == WatermarkMode::PerKey && idle > 0 && ctx.caught_up && ctx.now_ms - self.last_idle_scan_ms >= (idle / 4).clamp(10, 1000) {
+            self.last_idle_scan_ms = ctx.now_ms;
+            let due: Vec<Key> = self.keys.iter().filter(|(_, s)| s.open_windows() > 0 && ctx.now_ms - s.last_input_ms >= idle).map(|(k, _)| k.clone()).collect();
+            for k in due {
+                self.fire_key(&k, i64::MAX, true, &mut fired)?;
+            }
+        }
+        let ttl = self.opts.state_ttl_ms;
+        if ttl > 0 && ctx.now_ms - self.last_ttl_scan_ms >= (ttl / 10).clamp(1000, 60_000) {
+            self.last_ttl_scan_ms = ctx.now_ms;
+            let stale: Vec<Key> = self.keys.iter().filter(|(_, s)| s.open_windows() == 0 && ctx.now_ms - s.last_input_ms >= ttl).map(|(k, _)| k.clone()).collect();
+            for k in stale {
+                self.forget(&k);
+            }
+        }
+        self.emit(fired, out)
+    }
+
+    fn on_drain(&mut self, _ctx: &mut Ctx, out: &mut Vec<Rows>) -> Result<(), StreamError> {
+        let mut fired = Vec::new();
+        let keys: Vec<Key> = self.keys.iter().filter(|(_, s)| s.open_windows() > 0).map(|(k, _)| k.clone()).collect();
+        for k in keys {
+            self.fire_key(&k, i64::MAX, true, &mut fired)?;
+        }
+        self.emit(fired, out)
+    }
+
+    fn early(&mut self, out: &mut Vec<Rows>) -> Result<(), StreamError> {
+        if self.touched.is_empty() {
+            return Ok(());
+        }
+        let touched: Vec<Key> = self.touched.drain().collect();
+        let display = self.key_display(&touched.iter().map(|k| k.as_ref()).collect::<Vec<_>>())?;
+        let mut rows = Vec::new();
+        let mut row_key = Vec::new();
+        for (ki, k) in touched.iter().enumerate() {
+            let Some(st) = self.keys.get_mut(k) else { continue };
+            for w in st.levels[0].iter_mut() {
+                let values = w.accs.iter_mut().map(|a| a.evaluate().map_err(df)).collect::<Result<Vec<_>, _>>()?;
+                rows.push((k.clone(), Fired { stream: 0, start: w.start, end: w.end, values }));
+                row_key.push(ki as u32);
+            }
+        }
+        let batch = if rows.is_empty() { RecordBatch::new_empty(self.plan.schema.clone()) } else { self.batch(&rows)? };
+        let mut r = Rows::new(0, batch);
+        r.event_ms = Some(Int64Array::from_iter_values(rows.iter().map(|(_, f)| f.start)));
+        r.early = Some(Early { keys: Arc::new(display), row_key: UInt32Array::from(row_key) });
+        out.push(r);
+        Ok(())
+    }
+
+    fn snapshot(&mut self, w: &mut StateWriter) -> Result<bool, StreamError> {
+        let plan = self.plan.clone();
+        let mut key = BinaryBuilder::new();
+        let mut tomb = BooleanBuilder::new();
+        let mut level = UInt8Builder::new();
+        let (mut start, mut end, mut max_ev, mut closed, mut accept) = (Int64Builder::new(), Int64Builder::new(), Int64Builder::new(), Int64Builder::new(), Int64Builder::new());
+        let mut seen = ListBuilder::new(Int64Builder::new());
+        let mut states: Vec<Vec<Vec<ScalarValue>>> = self.state_fields.iter().map(|f| vec![Vec::new(); f.len()]).collect();
+        let nulls: Vec<Vec<ScalarValue>> = self.state_fields.iter().map(|fs| fs.iter().map(null_of).collect::<Result<Vec<_>, _>>()).collect::<Result<_, _>>()?;
+        let push_null_states = |states: &mut Vec<Vec<Vec<ScalarValue>>>| {
+            for (a, fs) in states.iter_mut().enumerate() {
+                for (j, col) in fs.iter_mut().enumerate() {
+                    col.push(nulls[a][j].clone());
+                }
+            }
+        };
+        for k in self.removed.drain() {
+            key.append_value(&k);
+            tomb.append_value(true);
+            level.append_null();
+            for b in [&mut start, &mut end, &mut max_ev, &mut closed, &mut accept] {
+                b.append_null();
+            }
+            seen.append_null();
+            push_null_states(&mut states);
+        }
+        let dirty: Vec<Key> = self.dirty.drain().collect();
+        for k in dirty {
+            let Some(st) = self.keys.get_mut(&k) else { continue };
+            key.append_value(&k);
+            tomb.append_value(false);
+            level.append_value(META_LEVEL);
+            start.append_null();
+            end.append_null();
+            max_ev.append_value(st.max_event_ms);
+            closed.append_value(st.closed_until);
+            accept.append_value(st.accept_from);
+            seen.values().append_slice(&st.seen.iter().copied().collect::<Vec<_>>());
+            seen.append(true);
+            push_null_states(&mut states);
+            for (li, wins) in st.levels.iter_mut().enumerate() {
+                for win in wins.iter_mut() {
+                    key.append_value(&k);
+                    tomb.append_value(false);
+                    level.append_value(li as u8);
+                    start.append_value(win.start);
+                    end.append_value(win.end);
+                    for b in [&mut max_ev, &mut closed, &mut accept] {
+                        b.append_null();
+                    }
+                    seen.append_null();
+                    for (a, acc) in win.accs.iter_mut().enumerate() {
+                        let s = read_state(&plan.aggs[a], acc)?;
+                        for (j, v) in s.into_iter().enumerate() {
+                            states[a][j].push(v);
+                        }
+                    }
+                }
+            }
+        }
+        let rows = tomb.len();
+        if rows == 0 {
+            return Ok(true);
+        }
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(key.finish()),
+            Arc::new(tomb.finish()),
+            Arc::new(level.finish()),
+            Arc::new(start.finish()),
+            Arc::new(end.finish()),
+            Arc::new(max_ev.finish()),
+            Arc::new(closed.finish()),
+            Arc::new(accept.finish()),
+            Arc::new(seen.finish()),
+        ];
+        for (a, fs) in states.into_iter().enumerate() {
+            for (j, col) in fs.into_iter().enumerate() {
+                let arr = ScalarValue::iter_to_array(col).map_err(df)?;
+                let want = self.state_fields[a][j].data_type();
+                let arr = if arr.data_type() == want { arr } else { arrow_cast::cast(&arr, want).map_err(|e| StreamError::Eval(e.to_string()))? };
+                columns.push(arr);
+            }
+        }
+        let batch = RecordBatch::try_new(self.state_schema.clone(), columns).map_err(|e| StreamError::Eval(format!("building window state: {e}")))?;
+        w.write(batch);
+        Ok(true)
+    }
+
+    fn restore(&mut self, files: &[Vec<RecordBatch>]) -> Result<(), StreamError> {
+        let plan = self.plan.clone();
+        let now = sluice_core::time::now_ms();
+        for batches in files {
+            // A file holds every row of each key it names: those keys start over.
+            for b in batches {
+                let keys = b.column(0).as_binary::<i32>();
+                for r in 0..b.num_rows() {
+                    self.keys.remove(keys.value(r));
+                }
+            }
+            for b in batches {
+                let bad = |what: &str| StreamError::Eval(format!("window state: column {what} is missing or of another type"));
+                let keys = b.column(0).as_binary::<i32>();
+                let tomb = b.column(1).as_boolean();
+                let level = b.column(2).as_primitive_opt::<UInt8Type>().ok_or_else(|| bad("level"))?;
+                let i64col = |i: usize, n: &str| b.column(i).as_primitive_opt::<Int64Type>().ok_or_else(|| bad(n));
+                let (start, end, max_ev, closed, accept) = (i64col(3, "start")?, i64col(4, "end")?, i64col(5, "max_event_ms")?, i64col(6, "closed_until")?, i64col(7, "accept_from")?);
+                let seen = b.column(8).as_list::<i32>();
+                for r in 0..b.num_rows() {
+                    let k = keys.value(r);
+                    if tomb.value(r) {
+                        self.keys.remove(k);
+                        continue;
+                    }
+                    let levels = 1 + self.opts.rollups.len();
+                    let st = self.keys.entry(Key::from(k)).or_insert_with(|| KeyState::new(levels, now));
+                    if level.value(r) == META_LEVEL {
+                        st.max_event_ms = max_ev.value(r);
+                        st.closed_until = closed.value(r);
+                        st.accept_from = accept.value(r);
+                        let s = seen.value(r);
+                        st.seen = s.as_primitive::<Int64Type>().values().iter().copied().collect();
+                        continue;
+                    }
+                    let li = level.value(r) as usize;
+                    if li >= st.levels.len() {
+                        continue; // a rollup level no longer declared
+                    }
+                    let mut accs = new_accs(&plan.aggs)?;
+                    let mut col = 9;
+                    for (a, acc) in accs.iter_mut().enumerate() {
+                        let n = self.state_fields[a].len();
+                        let state: Vec<ArrayRef> = (col..col + n).map(|c| b.column(c).slice(r, 1)).collect();
+                        acc.merge_batch(&state).map_err(df)?;
+                        col += n;
+                    }
+                    st.levels[li].push(Win { start: start.value(r), end: end.value(r), accs });
+                }
+            }
+        }
+        for st in self.keys.values_mut() {
+            for l in st.levels.iter_mut() {
+                l.sort_by_key(|w| w.start);
+            }
+        }
+        let keys: Vec<Key> = self.keys.keys().cloned().collect();
+        for k in keys {
+            self.reschedule(&k);
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> OperatorStats {
+        let open: usize = self.keys.values().map(|s| s.open_windows()).sum();
+        OperatorStats { keys: self.keys.len() as u64, open_windows: open as u64, state_bytes: 0 }
+    }
+}
+

@@ -1,0 +1,190 @@
+//! Running a pipeline for real in tests: the engine, a real log on disk as its source, and
+//! sinks that keep what is published so the test can read it back.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use serde_json::Value;
+use sluice_core::schema::RecordSchema;
+use sluice_log::{Log, LogConfig, NewRecord, Topic};
+use sluice_stream::decode::SourceRecord;
+use sluice_stream::engine::{Engine, EngineSettings};
+use sluice_stream::functions::FunctionConfig;
+use sluice_stream::pipeline::{self, PipelineSpec};
+use sluice_stream::runner::{Connectors, RunSettings, Sink, Source};
+use sluice_stream::sql::Catalog;
+use sluice_stream::BoxError;
+
+/// A log topic as a source (as the server's adapter does).
+pub struct LogSource(pub Arc<Topic>);
+
+impl Source for LogSource {
+    fn partition_count(&self) -> u32 {
+        self.0.partition_count()
+    }
+    fn read(&self, partition: u32, offset: u64, max_records: usize) -> Result<Vec<SourceRecord>, BoxError> {
+        let records = self.0.partition(partition)?.read(offset, max_records, 8 << 20)?;
+        Ok(records.into_iter().map(|r| SourceRecord { offset: r.offset, timestamp_ms: r.timestamp_ms, value: r.value }).collect())
+    }
+    fn start_offset(&self, partition: u32) -> u64 {
+        self.0.partition(partition).map(|p| p.log_start_offset()).unwrap_or(0)
+    }
+    fn end_offset(&self, partition: u32) -> u64 {
+        self.0.partition(partition).map(|p| p.high_watermark()).unwrap_or(0)
+    }
+    fn wait(&self, timeout: Duration) {
+        let c = self.0.changes();
+        c.wait(c.version(), timeout);
+    }
+}
+
+/// Published batches per sink name.
+pub type Published = Arc<Mutex<HashMap<String, Vec<RecordBatch>>>>;
+
+struct Recording {
+    name: String,
+    staged: HashMap<u64, Vec<RecordBatch>>,
+    published: Published,
+}
+
+impl Sink for Recording {
+    fn stage(&mut self, id: u64, batches: &[RecordBatch]) -> Result<Vec<String>, BoxError> {
+        self.staged.insert(id, batches.to_vec());
+        Ok(vec![id.to_string()])
+    }
+    fn publish(&mut self, id: u64, _staged: &[String]) -> Result<(), BoxError> {
+        if let Some(b) = self.staged.remove(&id) {
+            self.published.lock().unwrap().entry(self.name.clone()).or_default().extend(b);
+        }
+        Ok(())
+    }
+}
+
+pub struct TestConnectors {
+    pub log: Arc<Log>,
+    pub published: Published,
+}
+
+impl Connectors for TestConnectors {
+    fn source(&self, topic: &str) -> Result<Box<dyn Source>, BoxError> {
+        Ok(Box::new(LogSource(self.log.topic(topic).ok_or("no such topic")?)))
+    }
+    fn sink(&self, _pipeline: &str, name: &str, _retention_ms: i64) -> Result<Box<dyn Sink>, BoxError> {
+        Ok(Box::new(Recording { name: name.into(), staged: HashMap::new(), published: self.published.clone() }))
+    }
+    fn discard_staged_after(&self, _id: u64) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl sluice_stream::runner::Observer for TestConnectors {}
+
+/// A pipeline running over a topic of a real log in a temporary directory.
+pub struct Running {
+    pub dir: tempfile::TempDir,
+    pub log: Arc<Log>,
+    pub engine: Engine,
+    pub published: Published,
+    pub name: String,
+}
+
+/// Settings for tests: one record per poll, so records are processed in log order.
+pub fn settings() -> EngineSettings {
+    EngineSettings { checkpoint_interval_ms: 50, run: RunSettings { batch_records: 1, idle_timeout_ms: 0, compaction_min_bytes: 1 << 20 } }
+}
+
+/// Creates `topic` with `partitions`, appends `records` (partition, JSON value) in order,
+/// and starts `spec` over it.
+pub fn start(spec: PipelineSpec, topic: &str, schema: RecordSchema, partitions: u32, records: &[(u32, Value)], functions: &FunctionConfig) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(&dir.path().join("log"), LogConfig::default()).unwrap());
+    let t = log.create_topic(topic, partitions).unwrap();
+    for (p, v) in records {
+        let part = t.partition(*p).unwrap();
+        let info = part.write(&[NewRecord::new(None, serde_json::to_vec(v).unwrap())], 0).unwrap();
+        part.complete(&info).unwrap();
+    }
+    let catalog = Catalog::new([(topic.to_string(), schema)].into_iter().collect(), functions);
+    let planned = pipeline::plan(&spec, &catalog).unwrap_or_else(|e| panic!("{e}"));
+    let published: Published = Default::default();
+    let c = Arc::new(TestConnectors { log: log.clone(), published: published.clone() });
+    let engine = Engine::start(dir.path().join("checkpoints"), vec![planned], c.clone(), c, settings()).unwrap();
+    Running { dir, log, engine, published, name: spec.name.clone() }
+}
+
+impl Running {
+    /// Waits until the pipeline has read every record of its topic.
+    pub fn wait_caught_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let view = self.engine.pipeline(&self.name).unwrap();
+        let topic = self.log.topic(&view.planned.plan.source).unwrap();
+        loop {
+            if let Some(e) = view.status.error() {
+                panic!("pipeline failed: {e}");
+            }
+            let offsets = view.status.offsets.lock().unwrap().clone();
+            let done = topic.partitions().iter().all(|p| offsets.get(p.id() as usize).copied().unwrap_or(0) >= p.high_watermark());
+            if done {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the pipeline did not catch up");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Rows published to a sink (`lake:<table>` or `topic:<topic>`).
+    pub fn rows(&self, sink: &str) -> Vec<RecordBatch> {
+        self.published.lock().unwrap().get(sink).cloned().unwrap_or_default()
+    }
+
+    pub fn status(&self) -> Arc<sluice_stream::runner::PipelineStatus> {
+        self.engine.pipeline(&self.name).unwrap().status
+    }
+}
+
+/// Rows as JSON objects, with timestamps as seconds after `base_ms` (numbers).
+pub fn rows_json(batches: &[RecordBatch], base_ms: i64) -> Vec<Value> {
+    let mut out = Vec::new();
+    for b in batches {
+        let schema = b.schema();
+        let cols: Vec<arrow_array::ArrayRef> = b
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| match f.data_type() {
+                arrow_schema::DataType::Timestamp(_, _) => arrow_cast::cast(c, &arrow_schema::DataType::Int64).unwrap(),
+                _ => c.clone(),
+            })
+            .collect();
+        let fields: Vec<arrow_schema::Field> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                arrow_schema::DataType::Timestamp(_, _) => arrow_schema::Field::new(f.name(), arrow_schema::DataType::Int64, f.is_nullable()),
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        let ts: Vec<String> = schema.fields().iter().filter(|f| matches!(f.data_type(), arrow_schema::DataType::Timestamp(_, _))).map(|f| f.name().clone()).collect();
+        let batch = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), cols).unwrap();
+        let mut buf = Vec::new();
+        {
+            let mut w = arrow_json::ArrayWriter::new(&mut buf);
+            w.write(&batch).unwrap();
+            w.finish().unwrap();
+        }
+        let rows: Vec<Value> = if buf.is_empty() { vec![] } else { serde_json::from_slice(&buf).unwrap() };
+        for mut r in rows {
+            for name in &ts {
+                if let Some(v) = r.get(name).and_then(Value::as_i64) {
+                    r[name] = serde_json::json!((v - base_ms) as f64 / 1000.0);
+                }
+            }
+            out.push(r);
+        }
+    }
+    out
+}
