@@ -20,7 +20,14 @@
 //!   `durability`, and per partition `log_start_offset`, `high_watermark`, `durable_offset`,
 //!   `log_end_offset`, `size_bytes`, `segments`.
 //! - `POST /v1/topics` with `{"name", "partitions": 1, "retention_ms": 604800000,
-//!   "retention_bytes": -1}`: 201; 409 `topic_exists`; 400 `invalid_topic`.
+//!   "retention_bytes": -1, "schema"?}`: 201; 409 `topic_exists`; 400 `invalid_topic` or
+//!   `invalid_schema`. `schema` is a declared schema (`sluice_core::schema::RecordSchema`:
+//!   `{"fields": [{"name", "type", "path"?, "required"?, ...}], "event_time"?, "key"?}`),
+//!   `"heartbeat"` or `"json"`.
+//! - `GET /v1/topics/{topic}/schema`: `{"topic", "schema", "written_by"}` (`schema` null
+//!   for topics of any JSON; `written_by` names the pipeline whose output the topic is).
+//! - `PUT /v1/topics/{topic}/schema` with a declared schema: sets it (persisted); records
+//!   are checked against it from then on. 409 `topic_in_config` for configured topics.
 //! - `PATCH /v1/topics/{topic}` with `{"retention_ms"?, "retention_bytes"?}`: 200.
 //! - `DELETE /v1/topics/{topic}`: 200, data deleted; 409 `topic_in_use` for topics named
 //!   in the configuration (and their dead-letter topics).
@@ -80,6 +87,7 @@ pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/topics", get(list_topics).post(create_topic))
         .route("/v1/topics/{topic}", get(describe_topic).patch(alter_topic).delete(delete_topic))
+        .route("/v1/topics/{topic}/schema", get(get_schema).put(put_schema))
         .route("/v1/groups", get(list_groups))
         .route("/v1/groups/{group}", get(describe_group).delete(delete_group))
         .route("/v1/groups/{group}/offsets", post(commit_offsets))
@@ -188,6 +196,7 @@ struct NewTopic {
     partitions: u32,
     retention_ms: Option<i64>,
     retention_bytes: Option<i64>,
+    schema: Option<sluice_core::schema::SchemaSpec>,
 }
 
 fn one_partition() -> u32 {
@@ -215,12 +224,59 @@ async fn create_topic(State(s): State<AppState>, body: Result<Json<NewTopic>, ax
     };
     let defaults = sluice_log::Retention::default();
     let retention = sluice_log::Retention { ms: req.retention_ms.unwrap_or(defaults.ms), bytes: req.retention_bytes.unwrap_or(defaults.bytes) };
+    let schema = match req.schema.as_ref().map(|s| s.resolve()).transpose() {
+        Ok(s) => s.flatten(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_schema", e.to_string()),
+    };
+    if s.gateway.log().topic(&req.name).is_some() {
+        return error(StatusCode::CONFLICT, "topic_exists", format!("topic {:?} exists", req.name));
+    }
     let gw = s.gateway.clone();
     let name = req.name.clone();
-    let result = tokio::task::spawn_blocking(move || gw.log().create_topic_with(&name, req.partitions, retention)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        if let Some(sc) = schema {
+            // Declared first, so no record reaches the topic unchecked.
+            gw.declare_schema(&name, Some(sc)).map_err(|e| Err(e.to_string()))?;
+        }
+        gw.log().create_topic_with(&name, req.partitions, retention).map_err(Ok)
+    })
+    .await;
     match result {
         Ok(Ok(_)) => (StatusCode::CREATED, Json(s.gateway.describe_one(&req.name).unwrap_or_default())).into_response(),
-        Ok(Err(e)) => log_error(&e),
+        Ok(Err(Ok(e))) => {
+            let _ = s.gateway.declare_schema(&req.name, None);
+            log_error(&e)
+        }
+        Ok(Err(Err(e))) => error(StatusCode::BAD_REQUEST, "invalid_schema", e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+async fn get_schema(State(s): State<AppState>, Path(topic): Path<String>) -> Response {
+    if s.gateway.log().topic(&topic).is_none() {
+        return error(StatusCode::NOT_FOUND, "unknown_topic", format!("topic {topic:?} does not exist"));
+    }
+    Json(json!({"topic": topic, "schema": s.gateway.schema_of(&topic), "written_by": s.gateway.writer_of(&topic)})).into_response()
+}
+
+async fn put_schema(State(s): State<AppState>, Path(topic): Path<String>, body: Result<Json<sluice_core::schema::RecordSchema>, axum::extract::rejection::JsonRejection>) -> Response {
+    let schema = match body {
+        Ok(Json(b)) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_schema", e.body_text()),
+    };
+    if s.gateway.log().topic(&topic).is_none() {
+        return error(StatusCode::NOT_FOUND, "unknown_topic", format!("topic {topic:?} does not exist"));
+    }
+    if let Some(p) = s.gateway.writer_of(&topic) {
+        return error(StatusCode::CONFLICT, "pipeline_output", format!("topic {topic:?} is the output of pipeline {p:?}; its schema follows the pipeline"));
+    }
+    let gw = s.gateway.clone();
+    let t = topic.clone();
+    match tokio::task::spawn_blocking(move || gw.declare_schema(&t, Some(schema))).await {
+        Ok(Ok(())) => Json(json!({"topic": topic, "schema": s.gateway.schema_of(&topic)})).into_response(),
+        Ok(Err(e @ crate::SchemaDeclError::Configured(_))) => error(StatusCode::CONFLICT, "topic_in_config", e.to_string()),
+        Ok(Err(e @ crate::SchemaDeclError::Invalid(_))) => error(StatusCode::BAD_REQUEST, "invalid_schema", e.to_string()),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "schema_not_stored", e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }

@@ -466,14 +466,23 @@ impl Gateway {
         self.log.topics().iter().map(|t| describe_topic(t)).collect()
     }
 
-    /// One topic, described.
+    /// One topic, described, with its schema and writer.
     pub fn describe_one(&self, name: &str) -> Option<Value> {
-        self.log.topic(name).map(|t| describe_topic(&t))
+        let mut v = self.log.topic(name).map(|t| describe_topic(&t))?;
+        v["schema"] = serde_json::to_value(self.schema_of(name)).unwrap_or(Value::Null);
+        v["written_by"] = json!(self.writer_of(name));
+        Some(v)
     }
 
-    /// Deletes a topic and every group's committed offsets for it.
+    /// Deletes a topic, every group's committed offsets for it, and its declared schema.
     pub fn delete_topic(&self, name: &str) -> Result<(), LogError> {
-        self.offsets.delete_topic(&self.log, name, sluice_core::time::now_ms())
+        self.offsets.delete_topic(&self.log, name, sluice_core::time::now_ms())?;
+        if !self.configured.contains(name) {
+            if let Err(e) = self.declare_schema(name, None) {
+                tracing::warn!(topic = name, error = %e, "the deleted topic's schema file was not removed");
+            }
+        }
+        Ok(())
     }
 
     /// Whether a topic is named in the configuration (or is the dead-letter topic of one, or

@@ -136,6 +136,7 @@ impl Server {
                 }
             }
             let mut planned = Vec::new();
+            let mut broken = Vec::new();
             for spec in specs {
                 match Pipelines::plan(&gateway, &functions, &spec) {
                     Ok(p) => {
@@ -150,7 +151,10 @@ impl Server {
                     Err(e) if configured.contains(&spec.name) => {
                         return Err(ServerError::Pipeline(format!("[[pipelines]] {:?} in the configuration: {e}", spec.name)));
                     }
-                    Err(e) => tracing::error!(pipeline = %spec.name, error = %e, "a pipeline created at runtime no longer plans; it does not run (drop it with DELETE /v1/pipelines/{{name}})"),
+                    Err(e) => {
+                        tracing::error!(pipeline = %spec.name, error = %e, "a pipeline created at runtime no longer plans; it does not run (drop it with DELETE /v1/pipelines/{{name}})");
+                        broken.push((spec, e.to_string()));
+                    }
                 }
             }
             let settings = EngineSettings {
@@ -159,11 +163,18 @@ impl Server {
             };
             let (c2, l2) = (connectors.clone(), live.clone());
             let engine = tokio::task::spawn_blocking(move || Engine::start(checkpoints, planned, c2, l2, settings)).await.map_err(|e| ServerError::Job(e.to_string()))??;
-            Some(engine)
+            Some((engine, broken))
         } else {
             None
         };
+        let (engine, broken) = match engine {
+            Some((e, b)) => (Some(e), b),
+            None => (None, Vec::new()),
+        };
         let pipelines = Arc::new(Pipelines::new(engine, live, log.clone(), gateway.clone(), functions, configured, runtime_dir));
+        for (spec, e) in broken {
+            pipelines.add_broken(spec, e);
+        }
 
         let kafka = if config.kafka.enabled {
             let listener = tokio::net::TcpListener::bind(&config.kafka.addr)

@@ -96,6 +96,9 @@ pub struct Pipelines {
     configured: BTreeSet<String>,
     dir: PathBuf,
     changes: Mutex<()>,
+    /// Runtime pipelines that no longer plan (e.g. their topic was deleted): shown as
+    /// failed, and droppable.
+    broken: Mutex<std::collections::BTreeMap<String, (PipelineSpec, String)>>,
 }
 
 /// Runtime pipelines persisted in `dir`, in name order. Unreadable files are skipped with
@@ -116,7 +119,16 @@ pub fn load_runtime(dir: &std::path::Path) -> Vec<PipelineSpec> {
 
 impl Pipelines {
     pub fn new(engine: Option<Engine>, live: Arc<LiveViews>, log: Arc<Log>, gateway: Arc<Gateway>, functions: FunctionConfig, configured: BTreeSet<String>, dir: PathBuf) -> Self {
-        Pipelines { engine, live, log, gateway, functions, configured, dir, changes: Mutex::new(()) }
+        Pipelines { engine, live, log, gateway, functions, configured, dir, changes: Mutex::new(()), broken: Mutex::new(Default::default()) }
+    }
+
+    /// Records a runtime pipeline that did not plan at start.
+    pub fn add_broken(&self, spec: PipelineSpec, error: String) {
+        self.broken.lock().unwrap_or_else(|p| p.into_inner()).insert(spec.name.clone(), (spec, error));
+    }
+
+    fn broken_json(spec: &PipelineSpec, error: &str) -> Value {
+        json!({"name": spec.name, "sql": spec.sql.trim(), "outputs": spec.stream_names(), "configured": false, "state": "failed", "error": error})
     }
 
     /// Plans a pipeline against the topics' schemas now.
@@ -133,7 +145,8 @@ impl Pipelines {
     pub fn create(&self, spec: PipelineSpec) -> Result<Value, PipelineError> {
         let _g = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let engine = self.engine()?;
-        if engine.pipeline(&spec.name).is_some() || self.configured.contains(&spec.name) {
+        let broken = self.broken.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&spec.name);
+        if engine.pipeline(&spec.name).is_some() || self.configured.contains(&spec.name) || broken {
             return Err(PipelineError::Exists(spec.name));
         }
         let planned = Self::plan(&self.gateway, &self.functions, &spec)?;
@@ -161,9 +174,13 @@ impl Pipelines {
             return Err(PipelineError::Configured(name.into()));
         }
         let engine = self.engine()?;
+        let path = self.dir.join(format!("{name}.json"));
+        if self.broken.lock().unwrap_or_else(|p| p.into_inner()).remove(name).is_some() {
+            std::fs::remove_file(&path).map_err(|e| PipelineError::Failed(format!("cannot remove {}: {e}", path.display())))?;
+            return Ok(());
+        }
         let view = engine.pipeline(name).ok_or_else(|| PipelineError::Unknown(name.into()))?;
         engine.drop_pipeline(name).map_err(|e| PipelineError::Failed(sluice_stream::error_chain(&e)))?;
-        let path = self.dir.join(format!("{name}.json"));
         if let Err(e) = std::fs::remove_file(&path) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 return Err(PipelineError::Failed(format!("cannot remove {}: {e}", path.display())));
@@ -184,10 +201,15 @@ impl Pipelines {
     }
 
     pub fn list(&self) -> Vec<Value> {
-        self.engine.as_ref().map(|e| e.pipelines().iter().map(|v| self.view_json(v, false)).collect()).unwrap_or_default()
+        let mut out: Vec<Value> = self.engine.as_ref().map(|e| e.pipelines().iter().map(|v| self.view_json(v, false)).collect()).unwrap_or_default();
+        out.extend(self.broken.lock().unwrap_or_else(|p| p.into_inner()).values().map(|(s, e)| Self::broken_json(s, e)));
+        out
     }
 
     pub fn describe(&self, name: &str) -> Option<Value> {
+        if let Some((s, e)) = self.broken.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
+            return Some(Self::broken_json(s, e));
+        }
         self.engine.as_ref()?.pipeline(name).map(|v| self.view_json(&v, true))
     }
 

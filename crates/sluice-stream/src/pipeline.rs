@@ -194,6 +194,14 @@ pub fn plan(spec: &PipelineSpec, catalog: &Catalog) -> Result<Planned, SpecError
     check_name(&spec.name).map_err(invalid)?;
     let query = spec.query().map_err(invalid)?;
     let plan = sql::plan(&query, catalog)?;
+    // Surface what DataFusion only checks when an accumulator is made (unsupported
+    // argument types, non-literal parameters) now, not when the first record arrives.
+    for a in plan.window.iter().flat_map(|w| w.aggs.iter()) {
+        if let Err(e) = a.expr.create_accumulator() {
+            let msg = e.strip_backtrace().replace("This feature is not implemented: ", "");
+            return Err(SpecError::Sql(SqlError::at_word(format!("{}: {msg}", a.expr.name()), &query, a.expr.fun().name())));
+        }
+    }
     if spec.max_out_of_orderness_ms < 0 || spec.allowed_lateness_ms < 0 || spec.state_ttl_ms < 0 || spec.idle_timeout_ms.is_some_and(|t| t < 0) {
         return Err(invalid("times must not be negative".into()));
     }

@@ -4,6 +4,7 @@ mod bench;
 mod bench_log;
 mod demo;
 mod groups;
+mod pipelines;
 mod replay;
 mod topics;
 
@@ -33,6 +34,8 @@ enum Command {
     Topics(topics::TopicsArgs),
     /// List and describe consumer groups (committed offsets, lag) of a running server.
     Groups(groups::GroupsArgs),
+    /// Create, list, describe, drain and drop the SQL pipelines of a running server.
+    Pipelines(pipelines::PipelinesArgs),
     /// Print the effective configuration (or, with --defaults, the documented defaults).
     Config(ConfigArgs),
     /// Benchmarks; each prints figures to compare with this machine's own limits.
@@ -160,6 +163,7 @@ fn main() -> std::process::ExitCode {
             Command::Replay(args) => replay::run(args).await,
             Command::Groups(args) => tokio::task::spawn_blocking(move || groups::run(args)).await?,
             Command::Topics(args) => tokio::task::spawn_blocking(move || topics::run(args)).await?,
+            Command::Pipelines(args) => tokio::task::spawn_blocking(move || pipelines::run(args)).await?,
             Command::Bench(BenchCommand::Log(args)) => tokio::task::spawn_blocking(move || bench_log::run(args)).await?,
             Command::Bench(BenchCommand::Pipeline { config, args }) => {
                 bench::pipeline(ServerArgs { config, data_dir: None, http_addr: None, kafka_addr: None }.load()?, args).await

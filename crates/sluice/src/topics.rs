@@ -30,6 +30,16 @@ enum TopicsCommand {
         /// Keep each partition at most about this large, bytes (-1: unlimited).
         #[arg(long)]
         retention_bytes: Option<i64>,
+        /// A JSON file with the topic's declared schema ({"fields": [...], "event_time", "key"}),
+        /// so pipelines can read it and ingest checks its records.
+        #[arg(long)]
+        schema: Option<std::path::PathBuf>,
+    },
+    /// Show a topic's declared schema, or set it with --set FILE (JSON).
+    Schema {
+        topic: String,
+        #[arg(long)]
+        set: Option<std::path::PathBuf>,
     },
     /// Change a topic's retention.
     Alter {
@@ -50,6 +60,7 @@ pub(crate) fn call(method: &str, url: &str, body: Option<Value>) -> anyhow::Resu
         ("DELETE", _) => agent.delete(url).call(),
         ("POST", Some(b)) => agent.post(url).send_json(b),
         ("PATCH", Some(b)) => agent.patch(url).send_json(b),
+        ("PUT", Some(b)) => agent.put(url).send_json(b),
         _ => anyhow::bail!("unsupported request {method}"),
     };
     let mut resp = result.map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}. Is `sluice serve` running there? (--server)"))?;
@@ -102,8 +113,11 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
             print_topics(v["topics"].as_array().map(Vec::as_slice).unwrap_or_default());
         }
         TopicsCommand::Describe { topic } => print_topics(&[call("GET", &format!("{base}/{topic}"), None)?]),
-        TopicsCommand::Create { topic, partitions, retention_ms, retention_bytes } => {
+        TopicsCommand::Create { topic, partitions, retention_ms, retention_bytes, schema } => {
             let mut body = json!({"name": topic, "partitions": partitions});
+            if let Some(f) = schema {
+                body["schema"] = read_json(&f)?;
+            }
             if let Some(ms) = retention_ms {
                 body["retention_ms"] = json!(ms);
             }
@@ -117,10 +131,22 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
             let body = json!({"retention_ms": retention_ms, "retention_bytes": retention_bytes});
             print_topics(&[call("PATCH", &format!("{base}/{topic}"), Some(body))?]);
         }
+        TopicsCommand::Schema { topic, set } => {
+            let v = match set {
+                Some(f) => call("PUT", &format!("{base}/{topic}/schema"), Some(read_json(&f)?))?,
+                None => call("GET", &format!("{base}/{topic}/schema"), None)?,
+            };
+            println!("{}", serde_json::to_string_pretty(&v["schema"])?);
+        }
         TopicsCommand::Delete { topic } => {
             call("DELETE", &format!("{base}/{topic}"), None)?;
             println!("deleted topic {topic}");
         }
     }
     Ok(())
+}
+
+fn read_json(path: &std::path::Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", path.display()))
 }

@@ -71,22 +71,36 @@ pub struct TopicTable {
     pub topic: String,
     pub record: RecordSchema,
     pub window: Option<WindowTvf>,
+    /// For each column before the window columns, its index in the source schema. A
+    /// window table function hides source columns named `window_start` or `window_end`
+    /// (another pipeline's output): its own window columns take those names.
+    pub source_columns: Vec<usize>,
     schema: SchemaRef,
 }
 
 impl TopicTable {
     pub fn new(topic: &str, record: RecordSchema, window: Option<WindowTvf>) -> Self {
         let base = source_schema(&record);
-        let schema = match &window {
-            None => base,
+        let (schema, source_columns) = match &window {
+            None => (base.clone(), (0..base.fields().len()).collect()),
             Some(_) => {
-                let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+                let kept: Vec<usize> = (0..base.fields().len()).filter(|&i| ![WINDOW_START, WINDOW_END].contains(&base.field(i).name().as_str())).collect();
+                let mut fields: Vec<Field> = kept.iter().map(|&i| base.field(i).clone()).collect();
                 fields.push(Field::new(WINDOW_START, ts_type(), false));
                 fields.push(Field::new(WINDOW_END, ts_type(), false));
-                Arc::new(Schema::new(fields))
+                (Arc::new(Schema::new(fields)), kept)
             }
         };
-        TopicTable { topic: topic.into(), record, window, schema }
+        TopicTable { topic: topic.into(), record, window, source_columns, schema }
+    }
+
+    /// Maps a column of this table to the runner's scan input: the decoded source columns,
+    /// then the two window placeholders.
+    pub fn scan_index(&self, i: usize, source_len: usize) -> usize {
+        match self.source_columns.get(i) {
+            Some(&s) => s,
+            None => source_len + (i - self.source_columns.len()),
+        }
     }
 }
 

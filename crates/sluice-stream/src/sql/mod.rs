@@ -68,6 +68,14 @@ fn clean(msg: &str) -> String {
 }
 
 impl SqlError {
+    /// An error about `word` (a function or column name), placed at its first whole-word
+    /// occurrence in `sql` (ignoring case).
+    pub fn at_word(message: String, sql: &str, word: &str) -> SqlError {
+        let lower = sql.to_ascii_lowercase();
+        let pos = find_word(&lower, &word.to_ascii_lowercase());
+        SqlError { message, line: pos.map(|p| p.0), column: pos.map(|p| p.1) }
+    }
+
     /// Converts a DataFusion error, finding the position from its diagnostic span, the
     /// parser's message, or the first name it quotes.
     pub fn from_datafusion(e: &DataFusionError, sql: &str) -> SqlError {

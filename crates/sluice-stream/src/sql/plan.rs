@@ -253,6 +253,7 @@ pub fn lower(sql: &str, logical: &LogicalPlan) -> Result<PipelinePlan> {
     let scan_schema = table.schema();
     let indices = scan.projection.clone().unwrap_or_else(|| (0..scan_schema.fields().len()).collect());
     let projected = Arc::new(scan_schema.project(&indices)?);
+    let indices = indices.iter().map(|&i| table.scan_index(i, source_schema.fields().len())).collect();
     let mut pre = vec![Step::Select { indices, schema: projected }];
     pre.extend(steps(&pre_nodes, table.window.is_some())?);
     let window = match (agg, &table.window) {
