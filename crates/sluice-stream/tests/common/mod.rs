@@ -90,11 +90,21 @@ pub struct Running {
     pub engine: Engine,
     pub published: Published,
     pub name: String,
+    spec: PipelineSpec,
+    topic: String,
 }
 
 /// Settings for tests: one record per poll, so records are processed in log order.
 pub fn settings() -> EngineSettings {
     EngineSettings { checkpoint_interval_ms: 50, run: RunSettings { batch_records: 1, idle_timeout_ms: 0, compaction_min_bytes: 1 << 20 } }
+}
+
+fn append(t: &Topic, records: &[(u32, Value)]) {
+    for (p, v) in records {
+        let part = t.partition(*p).unwrap();
+        let info = part.write(&[NewRecord::new(None, serde_json::to_vec(v).unwrap())], 0).unwrap();
+        part.complete(&info).unwrap();
+    }
 }
 
 /// Creates `topic` with `partitions`, appends `records` (partition, JSON value) in order,
@@ -103,20 +113,29 @@ pub fn start(spec: PipelineSpec, topic: &str, schema: RecordSchema, partitions: 
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Log::open(&dir.path().join("log"), LogConfig::default()).unwrap());
     let t = log.create_topic(topic, partitions).unwrap();
-    for (p, v) in records {
-        let part = t.partition(*p).unwrap();
-        let info = part.write(&[NewRecord::new(None, serde_json::to_vec(v).unwrap())], 0).unwrap();
-        part.complete(&info).unwrap();
-    }
-    let catalog = Catalog::new([(topic.to_string(), schema)].into_iter().collect(), functions);
-    let planned = pipeline::plan(&spec, &catalog).unwrap_or_else(|e| panic!("{e}"));
+    append(&t, records);
     let published: Published = Default::default();
+    let engine = launch(&dir, &log, &spec, topic, schema, functions, &published);
+    Running { dir, log, engine, published, name: spec.name.clone(), spec, topic: topic.into() }
+}
+
+fn launch(dir: &tempfile::TempDir, log: &Arc<Log>, spec: &PipelineSpec, topic: &str, schema: RecordSchema, functions: &FunctionConfig, published: &Published) -> Engine {
+    let catalog = Catalog::new([(topic.to_string(), schema)].into_iter().collect(), functions);
+    let planned = pipeline::plan(spec, &catalog).unwrap_or_else(|e| panic!("{e}"));
     let c = Arc::new(TestConnectors { log: log.clone(), published: published.clone() });
-    let engine = Engine::start(dir.path().join("checkpoints"), vec![planned], c.clone(), c, settings()).unwrap();
-    Running { dir, log, engine, published, name: spec.name.clone() }
+    Engine::start(dir.path().join("checkpoints"), vec![planned], c.clone(), c, settings()).unwrap()
 }
 
 impl Running {
+    /// Stops the engine cleanly (a last checkpoint), appends `more` records, and starts a
+    /// new engine on the same data: it resumes from the checkpoint.
+    pub fn restart(mut self, schema: RecordSchema, more: &[(u32, Value)], functions: &FunctionConfig) -> Running {
+        self.engine.stop().unwrap();
+        append(&self.log.topic(&self.topic).unwrap(), more);
+        self.engine = launch(&self.dir, &self.log, &self.spec, &self.topic, schema, functions, &self.published);
+        self
+    }
+
     /// Waits until the pipeline has read every record of its topic.
     pub fn wait_caught_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
