@@ -14,7 +14,7 @@ spark = (SparkSession.builder.master("local[2]").config("spark.sql.shuffle.parti
          .config("spark.ui.enabled", "false").getOrCreate())
 spark.sparkContext.setLogLevel("ERROR")
 raw = spark.read.parquet(f"{lake}/heartbeat_raw")
-sessions = spark.read.parquet(f"{lake}/heartbeat_sessions")
+sessions = spark.read.parquet(f"{lake}/heart_rate")
 raw.printSchema()
 sessions.printSchema()
 print("raw rows", raw.count(), "sessions", sessions.count())

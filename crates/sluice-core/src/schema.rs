@@ -25,8 +25,6 @@
 //! Errors: [`FieldError`] names the first failing field, in declaration order (`$` for the
 //! record itself), with a reason a person can act on.
 
-use std::collections::HashMap;
-
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -312,15 +310,7 @@ fn convert(f: &FieldSpec, v: Option<&Value>) -> Result<Datum, FieldError> {
     match f.ty {
         FieldType::String => {
             let Value::String(s) = v else { return err(format!("expected a string, got {}", type_name(v))) };
-            if s.is_empty() && f.min_length.is_some_and(|m| m > 0) {
-                return err("must not be empty".into());
-            }
-            if let Some(m) = f.min_length.filter(|&m| s.len() < m) {
-                return err(format!("shorter than {m} bytes"));
-            }
-            if let Some(m) = f.max_length.filter(|&m| s.len() > m) {
-                return err(format!("longer than {m} bytes"));
-            }
+            check_string(f, s)?;
             Ok(Datum::Str(s.clone()))
         }
         FieldType::Float => {
@@ -345,6 +335,32 @@ fn convert(f: &FieldSpec, v: Option<&Value>) -> Result<Datum, FieldError> {
         },
         FieldType::Timestamp => timestamp(v, f.format).map(Datum::Timestamp).map_err(|reason| FieldError::new(&f.name, reason)),
     }
+}
+
+/// [`convert`] of an owned value: a string is moved, not copied.
+fn convert_owned(f: &FieldSpec, v: Option<Value>) -> Result<Datum, FieldError> {
+    match (f.ty, v) {
+        (FieldType::String, Some(Value::String(s))) => {
+            check_string(f, &s)?;
+            Ok(Datum::Str(s))
+        }
+        (_, v) => convert(f, v.as_ref()),
+    }
+}
+
+/// The length checks of a string field.
+fn check_string(f: &FieldSpec, s: &str) -> Result<(), FieldError> {
+    let err = |reason: String| Err(FieldError::new(&f.name, reason));
+    if s.is_empty() && f.min_length.is_some_and(|m| m > 0) {
+        return err("must not be empty".into());
+    }
+    if let Some(m) = f.min_length.filter(|&m| s.len() < m) {
+        return err(format!("shorter than {m} bytes"));
+    }
+    if let Some(m) = f.max_length.filter(|&m| s.len() > m) {
+        return err(format!("longer than {m} bytes"));
+    }
+    Ok(())
 }
 
 fn range(f: &FieldSpec, x: f64) -> Result<(), FieldError> {
@@ -398,24 +414,36 @@ pub fn timestamp(v: &Value, format: TimeFormat) -> Result<i64, String> {
 #[derive(Debug, Clone)]
 pub struct Decoder {
     schema: RecordSchema,
-    /// Top-level key → slot index.
-    tops: HashMap<String, usize>,
+    /// Top-level keys, by slot index (few: looked up by a linear scan).
+    tops: Vec<String>,
     /// Per field: (slot, rest of the path).
     fields: Vec<(usize, Vec<String>)>,
+    /// Per slot: whether exactly one field reads it (then its value can be moved).
+    sole: Vec<bool>,
 }
 
 impl Decoder {
     pub fn new(schema: RecordSchema) -> Self {
-        let mut tops: HashMap<String, usize> = HashMap::new();
+        let mut tops: Vec<String> = Vec::new();
         let mut fields = Vec::new();
         for f in &schema.fields {
             let mut segs = f.path_segments();
             let rest = segs.split_off(1.min(segs.len()));
-            let n = tops.len();
-            let slot = *tops.entry(segs.into_iter().next().unwrap_or_default()).or_insert(n);
+            let top = segs.into_iter().next().unwrap_or_default();
+            let slot = match tops.iter().position(|t| *t == top) {
+                Some(i) => i,
+                None => {
+                    tops.push(top);
+                    tops.len() - 1
+                }
+            };
             fields.push((slot, rest));
         }
-        Decoder { schema, tops, fields }
+        let mut uses = vec![0usize; tops.len()];
+        for (slot, _) in &fields {
+            uses[*slot] += 1;
+        }
+        Decoder { schema, tops, fields, sole: uses.into_iter().map(|u| u == 1).collect() }
     }
 
     pub fn schema(&self) -> &RecordSchema {
@@ -424,16 +452,27 @@ impl Decoder {
 
     /// Decodes record bytes into `out` (cleared first), one [`Datum`] per declared field.
     pub fn decode(&self, bytes: &[u8], out: &mut Vec<Datum>) -> Result<(), FieldError> {
+        self.decode_with(bytes, &mut Vec::new(), out)
+    }
+
+    /// [`Decoder::decode`] with a reusable buffer for the top-level values.
+    pub fn decode_with(&self, bytes: &[u8], slots: &mut Vec<Option<Value>>, out: &mut Vec<Datum>) -> Result<(), FieldError> {
         out.clear();
-        let mut slots: Vec<Option<Value>> = vec![None; self.tops.len()];
+        slots.clear();
+        slots.resize(self.tops.len(), None);
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        let seed = RecordSeed { tops: &self.tops, slots: &mut slots };
+        let seed = RecordSeed { tops: &self.tops, slots };
         match seed.deserialize(&mut de).and_then(|shape| de.end().map(|_| shape)) {
             Ok(Ok(())) => {}
             Ok(Err(got)) => return Err(FieldError::new("$", format!("expected a JSON object, got {got}"))),
             Err(e) => return Err(FieldError::new("$", format!("not JSON: {e}"))),
         }
         for (f, (slot, rest)) in self.schema.fields.iter().zip(&self.fields) {
+            if rest.is_empty() && self.sole[*slot] {
+                // The only field of this key: convert the value without copying it.
+                out.push(convert_owned(f, slots[*slot].take())?);
+                continue;
+            }
             let mut cur = slots[*slot].as_ref();
             for s in rest {
                 cur = cur.and_then(|v| v.get(s));
@@ -447,7 +486,7 @@ impl Decoder {
 /// Visits one record: stores the values of declared top-level keys, skips the rest.
 /// Yields `Err(type name)` when the record is not an object.
 struct RecordSeed<'a> {
-    tops: &'a HashMap<String, usize>,
+    tops: &'a [String],
     slots: &'a mut Vec<Option<Value>>,
 }
 
@@ -465,8 +504,8 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match self.tops.get(key.as_ref()) {
-                Some(&slot) => self.slots[slot] = Some(map.next_value::<Value>()?),
+            match self.tops.iter().position(|t| t.as_str() == key.as_ref()) {
+                Some(slot) => self.slots[slot] = Some(map.next_value::<Value>()?),
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }

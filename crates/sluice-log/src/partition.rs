@@ -439,6 +439,21 @@ impl Partition {
         Ok(out)
     }
 
+    /// Record values from `offset` (inclusive) up to the high watermark, without a copy or
+    /// an allocation per record: the batches as stored, and each record's offset, timestamp
+    /// and value position in them. At most `max_records`; about `max_bytes` (whole
+    /// batches; at least one). Offsets below the log start offset start there. A batch that
+    /// fails its CRC is an error naming the file and byte position.
+    pub fn read_values(&self, offset: u64, max_records: usize, max_bytes: usize) -> Result<(Vec<u8>, Vec<crate::batch::ValueRef>)> {
+        let hw = self.high_watermark();
+        let offset = offset.max(self.log_start_offset());
+        let buf = self.read_raw(offset, max_bytes)?;
+        let mut refs = Vec::new();
+        crate::batch::visit_values(&buf, offset, hw, &mut refs).map_err(|source| LogError::Corrupt { path: self.dir.clone(), position: 0, source })?;
+        refs.truncate(max_records);
+        Ok((buf, refs))
+    }
+
     /// Stored batches (RecordBatch v2, as on disk) from the one holding `offset` up to the
     /// high watermark, about `max_bytes` (at least one batch): what a Kafka Fetch returns.
     pub fn read_raw(&self, offset: u64, max_bytes: usize) -> Result<Vec<u8>> {

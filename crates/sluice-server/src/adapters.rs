@@ -20,7 +20,7 @@ use sluice_gateway::Gateway;
 use sluice_lake::Lake;
 use sluice_log::batch::RecordHeader;
 use sluice_log::{Log, NewRecord, Topic};
-use sluice_stream::decode::SourceRecord;
+use sluice_stream::decode::{SourceChunk, SourceRef};
 use sluice_stream::runner::{Connectors, Sink, Source};
 use sluice_stream::BoxError;
 
@@ -41,9 +41,10 @@ impl Source for LogSource {
         self.topic.partition_count()
     }
 
-    fn read(&self, partition: u32, offset: u64, max_records: usize) -> Result<Vec<SourceRecord>, BoxError> {
-        let records = self.topic.partition(partition)?.read(offset, max_records, 8 << 20)?;
-        Ok(records.into_iter().map(|r| SourceRecord { offset: r.offset, timestamp_ms: r.timestamp_ms, value: r.value }).collect())
+    /// At most `max_records`, from whole stored batches of about 256 bytes a record.
+    fn read(&self, partition: u32, offset: u64, max_records: usize) -> Result<SourceChunk, BoxError> {
+        let (buf, refs) = self.topic.partition(partition)?.read_values(offset, max_records, max_records.saturating_mul(256).clamp(1, 16 << 20))?;
+        Ok(SourceChunk { buf, records: refs.into_iter().map(|r| SourceRef { offset: r.offset, timestamp_ms: r.timestamp_ms, start: r.start, len: r.len }).collect() })
     }
 
     fn start_offset(&self, partition: u32) -> u64 {

@@ -40,6 +40,12 @@ pub struct PipelineCheckpoint {
     /// Output staged for this checkpoint, per sink name (sink-defined handles).
     #[serde(default)]
     pub staged: BTreeMap<String, Vec<String>>,
+    /// Bytes of state changes this checkpoint wrote (not stored).
+    #[serde(skip)]
+    pub written_bytes: u64,
+    /// Keys whose state this checkpoint wrote (not stored).
+    #[serde(skip)]
+    pub changed_keys: u64,
 }
 
 /// A committed checkpoint of every pipeline.

@@ -15,13 +15,41 @@ use sluice_core::schema::{Datum, Decoder, FieldError, FieldType, RecordSchema};
 
 use crate::sql::catalog::source_schema;
 
-/// One record read from a source partition.
-#[derive(Debug, Clone)]
-pub struct SourceRecord {
+/// Where one record read from a source partition lies in its [`SourceChunk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceRef {
     pub offset: u64,
     /// The record's log timestamp (create time or log-append time), epoch ms.
     pub timestamp_ms: i64,
-    pub value: Vec<u8>,
+    /// The value's position in the chunk's buffer.
+    pub start: usize,
+    pub len: usize,
+}
+
+/// Records read from one source partition: their bytes in one buffer (for the log, the
+/// batches as stored), and where each record's value lies. Nothing is copied per record.
+#[derive(Debug, Clone, Default)]
+pub struct SourceChunk {
+    pub buf: Vec<u8>,
+    pub records: Vec<SourceRef>,
+}
+
+impl SourceChunk {
+    /// The value of record `i`.
+    pub fn value(&self, i: usize) -> &[u8] {
+        let r = &self.records[i];
+        self.buf.get(r.start..r.start + r.len).unwrap_or_default()
+    }
+
+    /// A chunk of values, one per record, at offsets from `first_offset` (for tests and tools).
+    pub fn from_values<'a>(first_offset: u64, timestamp_ms: i64, values: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut c = SourceChunk::default();
+        for (i, v) in values.into_iter().enumerate() {
+            c.records.push(SourceRef { offset: first_offset + i as u64, timestamp_ms, start: c.buf.len(), len: v.len() });
+            c.buf.extend_from_slice(v);
+        }
+        c
+    }
 }
 
 enum Col {
@@ -84,27 +112,30 @@ pub struct BatchDecoder {
     decoder: Decoder,
     schema: SchemaRef,
     scratch: Vec<Datum>,
+    slots: Vec<Option<serde_json::Value>>,
 }
 
 impl BatchDecoder {
     pub fn new(record: RecordSchema) -> Self {
-        BatchDecoder { schema: source_schema(&record), decoder: Decoder::new(record), scratch: Vec::new() }
+        BatchDecoder { schema: source_schema(&record), decoder: Decoder::new(record), scratch: Vec::new(), slots: Vec::new() }
     }
 
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
     }
 
-    /// Decodes `records` of `partition`. Invalid records are skipped and reported.
-    pub fn decode(&mut self, partition: u32, records: &[SourceRecord]) -> Result<Decoded, ArrowError> {
+    /// Decodes the records of `chunk`, read from `partition`. Invalid records are skipped
+    /// and reported.
+    pub fn decode(&mut self, partition: u32, chunk: &SourceChunk) -> Result<Decoded, ArrowError> {
         let fields = &self.decoder.schema().fields;
+        let records = &chunk.records;
         let mut cols: Vec<Col> = fields.iter().map(|f| Col::new(f.ty, records.len())).collect();
         let mut offsets = Vec::with_capacity(records.len());
         let mut times = Vec::with_capacity(records.len());
         let mut origin = Vec::with_capacity(records.len());
         let mut invalid = Vec::new();
         for (i, r) in records.iter().enumerate() {
-            if let Err(e) = self.decoder.decode(&r.value, &mut self.scratch) {
+            if let Err(e) = self.decoder.decode_with(chunk.value(i), &mut self.slots, &mut self.scratch) {
                 invalid.push((i, e));
                 continue;
             }
@@ -135,12 +166,12 @@ mod tests {
     #[test]
     fn heartbeat_records_become_columns() {
         let mut d = BatchDecoder::new(sluice_core::schema::heartbeat());
-        let recs = vec![
-            SourceRecord { offset: 7, timestamp_ms: 5, value: br#"{"playerId":"a","heartbeat":80,"createdAt":1000}"#.to_vec() },
-            SourceRecord { offset: 8, timestamp_ms: 6, value: br#"{"playerId":"a","heartbeat":"x","createdAt":1000}"#.to_vec() },
-            SourceRecord { offset: 9, timestamp_ms: 7, value: br#"{"playerId":"b","heartbeat":90.5,"createdAt":"1970-01-01T00:00:02Z"}"#.to_vec() },
+        let values: [&[u8]; 3] = [
+            br#"{"playerId":"a","heartbeat":80,"createdAt":1000}"#,
+            br#"{"playerId":"a","heartbeat":"x","createdAt":1000}"#,
+            br#"{"playerId":"b","heartbeat":90.5,"createdAt":"1970-01-01T00:00:02Z"}"#,
         ];
-        let out = d.decode(1, &recs).unwrap();
+        let out = d.decode(1, &SourceChunk::from_values(7, 5, values)).unwrap();
         assert_eq!(out.batch.num_rows(), 2);
         assert_eq!(out.origin, vec![0, 2]);
         assert_eq!(out.invalid.len(), 1);

@@ -29,6 +29,21 @@ pub struct EngineSettings {
     pub run: RunSettings,
 }
 
+/// One committed checkpoint, for status and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckpointRecord {
+    pub id: u64,
+    /// From the barrier to the manifest committed, ms.
+    pub duration_ms: f64,
+    /// Bytes of state changes written, over every pipeline.
+    pub written_bytes: u64,
+    /// Keys whose state was written, over every pipeline.
+    pub changed_keys: u64,
+}
+
+/// How many [`CheckpointRecord`]s the engine keeps.
+const HISTORY: usize = 4096;
+
 struct Handle {
     planned: Planned,
     cmds: Sender<Cmd>,
@@ -48,6 +63,7 @@ struct Inner {
     wake: (Mutex<bool>, Condvar),
     stop: AtomicBool,
     fatal: Mutex<Option<String>>,
+    history: Mutex<std::collections::VecDeque<CheckpointRecord>>,
 }
 
 /// A running engine.
@@ -93,6 +109,7 @@ impl Engine {
             wake: (Mutex::new(false), Condvar::new()),
             stop: AtomicBool::new(false),
             fatal: Mutex::new(None),
+            history: Mutex::new(Default::default()),
         });
         for p in pipelines {
             let resume = plan.resume.get(&p.spec.name).cloned().unwrap_or(Resume::Fresh);
@@ -154,6 +171,11 @@ impl Engine {
 
     pub fn pipeline(&self, name: &str) -> Option<PipelineView> {
         self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(name).map(|h| PipelineView { planned: h.planned.clone(), status: h.status.clone() })
+    }
+
+    /// The most recent checkpoints, oldest first.
+    pub fn checkpoint_history(&self) -> Vec<CheckpointRecord> {
+        self.inner.history.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
     }
 
     /// Why the engine stopped checkpointing, if it did (a failed manifest write).
@@ -286,9 +308,12 @@ impl Inner {
             }
         }
         let mut committed = Vec::new();
+        let (mut written, mut changed) = (0, 0);
         for (name, cmds, rx) in replies {
             match rx.recv_timeout(Duration::from_secs(300)) {
                 Ok(Ok(cp)) => {
+                    written += cp.written_bytes;
+                    changed += cp.changed_keys;
                     manifest.pipelines.insert(name, cp);
                     committed.push(cmds);
                 }
@@ -317,8 +342,14 @@ impl Inner {
         for cmds in committed {
             let _ = cmds.send(Cmd::Commit { id });
         }
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         metrics::counter!(t::CHECKPOINTS_TOTAL).increment(1);
-        metrics::histogram!(t::CHECKPOINT_DURATION_MS).record(started.elapsed().as_secs_f64() * 1000.0);
+        metrics::histogram!(t::CHECKPOINT_DURATION_MS).record(duration_ms);
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.push_back(CheckpointRecord { id, duration_ms, written_bytes: written, changed_keys: changed });
+        while h.len() > HISTORY {
+            h.pop_front();
+        }
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ use sluice_core::telemetry as t;
 use sluice_core::time::{format_ms, now_ms};
 
 use crate::checkpoint::PipelineCheckpoint;
-use crate::decode::{BatchDecoder, SourceRecord};
+use crate::decode::{BatchDecoder, SourceChunk};
 use crate::operator::{Chain, Ctx, Hook, Rows, SideOutput};
 use crate::pipeline::{Planned, StartPosition, ALERTS_TOPIC};
 use crate::state::{self, StateFiles, StateWriter};
@@ -26,8 +26,9 @@ use crate::{BoxError, StreamError};
 /// A partitioned, offset-addressed input (a topic of the log, seen through a trait).
 pub trait Source: Send {
     fn partition_count(&self) -> u32;
-    /// Records from `offset` on, at most `max_records`; empty when there are none yet.
-    fn read(&self, partition: u32, offset: u64, max_records: usize) -> Result<Vec<SourceRecord>, BoxError>;
+    /// Records from `offset` on, about `max_records` (a source may return more, in whole
+    /// stored batches); empty when there are none yet.
+    fn read(&self, partition: u32, offset: u64, max_records: usize) -> Result<SourceChunk, BoxError>;
     /// The first readable offset (the log start offset).
     fn start_offset(&self, partition: u32) -> u64;
     /// One past the last readable offset (the high watermark).
@@ -172,7 +173,8 @@ pub(crate) struct Runner {
     settings: RunSettings,
     last_early: Instant,
     last_timer: Instant,
-    polled: Vec<(u32, SourceRecord)>,
+    /// This poll's chunks: (partition, index of its first record among the poll's records, chunk).
+    polled: Vec<(u32, u32, SourceChunk)>,
 }
 
 fn late_schema() -> SchemaRef {
@@ -381,19 +383,19 @@ impl Runner {
         for p in 0..parts {
             let pi = p as usize;
             let start = self.source.start_offset(p).max(self.offsets[pi]);
-            let records = self.source.read(p, start, self.settings.batch_records).map_err(StreamError::Source)?;
-            if records.is_empty() {
+            let chunk = self.source.read(p, start, self.settings.batch_records).map_err(StreamError::Source)?;
+            if chunk.records.is_empty() {
                 continue;
             }
-            total += records.len();
-            let last = records.last().map_or(start, |r| r.offset + 1);
-            let base = self.polled.len() as u32;
-            let decoded = self.decoder.decode(p, &records).map_err(|e| StreamError::Eval(e.to_string()))?;
+            total += chunk.records.len();
+            let last = chunk.records.last().map_or(start, |r| r.offset + 1);
+            let base = self.polled.last().map_or(0, |(_, b, c)| b + c.records.len() as u32);
+            let decoded = self.decoder.decode(p, &chunk).map_err(|e| StreamError::Eval(e.to_string()))?;
             if !decoded.invalid.is_empty() {
                 self.status.invalid.fetch_add(decoded.invalid.len() as u64, Ordering::Relaxed);
                 metrics::counter!(t::PIPELINE_INVALID_RECORDS_TOTAL, "pipeline" => self.p.spec.name.clone()).increment(decoded.invalid.len() as u64);
                 let (i, e) = &decoded.invalid[0];
-                tracing::debug!(pipeline = %self.p.spec.name, partition = p, offset = records[*i].offset, error = %e, "skipping records that do not match the topic's schema");
+                tracing::debug!(pipeline = %self.p.spec.name, partition = p, offset = chunk.records[*i].offset, error = %e, "skipping records that do not match the topic's schema");
             }
             let mut batch = decoded.batch;
             let mut event_ms = None;
@@ -409,7 +411,7 @@ impl Runner {
                 batch = with_window_placeholders(batch)?;
             }
             let origin = UInt32Array::from_iter_values(decoded.origin.iter().map(|o| base + o));
-            self.polled.extend(records.into_iter().map(|r| (p, r)));
+            self.polled.push((p, base, chunk));
             self.offsets[pi] = last;
             self.part_last_input[pi] = now_ms();
             let rows = Rows { stream: 0, batch, event_ms, origin: Some(origin), early: None };
@@ -484,16 +486,16 @@ impl Runner {
                 SideOutput::Late { origin, event_ms, watermark_ms, reason } => {
                     self.status.late.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!(t::PIPELINE_LATE_RECORDS_TOTAL, "pipeline" => self.p.spec.name.clone()).increment(1);
-                    let (partition, rec) = match self.polled.get(origin as usize) {
-                        Some((p, r)) => (Some(*p), Some(r)),
-                        None => (None, None),
-                    };
+                    let found = self.polled.iter().rev().find(|(_, b, _)| *b <= origin).and_then(|(p, b, c)| {
+                        let i = (origin - b) as usize;
+                        c.records.get(i).map(|r| (*p, r.offset, String::from_utf8_lossy(c.value(i)).to_string()))
+                    });
                     let v = json!({
                         "pipeline": self.p.spec.name, "reason": reason, "topic": self.p.plan.source,
-                        "partition": partition, "offset": rec.map(|r| r.offset),
+                        "partition": found.as_ref().map(|f| f.0), "offset": found.as_ref().map(|f| f.1),
                         "event_time": event_ms.map(format_ms),
                         "watermark": (watermark_ms != i64::MIN).then(|| format_ms(watermark_ms)),
-                        "record": rec.map(|r| String::from_utf8_lossy(&r.value).to_string()),
+                        "record": found.map(|f| f.2),
                     });
                     self.late.push(v.to_string());
                     self.status.dirty.store(true, Ordering::Release);
@@ -552,6 +554,7 @@ impl Runner {
             }
         }
         let mut written = 0u64;
+        let mut changed_keys = 0u64;
         let mut state_keys = 0;
         let mut open = 0;
         for (i, op) in self.chain.ops.iter_mut().enumerate() {
@@ -559,7 +562,9 @@ impl Runner {
             state_keys += s.keys;
             open += s.open_windows;
             let mut w = StateWriter::default();
-            if op.snapshot(&mut w)? && !w.batches.is_empty() {
+            let wrote = op.snapshot(&mut w)?;
+            changed_keys += w.changed_keys;
+            if wrote && !w.batches.is_empty() {
                 let rel = format!("state/{name}/{i}-{}/delta-{id:020}.arrow", op.name());
                 let size = state::write_file(&self.dir.join(&rel), &w.batches)?;
                 self.files[i].deltas.push(rel);
@@ -606,6 +611,8 @@ impl Runner {
             partition_max_event_ms: self.part_max.clone(),
             operators: self.files.clone(),
             staged,
+            written_bytes: written,
+            changed_keys,
         })
     }
 

@@ -35,6 +35,8 @@ pub const TOMBSTONE: &str = "tombstone";
 #[derive(Default)]
 pub struct StateWriter {
     pub batches: Vec<RecordBatch>,
+    /// Keys whose state (or tombstone) the batches hold.
+    pub changed_keys: u64,
 }
 
 impl StateWriter {

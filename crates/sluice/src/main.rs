@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_log;
+mod bench_pipelines;
 mod demo;
 mod groups;
 mod pipelines;
@@ -55,6 +56,8 @@ enum BenchCommand {
     },
     /// Durable append (records/s, MB/s) and scan throughput of the log, beside the disk's fdatasync bandwidth.
     Log(bench_log::LogArgs),
+    /// SQL pipelines from the log to committed output (events/s, checkpoints, peak RSS), beside Spark on the same input.
+    Pipelines(bench_pipelines::PipelinesArgs),
 }
 
 /// Where configuration comes from; flags override the file and SLUICE_* variables.
@@ -165,6 +168,7 @@ fn main() -> std::process::ExitCode {
             Command::Topics(args) => tokio::task::spawn_blocking(move || topics::run(args)).await?,
             Command::Pipelines(args) => tokio::task::spawn_blocking(move || pipelines::run(args)).await?,
             Command::Bench(BenchCommand::Log(args)) => tokio::task::spawn_blocking(move || bench_log::run(args)).await?,
+            Command::Bench(BenchCommand::Pipelines(args)) => bench_pipelines::run(args).await,
             Command::Bench(BenchCommand::Pipeline { config, args }) => {
                 bench::pipeline(ServerArgs { config, data_dir: None, http_addr: None, kafka_addr: None }.load()?, args).await
             }

@@ -20,7 +20,7 @@
 //! and a 10 s out-of-orderness bound, about 10 readings).
 
 use std::any::Any;
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -111,13 +111,13 @@ pub struct ZoneAccumulator {
     pub frontier_ms: i64,
     /// HRmax used for the zones, bpm (the last one seen).
     pub hr_max: f64,
-    /// Pending readings: event time (epoch ms) → bpm.
-    pub tail: BTreeMap<i64, f64>,
+    /// Pending readings: (event time, epoch ms; bpm), sorted by time, times distinct.
+    pub tail: VecDeque<(i64, f64)>,
 }
 
 impl Default for ZoneAccumulator {
     fn default() -> Self {
-        ZoneAccumulator { folded: [0; 3], frontier_ms: i64::MIN, hr_max: zones::DEFAULT_HR_MAX_BPM, tail: BTreeMap::new() }
+        ZoneAccumulator { folded: [0; 3], frontier_ms: i64::MIN, hr_max: zones::DEFAULT_HR_MAX_BPM, tail: VecDeque::new() }
     }
 }
 
@@ -130,22 +130,28 @@ fn slot(z: Zone) -> usize {
 }
 
 impl ZoneAccumulator {
-    /// Adds one reading (a resent event time keeps the first reading).
+    /// Adds one reading (a resent event time keeps the first reading). Readings in time
+    /// order append at the end.
     pub fn add(&mut self, t_ms: i64, bpm: f64) {
-        self.tail.entry(t_ms).or_insert(bpm);
+        match self.tail.back() {
+            None => self.tail.push_back((t_ms, bpm)),
+            Some(&(last, _)) if t_ms > last => self.tail.push_back((t_ms, bpm)),
+            _ => {
+                if let Err(i) = self.tail.binary_search_by_key(&t_ms, |r| r.0) {
+                    self.tail.insert(i, (t_ms, bpm));
+                }
+            }
+        }
     }
 
     /// Folds every pending reading whose successor is at or below `until_ms`; returns
     /// the frontier after folding.
     pub fn fold(&mut self, until_ms: i64) -> i64 {
-        while self.tail.len() >= 2 {
-            let mut it = self.tail.iter();
-            let (Some((&t, &bpm)), Some((&next, _))) = (it.next(), it.next()) else { break };
-            if next > until_ms {
-                break;
-            }
+        while self.tail.len() >= 2 && self.tail[1].0 <= until_ms {
+            let (t, bpm) = self.tail[0];
+            let next = self.tail[1].0;
             self.folded[slot(zones::zone(bpm, self.hr_max))] += zones::coverage_ms(t, Some(next));
-            self.tail.remove(&t);
+            self.tail.pop_front();
             self.frontier_ms = self.frontier_ms.max(next);
         }
         self.frontier_ms
@@ -160,8 +166,8 @@ impl ZoneAccumulator {
     pub fn zone_ms(&self) -> [i64; 3] {
         let mut z = self.folded;
         let mut it = self.tail.iter().peekable();
-        while let Some((&t, &bpm)) = it.next() {
-            let next = it.peek().map(|(&n, _)| n);
+        while let Some(&(t, bpm)) = it.next() {
+            let next = it.peek().map(|&&(n, _)| n);
             z[slot(zones::zone(bpm, self.hr_max))] += zones::coverage_ms(t, next);
         }
         z
@@ -198,8 +204,8 @@ impl Accumulator for ZoneAccumulator {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let times: Vec<ScalarValue> = self.tail.keys().map(|t| ScalarValue::Int64(Some(*t))).collect();
-        let bpms: Vec<ScalarValue> = self.tail.values().map(|b| ScalarValue::Float64(Some(*b))).collect();
+        let times: Vec<ScalarValue> = self.tail.iter().map(|r| ScalarValue::Int64(Some(r.0))).collect();
+        let bpms: Vec<ScalarValue> = self.tail.iter().map(|r| ScalarValue::Float64(Some(r.1))).collect();
         Ok(vec![
             ScalarValue::Int64(Some(self.folded[0])),
             ScalarValue::Int64(Some(self.folded[1])),

@@ -142,19 +142,18 @@ impl KeyState {
         }
     }
 
-    /// Decides where a record at `t_ms` goes at watermark `watermark_ms`, and opens or
-    /// merges its base windows. On `Accepted`, `targets` holds the indices (in level 0)
-    /// of the windows to update with the record.
-    pub fn place(&mut self, shape: &Shape, t_ms: i64, watermark_ms: i64, dedup: bool, scratch: &mut Vec<(i64, i64)>, targets: &mut Vec<usize>) -> Result<Placed, StreamError> {
-        targets.clear();
+    /// Decides whether a record at `t_ms` is late or a duplicate at watermark
+    /// `watermark_ms`, without changing any window. On `Accepted` of a tumbling or hopping
+    /// record, `scratch` holds the windows it goes to.
+    pub fn check(&mut self, shape: &Shape, t_ms: i64, watermark_ms: i64, dedup: bool, scratch: &mut Vec<(i64, i64)>) -> Placed {
         if t_ms < self.accept_from {
-            return Ok(Placed::Late);
+            return Placed::Late;
         }
         let l = shape.lateness_ms;
         match shape.kind {
             WindowKind::Session { gap_ms } => {
                 if has_fired(t_ms.saturating_add(gap_ms), l, watermark_ms) || t_ms <= self.closed_until {
-                    return Ok(Placed::Late);
+                    return Placed::Late;
                 }
             }
             kind => {
@@ -162,22 +161,36 @@ impl KeyState {
                 let closed = self.closed_until;
                 scratch.retain(|&(_, end)| !has_fired(end, l, watermark_ms) && end > closed);
                 if scratch.is_empty() {
-                    return Ok(Placed::Late);
+                    return Placed::Late;
                 }
             }
         }
         if dedup && !self.seen.insert(t_ms) {
-            return Ok(Placed::Duplicate);
+            return Placed::Duplicate;
         }
-        let base = &mut self.levels[0];
+        Placed::Accepted
+    }
+
+    /// Indices `[first, last)` of the base sessions within reach of `t_ms`:
+    /// `start − gap ≤ t ≤ last record + gap` (a session's end is its last record + gap).
+    pub fn session_reach(&self, gap_ms: i64, t_ms: i64) -> (usize, usize) {
+        let base = &self.levels[0];
+        let first = base.partition_point(|w| w.end < t_ms);
+        let mut last = first;
+        while last < base.len() && base[last].start.saturating_sub(gap_ms) <= t_ms {
+            last += 1;
+        }
+        (first, last)
+    }
+
+    /// Opens or merges the base windows of an accepted record at `t_ms` (after
+    /// [`KeyState::check`], with its `scratch`); `targets` gets the windows' starts.
+    pub fn open(&mut self, shape: &Shape, t_ms: i64, scratch: &[(i64, i64)], targets: &mut Vec<i64>) -> Result<(), StreamError> {
+        targets.clear();
         match shape.kind {
             WindowKind::Session { gap_ms } => {
-                // Sessions within reach: start − gap ≤ t ≤ last + gap (end = last + gap).
-                let first = base.partition_point(|w| w.end < t_ms);
-                let mut last = first;
-                while last < base.len() && base[last].start.saturating_sub(gap_ms) <= t_ms {
-                    last += 1;
-                }
+                let (first, last) = self.session_reach(gap_ms, t_ms);
+                let base = &mut self.levels[0];
                 if first == last {
                     base.insert(first, Win { start: t_ms, end: t_ms.saturating_add(gap_ms), accs: new_accs(shape.aggs)? });
                 } else {
@@ -192,34 +205,39 @@ impl KeyState {
                     head.end = head.end.max(t_ms.saturating_add(gap_ms));
                     base.insert(first, head);
                 }
-                targets.push(first);
+                targets.push(base[first].start);
             }
             _ => {
-                for &(start, end) in scratch.iter() {
+                let base = &mut self.levels[0];
+                for &(start, end) in scratch {
                     let i = base.partition_point(|w| w.start < start);
                     if base.get(i).is_none_or(|w| w.start != start) {
                         base.insert(i, Win { start, end, accs: new_accs(shape.aggs)? });
                     }
-                    targets.push(i);
-                }
-                // Indices shift as windows are inserted; recompute them by start.
-                targets.clear();
-                for &(start, _) in scratch.iter() {
-                    targets.push(base.partition_point(|w| w.start < start));
+                    targets.push(start);
                 }
             }
         }
         self.max_event_ms = self.max_event_ms.max(t_ms);
-        Ok(Placed::Accepted)
+        Ok(())
+    }
+
+    /// The base window that starts at `start_ms`.
+    pub fn base_window(&mut self, start_ms: i64) -> Option<&mut Win> {
+        let base = &mut self.levels[0];
+        let i = base.partition_point(|w| w.start < start_ms);
+        base.get_mut(i).filter(|w| w.start == start_ms)
     }
 
     /// Drops deduplication entries that no open window can hold any more.
     pub fn prune_seen(&mut self) {
-        let floor = self.levels[0].first().map(|w| w.start).unwrap_or(i64::MAX).max(self.accept_from);
         if self.levels[0].is_empty() {
             self.seen.clear();
-        } else if self.seen.first().is_some_and(|&t| t < floor) {
-            self.seen = self.seen.split_off(&floor);
+            return;
+        }
+        let floor = self.levels[0].first().map(|w| w.start).unwrap_or(i64::MAX).max(self.accept_from);
+        while self.seen.first().is_some_and(|&t| t < floor) {
+            self.seen.pop_first();
         }
     }
 

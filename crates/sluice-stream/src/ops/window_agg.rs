@@ -86,7 +86,6 @@ pub struct WindowAggregate {
     last_idle_scan_ms: i64,
     last_ttl_scan_ms: i64,
     scratch: Vec<(i64, i64)>,
-    targets: Vec<usize>,
 }
 
 impl WindowAggregate {
@@ -133,7 +132,6 @@ impl WindowAggregate {
             last_idle_scan_ms: 0,
             last_ttl_scan_ms: 0,
             scratch: Vec::new(),
-            targets: Vec::new(),
         })
     }
 
@@ -270,6 +268,52 @@ impl WindowAggregate {
     }
 }
 
+/// The aggregates' argument arrays and filters of one input batch.
+struct BatchArgs<'a> {
+    args: &'a [Vec<ArrayRef>],
+    filters: &'a [Option<BooleanArray>],
+}
+
+/// A key's rows waiting to be added to the same windows (by start).
+#[derive(Default)]
+struct Pending {
+    targets: Vec<i64>,
+    rows: Vec<u32>,
+}
+
+impl Pending {
+    /// Adds the pending rows to their windows: one update per aggregate and window.
+    fn flush(&mut self, st: &mut KeyState, shape: &Shape, b: &BatchArgs) -> Result<(), StreamError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.rows);
+        for (j, _) in shape.aggs.iter().enumerate() {
+            let selected: Vec<u32> = match &b.filters[j] {
+                Some(f) => rows.iter().copied().filter(|&r| f.is_valid(r as usize) && f.value(r as usize)).collect(),
+                None => rows.clone(),
+            };
+            if selected.is_empty() {
+                continue;
+            }
+            let contiguous = selected.last().map(|l| (l - selected[0]) as usize + 1) == Some(selected.len());
+            let taken: Vec<ArrayRef> = if contiguous {
+                b.args[j].iter().map(|a| a.slice(selected[0] as usize, selected.len())).collect()
+            } else {
+                let idx = UInt32Array::from(selected);
+                b.args[j].iter().map(|a| arrow_select::take::take(a, &idx, None)).collect::<Result<Vec<_>, _>>().map_err(|e| StreamError::Eval(e.to_string()))?
+            };
+            for &start in &self.targets {
+                if let Some(w) = st.base_window(start) {
+                    w.accs[j].update_batch(&taken).map_err(df)?;
+                }
+            }
+        }
+        self.targets.clear();
+        Ok(())
+    }
+}
+
 fn null_of(f: &FieldRef) -> Result<ScalarValue, StreamError> {
     ScalarValue::try_from(f.data_type()).map_err(df)
 }
@@ -279,6 +323,9 @@ impl Operator for WindowAggregate {
         "window_aggregate"
     }
 
+    /// Rows are taken key by key, in their order within each key (keys are independent:
+    /// per-key clocks, or a watermark that moves only between batches). A key's
+    /// consecutive rows bound for the same windows are added with one update per aggregate.
     fn process(&mut self, input: Rows, ctx: &mut Ctx, out: &mut Vec<Rows>) -> Result<(), StreamError> {
         let n = input.num_rows();
         let batch = &input.batch;
@@ -298,67 +345,101 @@ impl Operator for WindowAggregate {
                 None => None,
             });
         }
+        // Group row numbers by key, keeping their order.
+        let mut group_of: HashMap<&[u8], usize, foldhash::fast::RandomState> = HashMap::default();
+        let mut groups: Vec<(&[u8], Vec<u32>)> = Vec::new();
+        for i in 0..n {
+            let key: &[u8] = key_rows.as_ref().map_or(&[][..], |r| r.row(i).data());
+            let g = *group_of.entry(key).or_insert_with(|| {
+                groups.push((key, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(i as u32);
+        }
         let rollups = self.opts.rollups.clone();
         let shape = Shape { kind: plan.kind, aggs: &plan.aggs, lateness_ms: self.opts.lateness_ms, rollups: &rollups };
         let (ooo, lateness, dedup, mode) = (self.opts.out_of_orderness_ms, self.opts.lateness_ms, self.opts.dedup, self.opts.watermark);
+        let batch_args = BatchArgs { args: &args, filters: &filters };
         let mut fired = Vec::new();
-        let mut sliced: Vec<ArrayRef> = Vec::new();
-        for i in 0..n {
-            let origin = input.origin.as_ref().map_or(i as u32, |o| o.value(i));
-            if times.is_null(i) {
-                ctx.side.push(SideOutput::Late { origin, event_ms: None, watermark_ms: ctx.watermark_ms, reason: format!("{} is null", plan.time_column_name) });
-                continue;
-            }
-            let t = times.value(i);
-            let key: &[u8] = key_rows.as_ref().map_or(&[][..], |r| r.row(i).data());
+        let mut targets = Vec::new();
+        for (key, rows) in groups {
             if !self.keys.contains_key(key) {
                 self.keys.insert(Key::from(key), KeyState::new(1 + rollups.len(), ctx.now_ms));
             }
             let Some(st) = self.keys.get_mut(key) else { continue };
-            let wm = match mode {
-                WatermarkMode::PerKey => st.watermark(ooo),
-                WatermarkMode::PerPartition => ctx.watermark_ms,
-            };
-            if self.has_zone {
-                st.fold_zones(&shape, wm.saturating_sub(lateness));
-            }
             st.last_input_ms = ctx.now_ms;
-            match st.place(&shape, t, wm, dedup, &mut self.scratch, &mut self.targets)? {
-                Placed::Late => {
-                    let reason = if t < st.accept_from {
-                        "behind readings whose coverage is already final".to_string()
-                    } else {
-                        format!("its window closed (watermark {wm} ms, allowed lateness {lateness} ms)")
-                    };
-                    ctx.side.push(SideOutput::Late { origin, event_ms: Some(t), watermark_ms: wm, reason });
+            let mut pending = Pending::default();
+            let mut key_fired = Vec::new();
+            for i in rows {
+                let iu = i as usize;
+                let origin = input.origin.as_ref().map_or(i, |o| o.value(iu));
+                if times.is_null(iu) {
+                    ctx.side.push(SideOutput::Late { origin, event_ms: None, watermark_ms: ctx.watermark_ms, reason: format!("{} is null", plan.time_column_name) });
                     continue;
                 }
-                Placed::Duplicate => {
-                    ctx.side.push(SideOutput::Duplicate { origin });
-                    continue;
+                let t = times.value(iu);
+                let wm = match mode {
+                    WatermarkMode::PerKey => st.watermark(ooo),
+                    WatermarkMode::PerPartition => ctx.watermark_ms,
+                };
+                // Folded zone coverage only matters to a record behind the fold point.
+                if self.has_zone && t < wm.saturating_sub(lateness) {
+                    pending.flush(st, &shape, &batch_args)?;
+                    st.fold_zones(&shape, wm.saturating_sub(lateness));
                 }
-                Placed::Accepted => {}
-            }
-            for &w in &self.targets {
-                let win = &mut st.levels[0][w];
-                for (j, acc) in win.accs.iter_mut().enumerate() {
-                    if filters[j].as_ref().is_some_and(|f| !f.is_valid(i) || !f.value(i)) {
+                match st.check(&shape, t, wm, dedup, &mut self.scratch) {
+                    Placed::Late => {
+                        let reason = if t < st.accept_from {
+                            "behind readings whose coverage is already final".to_string()
+                        } else {
+                            format!("its window closed (watermark {wm} ms, allowed lateness {lateness} ms)")
+                        };
+                        ctx.side.push(SideOutput::Late { origin, event_ms: Some(t), watermark_ms: wm, reason });
                         continue;
                     }
-                    sliced.clear();
-                    sliced.extend(args[j].iter().map(|a| a.slice(i, 1)));
-                    acc.update_batch(&sliced).map_err(df)?;
+                    Placed::Duplicate => {
+                        ctx.side.push(SideOutput::Duplicate { origin });
+                        continue;
+                    }
+                    Placed::Accepted => {}
+                }
+                let same = match shape.kind {
+                    crate::window::WindowKind::Session { gap_ms } => {
+                        let (f, l) = st.session_reach(gap_ms, t);
+                        l == f + 1 && pending.targets.first() == Some(&st.levels[0][f].start) && pending.targets.len() == 1
+                    }
+                    _ => pending.targets.len() == self.scratch.len() && self.scratch.iter().zip(&pending.targets).all(|((s, _), p)| s == p),
+                };
+                if !same {
+                    pending.flush(st, &shape, &batch_args)?;
+                }
+                st.open(&shape, t, &self.scratch, &mut targets)?;
+                pending.targets.clone_from(&targets);
+                pending.rows.push(i);
+                if mode == WatermarkMode::PerKey {
+                    let after = st.watermark(ooo);
+                    if after > wm && st.next_fire(lateness).is_some_and(|f| f <= after) {
+                        pending.flush(st, &shape, &batch_args)?;
+                        if self.has_zone {
+                            st.fold_zones(&shape, after.saturating_sub(lateness));
+                        }
+                        st.fire(&shape, after, false, &mut key_fired)?;
+                    }
                 }
             }
-            let after = st.watermark(ooo);
-            self.mark(key);
-            match mode {
-                WatermarkMode::PerKey if after > wm => self.fire_key(key, after, false, &mut fired)?,
-                WatermarkMode::PerKey => {}
-                WatermarkMode::PerPartition => self.reschedule(key),
+            pending.flush(st, &shape, &batch_args)?;
+            if self.has_zone {
+                let wm = match mode {
+                    WatermarkMode::PerKey => st.watermark(ooo),
+                    WatermarkMode::PerPartition => ctx.watermark_ms,
+                };
+                st.fold_zones(&shape, wm.saturating_sub(lateness));
             }
-            if let Some(st) = self.keys.get_mut(key) {
-                st.prune_seen();
+            st.prune_seen();
+            fired.extend(key_fired.into_iter().map(|f| (Key::from(key), f)));
+            self.mark(key);
+            if mode == WatermarkMode::PerPartition {
+                self.reschedule(key);
             }
         }
         self.emit(fired, out)
@@ -451,6 +532,7 @@ impl Operator for WindowAggregate {
                 }
             }
         };
+        w.changed_keys += self.removed.len() as u64;
         for k in self.removed.drain() {
             key.append_value(&k);
             tomb.append_value(true);
@@ -462,6 +544,7 @@ impl Operator for WindowAggregate {
             push_null_states(&mut states);
         }
         let dirty: Vec<Key> = self.dirty.drain().collect();
+        w.changed_keys += dirty.len() as u64;
         for k in dirty {
             let Some(st) = self.keys.get_mut(&k) else { continue };
             key.append_value(&k);

@@ -11,7 +11,7 @@ use arrow_array::RecordBatch;
 use serde_json::Value;
 use sluice_core::schema::RecordSchema;
 use sluice_log::{Log, LogConfig, NewRecord, Topic};
-use sluice_stream::decode::SourceRecord;
+use sluice_stream::decode::{SourceChunk, SourceRef};
 use sluice_stream::engine::{Engine, EngineSettings};
 use sluice_stream::functions::FunctionConfig;
 use sluice_stream::pipeline::{self, PipelineSpec};
@@ -26,9 +26,9 @@ impl Source for LogSource {
     fn partition_count(&self) -> u32 {
         self.0.partition_count()
     }
-    fn read(&self, partition: u32, offset: u64, max_records: usize) -> Result<Vec<SourceRecord>, BoxError> {
-        let records = self.0.partition(partition)?.read(offset, max_records, 8 << 20)?;
-        Ok(records.into_iter().map(|r| SourceRecord { offset: r.offset, timestamp_ms: r.timestamp_ms, value: r.value }).collect())
+    fn read(&self, partition: u32, offset: u64, max_records: usize) -> Result<SourceChunk, BoxError> {
+        let (buf, refs) = self.0.partition(partition)?.read_values(offset, max_records, max_records.saturating_mul(256).clamp(1, 16 << 20))?;
+        Ok(SourceChunk { buf, records: refs.into_iter().map(|r| SourceRef { offset: r.offset, timestamp_ms: r.timestamp_ms, start: r.start, len: r.len }).collect() })
     }
     fn start_offset(&self, partition: u32) -> u64 {
         self.0.partition(partition).map(|p| p.log_start_offset()).unwrap_or(0)
