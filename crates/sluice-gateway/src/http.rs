@@ -228,8 +228,8 @@ async fn create_topic(State(s): State<AppState>, body: Result<Json<NewTopic>, ax
         Ok(s) => s.flatten(),
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_schema", e.to_string()),
     };
-    if s.gateway.log().topic(&req.name).is_some() {
-        return error(StatusCode::CONFLICT, "topic_exists", format!("topic {:?} exists", req.name));
+    if let Some(t) = s.gateway.log().topic(&req.name) {
+        return log_error(&sluice_log::LogError::TopicExists { name: req.name.clone(), partitions: t.partition_count() });
     }
     let gw = s.gateway.clone();
     let name = req.name.clone();

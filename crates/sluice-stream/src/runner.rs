@@ -24,7 +24,7 @@ use crate::state::{self, StateFiles, StateWriter};
 use crate::{BoxError, StreamError};
 
 /// A partitioned, offset-addressed input (a topic of the log, seen through a trait).
-pub trait Source: Send {
+pub trait Source: Send + Sync {
     fn partition_count(&self) -> u32;
     /// Records from `offset` on, about `max_records` (a source may return more, in whole
     /// stored batches); empty when there are none yet.
@@ -144,11 +144,65 @@ struct Pending {
 
 type Compaction = Receiver<Result<(u64, String, u64), String>>;
 
+/// Records read and decoded ahead of the operators, on the pipeline's reader thread.
+struct Fetched {
+    partition: u32,
+    chunk: SourceChunk,
+    decoded: crate::decode::Decoded,
+    /// The offset after the chunk's last record.
+    next: u64,
+}
+
+/// Batches the reader thread may hold ready (each at most `batch_records`).
+const READ_AHEAD: usize = 4;
+
+/// Reads and decodes every partition from `offsets` on, round robin, until `stop` is set
+/// or the runner goes away. Runs on its own thread, so that decoding (the costliest part
+/// of reading JSON) overlaps the operators.
+fn read_ahead(source: Arc<dyn Source>, mut decoder: BatchDecoder, mut offsets: Vec<u64>, batch_records: usize, tx: std::sync::mpsc::SyncSender<Result<Fetched, String>>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Acquire) {
+        let mut any = false;
+        for p in 0..source.partition_count() {
+            let pi = p as usize;
+            if offsets.len() <= pi {
+                offsets.resize(pi + 1, 0);
+            }
+            let start = source.start_offset(p).max(offsets[pi]);
+            let chunk = match source.read(p, start, batch_records) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(crate::error_chain(e.as_ref())));
+                    return;
+                }
+            };
+            let Some(last) = chunk.records.last().map(|r| r.offset + 1) else { continue };
+            any = true;
+            let decoded = match decoder.decode(p, &chunk) {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            offsets[pi] = last;
+            if tx.send(Ok(Fetched { partition: p, chunk, decoded, next: last })).is_err() {
+                return;
+            }
+        }
+        if !any {
+            source.wait(Duration::from_millis(10));
+        }
+    }
+}
+
 /// One pipeline's loop.
 pub(crate) struct Runner {
     p: Planned,
-    source: Box<dyn Source>,
-    decoder: BatchDecoder,
+    source: Arc<dyn Source>,
+    fetched: Receiver<Result<Fetched, String>>,
+    /// A batch taken from the reader but left for the next poll.
+    held: Option<Fetched>,
+    stop_reader: Arc<AtomicBool>,
     chain: Chain,
     sinks: Vec<Vec<(String, Box<dyn Sink>)>>,
     late_sink: (String, Box<dyn Sink>),
@@ -194,7 +248,7 @@ impl Runner {
         status: Arc<PipelineStatus>,
     ) -> Result<Runner, StreamError> {
         let name = p.spec.name.clone();
-        let source = connectors.source(&p.plan.source).map_err(StreamError::Source)?;
+        let source: Arc<dyn Source> = Arc::from(connectors.source(&p.plan.source).map_err(StreamError::Source)?);
         let mut chain = crate::pipeline::build_chain(&p, settings.idle_timeout_ms)?;
         let mut sinks = Vec::new();
         for (stream, (table, retention)) in p.spec.stream_names().into_iter().zip(p.spec.stream_retention()).enumerate() {
@@ -247,10 +301,19 @@ impl Runner {
         let streams = 1 + p.spec.rollups.len();
         let decoder = BatchDecoder::new(p.plan.record.clone());
         let n_ops = chain.ops.len();
+        let (tx, fetched) = std::sync::mpsc::sync_channel(READ_AHEAD);
+        let stop_reader = Arc::new(AtomicBool::new(false));
+        let (s2, o2, stop2, batch) = (source.clone(), offsets.clone(), stop_reader.clone(), settings.batch_records);
+        std::thread::Builder::new()
+            .name(format!("read-{}", p.spec.name))
+            .spawn(move || read_ahead(s2, decoder, o2, batch, tx, stop2))
+            .map_err(|e| StreamError::Eval(format!("cannot start a reader thread: {e}")))?;
         Ok(Runner {
             p,
             source,
-            decoder,
+            fetched,
+            held: None,
+            stop_reader,
             chain,
             sinks,
             late_sink,
@@ -325,18 +388,15 @@ impl Runner {
                     Err(TryRecvError::Empty) => break,
                 }
             }
-            let n = self.poll()?;
+            let n = self.poll(Duration::from_millis(10))?;
             self.after_poll()?;
             if let Some((targets, _)) = &self.draining {
                 let reached = targets.iter().enumerate().all(|(p, &end)| self.offsets.get(p).copied().unwrap_or(0) >= end);
                 if reached {
                     self.finish_drain()?;
                 }
-                continue;
             }
-            if n == 0 {
-                self.source.wait(Duration::from_millis(10));
-            }
+            let _ = n;
         }
     }
 
@@ -369,57 +429,40 @@ impl Runner {
         (now_ms(), caught_up)
     }
 
-    /// Reads one batch from each partition and pushes it through the chain.
-    fn poll(&mut self) -> Result<usize, StreamError> {
-        let parts = self.source.partition_count();
-        if self.offsets.len() < parts as usize {
-            self.offsets.resize(parts as usize, 0);
-            self.part_max.resize(parts as usize, i64::MIN);
-            self.part_last_input.resize(parts as usize, now_ms());
+    /// Takes what the reader thread has decoded (waiting up to `wait` for the first batch)
+    /// and pushes it through the chain, one source batch at a time.
+    fn poll(&mut self, wait: Duration) -> Result<usize, StreamError> {
+        let parts = self.source.partition_count() as usize;
+        if self.offsets.len() < parts {
+            self.offsets.resize(parts, 0);
+            self.part_max.resize(parts, i64::MIN);
+            self.part_last_input.resize(parts, now_ms());
         }
         let mut total = 0;
-        let windowed = self.p.plan.windowed;
-        let time_col = self.p.plan.window.as_ref().map(|w| w.time_column);
-        for p in 0..parts {
-            let pi = p as usize;
-            let start = self.source.start_offset(p).max(self.offsets[pi]);
-            let chunk = self.source.read(p, start, self.settings.batch_records).map_err(StreamError::Source)?;
-            if chunk.records.is_empty() {
-                continue;
+        let first = match self.held.take() {
+            Some(f) => Some(f),
+            None => match self.fetched.recv_timeout(wait) {
+                Ok(f) => Some(f.map_err(|e| StreamError::Source(e.into()))?),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Err(StreamError::Source("the reader thread stopped".into())),
+            },
+        };
+        // At most one batch per partition per poll, so the watermark advances between a
+        // partition's batches (as when reading each partition once per poll).
+        let mut seen = vec![false; parts.max(1)];
+        let mut next = first;
+        while let Some(f) = next.take() {
+            let pi = (f.partition as usize).min(seen.len() - 1);
+            if seen[pi] {
+                self.held = Some(f);
+                break;
             }
-            total += chunk.records.len();
-            let last = chunk.records.last().map_or(start, |r| r.offset + 1);
-            let base = self.polled.last().map_or(0, |(_, b, c)| b + c.records.len() as u32);
-            let decoded = self.decoder.decode(p, &chunk).map_err(|e| StreamError::Eval(e.to_string()))?;
-            if !decoded.invalid.is_empty() {
-                self.status.invalid.fetch_add(decoded.invalid.len() as u64, Ordering::Relaxed);
-                metrics::counter!(t::PIPELINE_INVALID_RECORDS_TOTAL, "pipeline" => self.p.spec.name.clone()).increment(decoded.invalid.len() as u64);
-                let (i, e) = &decoded.invalid[0];
-                tracing::debug!(pipeline = %self.p.spec.name, partition = p, offset = chunk.records[*i].offset, error = %e, "skipping records that do not match the topic's schema");
-            }
-            let mut batch = decoded.batch;
-            let mut event_ms = None;
-            if let Some(tc) = time_col {
-                let times = batch.column(tc).as_any().downcast_ref::<TimestampMillisecondArray>().map(|a| Int64Array::new(a.values().clone(), a.nulls().cloned()));
-                if let Some(times) = &times {
-                    let max = times.iter().flatten().max().unwrap_or(i64::MIN);
-                    self.part_max[pi] = self.part_max[pi].max(max);
-                }
-                event_ms = times;
-            }
-            if windowed {
-                batch = with_window_placeholders(batch)?;
-            }
-            let origin = UInt32Array::from_iter_values(decoded.origin.iter().map(|o| base + o));
-            self.polled.push((p, base, chunk));
-            self.offsets[pi] = last;
-            self.part_last_input[pi] = now_ms();
-            let rows = Rows { stream: 0, batch, event_ms, origin: Some(origin), early: None };
-            let (now, caught_up) = (now_ms(), false);
-            let mut side = Vec::new();
-            let mut ctx = Ctx { now_ms: now, watermark_ms: self.watermark, caught_up, side: &mut side };
-            let out = self.chain.push(0, rows, &mut ctx)?;
-            self.route(out, side);
+            seen[pi] = true;
+            total += self.process_fetched(f)?;
+            next = match self.fetched.try_recv() {
+                Ok(f) => Some(f.map_err(|e| StreamError::Source(e.into()))?),
+                Err(_) => None,
+            };
         }
         if total > 0 {
             self.status.records.fetch_add(total as u64, Ordering::Relaxed);
@@ -429,6 +472,45 @@ impl Runner {
         self.polled.clear();
         self.publish_status();
         Ok(total)
+    }
+
+    /// Pushes one decoded source batch through the chain.
+    fn process_fetched(&mut self, f: Fetched) -> Result<usize, StreamError> {
+        let Fetched { partition: p, chunk, decoded, next } = f;
+        let pi = p as usize;
+        let windowed = self.p.plan.windowed;
+        let time_col = self.p.plan.window.as_ref().map(|w| w.time_column);
+        let n = chunk.records.len();
+        let base = self.polled.last().map_or(0, |(_, b, c)| b + c.records.len() as u32);
+        if !decoded.invalid.is_empty() {
+            self.status.invalid.fetch_add(decoded.invalid.len() as u64, Ordering::Relaxed);
+            metrics::counter!(t::PIPELINE_INVALID_RECORDS_TOTAL, "pipeline" => self.p.spec.name.clone()).increment(decoded.invalid.len() as u64);
+            let (i, e) = &decoded.invalid[0];
+            tracing::debug!(pipeline = %self.p.spec.name, partition = p, offset = chunk.records[*i].offset, error = %e, "skipping records that do not match the topic's schema");
+        }
+        let mut batch = decoded.batch;
+        let mut event_ms = None;
+        if let Some(tc) = time_col {
+            let times = batch.column(tc).as_any().downcast_ref::<TimestampMillisecondArray>().map(|a| Int64Array::new(a.values().clone(), a.nulls().cloned()));
+            if let Some(times) = &times {
+                let max = times.iter().flatten().max().unwrap_or(i64::MIN);
+                self.part_max[pi] = self.part_max[pi].max(max);
+            }
+            event_ms = times;
+        }
+        if windowed {
+            batch = with_window_placeholders(batch)?;
+        }
+        let origin = UInt32Array::from_iter_values(decoded.origin.iter().map(|o| base + o));
+        self.polled.push((p, base, chunk));
+        self.offsets[pi] = next;
+        self.part_last_input[pi] = now_ms();
+        let rows = Rows { stream: 0, batch, event_ms, origin: Some(origin), early: None };
+        let mut side = Vec::new();
+        let mut ctx = Ctx { now_ms: now_ms(), watermark_ms: self.watermark, caught_up: false, side: &mut side };
+        let out = self.chain.push(0, rows, &mut ctx)?;
+        self.route(out, side);
+        Ok(n)
     }
 
     /// Advances the watermark and runs timers and early results.
@@ -680,6 +762,12 @@ impl Runner {
         if let Ok(mut o) = self.status.offsets.lock() {
             o.clone_from(&self.offsets);
         }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.stop_reader.store(true, Ordering::Release);
     }
 }
 

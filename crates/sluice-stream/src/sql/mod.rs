@@ -122,7 +122,11 @@ impl SqlError {
 /// Splits `CREATE PIPELINE name AS SELECT …` into the name and the query. Returns `None`
 /// when the text does not start with `CREATE PIPELINE`.
 pub fn parse_create_pipeline(text: &str) -> Option<Result<(String, String), String>> {
-    let t = text.trim_start();
+    // Leading `--` comment lines do not count.
+    let mut t = text.trim_start();
+    while t.starts_with("--") {
+        t = t.split_once('\n').map_or("", |(_, rest)| rest).trim_start();
+    }
     let words: Vec<&str> = t.splitn(3, char::is_whitespace).collect();
     if words.len() < 2 || !words[0].eq_ignore_ascii_case("CREATE") || !words[1].eq_ignore_ascii_case("PIPELINE") {
         return None;
@@ -157,6 +161,8 @@ mod tests {
         assert_eq!((n.as_str(), q.as_str()), ("hr_1m", "SELECT 1"));
         assert!(parse_create_pipeline("SELECT 1").is_none());
         assert!(parse_create_pipeline("create pipeline x SELECT").unwrap().is_err());
+        let (n, _) = parse_create_pipeline("-- a comment\n  -- another\nCREATE PIPELINE p AS SELECT 2").unwrap().unwrap();
+        assert_eq!(n, "p");
     }
 
     #[test]
