@@ -36,7 +36,7 @@ pub struct HeartbeatEvent {
 /// with a reason a person can act on.
 pub fn validate(record: &Value) -> Result<HeartbeatEvent, FieldError> {
     match schema::heartbeat().decode_value(record)?.as_slice() {
-        [Datum::Str(p), Datum::Float(hr), Datum::Timestamp(t)] => Ok(HeartbeatEvent { player_id: p.clone(), heartbeat_bpm: *hr, created_at_ms: *t }),
+        [Datum::Str(p), Datum::Float(hr), Datum::Timestamp(t)] => Ok(HeartbeatEvent { player_id: p.to_string(), heartbeat_bpm: *hr, created_at_ms: *t }),
         other => Err(FieldError::new("$", format!("unexpected decoded shape {other:?}"))),
     }
 }

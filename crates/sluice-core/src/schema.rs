@@ -25,6 +25,8 @@
 //! Errors: [`FieldError`] names the first failing field, in declaration order (`$` for the
 //! record itself), with a reason a person can act on.
 
+use std::borrow::Cow;
+
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -183,18 +185,30 @@ impl SchemaSpec {
     }
 }
 
-/// A decoded field value. Timestamps are epoch ms.
+/// A decoded field value; a string may borrow from the record. Timestamps are epoch ms.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Datum {
+pub enum Datum<'a> {
     Null,
-    Str(String),
+    Str(Cow<'a, str>),
     Int(i64),
     Float(f64),
     Bool(bool),
     Timestamp(i64),
 }
 
-impl Datum {
+impl Datum<'_> {
+    /// The same value, owning its string.
+    pub fn into_owned(self) -> Datum<'static> {
+        match self {
+            Datum::Null => Datum::Null,
+            Datum::Str(s) => Datum::Str(Cow::Owned(s.into_owned())),
+            Datum::Int(i) => Datum::Int(i),
+            Datum::Float(f) => Datum::Float(f),
+            Datum::Bool(b) => Datum::Bool(b),
+            Datum::Timestamp(t) => Datum::Timestamp(t),
+        }
+    }
+
     /// The value as a record key (strings as they are, numbers in decimal).
     pub fn key_bytes(&self) -> Option<Vec<u8>> {
         match self {
@@ -272,7 +286,7 @@ impl RecordSchema {
     }
 
     /// Decodes a parsed record into one [`Datum`] per declared field.
-    pub fn decode_value(&self, record: &Value) -> Result<Vec<Datum>, FieldError> {
+    pub fn decode_value<'v>(&self, record: &'v Value) -> Result<Vec<Datum<'v>>, FieldError> {
         let obj = record
             .as_object()
             .ok_or_else(|| FieldError::new("$", format!("expected a JSON object, got {}", type_name(record))))?;
@@ -296,7 +310,7 @@ impl RecordSchema {
 }
 
 /// Converts the value found at a field's path (None: absent) into a checked [`Datum`].
-fn convert(f: &FieldSpec, v: Option<&Value>) -> Result<Datum, FieldError> {
+fn convert<'v>(f: &FieldSpec, v: Option<&'v Value>) -> Result<Datum<'v>, FieldError> {
     let err = |reason: String| Err(FieldError::new(&f.name, reason));
     let v = match v {
         None if f.required => return err("missing".into()),
@@ -311,7 +325,7 @@ fn convert(f: &FieldSpec, v: Option<&Value>) -> Result<Datum, FieldError> {
         FieldType::String => {
             let Value::String(s) = v else { return err(format!("expected a string, got {}", type_name(v))) };
             check_string(f, s)?;
-            Ok(Datum::Str(s.clone()))
+            Ok(Datum::Str(Cow::Borrowed(s.as_str())))
         }
         FieldType::Float => {
             let Value::Number(n) = v else { return err(format!("expected a number{unit}, got {}", type_name(v))) };
@@ -337,14 +351,23 @@ fn convert(f: &FieldSpec, v: Option<&Value>) -> Result<Datum, FieldError> {
     }
 }
 
-/// [`convert`] of an owned value: a string is moved, not copied.
-fn convert_owned(f: &FieldSpec, v: Option<Value>) -> Result<Datum, FieldError> {
-    match (f.ty, v) {
-        (FieldType::String, Some(Value::String(s))) => {
-            check_string(f, &s)?;
-            Ok(Datum::Str(s))
-        }
-        (_, v) => convert(f, v.as_ref()),
+/// [`convert`] of a value as the decoder holds it: a string borrowed from the record is
+/// kept borrowed.
+fn convert_raw<'a>(f: &FieldSpec, v: Option<Raw<'a>>) -> Result<Datum<'a>, FieldError> {
+    match v {
+        None => convert(f, None).map(Datum::into_owned),
+        Some(Raw::Tree(v)) => convert(f, Some(&v)).map(Datum::into_owned),
+        Some(Raw::Str(s)) => match f.ty {
+            FieldType::String => {
+                check_string(f, &s)?;
+                Ok(Datum::Str(s))
+            }
+            FieldType::Timestamp if matches!(f.format, TimeFormat::Auto | TimeFormat::Rfc3339) => {
+                time::ms_from_rfc3339(&s).map(Datum::Timestamp).map_err(|reason| FieldError::new(&f.name, reason))
+            }
+            // Every other type refuses a string: take the error from `convert`.
+            _ => convert(f, Some(&Value::String(s.into_owned()))).map(Datum::into_owned),
+        },
     }
 }
 
@@ -451,15 +474,17 @@ impl Decoder {
     }
 
     /// Decodes record bytes into `out` (cleared first), one [`Datum`] per declared field.
-    pub fn decode(&self, bytes: &[u8], out: &mut Vec<Datum>) -> Result<(), FieldError> {
-        self.decode_with(bytes, &mut Vec::new(), out)
+    pub fn decode<'a>(&self, bytes: &'a [u8], out: &mut Vec<Datum<'a>>) -> Result<(), FieldError> {
+        self.decode_with(bytes, &mut Slots::default(), out)
     }
 
-    /// [`Decoder::decode`] with a reusable buffer for the top-level values.
-    pub fn decode_with(&self, bytes: &[u8], slots: &mut Vec<Option<Value>>, out: &mut Vec<Datum>) -> Result<(), FieldError> {
+    /// [`Decoder::decode`] with a reusable buffer for the top-level values. Strings that
+    /// need no unescaping are borrowed from `bytes`, not copied.
+    pub fn decode_with<'a>(&self, bytes: &'a [u8], slots: &mut Slots<'a>, out: &mut Vec<Datum<'a>>) -> Result<(), FieldError> {
         out.clear();
+        let slots = &mut slots.0;
         slots.clear();
-        slots.resize(self.tops.len(), None);
+        slots.resize_with(self.tops.len(), || None);
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let seed = RecordSeed { tops: &self.tops, slots };
         match seed.deserialize(&mut de).and_then(|shape| de.end().map(|_| shape)) {
@@ -469,35 +494,106 @@ impl Decoder {
         }
         for (f, (slot, rest)) in self.schema.fields.iter().zip(&self.fields) {
             if rest.is_empty() && self.sole[*slot] {
-                // The only field of this key: convert the value without copying it.
-                out.push(convert_owned(f, slots[*slot].take())?);
+                // The only field of this key: convert the value as it is held.
+                out.push(convert_raw(f, slots[*slot].take())?);
                 continue;
             }
-            let mut cur = slots[*slot].as_ref();
+            let tree = match &slots[*slot] {
+                Some(Raw::Tree(v)) => Some(v),
+                _ => None,
+            };
+            let mut cur = match (&slots[*slot], rest.is_empty()) {
+                (Some(Raw::Str(s)), true) => {
+                    out.push(convert_raw(f, Some(Raw::Str(Cow::Owned(s.to_string()))))?.into_owned());
+                    continue;
+                }
+                _ => tree,
+            };
             for s in rest {
                 cur = cur.and_then(|v| v.get(s));
             }
-            out.push(convert(f, cur)?);
+            out.push(convert(f, cur)?.into_owned());
         }
         Ok(())
     }
 }
 
-/// Visits one record: stores the values of declared top-level keys, skips the rest.
-/// Yields `Err(type name)` when the record is not an object.
-struct RecordSeed<'a> {
-    tops: &'a [String],
-    slots: &'a mut Vec<Option<Value>>,
+/// A top-level value as the decoder holds it: a string (borrowed from the record when it
+/// needs no unescaping), or any other JSON value.
+#[derive(Debug)]
+pub enum Raw<'a> {
+    Str(Cow<'a, str>),
+    Tree(Value),
 }
 
-impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
+/// Reusable storage for a record's top-level values (see [`Decoder::decode_with`]).
+#[derive(Debug, Default)]
+pub struct Slots<'a>(Vec<Option<Raw<'a>>>);
+
+/// Reads one value: strings as [`Raw::Str`], anything else as a [`Value`].
+struct RawSeed;
+
+impl<'de> DeserializeSeed<'de> for RawSeed {
+    type Value = Raw<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Raw<'de>, D::Error> {
+        d.deserialize_any(RawVisitor)
+    }
+}
+
+struct RawVisitor;
+
+impl<'de> Visitor<'de> for RawVisitor {
+    type Value = Raw<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Owned(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Raw<'de>, E> {
+        Ok(Raw::Tree(Value::Null))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Raw<'de>, E> {
+        Ok(Raw::Tree(Value::Bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Raw<'de>, E> {
+        Ok(Raw::Tree(Value::from(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Raw<'de>, E> {
+        Ok(Raw::Tree(Value::from(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Raw<'de>, E> {
+        Ok(Raw::Tree(Value::from(v)))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Raw<'de>, A::Error> {
+        Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(Raw::Tree)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Raw<'de>, A::Error> {
+        Value::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Raw::Tree)
+    }
+}
+
+/// Visits one record: stores the values of declared top-level keys, skips the rest.
+/// Yields `Err(type name)` when the record is not an object.
+struct RecordSeed<'s, 'de> {
+    tops: &'s [String],
+    slots: &'s mut Vec<Option<Raw<'de>>>,
+}
+
+impl<'de> DeserializeSeed<'de> for RecordSeed<'_, 'de> {
     type Value = Result<(), &'static str>;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for RecordSeed<'_> {
+impl<'de> Visitor<'de> for RecordSeed<'_, 'de> {
     type Value = Result<(), &'static str>;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON object")
@@ -505,7 +601,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match self.tops.iter().position(|t| t.as_str() == key.as_ref()) {
-                Some(slot) => self.slots[slot] = Some(map.next_value::<Value>()?),
+                Some(slot) => self.slots[slot] = Some(map.next_value_seed(RawSeed)?),
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -568,10 +664,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn both(schema: &RecordSchema, v: &Value) -> Result<Vec<Datum>, FieldError> {
-        let a = schema.decode_value(v);
+    fn both(schema: &RecordSchema, v: &Value) -> Result<Vec<Datum<'static>>, FieldError> {
+        let a = schema.decode_value(v).map(|d| d.into_iter().map(Datum::into_owned).collect::<Vec<_>>());
+        let bytes = v.to_string().into_bytes();
         let mut b = Vec::new();
-        let rb = Decoder::new(schema.clone()).decode(v.to_string().as_bytes(), &mut b).map(|_| b);
+        let rb = Decoder::new(schema.clone()).decode(&bytes, &mut b).map(|_| b.into_iter().map(Datum::into_owned).collect::<Vec<_>>());
         assert_eq!(a, rb, "decode_value and Decoder disagree on {v}");
         a
     }

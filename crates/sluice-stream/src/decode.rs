@@ -11,7 +11,7 @@ use std::sync::Arc;
 use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
 use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, TimestampMillisecondArray};
 use arrow_schema::{ArrowError, SchemaRef};
-use sluice_core::schema::{Datum, Decoder, FieldError, FieldType, RecordSchema};
+use sluice_core::schema::{Datum, Decoder, FieldError, FieldType, RecordSchema, Slots};
 
 use crate::sql::catalog::source_schema;
 
@@ -71,7 +71,7 @@ impl Col {
         }
     }
 
-    fn push(&mut self, d: &Datum) {
+    fn push(&mut self, d: &Datum<'_>) {
         match (self, d) {
             (Col::Str(b), Datum::Str(s)) => b.append_value(s),
             (Col::Int(b), Datum::Int(i)) => b.append_value(*i),
@@ -111,13 +111,11 @@ pub struct Decoded {
 pub struct BatchDecoder {
     decoder: Decoder,
     schema: SchemaRef,
-    scratch: Vec<Datum>,
-    slots: Vec<Option<serde_json::Value>>,
 }
 
 impl BatchDecoder {
     pub fn new(record: RecordSchema) -> Self {
-        BatchDecoder { schema: source_schema(&record), decoder: Decoder::new(record), scratch: Vec::new(), slots: Vec::new() }
+        BatchDecoder { schema: source_schema(&record), decoder: Decoder::new(record) }
     }
 
     pub fn schema(&self) -> &SchemaRef {
@@ -134,12 +132,13 @@ impl BatchDecoder {
         let mut times = Vec::with_capacity(records.len());
         let mut origin = Vec::with_capacity(records.len());
         let mut invalid = Vec::new();
+        let (mut slots, mut scratch) = (Slots::default(), Vec::new());
         for (i, r) in records.iter().enumerate() {
-            if let Err(e) = self.decoder.decode_with(chunk.value(i), &mut self.slots, &mut self.scratch) {
+            if let Err(e) = self.decoder.decode_with(chunk.value(i), &mut slots, &mut scratch) {
                 invalid.push((i, e));
                 continue;
             }
-            for (c, d) in cols.iter_mut().zip(&self.scratch) {
+            for (c, d) in cols.iter_mut().zip(&scratch) {
                 c.push(d);
             }
             offsets.push(r.offset as i64);

@@ -156,13 +156,15 @@ struct Fetched {
 /// Batches the reader thread may hold ready (each at most `batch_records`).
 const READ_AHEAD: usize = 4;
 
-/// Reads and decodes every partition from `offsets` on, round robin, until `stop` is set
-/// or the runner goes away. Runs on its own thread, so that decoding (the costliest part
-/// of reading JSON) overlaps the operators.
-fn read_ahead(source: Arc<dyn Source>, mut decoder: BatchDecoder, mut offsets: Vec<u64>, batch_records: usize, tx: std::sync::mpsc::SyncSender<Result<Fetched, String>>, stop: Arc<AtomicBool>) {
+/// Reads and decodes the partitions `p` with `p % readers == me` from `offsets` on, round
+/// robin, until `stop` is set or the runner goes away. Runs on its own thread (one per
+/// reader), so that decoding (the costliest part of reading JSON) overlaps the operators
+/// and uses every core. Each partition has one reader, so its batches arrive in order.
+#[allow(clippy::too_many_arguments)]
+fn read_ahead(source: Arc<dyn Source>, mut decoder: BatchDecoder, mut offsets: Vec<u64>, batch_records: usize, tx: std::sync::mpsc::SyncSender<Result<Fetched, String>>, stop: Arc<AtomicBool>, me: u32, readers: u32) {
     while !stop.load(Ordering::Acquire) {
         let mut any = false;
-        for p in 0..source.partition_count() {
+        for p in (0..source.partition_count()).filter(|p| p % readers == me) {
             let pi = p as usize;
             if offsets.len() <= pi {
                 offsets.resize(pi + 1, 0);
@@ -299,15 +301,20 @@ impl Runner {
         }
         let now = now_ms();
         let streams = 1 + p.spec.rollups.len();
-        let decoder = BatchDecoder::new(p.plan.record.clone());
         let n_ops = chain.ops.len();
         let (tx, fetched) = std::sync::mpsc::sync_channel(READ_AHEAD);
         let stop_reader = Arc::new(AtomicBool::new(false));
-        let (s2, o2, stop2, batch) = (source.clone(), offsets.clone(), stop_reader.clone(), settings.batch_records);
-        std::thread::Builder::new()
-            .name(format!("read-{}", p.spec.name))
-            .spawn(move || read_ahead(s2, decoder, o2, batch, tx, stop2))
-            .map_err(|e| StreamError::Eval(format!("cannot start a reader thread: {e}")))?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        let readers = source.partition_count().clamp(1, cores.max(1));
+        for me in 0..readers {
+            let (s2, o2, stop2, tx2, batch) = (source.clone(), offsets.clone(), stop_reader.clone(), tx.clone(), settings.batch_records);
+            let decoder = BatchDecoder::new(p.plan.record.clone());
+            std::thread::Builder::new()
+                .name(format!("read-{}-{me}", p.spec.name))
+                .spawn(move || read_ahead(s2, decoder, o2, batch, tx2, stop2, me, readers))
+                .map_err(|e| StreamError::Eval(format!("cannot start a reader thread: {e}")))?;
+        }
+        drop(tx);
         Ok(Runner {
             p,
             source,
