@@ -129,21 +129,30 @@ impl Observer for LiveViews {
     fn committed(&self, pipeline: &str, stream: usize, batches: &[RecordBatch]) {
         let view = self.view(pipeline);
         let output = self.outputs.lock().unwrap_or_else(|p| p.into_inner()).get(pipeline).and_then(|o| o.get(stream).cloned()).unwrap_or_else(|| pipeline.to_string());
+        let listening = view.events.receiver_count() > 0;
+        let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let mut skip = total.saturating_sub(RECENT_ROWS);
         for b in batches {
-            let rows = rows_json(b);
-            if rows.is_empty() {
+            if b.num_rows() == 0 {
                 continue;
             }
+            // Rows become JSON only for listeners and for the most recent rows kept.
+            let rows = if listening { rows_json(b) } else { Vec::new() };
             {
+                let from = skip.min(b.num_rows());
+                skip -= from;
+                let tail = if listening { rows[from..].to_vec() } else { rows_json(&b.slice(from, b.num_rows() - from)) };
                 let mut recent = view.recent.lock().unwrap_or_else(|p| p.into_inner());
-                for r in &rows {
+                for r in tail {
                     recent.push_back(json!({"output": output, "row": r}));
                 }
                 while recent.len() > RECENT_ROWS {
                     recent.pop_front();
                 }
             }
-            let _ = view.events.send(LiveEvent { name: "result", data: json!({"output": output, "rows": rows}) });
+            if listening {
+                let _ = view.events.send(LiveEvent { name: "result", data: json!({"output": output, "rows": rows}) });
+            }
             if pipeline == HEART_RATE && stream == 0 {
                 self.sessions.add_closed(sessions_of(b, true));
             }

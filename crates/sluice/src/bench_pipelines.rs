@@ -52,6 +52,9 @@ pub struct PipelinesArgs {
     /// live: seconds to run.
     #[arg(long, default_value_t = 30)]
     pub live_seconds: usize,
+    /// Checkpoint interval, ms (the default is the shipped one).
+    #[arg(long, default_value_t = 1000)]
+    pub checkpoint_interval_ms: u64,
     /// A Python that can import pyspark (Spark runs the same queries on the same input).
     #[arg(long, default_value = "python3")]
     pub python: String,
@@ -127,8 +130,9 @@ fn generate(server: &Server, players: usize, seconds: usize, prefix: &str, ndjso
     Ok(n)
 }
 
-fn bench_config(dir: &Path) -> anyhow::Result<Config> {
+fn bench_config(dir: &Path, checkpoint_interval_ms: u64) -> anyhow::Result<Config> {
     let mut c = config::load(None, std::iter::empty(), &[])?;
+    c.stream.checkpoint_interval_ms = checkpoint_interval_ms;
     c.data_dir = dir.to_path_buf();
     c.http.addr = "127.0.0.1:0".into();
     c.kafka.enabled = false;
@@ -164,7 +168,7 @@ fn spark(args: &PipelinesArgs, scenario: &str, input: &Path, out: &Path) -> Opti
 }
 
 async fn throughput(args: &PipelinesArgs, scenario: &str, dir: &Path) -> anyhow::Result<()> {
-    let server = Server::start(bench_config(&dir.join("sluice"))?).await?;
+    let server = Server::start(bench_config(&dir.join("sluice"), args.checkpoint_interval_ms)?).await?;
     let input = dir.join("input");
     let t0 = Instant::now();
     let (spec, n) = match scenario {
@@ -202,7 +206,7 @@ async fn throughput(args: &PipelinesArgs, scenario: &str, dir: &Path) -> anyhow:
 }
 
 async fn live(args: &PipelinesArgs, dir: &Path) -> anyhow::Result<()> {
-    let mut config = bench_config(&dir.join("sluice"))?;
+    let mut config = bench_config(&dir.join("sluice"), args.checkpoint_interval_ms)?;
     config.pipelines = vec![heart_rate_spec()?];
     let server = Server::start(config).await?;
     let topic = server.log().topic("heartbeat-raw-topic").context("the heartbeat topic is missing")?;
@@ -292,7 +296,7 @@ pub async fn run(args: PipelinesArgs) -> anyhow::Result<()> {
             let exe = std::env::current_exe()?;
             let mut cmd = Command::new(exe);
             cmd.args(["bench", "pipelines", "--scenario", scenario, "--python", &args.python]);
-            for (flag, v) in [("--players", args.players), ("--seconds", args.seconds), ("--keys", args.keys), ("--per-key", args.per_key), ("--live-players", args.live_players), ("--live-seconds", args.live_seconds)] {
+            for (flag, v) in [("--players", args.players), ("--seconds", args.seconds), ("--keys", args.keys), ("--per-key", args.per_key), ("--live-players", args.live_players), ("--live-seconds", args.live_seconds), ("--checkpoint-interval-ms", args.checkpoint_interval_ms as usize)] {
                 cmd.args([flag, &v.to_string()]);
             }
             if args.no_spark {

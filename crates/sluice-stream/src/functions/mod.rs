@@ -3,22 +3,23 @@
 //! - [`zones`]: `hr_zone_seconds(heartbeat, time, hr_max)`, minutes per ACSM zone;
 //! - [`hr_max`]: `hr_max(player_id)`, HRmax per player from the configuration;
 //! - [`top_k`]: `approx_top_k(value, k)`, the most frequent values (a sketch).
+//! - [`percentile`]: `approx_percentile_cont(x, q)` and `approx_median(x)` on DataSketches'
+//!   t-digest, in place of DataFusion's (which rebuilds its digest on every call).
 //!
-//! DataFusion's approximate aggregates, with their bounds (checked by `tests/sketches.rs`):
-//! - `approx_distinct(x)`: HyperLogLog with 2^14 one-byte registers (16 KiB a window);
-//!   standard error 1.04 / √16384 ≈ 0.81 % (Flajolet et al., "HyperLogLog", 2007).
-//!   Integers and strings only.
-//! - `approx_percentile_cont(x, q)`: a t-digest of at most 100 centroids (about 1.6 KiB);
-//!   the returned value's rank is within about 1 % of q (Dunning and Ertl, "Computing
-//!   extremely accurate quantiles using t-digests", 2019); the tests allow 1.5 %.
+//! DataFusion's `approx_distinct(x)` is HyperLogLog with 2^14 one-byte registers (16 KiB a
+//! window): standard error 1.04 / √16384 ≈ 0.81 % (Flajolet et al., "HyperLogLog", 2007);
+//! integers and strings only. Every sketch's bound is checked by `tests/sketches.rs`.
 
 pub mod hr_max;
+pub mod percentile;
 pub mod top_k;
 pub mod zones;
 
 use std::sync::Arc;
 
-use datafusion_expr::{AggregateUDF, ScalarUDF};
+use datafusion_common::ScalarValue;
+use datafusion_expr::function::AccumulatorArgs;
+use datafusion_expr::{AggregateUDF, ColumnarValue, ScalarUDF};
 
 pub use hr_max::HrMaxTable;
 
@@ -40,5 +41,18 @@ pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     let mut f = datafusion_functions_aggregate::all_default_aggregate_functions();
     f.push(Arc::new(AggregateUDF::new_from_impl(zones::HrZoneSeconds::default())));
     f.push(Arc::new(AggregateUDF::new_from_impl(top_k::ApproxTopK::default())));
+    // Later entries win: these replace DataFusion's functions of the same names.
+    f.push(Arc::new(AggregateUDF::new_from_impl(percentile::ApproxPercentile::percentile())));
+    f.push(Arc::new(AggregateUDF::new_from_impl(percentile::ApproxPercentile::median())));
     f
+}
+
+/// The value of an aggregate's argument `i` when it is a constant (a literal, or an expression
+/// of literals), or `None` when it is absent or depends on the row.
+pub(crate) fn literal_arg(args: &AccumulatorArgs, i: usize) -> Option<ScalarValue> {
+    let empty = arrow_array::RecordBatch::new_empty(Arc::new(arrow_schema::Schema::empty()));
+    match args.exprs.get(i).map(|e| e.evaluate(&empty)) {
+        Some(Ok(ColumnarValue::Scalar(v))) => Some(v),
+        _ => None,
+    }
 }

@@ -20,7 +20,7 @@ use arrow_schema::{DataType, Field, FieldRef, Fields};
 use datafusion_common::{internal_err, plan_err, Result, ScalarValue};
 use datafusion_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion_expr::utils::format_state_name;
-use datafusion_expr::{Accumulator, AggregateUDFImpl, ColumnarValue, Signature, Volatility};
+use datafusion_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
 use datasketches::frequencies::{ErrorType, FrequentItemsSketch};
 
 /// Name of the function in SQL.
@@ -69,9 +69,8 @@ impl AggregateUDFImpl for ApproxTopK {
         Ok(result_type())
     }
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let empty = arrow_array::RecordBatch::new_empty(Arc::new(arrow_schema::Schema::empty()));
-        let k = match args.exprs.get(1).map(|e| e.evaluate(&empty)) {
-            Some(Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(k))))) if (1..=MAX_K).contains(&k) => k as usize,
+        let k = match super::literal_arg(&args, 1) {
+            Some(ScalarValue::Int64(Some(k))) if (1..=MAX_K).contains(&k) => k as usize,
             _ => return plan_err!("{NAME}(value, k): k must be an integer literal in 1..={MAX_K}"),
         };
         TopKAccumulator::new(k).map(|a| Box::new(a) as Box<dyn Accumulator>)

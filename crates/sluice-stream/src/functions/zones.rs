@@ -15,9 +15,10 @@
 //! Without folding (a batch query) the tail holds every reading until `evaluate`.
 //!
 //! State (`state()` / `merge_batch`): `low_ms, moderate_ms, high_ms: Int64` (folded),
-//! `frontier_ms: Int64`, `hr_max: Float64`, `tail_ms: List<Int64>`, `tail_bpm:
-//! List<Float64>`. Memory: 48 bytes plus 16 bytes per pending reading (with 1 Hz input
-//! and a 10 s out-of-orderness bound, about 10 readings).
+//! `frontier_ms: Int64`, `hr_max: Float64`, `tail: Binary` (the pending readings, 16
+//! bytes each: event time as i64 then bpm as f64, little-endian). Memory: 48 bytes plus 16
+//! bytes per pending reading (with 1 Hz input and a 10 s out-of-orderness bound, about 10
+//! readings).
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
-use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, ListArray, StructArray};
+use arrow_array::{Array, ArrayRef, Float64Array, StructArray};
 use arrow_schema::{DataType, Field, FieldRef, Fields, TimeUnit};
 use datafusion_common::{internal_err, plan_err, Result, ScalarValue};
 use datafusion_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -89,15 +90,13 @@ impl AggregateUDFImpl for HrZoneSeconds {
     }
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         let f = |n: &str, t: DataType| Arc::new(Field::new(format_state_name(args.name, n), t, true));
-        let list = |t: DataType| DataType::List(Arc::new(Field::new_list_field(t, true)));
         Ok(vec![
             f("low_ms", DataType::Int64),
             f("moderate_ms", DataType::Int64),
             f("high_ms", DataType::Int64),
             f("frontier_ms", DataType::Int64),
             f("hr_max", DataType::Float64),
-            f("tail_ms", list(DataType::Int64)),
-            f("tail_bpm", list(DataType::Float64)),
+            f("tail", DataType::Binary),
         ])
     }
 }
@@ -204,28 +203,29 @@ impl Accumulator for ZoneAccumulator {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let times: Vec<ScalarValue> = self.tail.iter().map(|r| ScalarValue::Int64(Some(r.0))).collect();
-        let bpms: Vec<ScalarValue> = self.tail.iter().map(|r| ScalarValue::Float64(Some(r.1))).collect();
+        let mut tail = Vec::with_capacity(self.tail.len() * 16);
+        for (t, bpm) in &self.tail {
+            tail.extend_from_slice(&t.to_le_bytes());
+            tail.extend_from_slice(&bpm.to_le_bytes());
+        }
         Ok(vec![
             ScalarValue::Int64(Some(self.folded[0])),
             ScalarValue::Int64(Some(self.folded[1])),
             ScalarValue::Int64(Some(self.folded[2])),
             ScalarValue::Int64(Some(self.frontier_ms)),
             ScalarValue::Float64(Some(self.hr_max)),
-            ScalarValue::List(ScalarValue::new_list_nullable(&times, &DataType::Int64)),
-            ScalarValue::List(ScalarValue::new_list_nullable(&bpms, &DataType::Float64)),
+            ScalarValue::Binary(Some(tail)),
         ])
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let [low, moderate, high, frontier, hr_max, tail_ms, tail_bpm] = states else {
-            return internal_err!("{NAME} state has 7 columns, got {}", states.len());
+        let [low, moderate, high, frontier, hr_max, tail] = states else {
+            return internal_err!("{NAME} state has 6 columns, got {}", states.len());
         };
         let i64s = |a: &ArrayRef| a.as_primitive::<Int64Type>().clone();
         let (low, moderate, high, frontier) = (i64s(low), i64s(moderate), i64s(high), i64s(frontier));
         let hr_max = hr_max.as_primitive::<Float64Type>();
-        let tail_ms: &ListArray = tail_ms.as_list::<i32>();
-        let tail_bpm: &ListArray = tail_bpm.as_list::<i32>();
+        let tail = tail.as_binary::<i32>();
         for i in 0..low.len() {
             if low.is_null(i) {
                 continue;
@@ -237,12 +237,12 @@ impl Accumulator for ZoneAccumulator {
             if hr_max.is_valid(i) {
                 self.hr_max = hr_max.value(i);
             }
-            let ts = tail_ms.value(i);
-            let bs = tail_bpm.value(i);
-            let ts: &Int64Array = ts.as_primitive::<Int64Type>();
-            let bs: &Float64Array = bs.as_primitive::<Float64Type>();
-            for j in 0..ts.len().min(bs.len()) {
-                self.add(ts.value(j), bs.value(j));
+            if tail.is_valid(i) {
+                for r in tail.value(i).chunks_exact(16) {
+                    let (t, bpm) = r.split_at(8);
+                    let (Ok(t), Ok(bpm)) = (<[u8; 8]>::try_from(t), <[u8; 8]>::try_from(bpm)) else { continue };
+                    self.add(i64::from_le_bytes(t), f64::from_le_bytes(bpm));
+                }
             }
         }
         Ok(())

@@ -103,11 +103,24 @@ pub struct KeyState {
     pub seen: BTreeSet<i64>,
     /// Open windows per level, each sorted by start.
     pub levels: Vec<Vec<Win>>,
+    /// Changed since the last checkpoint.
+    pub dirty: bool,
+    /// Changed since the last early results.
+    pub touched: bool,
 }
 
 impl KeyState {
     pub fn new(levels: usize, now_ms: i64) -> Self {
-        KeyState { max_event_ms: i64::MIN, closed_until: i64::MIN, accept_from: i64::MIN, last_input_ms: now_ms, seen: BTreeSet::new(), levels: (0..levels).map(|_| Vec::new()).collect() }
+        KeyState {
+            max_event_ms: i64::MIN,
+            closed_until: i64::MIN,
+            accept_from: i64::MIN,
+            last_input_ms: now_ms,
+            seen: BTreeSet::new(),
+            levels: (0..levels).map(|_| Vec::new()).collect(),
+            dirty: true,
+            touched: true,
+        }
     }
 
     /// The key's own watermark: latest event time less the allowed out-of-orderness.
@@ -185,12 +198,16 @@ impl KeyState {
 
     /// Opens or merges the base windows of an accepted record at `t_ms` (after
     /// [`KeyState::check`], with its `scratch`); `targets` gets the windows' starts.
-    pub fn open(&mut self, shape: &Shape, t_ms: i64, scratch: &[(i64, i64)], targets: &mut Vec<i64>) -> Result<(), StreamError> {
+    /// Returns whether the key's windows changed shape (opened, merged or widened), which
+    /// can change when they fire.
+    pub fn open(&mut self, shape: &Shape, t_ms: i64, scratch: &[(i64, i64)], targets: &mut Vec<i64>) -> Result<bool, StreamError> {
         targets.clear();
+        let mut reshaped = false;
         match shape.kind {
             WindowKind::Session { gap_ms } => {
                 let (first, last) = self.session_reach(gap_ms, t_ms);
                 let base = &mut self.levels[0];
+                reshaped = true;
                 if first == last {
                     base.insert(first, Win { start: t_ms, end: t_ms.saturating_add(gap_ms), accs: new_accs(shape.aggs)? });
                 } else {
@@ -213,13 +230,14 @@ impl KeyState {
                     let i = base.partition_point(|w| w.start < start);
                     if base.get(i).is_none_or(|w| w.start != start) {
                         base.insert(i, Win { start, end, accs: new_accs(shape.aggs)? });
+                        reshaped = true;
                     }
                     targets.push(start);
                 }
             }
         }
         self.max_event_ms = self.max_event_ms.max(t_ms);
-        Ok(())
+        Ok(reshaped)
     }
 
     /// The base window that starts at `start_ms`.

@@ -73,9 +73,7 @@ pub struct WindowAggregate {
     opts: WindowOptions,
     converter: Option<RowConverter>,
     keys: Map<Key, KeyState>,
-    dirty: HashSet<Key, foldhash::fast::RandomState>,
     removed: HashSet<Key, foldhash::fast::RandomState>,
-    touched: HashSet<Key, foldhash::fast::RandomState>,
     /// `per_partition`: (fire time, key) of every key with open windows.
     timers: BTreeSet<(i64, Key)>,
     timer_of: Map<Key, i64>,
@@ -120,9 +118,7 @@ impl WindowAggregate {
             opts,
             converter,
             keys: Map::default(),
-            dirty: Default::default(),
             removed: Default::default(),
-            touched: Default::default(),
             timers: BTreeSet::new(),
             timer_of: Map::default(),
             watermark_ms: i64::MIN,
@@ -159,11 +155,9 @@ impl WindowAggregate {
     }
 
     fn mark(&mut self, key: &[u8]) {
-        if !self.dirty.contains(key) {
-            self.dirty.insert(Key::from(key));
-        }
-        if !self.touched.contains(key) {
-            self.touched.insert(Key::from(key));
+        if let Some(st) = self.keys.get_mut(key) {
+            st.dirty = true;
+            st.touched = true;
         }
     }
 
@@ -259,8 +253,6 @@ impl WindowAggregate {
 
     fn forget(&mut self, key: &[u8]) {
         self.keys.remove(key);
-        self.dirty.remove(key);
-        self.touched.remove(key);
         if let Some(t) = self.timer_of.remove(key) {
             self.timers.remove(&(t, Key::from(key)));
         }
@@ -287,28 +279,35 @@ impl Pending {
         if self.rows.is_empty() {
             return Ok(());
         }
-        let rows = std::mem::take(&mut self.rows);
+        let mut filtered = Vec::new();
+        let mut taken: Vec<ArrayRef> = Vec::new();
         for (j, _) in shape.aggs.iter().enumerate() {
-            let selected: Vec<u32> = match &b.filters[j] {
-                Some(f) => rows.iter().copied().filter(|&r| f.is_valid(r as usize) && f.value(r as usize)).collect(),
-                None => rows.clone(),
+            let selected: &[u32] = match &b.filters[j] {
+                Some(f) => {
+                    filtered.clear();
+                    filtered.extend(self.rows.iter().copied().filter(|&r| f.is_valid(r as usize) && f.value(r as usize)));
+                    &filtered
+                }
+                None => &self.rows,
             };
-            if selected.is_empty() {
-                continue;
-            }
-            let contiguous = selected.last().map(|l| (l - selected[0]) as usize + 1) == Some(selected.len());
-            let taken: Vec<ArrayRef> = if contiguous {
-                b.args[j].iter().map(|a| a.slice(selected[0] as usize, selected.len())).collect()
+            let Some(&first) = selected.first() else { continue };
+            let contiguous = (selected[selected.len() - 1] - first) as usize + 1 == selected.len();
+            taken.clear();
+            if contiguous {
+                taken.extend(b.args[j].iter().map(|a| a.slice(first as usize, selected.len())));
             } else {
-                let idx = UInt32Array::from(selected);
-                b.args[j].iter().map(|a| arrow_select::take::take(a, &idx, None)).collect::<Result<Vec<_>, _>>().map_err(|e| StreamError::Eval(e.to_string()))?
-            };
+                let idx = UInt32Array::from(selected.to_vec());
+                for a in &b.args[j] {
+                    taken.push(arrow_select::take::take(a, &idx, None).map_err(|e| StreamError::Eval(e.to_string()))?);
+                }
+            }
             for &start in &self.targets {
                 if let Some(w) = st.base_window(start) {
                     w.accs[j].update_batch(&taken).map_err(df)?;
                 }
             }
         }
+        self.rows.clear();
         self.targets.clear();
         Ok(())
     }
@@ -345,17 +344,33 @@ impl Operator for WindowAggregate {
                 None => None,
             });
         }
-        // Group row numbers by key, keeping their order.
-        let mut group_of: HashMap<&[u8], usize, foldhash::fast::RandomState> = HashMap::default();
-        let mut groups: Vec<(&[u8], Vec<u32>)> = Vec::new();
+        // Group row numbers by key, keeping their order (a counting sort: no allocation
+        // per key).
+        let mut group_of: HashMap<&[u8], u32, foldhash::fast::RandomState> = HashMap::with_capacity_and_hasher(n.min(4096), Default::default());
+        let mut keys_in_order: Vec<&[u8]> = Vec::new();
+        let mut row_group: Vec<u32> = Vec::with_capacity(n);
         for i in 0..n {
             let key: &[u8] = key_rows.as_ref().map_or(&[][..], |r| r.row(i).data());
             let g = *group_of.entry(key).or_insert_with(|| {
-                groups.push((key, Vec::new()));
-                groups.len() - 1
+                keys_in_order.push(key);
+                (keys_in_order.len() - 1) as u32
             });
-            groups[g].1.push(i as u32);
+            row_group.push(g);
         }
+        let mut starts = vec![0u32; keys_in_order.len() + 1];
+        for &g in &row_group {
+            starts[g as usize + 1] += 1;
+        }
+        for g in 0..keys_in_order.len() {
+            starts[g + 1] += starts[g];
+        }
+        let mut fill = starts.clone();
+        let mut ordered = vec![0u32; n];
+        for (i, &g) in row_group.iter().enumerate() {
+            ordered[fill[g as usize] as usize] = i as u32;
+            fill[g as usize] += 1;
+        }
+        let groups = keys_in_order.iter().enumerate().map(|(g, k)| (*k, &ordered[starts[g] as usize..starts[g + 1] as usize]));
         let rollups = self.opts.rollups.clone();
         let shape = Shape { kind: plan.kind, aggs: &plan.aggs, lateness_ms: self.opts.lateness_ms, rollups: &rollups };
         let (ooo, lateness, dedup, mode) = (self.opts.out_of_orderness_ms, self.opts.lateness_ms, self.opts.dedup, self.opts.watermark);
@@ -363,14 +378,15 @@ impl Operator for WindowAggregate {
         let mut fired = Vec::new();
         let mut targets = Vec::new();
         for (key, rows) in groups {
-            if !self.keys.contains_key(key) {
-                self.keys.insert(Key::from(key), KeyState::new(1 + rollups.len(), ctx.now_ms));
-            }
-            let Some(st) = self.keys.get_mut(key) else { continue };
+            let st = match self.keys.get_mut(key) {
+                Some(st) => st,
+                None => self.keys.entry(Key::from(key)).or_insert_with(|| KeyState::new(1 + rollups.len(), ctx.now_ms)),
+            };
             st.last_input_ms = ctx.now_ms;
             let mut pending = Pending::default();
             let mut key_fired = Vec::new();
-            for i in rows {
+            let mut reshaped = false;
+            for &i in rows {
                 let iu = i as usize;
                 let origin = input.origin.as_ref().map_or(i, |o| o.value(iu));
                 if times.is_null(iu) {
@@ -413,7 +429,7 @@ impl Operator for WindowAggregate {
                 if !same {
                     pending.flush(st, &shape, &batch_args)?;
                 }
-                st.open(&shape, t, &self.scratch, &mut targets)?;
+                reshaped |= st.open(&shape, t, &self.scratch, &mut targets)?;
                 pending.targets.clone_from(&targets);
                 pending.rows.push(i);
                 if mode == WatermarkMode::PerKey {
@@ -436,9 +452,11 @@ impl Operator for WindowAggregate {
                 st.fold_zones(&shape, wm.saturating_sub(lateness));
             }
             st.prune_seen();
+            st.dirty = true;
+            st.touched = true;
+            reshaped |= !key_fired.is_empty();
             fired.extend(key_fired.into_iter().map(|f| (Key::from(key), f)));
-            self.mark(key);
-            if mode == WatermarkMode::PerPartition {
+            if mode == WatermarkMode::PerPartition && reshaped {
                 self.reschedule(key);
             }
         }
@@ -493,10 +511,13 @@ impl Operator for WindowAggregate {
     }
 
     fn early(&mut self, out: &mut Vec<Rows>) -> Result<(), StreamError> {
-        if self.touched.is_empty() {
+        let touched: Vec<Key> = self.keys.iter_mut().filter(|(_, s)| s.touched).map(|(k, s)| {
+            s.touched = false;
+            k.clone()
+        }).collect();
+        if touched.is_empty() {
             return Ok(());
         }
-        let touched: Vec<Key> = self.touched.drain().collect();
         let display = self.key_display(&touched.iter().map(|k| k.as_ref()).collect::<Vec<_>>())?;
         let mut rows = Vec::new();
         let mut row_key = Vec::new();
@@ -543,7 +564,10 @@ impl Operator for WindowAggregate {
             seen.append_null();
             push_null_states(&mut states);
         }
-        let dirty: Vec<Key> = self.dirty.drain().collect();
+        let dirty: Vec<Key> = self.keys.iter_mut().filter(|(_, s)| s.dirty).map(|(k, s)| {
+            s.dirty = false;
+            k.clone()
+        }).collect();
         w.changed_keys += dirty.len() as u64;
         for k in dirty {
             let Some(st) = self.keys.get_mut(&k) else { continue };
@@ -661,6 +685,8 @@ impl Operator for WindowAggregate {
             for l in st.levels.iter_mut() {
                 l.sort_by_key(|w| w.start);
             }
+            // Restored state is what the files hold: nothing to write until it changes.
+            st.dirty = false;
         }
         let keys: Vec<Key> = self.keys.keys().cloned().collect();
         for k in keys {

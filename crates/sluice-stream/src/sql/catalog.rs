@@ -131,6 +131,7 @@ impl Catalog {
             scalar.insert(f.name().to_string(), f);
         }
         let mut aggregate = HashMap::new();
+        // In order: a later function replaces an earlier one of the same name or alias.
         for f in functions::aggregate_functions() {
             for alias in f.aliases() {
                 aggregate.insert(alias.clone(), f.clone());

@@ -1,0 +1,146 @@
+//! `approx_percentile_cont(x, q)` and `approx_median(x)` on the t-digest of Apache
+//! DataSketches (Dunning and Ertl, "Computing extremely accurate quantiles using
+//! t-digests", 2019).
+//!
+//! These replace DataFusion's functions of the same names for pipelines: DataFusion's
+//! rebuilds its digest on every `update_batch` call, which a streaming window calls with a
+//! few rows at a time; DataSketches' buffers values and compresses now and then, so an
+//! update costs about as much as a row. Arguments: `x` any number, `q` a literal in
+//! [0, 1] (an optional third argument, DataFusion's centroid count, is accepted and
+//! ignored). Returns a double; null over no rows. Nulls and NaN are skipped.
+//!
+//! Compression `k` = [`K`] = 50: at most about 110 centroids plus 440 buffered values
+//! (under 9 KiB; 16 bytes a value below that). The returned value's rank is within about
+//! 1 % of `q` (checked within 1.5 % by `tests/sketches.rs`), closer in the tails. State:
+//! the serialized digest (`Binary`), mergeable.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float64Type;
+use arrow_array::{Array, ArrayRef};
+use arrow_schema::{DataType, Field, FieldRef};
+use datafusion_common::{internal_err, plan_err, Result, ScalarValue};
+use datafusion_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion_expr::utils::format_state_name;
+use datafusion_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
+use datasketches::tdigest::TDigestMut;
+
+/// The digest's compression parameter.
+pub const K: u16 = 50;
+
+/// `approx_percentile_cont` (with `median`: `approx_median`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ApproxPercentile {
+    name: &'static str,
+    median: bool,
+    signature: Signature,
+}
+
+impl ApproxPercentile {
+    pub fn percentile() -> Self {
+        ApproxPercentile { name: "approx_percentile_cont", median: false, signature: Signature::user_defined(Volatility::Immutable) }
+    }
+
+    pub fn median() -> Self {
+        ApproxPercentile { name: "approx_median", median: true, signature: Signature::user_defined(Volatility::Immutable) }
+    }
+}
+
+impl AggregateUDFImpl for ApproxPercentile {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let name = self.name;
+        match (self.median, arg_types) {
+            (true, [x]) if x.is_numeric() || *x == DataType::Null => Ok(vec![DataType::Float64]),
+            (false, [x, q]) if (x.is_numeric() || *x == DataType::Null) && q.is_numeric() => Ok(vec![DataType::Float64, DataType::Float64]),
+            (false, [x, q, c]) if (x.is_numeric() || *x == DataType::Null) && q.is_numeric() && c.is_integer() => Ok(vec![DataType::Float64, DataType::Float64, DataType::Int64]),
+            (true, _) => plan_err!("{name}(x) takes one number, got {arg_types:?}"),
+            (false, _) => plan_err!("{name}(x, q) takes a number and a literal fraction in [0, 1], got {arg_types:?}"),
+        }
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let q = if self.median {
+            0.5
+        } else {
+            match super::literal_arg(&args, 1) {
+                Some(ScalarValue::Float64(Some(q))) if (0.0..=1.0).contains(&q) => q,
+                _ => return plan_err!("{}(x, q): q must be a literal in [0, 1]", self.name),
+            }
+        };
+        PercentileAccumulator::new(q).map(|a| Box::new(a) as Box<dyn Accumulator>)
+    }
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![Arc::new(Field::new(format_state_name(args.name, "tdigest"), DataType::Binary, true))])
+    }
+}
+
+/// A t-digest and the quantile to report.
+#[derive(Debug)]
+pub struct PercentileAccumulator {
+    q: f64,
+    digest: TDigestMut,
+}
+
+impl PercentileAccumulator {
+    pub fn new(q: f64) -> Result<Self> {
+        match TDigestMut::new(K) {
+            Ok(digest) => Ok(PercentileAccumulator { q, digest }),
+            Err(e) => internal_err!("t-digest: {e}"),
+        }
+    }
+}
+
+impl Accumulator for PercentileAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let Some(v) = values.first() else { return internal_err!("no input") };
+        let v = v.as_primitive::<Float64Type>();
+        if v.null_count() == 0 {
+            for x in v.values().iter() {
+                self.digest.update(*x);
+            }
+        } else {
+            for x in v.iter().flatten() {
+                self.digest.update(x);
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        match self.digest.quantile(self.q) {
+            Ok(v) => Ok(ScalarValue::Float64(v)),
+            Err(e) => internal_err!("t-digest quantile: {e}"),
+        }
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of::<Self>() + self.digest.total_weight().min(550) as usize * 16
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![ScalarValue::Binary(Some(self.digest.serialize()))])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let Some(s) = states.first() else { return internal_err!("no state") };
+        let s = s.as_binary::<i32>();
+        for i in 0..s.len() {
+            if s.is_valid(i) {
+                match TDigestMut::deserialize(s.value(i)) {
+                    Ok(other) => self.digest.merge(&other),
+                    Err(e) => return internal_err!("unreadable t-digest state: {e}"),
+                }
+            }
+        }
+        Ok(())
+    }
+}
