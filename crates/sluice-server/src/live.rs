@@ -12,7 +12,7 @@
 //!
 //! Row objects have the pipeline's output columns; timestamps are RFC 3339 (UTC).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -162,24 +162,28 @@ impl Observer for LiveViews {
     fn early(&self, pipeline: &str, rows: &Rows) {
         let Some(early) = &rows.early else { return };
         let view = self.view(pipeline);
-        let json_rows = rows_json(&rows.batch);
-        let mut by_key: BTreeMap<u32, Vec<Value>> = (0..early.keys.len() as u32).map(|k| (k, Vec::new())).collect();
-        for (i, r) in json_rows.into_iter().enumerate() {
-            by_key.entry(early.row_key.value(i)).or_default().push(r);
-        }
+        let keys = early.keys.len();
+        // Rows become JSON only while someone listens.
         if view.early_subscribers.load(Ordering::Acquire) > 0 {
-            for (k, rows) in &by_key {
-                let _ = view.events.send(LiveEvent { name: "update", data: json!({"key": early.keys[*k as usize], "rows": rows}) });
+            let mut by_key: Vec<Vec<Value>> = vec![Vec::new(); keys];
+            for (i, r) in rows_json(&rows.batch).into_iter().enumerate() {
+                if let Some(v) = by_key.get_mut(early.row_key.value(i) as usize) {
+                    v.push(r);
+                }
+            }
+            for (k, rows) in by_key.iter().enumerate() {
+                let _ = view.events.send(LiveEvent { name: "update", data: json!({"key": early.keys[k], "rows": rows}) });
             }
         }
         if pipeline == HEART_RATE && rows.stream == 0 {
-            let sessions = sessions_of(&rows.batch, false);
-            let mut per_key: BTreeMap<u32, Vec<SessionSummary>> = (0..early.keys.len() as u32).map(|k| (k, Vec::new())).collect();
-            for (i, s) in sessions.into_iter().enumerate() {
-                per_key.entry(early.row_key.value(i)).or_default().push(s);
+            let mut per_key: Vec<Vec<SessionSummary>> = vec![Vec::new(); keys];
+            for (i, s) in sessions_of(&rows.batch, false).into_iter().enumerate() {
+                if let Some(v) = per_key.get_mut(early.row_key.value(i) as usize) {
+                    v.push(s);
+                }
             }
-            for (k, open) in per_key {
-                self.sessions.set_open(early.keys[k as usize].clone(), open);
+            for (k, open) in per_key.into_iter().enumerate() {
+                self.sessions.set_open(early.keys[k].clone(), open);
             }
         }
     }
