@@ -183,9 +183,12 @@ impl Engine {
         self.inner.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Commits a last checkpoint and stops every pipeline.
+    /// Commits a last checkpoint and stops every pipeline. Stopping again does nothing (a
+    /// second checkpoint, with no pipelines running, would drop them from the manifest).
     pub fn stop(&self) -> Result<(), StreamError> {
-        self.inner.stop.store(true, Ordering::Release);
+        if self.inner.stop.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
         self.inner.poke();
         if let Some(t) = self.coordinator.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();

@@ -173,6 +173,33 @@ impl ZoneAccumulator {
     }
 }
 
+/// Converts the pending readings of the state layout before 2026-11-29 (`tail_ms:
+/// List<Int64>`, `tail_bpm: List<Float64>`, two columns) to today's `tail: Binary`
+/// (16 bytes a reading, as [`ZoneAccumulator::state`] writes it). `None` when the columns
+/// are not of that layout.
+pub fn upgrade_tail(tail_ms: &ArrayRef, tail_bpm: &ArrayRef) -> Option<ArrayRef> {
+    let (ms, bpm) = (tail_ms.as_list_opt::<i32>()?, tail_bpm.as_list_opt::<i32>()?);
+    if ms.len() != bpm.len() {
+        return None;
+    }
+    let mut out = arrow_array::builder::BinaryBuilder::new();
+    for i in 0..ms.len() {
+        if ms.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let (t, b) = (ms.value(i), bpm.value(i));
+        let (t, b) = (t.as_primitive_opt::<Int64Type>()?, b.as_primitive_opt::<Float64Type>()?);
+        let mut v = Vec::with_capacity(t.len() * 16);
+        for j in 0..t.len().min(b.len()) {
+            v.extend_from_slice(&t.value(j).to_le_bytes());
+            v.extend_from_slice(&b.value(j).to_le_bytes());
+        }
+        out.append_value(v);
+    }
+    Some(Arc::new(out.finish()))
+}
+
 impl Accumulator for ZoneAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let [hr, t, hr_max] = values else { return internal_err!("{NAME} expects 3 argument arrays") };
@@ -222,10 +249,16 @@ impl Accumulator for ZoneAccumulator {
         let [low, moderate, high, frontier, hr_max, tail] = states else {
             return internal_err!("{NAME} state has 6 columns, got {}", states.len());
         };
-        let i64s = |a: &ArrayRef| a.as_primitive::<Int64Type>().clone();
-        let (low, moderate, high, frontier) = (i64s(low), i64s(moderate), i64s(high), i64s(frontier));
-        let hr_max = hr_max.as_primitive::<Float64Type>();
-        let tail = tail.as_binary::<i32>();
+        let (Some(low), Some(moderate), Some(high), Some(frontier), Some(hr_max), Some(tail)) = (
+            low.as_primitive_opt::<Int64Type>(),
+            moderate.as_primitive_opt::<Int64Type>(),
+            high.as_primitive_opt::<Int64Type>(),
+            frontier.as_primitive_opt::<Int64Type>(),
+            hr_max.as_primitive_opt::<Float64Type>(),
+            tail.as_binary_opt::<i32>(),
+        ) else {
+            return internal_err!("{NAME} state: columns of other types than Int64 ×4, Float64, Binary");
+        };
         for i in 0..low.len() {
             if low.is_null(i) {
                 continue;

@@ -251,6 +251,41 @@ impl WindowAggregate {
             .collect())
     }
 
+    /// A state batch in this operator's layout. Batches in the layout before 2026-11-29
+    /// (`hr_zone_seconds` kept its pending readings in two list columns) are converted and
+    /// `upgraded` is set. Any other difference is an error that names the column.
+    fn conform(&self, b: &RecordBatch, upgraded: &mut bool) -> Result<RecordBatch, StreamError> {
+        if b.schema().fields() == self.state_schema.fields() {
+            return Ok(b.clone());
+        }
+        let mismatch = |name: &str, found: String| {
+            StreamError::Eval(format!(
+                "window state column {name:?}: expected {}, found {found}. The state was written by a version of sluice whose layout this one cannot read. To rebuild it from the source topic, give the pipeline a new name (the table and topic of the old name stay as they are)",
+                self.state_schema.field_with_name(name).map_or_else(|_| "nothing".to_string(), |f| f.data_type().to_string())
+            ))
+        };
+        let mut columns = Vec::with_capacity(self.state_schema.fields().len());
+        for f in self.state_schema.fields() {
+            let name = f.name();
+            let found = b.column_by_name(name);
+            if let Some(c) = found.filter(|c| c.data_type() == f.data_type()) {
+                columns.push(c.clone());
+                continue;
+            }
+            // hr_zone_seconds' tail, from `a<i>_5` and `a<i>_6` lists.
+            let zone_tail = name.strip_prefix('a').and_then(|r| r.strip_suffix("_5")).and_then(|i| i.parse::<usize>().ok()).filter(|&i| self.plan.aggs.get(i).is_some_and(|a| a.zone));
+            let converted = zone_tail.and_then(|i| Some((b.column_by_name(&format!("a{i}_5"))?, b.column_by_name(&format!("a{i}_6"))?))).and_then(|(ms, bpm)| crate::functions::zones::upgrade_tail(ms, bpm));
+            match converted {
+                Some(c) => {
+                    *upgraded = true;
+                    columns.push(c);
+                }
+                None => return Err(mismatch(name, found.map_or_else(|| "no such column".to_string(), |c| c.data_type().to_string()))),
+            }
+        }
+        RecordBatch::try_new(self.state_schema.clone(), columns).map_err(|e| StreamError::Eval(format!("window state: {e}")))
+    }
+
     fn forget(&mut self, key: &[u8]) {
         self.keys.remove(key);
         if let Some(t) = self.timer_of.remove(key) {
@@ -633,7 +668,12 @@ impl Operator for WindowAggregate {
     fn restore(&mut self, files: &[Vec<RecordBatch>]) -> Result<(), StreamError> {
         let plan = self.plan.clone();
         let now = sluice_core::time::now_ms();
-        for batches in files {
+        let mut upgraded = false;
+        let files = files
+            .iter()
+            .map(|batches| batches.iter().map(|b| self.conform(b, &mut upgraded)).collect::<Result<Vec<_>, _>>())
+            .collect::<Result<Vec<_>, _>>()?;
+        for batches in &files {
             // A file holds every row of each key it names: those keys start over.
             for b in batches {
                 let keys = b.column(0).as_binary::<i32>();
@@ -686,7 +726,9 @@ impl Operator for WindowAggregate {
                 l.sort_by_key(|w| w.start);
             }
             // Restored state is what the files hold: nothing to write until it changes.
-            st.dirty = false;
+            // State read from an older layout is written again whole, in today's layout,
+            // so that compaction never merges the two.
+            st.dirty = upgraded;
         }
         let keys: Vec<Key> = self.keys.keys().cloned().collect();
         for k in keys {
