@@ -212,7 +212,15 @@ impl Operator for Alerts {
 
     fn restore(&mut self, files: &[Vec<RecordBatch>]) -> Result<(), StreamError> {
         for b in files.iter().flatten() {
+            if b.schema().fields() != self.state_schema.fields() {
+                return Err(StreamError::Eval(format!(
+                    "alert baseline state: expected columns {:?}, found {:?}",
+                    self.state_schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>(),
+                    b.schema().fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>()
+                )));
+            }
             let keys = b.column(0).as_binary::<i32>();
+            let tombs = b.column(1).as_boolean();
             let lists = b.column(2).as_list::<i32>();
             for r in 0..b.num_rows() {
                 let k = keys.value(r);
@@ -221,8 +229,13 @@ impl Operator for Alerts {
                 }
                 let rule = u32::from_be_bytes([k[0], k[1], k[2], k[3]]) as usize;
                 let text = String::from_utf8_lossy(&k[4..]).to_string();
+                if tombs.value(r) || lists.is_null(r) {
+                    self.trailing.remove(&(rule, text));
+                    continue;
+                }
                 let vals = lists.value(r);
-                self.trailing.insert((rule, text), vals.as_primitive::<Float64Type>().values().iter().copied().collect());
+                let Some(vals) = vals.as_primitive_opt::<Float64Type>() else { continue };
+                self.trailing.insert((rule, text), vals.values().iter().copied().collect());
             }
         }
         Ok(())
@@ -243,5 +256,23 @@ mod tests {
         let (m, sd) = mean_stddev(&v);
         assert_eq!(m, 5.0);
         assert!((sd - 2.138).abs() < 1e-3);
+    }
+
+    #[test]
+    fn baselines_survive_a_snapshot_and_foreign_state_is_an_error() {
+        let mut a = Alerts::new("p", Vec::new());
+        for (k, vals) in [((0, "{\"k\":\"x\"}".to_string()), vec![1.0, 2.5]), ((1, "{}".to_string()), vec![7.0])] {
+            a.trailing.insert(k.clone(), vals.into_iter().collect());
+            a.dirty.insert(k);
+        }
+        let mut w = StateWriter::default();
+        assert!(a.snapshot(&mut w).unwrap());
+        let mut b = Alerts::new("p", Vec::new());
+        b.restore(std::slice::from_ref(&w.batches)).unwrap();
+        assert_eq!(b.trailing, a.trailing);
+
+        let foreign = RecordBatch::try_from_iter([("k", Arc::new(arrow_array::Int64Array::from(vec![1])) as ArrayRef)]).unwrap();
+        let e = Alerts::new("p", Vec::new()).restore(&[vec![foreign]]).unwrap_err().to_string();
+        assert!(e.contains("alert baseline state") && e.contains("k Int64"), "{e}");
     }
 }
