@@ -109,15 +109,6 @@ fn window_cases() {
 }
 
 /// The shipped heart-rate pipeline.
-fn heart_rate_spec() -> PipelineSpec {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../sluice-server/default.toml")).unwrap();
-    let table: toml::Table = toml::from_str(&text).unwrap();
-    let p = table["pipelines"].as_array().unwrap().iter().find(|p| p["name"].as_str() == Some("heart_rate")).unwrap().clone();
-    let mut spec: PipelineSpec = p.try_into().unwrap();
-    spec.idle_timeout_ms = Some(0);
-    spec
-}
-
 #[test]
 fn heart_rate_cases() {
     let all = cases("heart_rate");
@@ -132,7 +123,7 @@ fn heart_rate_cases() {
             hr.players = m.iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect();
         }
         let input: Vec<(u32, Value)> = case["input"].as_array().unwrap().iter().map(|r| (0, json!({"playerId": r[0], "createdAt": ms(&r[1]), "heartbeat": r[2]}))).collect();
-        let run = common::start(heart_rate_spec(), "heartbeat-raw-topic", sluice_core::schema::heartbeat(), 1, &input, &FunctionConfig { hr_max: hr });
+        let run = common::start(common::heart_rate_spec(), "heartbeat-raw-topic", sluice_core::schema::heartbeat(), 1, &input, &FunctionConfig { hr_max: hr });
         run.wait_caught_up();
         run.engine.drain("heart_rate").unwrap();
         let got: Vec<Value> = common::rows_json(&run.rows("lake:heart_rate"), BASE_MS)

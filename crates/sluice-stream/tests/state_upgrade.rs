@@ -16,18 +16,8 @@ use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use serde_json::{json, Value};
 use sluice_stream::functions::FunctionConfig;
-use sluice_stream::pipeline::PipelineSpec;
 
 const BASE_MS: i64 = 1_500_000_000_000;
-
-fn heart_rate_spec() -> PipelineSpec {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../sluice-server/default.toml")).unwrap();
-    let table: toml::Table = toml::from_str(&text).unwrap();
-    let p = table["pipelines"].as_array().unwrap().iter().find(|p| p["name"].as_str() == Some("heart_rate")).unwrap().clone();
-    let mut spec: PipelineSpec = p.try_into().unwrap();
-    spec.idle_timeout_ms = Some(0);
-    spec
-}
 
 /// Readings of two players at 1 Hz from second `from` to `to`, with out-of-order pairs, a
 /// resend, and a 400 s pause (a new session) at second 100.
@@ -115,14 +105,14 @@ fn sessions(run: &common::Running) -> Vec<Value> {
 #[test]
 fn zone_state_in_the_old_layout_resumes_with_the_same_results() {
     let (first, second) = (readings(0, 60), readings(60, 160));
-    let whole = common::start(heart_rate_spec(), "heartbeat-raw-topic", sluice_core::schema::heartbeat(), 1, &[first.clone(), second.clone()].concat(), &FunctionConfig::default());
+    let whole = common::start(common::heart_rate_spec(), "heartbeat-raw-topic", sluice_core::schema::heartbeat(), 1, &[first.clone(), second.clone()].concat(), &FunctionConfig::default());
     whole.wait_caught_up();
     whole.engine.drain("heart_rate").unwrap();
     let want = sessions(&whole);
     whole.engine.stop().unwrap();
     assert_eq!(want.len(), 4, "two sessions per player: {want:#?}");
 
-    let run = common::start(heart_rate_spec(), "heartbeat-raw-topic", sluice_core::schema::heartbeat(), 1, &first, &FunctionConfig::default());
+    let run = common::start(common::heart_rate_spec(), "heartbeat-raw-topic", sluice_core::schema::heartbeat(), 1, &first, &FunctionConfig::default());
     run.wait_caught_up();
     run.engine.stop().unwrap();
     assert!(rewrite(run.dir.path(), to_old_layout) > 0, "no window state files to rewrite");
@@ -139,7 +129,7 @@ fn zone_state_in_the_old_layout_resumes_with_the_same_results() {
 
 #[test]
 fn unreadable_state_is_a_clear_error() {
-    let run = common::start(heart_rate_spec(), "heartbeat-raw-topic", sluice_core::schema::heartbeat(), 1, &readings(0, 30), &FunctionConfig::default());
+    let run = common::start(common::heart_rate_spec(), "heartbeat-raw-topic", sluice_core::schema::heartbeat(), 1, &readings(0, 30), &FunctionConfig::default());
     run.wait_caught_up();
     run.engine.stop().unwrap();
     // `max_event_ms` as strings: no layout sluice ever wrote.

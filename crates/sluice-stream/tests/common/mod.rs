@@ -19,6 +19,17 @@ use sluice_stream::runner::{Connectors, RunSettings, Sink, Source};
 use sluice_stream::sql::Catalog;
 use sluice_stream::BoxError;
 
+/// The shipped `heart_rate` pipeline: its SQL and options from `sluice-server/default.toml`,
+/// with idle keys never fired by processing time (tests end their input by draining).
+pub fn heart_rate_spec() -> PipelineSpec {
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sluice-server/default.toml")).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    let p = table["pipelines"].as_array().unwrap().iter().find(|p| p["name"].as_str() == Some("heart_rate")).unwrap().clone();
+    let mut spec: PipelineSpec = p.try_into().unwrap();
+    spec.idle_timeout_ms = Some(0);
+    spec
+}
+
 /// A log topic as a source (as the server's adapter does).
 pub struct LogSource(pub Arc<Topic>);
 
