@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice_core::schema::{FieldSpec, FieldType, RecordSchema};
+use sluice_core::schema::FieldType;
 use sluice_stream::functions::{FunctionConfig, HrMaxTable};
 use sluice_stream::pipeline::PipelineSpec;
 
@@ -46,14 +46,6 @@ fn sorted(rows: Vec<Value>) -> Vec<Value> {
     let mut rows: Vec<Value> = rows.into_iter().map(norm).collect();
     rows.sort_by_key(|r| r.to_string());
     rows
-}
-
-fn window_schema() -> RecordSchema {
-    let mut k = FieldSpec::new("k", FieldType::String);
-    k.required = true;
-    let mut ts = FieldSpec::new("ts", FieldType::Timestamp);
-    ts.required = true;
-    RecordSchema { fields: vec![k, FieldSpec::new("v", FieldType::Float), ts], event_time: Some("ts".into()), key: Some("k".into()) }
 }
 
 /// Waits until the rows published to `sink` number `n` (checkpointing meanwhile).
@@ -89,7 +81,7 @@ fn window_cases() {
             .map(|r| (r[0].as_u64().unwrap() as u32, json!({"k": r[1], "v": r[2], "ts": ms(&r[3])})))
             .collect();
         let partitions = case.get("partitions").and_then(Value::as_u64).unwrap_or(1) as u32;
-        let run = common::start(spec, "t", window_schema(), partitions, &input, &FunctionConfig::default());
+        let run = common::start(spec, "t", common::kvt_schema(FieldType::Float), partitions, &input, &FunctionConfig::default());
         run.wait_caught_up();
         let want = sorted(case["expected"]["rows"].as_array().unwrap().clone());
         let got = if case.get("drain").and_then(Value::as_bool).unwrap_or(true) {

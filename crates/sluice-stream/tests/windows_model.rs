@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use sluice_core::schema::{FieldSpec, FieldType, RecordSchema};
+use sluice_core::schema::FieldType;
 use sluice_stream::functions::FunctionConfig;
 use sluice_stream::pipeline::PipelineSpec;
 
@@ -23,14 +23,6 @@ enum Shape {
     Tumble(i64),
     Hop(i64, i64),
     Session(i64),
-}
-
-fn schema() -> RecordSchema {
-    let mut k = FieldSpec::new("k", FieldType::String);
-    k.required = true;
-    let mut ts = FieldSpec::new("ts", FieldType::Timestamp);
-    ts.required = true;
-    RecordSchema { fields: vec![k, FieldSpec::new("v", FieldType::Int), ts], event_time: Some("ts".into()), key: Some("k".into()) }
 }
 
 /// (start, end) → values, per key, by brute force.
@@ -113,10 +105,10 @@ proptest! {
         let input: Vec<(u32, Value)> = records.iter().map(|(p, k, t, v)| (*p, json!({"k": k, "ts": BASE_MS + t, "v": v}))).collect();
         // Optionally stop after part of the input and resume from the checkpoint.
         let cut = if restart { (input.len() as f64 * split) as usize } else { input.len() };
-        let mut run = common::start(spec, "t", schema(), 2, &input[..cut], &FunctionConfig::default());
+        let mut run = common::start(spec, "t", common::kvt_schema(FieldType::Int), 2, &input[..cut], &FunctionConfig::default());
         run.wait_caught_up();
         if restart {
-            run = run.restart(schema(), &input[cut..], &FunctionConfig::default());
+            run = run.restart(common::kvt_schema(FieldType::Int), &input[cut..], &FunctionConfig::default());
             run.wait_caught_up();
         }
         run.engine.drain("p").unwrap();

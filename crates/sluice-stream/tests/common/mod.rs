@@ -19,6 +19,17 @@ use sluice_stream::runner::{Connectors, RunSettings, Sink, Source};
 use sluice_stream::sql::Catalog;
 use sluice_stream::BoxError;
 
+/// The window tests' topic: `{k: string (the key), v: <v>, ts: timestamp (the event time)}`,
+/// `k` and `ts` required.
+pub fn kvt_schema(v: sluice_core::schema::FieldType) -> RecordSchema {
+    use sluice_core::schema::{FieldSpec, FieldType};
+    let mut k = FieldSpec::new("k", FieldType::String);
+    k.required = true;
+    let mut ts = FieldSpec::new("ts", FieldType::Timestamp);
+    ts.required = true;
+    RecordSchema { fields: vec![k, FieldSpec::new("v", v), ts], event_time: Some("ts".into()), key: Some("k".into()) }
+}
+
 /// The shipped `heart_rate` pipeline: its SQL and options from `sluice-server/default.toml`,
 /// with idle keys never fired by processing time (tests end their input by draining).
 pub fn heart_rate_spec() -> PipelineSpec {
