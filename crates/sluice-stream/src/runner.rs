@@ -149,8 +149,6 @@ struct Fetched {
     partition: u32,
     chunk: SourceChunk,
     decoded: crate::decode::Decoded,
-    /// The offset after the chunk's last record.
-    next: u64,
 }
 
 /// Batches the reader thread may hold ready (each at most `batch_records`).
@@ -177,7 +175,7 @@ fn read_ahead(source: Arc<dyn Source>, mut decoder: BatchDecoder, mut offsets: V
                     return;
                 }
             };
-            let Some(last) = chunk.records.last().map(|r| r.offset + 1) else { continue };
+            let Some(next) = chunk.records.last().map(|r| r.offset + 1) else { continue };
             any = true;
             let decoded = match decoder.decode(p, &chunk) {
                 Ok(d) => d,
@@ -186,8 +184,8 @@ fn read_ahead(source: Arc<dyn Source>, mut decoder: BatchDecoder, mut offsets: V
                     return;
                 }
             };
-            offsets[pi] = last;
-            if tx.send(Ok(Fetched { partition: p, chunk, decoded, next: last })).is_err() {
+            offsets[pi] = next;
+            if tx.send(Ok(Fetched { partition: p, chunk, decoded })).is_err() {
                 return;
             }
         }
@@ -395,7 +393,7 @@ impl Runner {
                     Err(TryRecvError::Empty) => break,
                 }
             }
-            let n = self.poll(Duration::from_millis(10))?;
+            self.poll(Duration::from_millis(10))?;
             self.after_poll()?;
             if let Some((targets, _)) = &self.draining {
                 let reached = targets.iter().enumerate().all(|(p, &end)| self.offsets.get(p).copied().unwrap_or(0) >= end);
@@ -403,7 +401,6 @@ impl Runner {
                     self.finish_drain()?;
                 }
             }
-            let _ = n;
         }
     }
 
@@ -438,7 +435,7 @@ impl Runner {
 
     /// Takes what the reader thread has decoded (waiting up to `wait` for the first batch)
     /// and pushes it through the chain, one source batch at a time.
-    fn poll(&mut self, wait: Duration) -> Result<usize, StreamError> {
+    fn poll(&mut self, wait: Duration) -> Result<(), StreamError> {
         let parts = self.source.partition_count() as usize;
         if self.offsets.len() < parts {
             self.offsets.resize(parts, 0);
@@ -478,12 +475,12 @@ impl Runner {
         }
         self.polled.clear();
         self.publish_status();
-        Ok(total)
+        Ok(())
     }
 
     /// Pushes one decoded source batch through the chain.
     fn process_fetched(&mut self, f: Fetched) -> Result<usize, StreamError> {
-        let Fetched { partition: p, chunk, decoded, next } = f;
+        let Fetched { partition: p, chunk, decoded } = f;
         let pi = p as usize;
         let windowed = self.p.plan.windowed;
         let time_col = self.p.plan.window.as_ref().map(|w| w.time_column);
@@ -509,8 +506,10 @@ impl Runner {
             batch = with_window_placeholders(batch)?;
         }
         let origin = UInt32Array::from_iter_values(decoded.origin.iter().map(|o| base + o));
+        if let Some(last) = chunk.records.last() {
+            self.offsets[pi] = last.offset + 1;
+        }
         self.polled.push((p, base, chunk));
-        self.offsets[pi] = next;
         self.part_last_input[pi] = now_ms();
         let rows = Rows { stream: 0, batch, event_ms, origin: Some(origin), early: None };
         let mut side = Vec::new();

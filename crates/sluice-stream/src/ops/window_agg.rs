@@ -301,11 +301,14 @@ struct BatchArgs<'a> {
     filters: &'a [Option<BooleanArray>],
 }
 
-/// A key's rows waiting to be added to the same windows (by start).
+/// A key's rows waiting to be added to the same windows (by start). One per batch, reused
+/// from key to key, with its buffers.
 #[derive(Default)]
 struct Pending {
     targets: Vec<i64>,
     rows: Vec<u32>,
+    filtered: Vec<u32>,
+    taken: Vec<ArrayRef>,
 }
 
 impl Pending {
@@ -314,34 +317,33 @@ impl Pending {
         if self.rows.is_empty() {
             return Ok(());
         }
-        let mut filtered = Vec::new();
-        let mut taken: Vec<ArrayRef> = Vec::new();
         for (j, _) in shape.aggs.iter().enumerate() {
             let selected: &[u32] = match &b.filters[j] {
                 Some(f) => {
-                    filtered.clear();
-                    filtered.extend(self.rows.iter().copied().filter(|&r| f.is_valid(r as usize) && f.value(r as usize)));
-                    &filtered
+                    self.filtered.clear();
+                    self.filtered.extend(self.rows.iter().copied().filter(|&r| f.is_valid(r as usize) && f.value(r as usize)));
+                    &self.filtered
                 }
                 None => &self.rows,
             };
             let Some(&first) = selected.first() else { continue };
             let contiguous = (selected[selected.len() - 1] - first) as usize + 1 == selected.len();
-            taken.clear();
+            self.taken.clear();
             if contiguous {
-                taken.extend(b.args[j].iter().map(|a| a.slice(first as usize, selected.len())));
+                self.taken.extend(b.args[j].iter().map(|a| a.slice(first as usize, selected.len())));
             } else {
                 let idx = UInt32Array::from(selected.to_vec());
                 for a in &b.args[j] {
-                    taken.push(arrow_select::take::take(a, &idx, None).map_err(|e| StreamError::Eval(e.to_string()))?);
+                    self.taken.push(arrow_select::take::take(a, &idx, None).map_err(|e| StreamError::Eval(e.to_string()))?);
                 }
             }
             for &start in &self.targets {
                 if let Some(w) = st.base_window(start) {
-                    w.accs[j].update_batch(&taken).map_err(df)?;
+                    w.accs[j].update_batch(&self.taken).map_err(df)?;
                 }
             }
         }
+        self.taken.clear();
         self.rows.clear();
         self.targets.clear();
         Ok(())
@@ -412,13 +414,18 @@ impl Operator for WindowAggregate {
         let batch_args = BatchArgs { args: &args, filters: &filters };
         let mut fired = Vec::new();
         let mut targets = Vec::new();
+        let mut pending = Pending::default();
+        let partition_wm = ctx.watermark_ms;
+        let key_wm = |st: &KeyState| match mode {
+            WatermarkMode::PerKey => st.watermark(ooo),
+            WatermarkMode::PerPartition => partition_wm,
+        };
         for (key, rows) in groups {
             let st = match self.keys.get_mut(key) {
                 Some(st) => st,
                 None => self.keys.entry(Key::from(key)).or_insert_with(|| KeyState::new(1 + rollups.len(), ctx.now_ms)),
             };
             st.last_input_ms = ctx.now_ms;
-            let mut pending = Pending::default();
             let mut key_fired = Vec::new();
             let mut reshaped = false;
             for &i in rows {
@@ -429,10 +436,7 @@ impl Operator for WindowAggregate {
                     continue;
                 }
                 let t = times.value(iu);
-                let wm = match mode {
-                    WatermarkMode::PerKey => st.watermark(ooo),
-                    WatermarkMode::PerPartition => ctx.watermark_ms,
-                };
+                let wm = key_wm(st);
                 // Folded zone coverage only matters to a record behind the fold point.
                 if self.has_zone && t < wm.saturating_sub(lateness) {
                     pending.flush(st, &shape, &batch_args)?;
@@ -480,11 +484,7 @@ impl Operator for WindowAggregate {
             }
             pending.flush(st, &shape, &batch_args)?;
             if self.has_zone {
-                let wm = match mode {
-                    WatermarkMode::PerKey => st.watermark(ooo),
-                    WatermarkMode::PerPartition => ctx.watermark_ms,
-                };
-                st.fold_zones(&shape, wm.saturating_sub(lateness));
+                st.fold_zones(&shape, key_wm(st).saturating_sub(lateness));
             }
             st.prune_seen();
             st.dirty = true;
