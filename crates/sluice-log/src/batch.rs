@@ -382,11 +382,13 @@ pub struct ValueRef {
 /// Walks the records of concatenated whole batches whose CRCs were already checked (as
 /// `Partition::read_raw` returns them), reporting each record with `offset >= min_offset`
 /// and `< below` by where its value lies in `buf`: nothing is copied or allocated per
-/// record. Headers and keys are skipped. Errors: damaged structure, compressed batches.
-pub fn visit_values(buf: &[u8], min_offset: u64, below: u64, out: &mut Vec<ValueRef>) -> Result<(), DecodeError> {
+/// record. Headers and keys are skipped. Stops after the batch in which `out` reaches
+/// `max_records` (whole batches: a batch is walked once, not once per `max_records`).
+/// Errors: damaged structure, compressed batches.
+pub fn visit_values(buf: &[u8], min_offset: u64, below: u64, max_records: usize, out: &mut Vec<ValueRef>) -> Result<(), DecodeError> {
     let base = buf.as_ptr() as usize;
     let mut pos = 0;
-    while pos < buf.len() {
+    while pos < buf.len() && out.len() < max_records {
         let h = decode_header(&buf[pos..])?;
         let end = pos.checked_add(h.total_len).filter(|&e| e <= buf.len()).ok_or(DecodeError::Truncated { needed: h.total_len, available: buf.len() - pos })?;
         walk_records(&buf[pos..end], false, false, |r| {

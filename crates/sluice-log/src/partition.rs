@@ -441,16 +441,16 @@ impl Partition {
 
     /// Record values from `offset` (inclusive) up to the high watermark, without a copy or
     /// an allocation per record: the batches as stored, and each record's offset, timestamp
-    /// and value position in them. At most `max_records`; about `max_bytes` (whole
-    /// batches; at least one). Offsets below the log start offset start there. A batch that
+    /// and value position in them. Whole batches: at least `max_records` when there are
+    /// that many, and every record of the last batch read (so that a large batch is decoded
+    /// once, not once per `max_records`); about `max_bytes` (at least one batch). Offsets below the log start offset start there. A batch that
     /// fails its CRC is an error naming the file and byte position.
     pub fn read_values(&self, offset: u64, max_records: usize, max_bytes: usize) -> Result<(Vec<u8>, Vec<crate::batch::ValueRef>)> {
         let hw = self.high_watermark();
         let offset = offset.max(self.log_start_offset());
         let buf = self.read_raw(offset, max_bytes)?;
         let mut refs = Vec::new();
-        crate::batch::visit_values(&buf, offset, hw, &mut refs).map_err(|source| LogError::Corrupt { path: self.dir.clone(), position: 0, source })?;
-        refs.truncate(max_records);
+        crate::batch::visit_values(&buf, offset, hw, max_records.max(1), &mut refs).map_err(|source| LogError::Corrupt { path: self.dir.clone(), position: 0, source })?;
         Ok((buf, refs))
     }
 

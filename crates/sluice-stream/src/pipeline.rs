@@ -11,6 +11,7 @@ use sluice_core::schema::{FieldSpec, FieldType, RecordSchema};
 use crate::operator::{Chain, Operator};
 use crate::ops::alerts::{AlertRule, Alerts};
 use crate::ops::steps::Steps;
+use crate::ops::aligned::AlignedAggregate;
 use crate::ops::window_agg::{WatermarkMode, WindowAggregate, WindowOptions};
 use crate::sql::{self, Catalog, PipelinePlan, SqlError};
 use crate::window::WindowKind;
@@ -247,7 +248,11 @@ pub fn build_chain(p: &Planned, default_idle_timeout_ms: i64) -> Result<Chain, c
             state_ttl_ms: p.spec.state_ttl_ms,
             rollups: p.spec.rollups.iter().map(|r| r.size_ms).collect(),
         };
-        ops.push(Box::new(WindowAggregate::new(Arc::new(w.clone()), opts)?));
+        if AlignedAggregate::fits(w, opts.watermark == WatermarkMode::PerPartition, opts.dedup) {
+            ops.push(Box::new(AlignedAggregate::new(Arc::new(w.clone()), opts.lateness_ms, opts.rollups)?));
+        } else {
+            ops.push(Box::new(WindowAggregate::new(Arc::new(w.clone()), opts)?));
+        }
         ops.push(Box::new(Steps::new(p.plan.post.clone())));
     }
     if !p.spec.alerts.is_empty() {

@@ -789,7 +789,7 @@ fn json_batch(rows: Vec<String>) -> Result<RecordBatch, StreamError> {
 
 /// Appends `window_start` and `window_end` placeholders (the scan of a window table
 /// function has them; their values are only known after windowing).
-fn with_window_placeholders(batch: RecordBatch) -> Result<RecordBatch, StreamError> {
+pub(crate) fn with_window_placeholders(batch: RecordBatch) -> Result<RecordBatch, StreamError> {
     let n = batch.num_rows();
     let ts = || Arc::new(TimestampMillisecondArray::from(vec![0; n]).with_timezone("UTC")) as ArrayRef;
     let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();

@@ -18,12 +18,12 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
-use arrow_array::{Array, ArrayRef};
+use arrow_array::{Array, ArrayRef, BinaryArray, BooleanArray, Float64Array};
 use arrow_schema::{DataType, Field, FieldRef};
 use datafusion_common::{internal_err, plan_err, Result, ScalarValue};
 use datafusion_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion_expr::utils::format_state_name;
-use datafusion_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
+use datafusion_expr::{Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility};
 use datasketches::tdigest::TDigestMut;
 
 /// The digest's compression parameter.
@@ -44,6 +44,17 @@ impl ApproxPercentile {
 
     pub fn median() -> Self {
         ApproxPercentile { name: "approx_median", median: true, signature: Signature::user_defined(Volatility::Immutable) }
+    }
+
+    /// The quantile asked for: 0.5 for the median, else the literal second argument.
+    fn quantile(&self, args: &AccumulatorArgs) -> Result<f64> {
+        if self.median {
+            return Ok(0.5);
+        }
+        match super::literal_arg(args, 1) {
+            Some(ScalarValue::Float64(Some(q))) if (0.0..=1.0).contains(&q) => Ok(q),
+            _ => plan_err!("{}(x, q): q must be a literal in [0, 1]", self.name),
+        }
     }
 }
 
@@ -68,15 +79,15 @@ impl AggregateUDFImpl for ApproxPercentile {
         Ok(DataType::Float64)
     }
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let q = if self.median {
-            0.5
-        } else {
-            match super::literal_arg(&args, 1) {
-                Some(ScalarValue::Float64(Some(q))) if (0.0..=1.0).contains(&q) => q,
-                _ => return plan_err!("{}(x, q): q must be a literal in [0, 1]", self.name),
-            }
-        };
+        let q = self.quantile(&args)?;
         PercentileAccumulator::new(q).map(|a| Box::new(a) as Box<dyn Accumulator>)
+    }
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+    fn create_groups_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+        let q = self.quantile(&args)?;
+        Ok(Box::new(PercentileGroups { q, digests: Vec::new() }))
     }
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         Ok(vec![Arc::new(Field::new(format_state_name(args.name, "tdigest"), DataType::Binary, true))])
@@ -142,5 +153,107 @@ impl Accumulator for PercentileAccumulator {
             }
         }
         Ok(())
+    }
+}
+
+/// The same digests for many groups at once (DataFusion's `GroupsAccumulator`): one
+/// digest per group, created at the group's first value, so one call per batch updates
+/// every group. State: as [`PercentileAccumulator`]'s, one serialized digest per group (null
+/// for a group without values).
+pub struct PercentileGroups {
+    q: f64,
+    digests: Vec<Option<TDigestMut>>,
+}
+
+impl PercentileGroups {
+    fn digest(&mut self, g: usize) -> Result<&mut TDigestMut> {
+        let slot = &mut self.digests[g];
+        if slot.is_none() {
+            match TDigestMut::new(K) {
+                Ok(d) => *slot = Some(d),
+                Err(e) => return internal_err!("t-digest: {e}"),
+            }
+        }
+        match slot {
+            Some(d) => Ok(d),
+            None => internal_err!("t-digest missing"),
+        }
+    }
+}
+
+impl GroupsAccumulator for PercentileGroups {
+    fn update_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], opt_filter: Option<&BooleanArray>, total_num_groups: usize) -> Result<()> {
+        let Some(v) = values.first() else { return internal_err!("no input") };
+        let v = v.as_primitive::<Float64Type>();
+        self.digests.resize_with(total_num_groups.max(self.digests.len()), || None);
+        for (i, &g) in group_indices.iter().enumerate() {
+            if v.is_null(i) || opt_filter.is_some_and(|f| !f.is_valid(i) || !f.value(i)) {
+                continue;
+            }
+            let x = v.value(i);
+            self.digest(g)?.update(x);
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let mut taken = emit_to.take_needed(&mut self.digests);
+        let mut out = Vec::with_capacity(taken.len());
+        for d in taken.iter_mut() {
+            out.push(match d {
+                Some(d) => match d.quantile(self.q) {
+                    Ok(v) => v,
+                    Err(e) => return internal_err!("t-digest quantile: {e}"),
+                },
+                None => None,
+            });
+        }
+        Ok(Arc::new(Float64Array::from(out)))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let mut taken = emit_to.take_needed(&mut self.digests);
+        let bytes: Vec<Option<Vec<u8>>> = taken.iter_mut().map(|d| d.as_mut().map(|d| d.serialize())).collect();
+        Ok(vec![Arc::new(BinaryArray::from_iter(bytes))])
+    }
+
+    fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
+        let Some(s) = values.first() else { return internal_err!("no state") };
+        let s = s.as_binary::<i32>();
+        self.digests.resize_with(total_num_groups.max(self.digests.len()), || None);
+        for (i, &g) in group_indices.iter().enumerate() {
+            if s.is_null(i) {
+                continue;
+            }
+            match TDigestMut::deserialize(s.value(i)) {
+                Ok(other) => self.digest(g)?.merge(&other),
+                Err(e) => return internal_err!("unreadable t-digest state: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Each row as its own group's digest (DataFusion's skipped partial aggregation).
+    fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+        let Some(v) = values.first() else { return internal_err!("no input") };
+        let v = v.as_primitive::<Float64Type>();
+        let mut out = Vec::with_capacity(v.len());
+        for i in 0..v.len() {
+            if v.is_null(i) || opt_filter.is_some_and(|f| !f.is_valid(i) || !f.value(i)) {
+                out.push(None);
+                continue;
+            }
+            let mut d = match TDigestMut::new(K) {
+                Ok(d) => d,
+                Err(e) => return internal_err!("t-digest: {e}"),
+            };
+            d.update(v.value(i));
+            out.push(Some(d.serialize()));
+        }
+        Ok(vec![Arc::new(BinaryArray::from_iter(out))])
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of::<Self>() + self.digests.capacity() * std::mem::size_of::<Option<TDigestMut>>()
     }
 }

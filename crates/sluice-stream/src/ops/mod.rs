@@ -1,6 +1,9 @@
-//! Operators: stateless steps, the windowed aggregate, alerts.
+//! Operators: stateless steps, the windowed aggregates (aligned windows on grouped
+//! accumulators; sessions and per-key clocks on per-key accumulators), alerts.
 
+pub mod aligned;
 pub mod alerts;
 pub mod keyed;
 pub mod steps;
 pub mod window_agg;
+pub(crate) mod window_io;

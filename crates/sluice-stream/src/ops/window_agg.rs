@@ -26,16 +26,17 @@ use std::sync::Arc;
 use arrow_array::builder::{ArrayBuilder, BinaryBuilder, BooleanBuilder, Int64Builder, ListBuilder, UInt8Builder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt8Type};
-use arrow_array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, TimestampMillisecondArray, UInt32Array};
-use arrow_row::{RowConverter, SortField};
-use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
+use arrow_array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array};
+use arrow_row::RowConverter;
+use arrow_schema::{FieldRef, SchemaRef};
 use datafusion_common::ScalarValue;
 use serde::{Deserialize, Serialize};
 
 use super::keyed::{df, new_accs, read_state, Fired, KeyState, Placed, Shape, Win};
+use super::window_io::{conform, key_arrays, key_converter, key_display, output_batch, state_schema, Inputs, META_LEVEL};
 use crate::operator::{Ctx, Early, Operator, OperatorStats, Rows, SideOutput};
-use crate::sql::plan::{GroupCol, WindowPlan};
-use crate::state::{StateWriter, KEY, TOMBSTONE};
+use crate::sql::plan::WindowPlan;
+use crate::state::StateWriter;
 use crate::StreamError;
 
 /// How the windowed aggregate keeps event time.
@@ -65,7 +66,6 @@ pub struct WindowOptions {
 type Key = Box<[u8]>;
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-const META_LEVEL: u8 = 255;
 
 /// The windowed aggregate operator.
 pub struct WindowAggregate {
@@ -88,30 +88,8 @@ pub struct WindowAggregate {
 
 impl WindowAggregate {
     pub fn new(plan: Arc<WindowPlan>, opts: WindowOptions) -> Result<Self, StreamError> {
-        let converter = if plan.keys.is_empty() {
-            None
-        } else {
-            Some(RowConverter::new(plan.key_fields.iter().map(|f| SortField::new(f.data_type().clone())).collect()).map_err(|e| StreamError::Eval(e.to_string()))?)
-        };
-        let mut fields = vec![
-            Field::new(KEY, DataType::Binary, false),
-            Field::new(TOMBSTONE, DataType::Boolean, false),
-            Field::new("level", DataType::UInt8, true),
-            Field::new("start", DataType::Int64, true),
-            Field::new("end", DataType::Int64, true),
-            Field::new("max_event_ms", DataType::Int64, true),
-            Field::new("closed_until", DataType::Int64, true),
-            Field::new("accept_from", DataType::Int64, true),
-            Field::new("seen", DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))), true),
-        ];
-        let mut state_fields = Vec::new();
-        for (i, a) in plan.aggs.iter().enumerate() {
-            let sf = a.expr.state_fields().map_err(df)?;
-            for (j, f) in sf.iter().enumerate() {
-                fields.push(Field::new(format!("a{i}_{j}"), f.data_type().clone(), true));
-            }
-            state_fields.push(sf);
-        }
+        let converter = key_converter(&plan)?;
+        let (state_schema, state_fields) = state_schema(&plan)?;
         let has_zone = plan.aggs.iter().any(|a| a.zone);
         Ok(WindowAggregate {
             plan,
@@ -122,7 +100,7 @@ impl WindowAggregate {
             timers: BTreeSet::new(),
             timer_of: Map::default(),
             watermark_ms: i64::MIN,
-            state_schema: Arc::new(Schema::new(fields)),
+            state_schema,
             state_fields,
             has_zone,
             last_idle_scan_ms: 0,
@@ -198,92 +176,15 @@ impl WindowAggregate {
         Ok(())
     }
 
-    fn key_arrays(&self, keys: &[&[u8]]) -> Result<Vec<ArrayRef>, StreamError> {
-        match &self.converter {
-            None => Ok(Vec::new()),
-            Some(c) => {
-                let parser = c.parser();
-                c.convert_rows(keys.iter().map(|k| parser.parse(k))).map_err(|e| StreamError::Eval(e.to_string()))
-            }
-        }
-    }
-
     /// A batch of the aggregate's output schema for fired (or early) windows.
     fn batch(&self, rows: &[(Key, Fired)]) -> Result<RecordBatch, StreamError> {
         let keys: Vec<&[u8]> = rows.iter().map(|(k, _)| k.as_ref()).collect();
-        let key_arrays = self.key_arrays(&keys)?;
-        let ts = |f: fn(&Fired) -> i64| Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|(_, x)| f(x))).with_timezone("UTC")) as ArrayRef;
-        let mut columns: Vec<ArrayRef> = Vec::new();
-        for g in &self.plan.group_layout {
-            columns.push(match g {
-                GroupCol::Key(i) => key_arrays[*i].clone(),
-                GroupCol::WindowStart => ts(|f| f.start),
-                GroupCol::WindowEnd => ts(|f| f.end),
-            });
-        }
+        let key_arrays = key_arrays(&self.converter, &keys)?;
+        let mut values = Vec::with_capacity(self.plan.aggs.len());
         for j in 0..self.plan.aggs.len() {
-            let values = rows.iter().map(|(_, f)| f.values[j].clone());
-            columns.push(ScalarValue::iter_to_array(values).map_err(df)?);
+            values.push(ScalarValue::iter_to_array(rows.iter().map(|(_, f)| f.values[j].clone())).map_err(df)?);
         }
-        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
-        let schema = self.plan.schema.clone();
-        // Cast where an accumulator's value type differs in form from the planned type.
-        let columns = columns
-            .into_iter()
-            .zip(schema.fields())
-            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { arrow_cast::cast(&c, f.data_type()) })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StreamError::Eval(e.to_string()))?;
-        RecordBatch::try_new_with_options(schema, columns, &options).map_err(|e| StreamError::Eval(format!("building window results: {e}")))
-    }
-
-    /// Display strings of keys (for the live view): the value of a single string key,
-    /// else a JSON-like list of the values.
-    fn key_display(&self, keys: &[&[u8]]) -> Result<Vec<String>, StreamError> {
-        let arrays = self.key_arrays(keys)?;
-        let options = arrow_cast::display::FormatOptions::default();
-        let formatters = arrays.iter().map(|a| arrow_cast::display::ArrayFormatter::try_new(a.as_ref(), &options)).collect::<Result<Vec<_>, _>>().map_err(|e| StreamError::Eval(e.to_string()))?;
-        Ok((0..keys.len())
-            .map(|i| match formatters.as_slice() {
-                [one] => one.value(i).to_string(),
-                many => format!("[{}]", many.iter().map(|f| f.value(i).to_string()).collect::<Vec<_>>().join(", ")),
-            })
-            .collect())
-    }
-
-    /// A state batch in this operator's layout. Batches in the layout before 2026-11-29
-    /// (`hr_zone_seconds` kept its pending readings in two list columns) are converted and
-    /// `upgraded` is set. Any other difference is an error that names the column.
-    fn conform(&self, b: &RecordBatch, upgraded: &mut bool) -> Result<RecordBatch, StreamError> {
-        if b.schema().fields() == self.state_schema.fields() {
-            return Ok(b.clone());
-        }
-        let mismatch = |name: &str, found: String| {
-            StreamError::Eval(format!(
-                "window state column {name:?}: expected {}, found {found}. The state was written by a version of sluice whose layout this one cannot read. To rebuild it from the source topic, give the pipeline a new name (the table and topic of the old name stay as they are)",
-                self.state_schema.field_with_name(name).map_or_else(|_| "nothing".to_string(), |f| f.data_type().to_string())
-            ))
-        };
-        let mut columns = Vec::with_capacity(self.state_schema.fields().len());
-        for f in self.state_schema.fields() {
-            let name = f.name();
-            let found = b.column_by_name(name);
-            if let Some(c) = found.filter(|c| c.data_type() == f.data_type()) {
-                columns.push(c.clone());
-                continue;
-            }
-            // hr_zone_seconds' tail, from `a<i>_5` and `a<i>_6` lists.
-            let zone_tail = name.strip_prefix('a').and_then(|r| r.strip_suffix("_5")).and_then(|i| i.parse::<usize>().ok()).filter(|&i| self.plan.aggs.get(i).is_some_and(|a| a.zone));
-            let converted = zone_tail.and_then(|i| Some((b.column_by_name(&format!("a{i}_5"))?, b.column_by_name(&format!("a{i}_6"))?))).and_then(|(ms, bpm)| crate::functions::zones::upgrade_tail(ms, bpm));
-            match converted {
-                Some(c) => {
-                    *upgraded = true;
-                    columns.push(c);
-                }
-                None => return Err(mismatch(name, found.map_or_else(|| "no such column".to_string(), |c| c.data_type().to_string()))),
-            }
-        }
-        RecordBatch::try_new(self.state_schema.clone(), columns).map_err(|e| StreamError::Eval(format!("window state: {e}")))
+        output_batch(&self.plan, &key_arrays, rows.iter().map(|(_, f)| f.start).collect(), rows.iter().map(|(_, f)| f.end).collect(), values)
     }
 
     fn forget(&mut self, key: &[u8]) {
@@ -367,27 +268,14 @@ impl Operator for WindowAggregate {
         let batch = &input.batch;
         let Some(times) = input.event_ms.clone() else { return Err(StreamError::Eval("windowed rows without event time".into())) };
         let plan = self.plan.clone();
-        let key_arrays = plan.keys.iter().map(|k| k.evaluate(batch).and_then(|v| v.into_array(n))).collect::<Result<Vec<_>, _>>().map_err(df)?;
-        let key_rows = match &self.converter {
-            Some(c) => Some(c.convert_columns(&key_arrays).map_err(|e| StreamError::Eval(e.to_string()))?),
-            None => None,
-        };
-        let mut args: Vec<Vec<ArrayRef>> = Vec::with_capacity(plan.aggs.len());
-        let mut filters: Vec<Option<BooleanArray>> = Vec::with_capacity(plan.aggs.len());
-        for a in &plan.aggs {
-            args.push(a.args.iter().map(|e| e.evaluate(batch).and_then(|v| v.into_array(n))).collect::<Result<Vec<_>, _>>().map_err(df)?);
-            filters.push(match &a.filter {
-                Some(f) => Some(f.evaluate(batch).and_then(|v| v.into_array(n)).map_err(df)?.as_boolean().clone()),
-                None => None,
-            });
-        }
+        let inputs = Inputs::evaluate(&plan, &self.converter, batch)?;
         // Group row numbers by key, keeping their order (a counting sort: no allocation
         // per key).
         let mut group_of: HashMap<&[u8], u32, foldhash::fast::RandomState> = HashMap::with_capacity_and_hasher(n.min(4096), Default::default());
         let mut keys_in_order: Vec<&[u8]> = Vec::new();
         let mut row_group: Vec<u32> = Vec::with_capacity(n);
         for i in 0..n {
-            let key: &[u8] = key_rows.as_ref().map_or(&[][..], |r| r.row(i).data());
+            let key: &[u8] = inputs.key(i);
             let g = *group_of.entry(key).or_insert_with(|| {
                 keys_in_order.push(key);
                 (keys_in_order.len() - 1) as u32
@@ -411,7 +299,7 @@ impl Operator for WindowAggregate {
         let rollups = self.opts.rollups.clone();
         let shape = Shape { kind: plan.kind, aggs: &plan.aggs, lateness_ms: self.opts.lateness_ms, rollups: &rollups };
         let (ooo, lateness, dedup, mode) = (self.opts.out_of_orderness_ms, self.opts.lateness_ms, self.opts.dedup, self.opts.watermark);
-        let batch_args = BatchArgs { args: &args, filters: &filters };
+        let batch_args = BatchArgs { args: &inputs.args, filters: &inputs.filters };
         let mut fired = Vec::new();
         let mut targets = Vec::new();
         let mut pending = Pending::default();
@@ -553,7 +441,7 @@ impl Operator for WindowAggregate {
         if touched.is_empty() {
             return Ok(());
         }
-        let display = self.key_display(&touched.iter().map(|k| k.as_ref()).collect::<Vec<_>>())?;
+        let display = key_display(&self.converter, &touched.iter().map(|k| k.as_ref()).collect::<Vec<_>>())?;
         let mut rows = Vec::new();
         let mut row_key = Vec::new();
         for (ki, k) in touched.iter().enumerate() {
@@ -671,7 +559,7 @@ impl Operator for WindowAggregate {
         let mut upgraded = false;
         let files = files
             .iter()
-            .map(|batches| batches.iter().map(|b| self.conform(b, &mut upgraded)).collect::<Result<Vec<_>, _>>())
+            .map(|batches| batches.iter().map(|b| conform(&self.plan, &self.state_schema, b, &mut upgraded)).collect::<Result<Vec<_>, _>>())
             .collect::<Result<Vec<_>, _>>()?;
         for batches in &files {
             // A file holds every row of each key it names: those keys start over.
