@@ -1,6 +1,8 @@
-//! The windowed aggregate: keyed windows (tumbling, hopping, session) in event time,
-//! DataFusion accumulators per window, watermarks per partition or per key, allowed
-//! lateness, deduplication, rollups and early results.
+//! The per-key windowed aggregate: keyed windows (tumbling, hopping, session) in event
+//! time, DataFusion accumulators per key and window, watermarks per partition or per key,
+//! allowed lateness, deduplication, rollups and early results. Pipelines run it for
+//! sessions, per-key watermarks, deduplication and `hr_zone_seconds`; other tumbling and
+//! hopping windows run on [`super::aligned`] (`pipeline::build_chain` chooses).
 //!
 //! - **Watermark.** `per_partition`: the pipeline's input watermark (the minimum over its
 //!   source partitions of their latest event time less the allowed out-of-orderness).
@@ -15,10 +17,9 @@
 //! - **Rollups** (tumbling windows): a fired window's accumulator state is merged into the
 //!   next, coarser level's window (output stream 1, 2, …).
 //!
-//! State layout for checkpoints (one row per key, plus one per open window; see
-//! [`crate::state`]): `key` (arrow-row encoded group key), `tombstone`, `level` (255 for
-//! the key row), `start`, `end`, `max_event_ms`, `closed_until`, `accept_from` (ms),
-//! `seen` (list of event times), then each aggregate's state fields `a<i>_<j>`.
+//! State for checkpoints, in the layout of [`super::window_io`]: for each changed key, its
+//! key row (level 255: `max_event_ms`, `closed_until`, `accept_from`, `seen`) and one row
+//! per open window with each aggregate's state fields `a<i>_<j>`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
