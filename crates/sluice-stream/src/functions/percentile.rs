@@ -103,11 +103,25 @@ pub struct PercentileAccumulator {
 
 impl PercentileAccumulator {
     pub fn new(q: f64) -> Result<Self> {
-        match TDigestMut::new(K) {
-            Ok(digest) => Ok(PercentileAccumulator { q, digest }),
-            Err(e) => internal_err!("t-digest: {e}"),
-        }
+        Ok(PercentileAccumulator { q, digest: new_digest()? })
     }
+}
+
+fn new_digest() -> Result<TDigestMut> {
+    TDigestMut::new(K).or_else(|e| internal_err!("t-digest: {e}"))
+}
+
+fn read_digest(bytes: &[u8]) -> Result<TDigestMut> {
+    TDigestMut::deserialize(bytes).or_else(|e| internal_err!("unreadable t-digest state: {e}"))
+}
+
+fn quantile(d: &mut TDigestMut, q: f64) -> Result<Option<f64>> {
+    d.quantile(q).or_else(|e| internal_err!("t-digest quantile: {e}"))
+}
+
+/// Whether row `i` is left out: a null value, or a filter that is not true.
+fn skipped(v: &Float64Array, opt_filter: Option<&BooleanArray>, i: usize) -> bool {
+    v.is_null(i) || opt_filter.is_some_and(|f| !f.is_valid(i) || !f.value(i))
 }
 
 impl Accumulator for PercentileAccumulator {
@@ -127,10 +141,7 @@ impl Accumulator for PercentileAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        match self.digest.quantile(self.q) {
-            Ok(v) => Ok(ScalarValue::Float64(v)),
-            Err(e) => internal_err!("t-digest quantile: {e}"),
-        }
+        Ok(ScalarValue::Float64(quantile(&mut self.digest, self.q)?))
     }
 
     fn size(&self) -> usize {
@@ -146,10 +157,7 @@ impl Accumulator for PercentileAccumulator {
         let s = s.as_binary::<i32>();
         for i in 0..s.len() {
             if s.is_valid(i) {
-                match TDigestMut::deserialize(s.value(i)) {
-                    Ok(other) => self.digest.merge(&other),
-                    Err(e) => return internal_err!("unreadable t-digest state: {e}"),
-                }
+                self.digest.merge(&read_digest(s.value(i))?);
             }
         }
         Ok(())
@@ -169,10 +177,7 @@ impl PercentileGroups {
     fn digest(&mut self, g: usize) -> Result<&mut TDigestMut> {
         let slot = &mut self.digests[g];
         if slot.is_none() {
-            match TDigestMut::new(K) {
-                Ok(d) => *slot = Some(d),
-                Err(e) => return internal_err!("t-digest: {e}"),
-            }
+            *slot = Some(new_digest()?);
         }
         match slot {
             Some(d) => Ok(d),
@@ -187,7 +192,7 @@ impl GroupsAccumulator for PercentileGroups {
         let v = v.as_primitive::<Float64Type>();
         self.digests.resize_with(total_num_groups.max(self.digests.len()), || None);
         for (i, &g) in group_indices.iter().enumerate() {
-            if v.is_null(i) || opt_filter.is_some_and(|f| !f.is_valid(i) || !f.value(i)) {
+            if skipped(v, opt_filter, i) {
                 continue;
             }
             let x = v.value(i);
@@ -201,10 +206,7 @@ impl GroupsAccumulator for PercentileGroups {
         let mut out = Vec::with_capacity(taken.len());
         for d in taken.iter_mut() {
             out.push(match d {
-                Some(d) => match d.quantile(self.q) {
-                    Ok(v) => v,
-                    Err(e) => return internal_err!("t-digest quantile: {e}"),
-                },
+                Some(d) => quantile(d, self.q)?,
                 None => None,
             });
         }
@@ -225,10 +227,8 @@ impl GroupsAccumulator for PercentileGroups {
             if s.is_null(i) {
                 continue;
             }
-            match TDigestMut::deserialize(s.value(i)) {
-                Ok(other) => self.digest(g)?.merge(&other),
-                Err(e) => return internal_err!("unreadable t-digest state: {e}"),
-            }
+            let other = read_digest(s.value(i))?;
+            self.digest(g)?.merge(&other);
         }
         Ok(())
     }
@@ -239,14 +239,11 @@ impl GroupsAccumulator for PercentileGroups {
         let v = v.as_primitive::<Float64Type>();
         let mut out = Vec::with_capacity(v.len());
         for i in 0..v.len() {
-            if v.is_null(i) || opt_filter.is_some_and(|f| !f.is_valid(i) || !f.value(i)) {
+            if skipped(v, opt_filter, i) {
                 out.push(None);
                 continue;
             }
-            let mut d = match TDigestMut::new(K) {
-                Ok(d) => d,
-                Err(e) => return internal_err!("t-digest: {e}"),
-            };
+            let mut d = new_digest()?;
             d.update(v.value(i));
             out.push(Some(d.serialize()));
         }

@@ -34,7 +34,7 @@ use datafusion_expr::{EmitTo, GroupsAccumulator};
 use datafusion_functions_aggregate_common::aggregate::groups_accumulator::GroupsAccumulatorAdapter;
 
 use super::keyed::df;
-use super::window_io::{conform, key_arrays, key_converter, key_display, output_batch, state_schema, Inputs, FIXED_COLUMNS, META_LEVEL};
+use super::window_io::{conform, eval_err, key_arrays, key_converter, key_display, output_batch, state_schema, Inputs, FIXED_COLUMNS, META_LEVEL};
 use crate::operator::{Ctx, Early, Operator, OperatorStats, Rows, SideOutput};
 use crate::sql::plan::{AggPlan, WindowPlan};
 use crate::state::StateWriter;
@@ -45,10 +45,6 @@ type Key = Box<[u8]>;
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 const NO_GROUP: u32 = u32::MAX;
-
-fn eval_err(e: impl std::fmt::Display) -> StreamError {
-    StreamError::Eval(e.to_string())
-}
 
 /// Interned group keys: dense ids, with what the checkpoint and early results need per id.
 #[derive(Default)]
@@ -214,11 +210,10 @@ impl AlignedAggregate {
     }
 
     fn window<'a>(levels: &'a mut [BTreeMap<i64, Window>], level: usize, start: i64, end: i64, aggs: &[AggPlan], grouped: &[bool]) -> Result<&'a mut Window, StreamError> {
-        let l = &mut levels[level];
-        if !l.contains_key(&start) {
-            l.insert(start, Window::new(end, aggs, grouped)?);
-        }
-        l.get_mut(&start).ok_or_else(|| eval_err("window vanished"))
+        Ok(match levels[level].entry(start) {
+            std::collections::btree_map::Entry::Occupied(w) => w.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => v.insert(Window::new(end, aggs, grouped)?),
+        })
     }
 
     /// Fires the windows due at `watermark_ms` (every window with `all`), level by level.
@@ -262,7 +257,7 @@ impl AlignedAggregate {
     }
 
     /// State rows of one window for the keys marked dirty.
-    fn window_state(&mut self, level: usize, start: i64, key: &mut BinaryBuilder) -> Result<Option<RecordBatch>, StreamError> {
+    fn window_state(&mut self, level: usize, start: i64) -> Result<Option<RecordBatch>, StreamError> {
         let plan = self.plan.clone();
         let Some(w) = self.levels[level].get_mut(&start) else { return Ok(None) };
         let mask = BooleanArray::from(w.ids.iter().map(|&id| self.keys.dirty[id as usize]).collect::<Vec<_>>());
@@ -271,6 +266,7 @@ impl AlignedAggregate {
             return Ok(None);
         }
         let states = w.state(&plan.aggs, &self.grouped)?;
+        let mut key = BinaryBuilder::new();
         for (g, &id) in w.ids.iter().enumerate() {
             if mask.value(g) {
                 key.append_value(&self.keys.key[id as usize]);
@@ -451,11 +447,10 @@ impl Operator for AlignedAggregate {
             }
         }
         let keyless_dirty = keyless && self.keys.ids.get(&[][..]).is_some_and(|&id| self.keys.dirty[id as usize]);
-        let mut key = BinaryBuilder::new();
         for level in 0..self.levels.len() {
             let starts: Vec<i64> = self.levels[level].keys().copied().collect();
             for start in starts {
-                if let Some(b) = self.window_state(level, start, &mut key)? {
+                if let Some(b) = self.window_state(level, start)? {
                     w.write(b);
                 }
             }

@@ -26,7 +26,7 @@ pub(crate) const META_LEVEL: u8 = 255;
 /// Columns before the aggregates' state fields.
 pub(crate) const FIXED_COLUMNS: usize = 9;
 
-fn eval_err(e: impl std::fmt::Display) -> StreamError {
+pub(crate) fn eval_err(e: impl std::fmt::Display) -> StreamError {
     StreamError::Eval(e.to_string())
 }
 
