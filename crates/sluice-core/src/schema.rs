@@ -33,8 +33,7 @@ use serde_json::Value;
 
 use crate::time;
 
-/// Latest accepted timestamp, epoch ms (9999-12-31T23:59:59.999Z).
-pub const MAX_EPOCH_MS: i64 = 253_402_300_799_999;
+pub use crate::time::MAX_EPOCH_MS;
 
 /// Why one record was rejected: the field (`$` for the record itself) and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,8 +417,7 @@ pub fn timestamp(v: &Value, format: TimeFormat) -> Result<i64, String> {
         }
         (Value::String(s), Auto | Rfc3339) => time::ms_from_rfc3339(s),
         (Value::Number(n), Auto | EpochMs) => match n.as_i64() {
-            Some(ms) if (0..=MAX_EPOCH_MS).contains(&ms) => Ok(ms),
-            Some(ms) => Err(format!("epoch milliseconds {ms} is outside 0..={MAX_EPOCH_MS}")),
+            Some(ms) => time::check_range(ms),
             None => Err(format!("epoch milliseconds must be an integer, got {n}")),
         },
         (other, Auto) => Err(format!(
@@ -702,6 +700,21 @@ mod tests {
         }
         let e = both(&s, &json!({"playerId":"p","heartbeat":80,"createdAt":[2023,2,30,0,0,0,0]})).unwrap_err();
         assert!(e.reason.contains("calendar"), "{e}");
+    }
+
+    #[test]
+    fn one_time_range_for_every_form() {
+        // The same pre-1970 instant is refused whether it comes as a string (the decoder's
+        // borrowed-string path and the tree path), as epoch ms or as parts.
+        let s = heartbeat();
+        for at in [json!("0001-01-01T00:00:00Z"), json!(-62135596800000i64), json!([1, 1, 1, 0, 0, 0, 0]), json!("1969-12-31T23:59:59Z")] {
+            let e = both(&s, &json!({"playerId":"p","heartbeat":80,"createdAt":at})).unwrap_err();
+            assert_eq!(e.field, "createdAt");
+            assert!(e.reason.contains("outside") && e.reason.contains("1970"), "{at}: {}", e.reason);
+        }
+        for at in [json!("1970-01-01T00:00:00Z"), json!(0), json!([1970, 1, 1, 0, 0, 0, 0])] {
+            assert!(both(&s, &json!({"playerId":"p","heartbeat":80,"createdAt":at})).is_ok(), "{at}");
+        }
     }
 
     #[test]

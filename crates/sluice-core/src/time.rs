@@ -58,7 +58,7 @@ pub fn ms_from_parts(parts: &[i64]) -> Result<i64, String> {
     let t = date
         .and_hms_nano_opt(hour, minute, second, nanos as u32)
         .ok_or_else(|| "invalid time of day".to_string())?;
-    Ok(t.and_utc().timestamp_millis())
+    check_range(t.and_utc().timestamp_millis())
 }
 
 /// The seed's array form of an instant: `[year, month, day, hour, minute, second, nanos]` (UTC).
@@ -76,11 +76,32 @@ pub fn parts_from_ms(ms: i64) -> [i64; 7] {
     ]
 }
 
-/// Parses an RFC 3339 timestamp (`2021-01-19T06:01:03Z`, any offset) to epoch ms.
+/// Earliest accepted event time, epoch ms (1970-01-01T00:00:00Z).
+pub const MIN_EPOCH_MS: i64 = 0;
+/// Latest accepted event time, epoch ms (9999-12-31T23:59:59.999Z).
+pub const MAX_EPOCH_MS: i64 = 253_402_300_799_999;
+
+/// The one range check of event times, whatever form they arrived in (parts array,
+/// RFC 3339 string or epoch ms): `MIN_EPOCH_MS..=MAX_EPOCH_MS`. `ms` is the decoded
+/// instant; the error quotes it as RFC 3339 (and as epoch ms) and names the range.
+pub fn check_range(ms: i64) -> Result<i64, String> {
+    if (MIN_EPOCH_MS..=MAX_EPOCH_MS).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(format!(
+            "{} (epoch ms {ms}) is outside the accepted range 1970-01-01T00:00:00Z..=9999-12-31T23:59:59.999Z",
+            format_ms(ms)
+        ))
+    }
+}
+
+/// Parses an RFC 3339 timestamp (`2021-01-19T06:01:03Z`, any offset) to epoch ms, within
+/// [`check_range`].
 pub fn ms_from_rfc3339(s: &str) -> Result<i64, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
         .map_err(|e| format!("{s:?} is not an RFC 3339 timestamp ({e})"))
+        .and_then(check_range)
 }
 
 #[cfg(test)]
@@ -99,6 +120,20 @@ mod tests {
         assert!(ms_from_parts(&[2023, 13, 1, 0, 0, 0, 0]).unwrap_err().contains("month"));
         assert!(ms_from_parts(&[2023, 2, 30, 0, 0, 0, 0]).unwrap_err().contains("calendar"));
         assert!(ms_from_parts(&[2023, 2]).unwrap_err().contains("2 elements"));
+    }
+
+    #[test]
+    fn every_form_has_one_range() {
+        // The same instant before 1970 is refused as parts, as RFC 3339 and (in the schema) as epoch ms.
+        let e = ms_from_rfc3339("0001-01-01T00:00:00Z").unwrap_err();
+        assert!(e.contains("outside the accepted range 1970-01-01"), "{e}");
+        assert!(ms_from_rfc3339("1969-12-31T23:59:59.999Z").is_err());
+        assert!(ms_from_rfc3339("1970-01-01T00:30:00+01:00").is_err(), "an offset can move an instant before 1970");
+        assert_eq!(ms_from_rfc3339("1970-01-01T00:00:00Z"), Ok(0));
+        assert!(ms_from_rfc3339("9999-12-31T23:00:00-05:00").is_err(), "an offset can move an instant past 9999");
+        assert!(ms_from_parts(&[1, 1, 1, 0, 0, 0, 0]).unwrap_err().contains("outside 1970..=9999"));
+        assert_eq!(check_range(MAX_EPOCH_MS), Ok(MAX_EPOCH_MS));
+        assert!(check_range(-1).unwrap_err().contains("1969-12-31T23:59:59.999Z"));
     }
 
     #[test]
