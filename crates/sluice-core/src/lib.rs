@@ -7,10 +7,12 @@
 //!   on the same partition whether they arrive over HTTP or (later) the Kafka protocol.
 //! - [`model`]: row types shared by the stream engine and the lake.
 //! - [`telemetry`]: every metric name, defined once.
+//! - [`net`]: what listeners do when accept fails, and connection caps.
 
 pub mod dead_letter;
 pub mod heartbeat;
 pub mod model;
+pub mod net;
 pub mod partitioner;
 pub mod schema;
 pub mod telemetry;

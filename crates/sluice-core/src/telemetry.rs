@@ -63,6 +63,14 @@ pub const KAFKA_REQUEST_DURATION_MS: &str = "sluice_kafka_request_duration_ms";
 pub const KAFKA_PRODUCED_RECORDS_TOTAL: &str = "sluice_kafka_produced_records_total";
 /// Kafka produce batches refused (bad batch, sequence error). Labels: `reason`.
 pub const KAFKA_REFUSED_BATCHES_TOTAL: &str = "sluice_kafka_refused_batches_total";
+/// Connections a listener closed as soon as they were accepted, because of a connection
+/// cap. Labels: `listener` (`http`, `kafka`).
+pub const LISTENER_REFUSED_CONNECTIONS_TOTAL: &str = "sluice_listener_refused_connections_total";
+/// Failed `accept` calls of a listener (e.g. out of file descriptors). Labels: `listener`.
+pub const LISTENER_ACCEPT_ERRORS_TOTAL: &str = "sluice_listener_accept_errors_total";
+/// Connections a listener closed for a timeout (idle, slow request header or frame).
+/// Labels: `listener`, `reason`.
+pub const LISTENER_TIMEOUTS_TOTAL: &str = "sluice_listener_timeouts_total";
 /// Bucket bounds of [`KAFKA_REQUEST_DURATION_MS`], ms.
 pub const KAFKA_REQUEST_DURATION_BUCKETS_MS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
 
@@ -72,6 +80,9 @@ pub fn describe() {
     describe_histogram!(KAFKA_REQUEST_DURATION_MS, Unit::Milliseconds, "Kafka request time from read to response written.");
     describe_counter!(KAFKA_PRODUCED_RECORDS_TOTAL, Unit::Count, "Records appended by Kafka Produce requests.");
     describe_counter!(KAFKA_REFUSED_BATCHES_TOTAL, Unit::Count, "Kafka produce batches refused.");
+    describe_counter!(LISTENER_REFUSED_CONNECTIONS_TOTAL, Unit::Count, "Connections closed at accept because of a connection cap.");
+    describe_counter!(LISTENER_ACCEPT_ERRORS_TOTAL, Unit::Count, "Failed accept calls of a listener.");
+    describe_counter!(LISTENER_TIMEOUTS_TOTAL, Unit::Count, "Connections closed for a timeout (idle, slow header or frame).");
     describe_counter!(INGEST_RECORDS_TOTAL, Unit::Count, "Records accepted and durably appended by ingest.");
     describe_counter!(INGEST_REJECTED_RECORDS_TOTAL, Unit::Count, "Records rejected by validation (kept in the dead-letter topic).");
     describe_counter!(INGEST_RECEIVED_BYTES_TOTAL, Unit::Bytes, "Bytes received by ingest.");

@@ -17,18 +17,20 @@
 //! Topic administration (like Kafka's CreateTopics, DescribeConfigs, AlterConfigs and
 //! DeleteTopics):
 //! - `GET /v1/topics`, `GET /v1/topics/{topic}`: name, `retention_ms`, `retention_bytes`,
-//!   `durability`, and per partition `log_start_offset`, `high_watermark`, `durable_offset`,
+//!   `durability`, `max_message_bytes` (Kafka's `max.message.bytes`: the largest batch a
+//!   Kafka producer may send; HTTP bodies are bounded by `http.max_body_bytes`), and per partition `log_start_offset`, `high_watermark`, `durable_offset`,
 //!   `log_end_offset`, `size_bytes`, `segments`.
 //! - `POST /v1/topics` with `{"name", "partitions": 1, "retention_ms": 604800000,
-//!   "retention_bytes": -1, "schema"?}`: 201; 409 `topic_exists`; 400 `invalid_topic` or
-//!   `invalid_schema`. `schema` is a declared schema (`sluice_core::schema::RecordSchema`:
+//!   "retention_bytes": -1, "max_message_bytes": 1048588, "schema"?}`: 201; 409
+//!   `topic_exists`; 400 `invalid_topic`, `invalid_config` or `invalid_schema`. `schema` is a declared schema (`sluice_core::schema::RecordSchema`:
 //!   `{"fields": [{"name", "type", "path"?, "required"?, ...}], "event_time"?, "key"?}`),
 //!   `"heartbeat"` or `"json"`.
 //! - `GET /v1/topics/{topic}/schema`: `{"topic", "schema", "written_by"}` (`schema` null
 //!   for topics of any JSON; `written_by` names the pipeline whose output the topic is).
 //! - `PUT /v1/topics/{topic}/schema` with a declared schema: sets it (persisted); records
 //!   are checked against it from then on. 409 `topic_in_config` for configured topics.
-//! - `PATCH /v1/topics/{topic}` with `{"retention_ms"?, "retention_bytes"?}`: 200.
+//! - `PATCH /v1/topics/{topic}` with `{"retention_ms"?, "retention_bytes"?,
+//!   "max_message_bytes"?}`: 200; 400 `invalid_config`.
 //! - `DELETE /v1/topics/{topic}`: 200, data deleted; 409 `topic_in_use` for topics named
 //!   in the configuration (and their dead-letter topics).
 //!
@@ -182,6 +184,7 @@ fn log_error(e: &sluice_log::LogError) -> Response {
     let (status, code) = match e {
         E::TopicExists { .. } => (StatusCode::CONFLICT, "topic_exists"),
         E::InvalidTopicName { .. } => (StatusCode::BAD_REQUEST, "invalid_topic"),
+        E::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
         E::UnknownTopic(_) => (StatusCode::NOT_FOUND, "unknown_topic"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "log_error"),
     };
@@ -196,6 +199,7 @@ struct NewTopic {
     partitions: u32,
     retention_ms: Option<i64>,
     retention_bytes: Option<i64>,
+    max_message_bytes: Option<u64>,
     schema: Option<sluice_core::schema::SchemaSpec>,
 }
 
@@ -208,6 +212,7 @@ fn one_partition() -> u32 {
 struct TopicChange {
     retention_ms: Option<i64>,
     retention_bytes: Option<i64>,
+    max_message_bytes: Option<u64>,
 }
 
 async fn describe_topic(State(s): State<AppState>, Path(topic): Path<String>) -> Response {
@@ -231,6 +236,9 @@ async fn create_topic(State(s): State<AppState>, body: Result<Json<NewTopic>, ax
     if let Some(t) = s.gateway.log().topic(&req.name) {
         return log_error(&sluice_log::LogError::TopicExists { name: req.name.clone(), partitions: t.partition_count() });
     }
+    if let Err(e) = req.max_message_bytes.map_or(Ok(()), sluice_log::check_max_message_bytes) {
+        return log_error(&e);
+    }
     let gw = s.gateway.clone();
     let name = req.name.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -238,7 +246,11 @@ async fn create_topic(State(s): State<AppState>, body: Result<Json<NewTopic>, ax
             // Declared first, so no record reaches the topic unchecked.
             gw.declare_schema(&name, Some(sc)).map_err(|e| Err(e.to_string()))?;
         }
-        gw.log().create_topic_with(&name, req.partitions, retention).map_err(Ok)
+        gw.log().create_topic_with(&name, req.partitions, retention).map_err(Ok)?;
+        match req.max_message_bytes {
+            Some(n) => gw.log().set_max_message_bytes(&name, n).map_err(Ok),
+            None => Ok(()),
+        }
     })
     .await;
     match result {
@@ -293,7 +305,13 @@ async fn alter_topic(State(s): State<AppState>, Path(topic): Path<String>, body:
     let new = sluice_log::Retention { ms: change.retention_ms.unwrap_or(old.ms), bytes: change.retention_bytes.unwrap_or(old.bytes) };
     let gw = s.gateway.clone();
     let name = topic.clone();
-    match tokio::task::spawn_blocking(move || gw.log().set_retention(&name, new)).await {
+    let max_message_bytes = change.max_message_bytes.unwrap_or(t.max_message_bytes());
+    let change = move || {
+        sluice_log::check_max_message_bytes(max_message_bytes)?;
+        gw.log().set_retention(&name, new)?;
+        gw.log().set_max_message_bytes(&name, max_message_bytes)
+    };
+    match tokio::task::spawn_blocking(change).await {
         Ok(Ok(())) => Json(s.gateway.describe_one(&topic).unwrap_or_default()).into_response(),
         Ok(Err(e)) => log_error(&e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),

@@ -49,6 +49,14 @@ pub struct TopicSpec {
     /// Flush interval of the `interval` policy, ms.
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
+    /// Largest record batch a Kafka producer may send to the topic, bytes (Kafka's
+    /// `max.message.bytes`; bigger batches get MESSAGE_TOO_LARGE).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: u64,
+}
+
+fn default_max_message_bytes() -> u64 {
+    sluice_log::DEFAULT_MAX_MESSAGE_BYTES
 }
 
 /// The `durability` setting of a topic.
@@ -197,6 +205,7 @@ impl Gateway {
             let schema = spec.schema.resolve().map_err(|e| GatewayError::Config(format!("[[topics]] {:?}: {e}", spec.name)))?;
             let topic = log.ensure_topic(&spec.name, spec.partitions)?;
             log.configure(topic.name(), spec.retention(), spec.durability())?;
+            log.set_max_message_bytes(topic.name(), spec.max_message_bytes).map_err(|e| GatewayError::Config(format!("[[topics]] {:?}: {e}", spec.name)))?;
             log.ensure_topic(&format!("{}{DLQ_SUFFIX}", spec.name), 1)?;
             rules.insert(spec.name.clone(), Rules { decoder: schema.map(|s| Arc::new(Decoder::new(s))), key_field: spec.key_field.clone(), writer: None });
         }
@@ -535,7 +544,7 @@ fn describe_topic(topic: &Topic) -> Value {
         })
         .collect();
     let r = topic.retention();
-    json!({"name": topic.name(), "retention_ms": r.ms, "retention_bytes": r.bytes, "durability": topic.durability(), "partitions": parts})
+    json!({"name": topic.name(), "retention_ms": r.ms, "retention_bytes": r.bytes, "durability": topic.durability(), "max_message_bytes": topic.max_message_bytes(), "partitions": parts})
 }
 
 /// A dead-letter record (layout: `sluice_core::dead_letter`).

@@ -9,7 +9,7 @@ use sluice_log::{Log, LogConfig};
 
 fn gateway(dir: &std::path::Path) -> Gateway {
     let log = Arc::new(Log::open(dir, LogConfig::default()).unwrap());
-    let spec = TopicSpec { name: "hb".into(), partitions: 2, schema: SchemaSpec::Named("heartbeat".into()), key_field: None, retention_ms: -1, retention_bytes: -1, durability: Default::default(), flush_interval_ms: 1000 };
+    let spec = TopicSpec { name: "hb".into(), partitions: 2, schema: SchemaSpec::Named("heartbeat".into()), key_field: None, retention_ms: -1, retention_bytes: -1, durability: Default::default(), flush_interval_ms: 1000, max_message_bytes: sluice_log::DEFAULT_MAX_MESSAGE_BYTES };
     Gateway::new(log, vec![spec], None).unwrap()
 }
 

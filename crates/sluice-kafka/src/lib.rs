@@ -60,6 +60,39 @@ pub struct KafkaOptions {
     /// still stored (offsets stay as the producer was told) and is also written, with the
     /// reason, to the topic's dead-letter topic.
     pub record_check: RecordChecks,
+    /// Connection limits and timeouts of the listener.
+    pub limits: ListenerLimits,
+}
+
+/// Limits of the Kafka listener, so that no client can exhaust the server.
+#[derive(Debug, Clone)]
+pub struct ListenerLimits {
+    /// Close a connection with no request for this long, ms (Kafka's
+    /// `connections.max.idle.ms`; 0: never).
+    pub connections_max_idle_ms: u64,
+    /// A request frame must arrive whole within this long of its first byte, ms (0: no
+    /// limit). Slow senders (slowloris) are disconnected.
+    pub request_read_timeout_ms: u64,
+    /// Most open connections (Kafka's `max.connections`; 0: no cap).
+    pub max_connections: usize,
+    /// Most open connections from one address (Kafka's `max.connections.per.ip`; 0: no cap).
+    pub max_connections_per_ip: usize,
+    /// Most bytes of request frames held at once across all connections. A frame is
+    /// buffered as its bytes arrive, and reading waits while the bound is reached, so
+    /// memory for requests never exceeds it (clamped to at least [`MAX_FRAME_BYTES`]).
+    pub max_inflight_request_bytes: usize,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            connections_max_idle_ms: 600_000,
+            request_read_timeout_ms: 30_000,
+            max_connections: 65_536,
+            max_connections_per_ip: 0,
+            max_inflight_request_bytes: 256 << 20,
+        }
+    }
 }
 
 /// What [`KafkaServer::group_view`] shows of a group.
@@ -102,6 +135,10 @@ pub struct KafkaServer {
     pub producers: Mutex<idempotence::Producers>,
     /// Woken whenever a partition's high watermark moves (Fetch long polls wait on it).
     pub log_changed: Arc<tokio::sync::Notify>,
+    /// Bytes of request frames that may still be buffered (see
+    /// [`ListenerLimits::max_inflight_request_bytes`]).
+    request_memory: Arc<tokio::sync::Semaphore>,
+    caps: sluice_core::net::ConnectionCaps,
 }
 
 impl KafkaServer {
@@ -109,7 +146,10 @@ impl KafkaServer {
         let log_changed = Arc::new(tokio::sync::Notify::new());
         let notify = log_changed.clone();
         log.on_change(move || notify.notify_waiters());
+        let memory = options.limits.max_inflight_request_bytes.clamp(MAX_FRAME_BYTES, tokio::sync::Semaphore::MAX_PERMITS);
         KafkaServer {
+            request_memory: Arc::new(tokio::sync::Semaphore::new(memory)),
+            caps: sluice_core::net::ConnectionCaps::new(options.limits.max_connections, options.limits.max_connections_per_ip),
             log_changed,
             log,
             options,
@@ -173,6 +213,10 @@ impl KafkaServer {
 pub enum ConnectionError {
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("no request for {0} ms (kafka.connections_max_idle_ms)")]
+    Idle(u64),
+    #[error("a request frame did not arrive whole within {0} ms of its first byte (kafka.request_read_timeout_ms)")]
+    SlowRequest(u64),
     #[error("frame length {0} is outside 0..={MAX_FRAME_BYTES}")]
     FrameLength(i64),
     #[error("cannot decode the request: {0}")]
@@ -217,18 +261,91 @@ impl KafkaServer {
         // Session expiry and rebalance deadlines; ends with this task.
         let ticker = tokio::spawn(handlers::groups::tick(self.clone()));
         let _stop_ticker = AbortOnDrop(ticker);
+        let mut backoff = sluice_core::net::AcceptBackoff::default();
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
+                    backoff.accepted();
+                    let slot = match self.caps.admit(peer.ip()) {
+                        Ok(slot) => slot,
+                        Err(e) => {
+                            metrics::counter!(sluice_core::telemetry::LISTENER_REFUSED_CONNECTIONS_TOTAL, "listener" => "kafka").increment(1);
+                            tracing::debug!(%peer, reason = %e, "kafka connection refused");
+                            continue; // dropping the stream closes it
+                        }
+                    };
                     let server = self.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = server.connection(stream, peer).await {
-                            tracing::info!(%peer, reason = %e, "kafka connection closed");
+                        match server.connection(stream, peer).await {
+                            Err(e @ (ConnectionError::Idle(_) | ConnectionError::SlowRequest(_))) => {
+                                let reason = if matches!(e, ConnectionError::Idle(_)) { "idle" } else { "slow_request" };
+                                metrics::counter!(sluice_core::telemetry::LISTENER_TIMEOUTS_TOTAL, "listener" => "kafka", "reason" => reason).increment(1);
+                                tracing::debug!(%peer, reason = %e, "kafka connection closed");
+                            }
+                            Err(e) => tracing::info!(%peer, reason = %e, "kafka connection closed"),
+                            Ok(()) => {}
                         }
+                        drop(slot);
                     });
                 }
-                Err(e) => tracing::warn!(error = %e, "kafka accept failed"),
+                Err(e) => {
+                    let d = backoff.failed(e.kind(), e.raw_os_error(), std::time::Instant::now());
+                    if let Some(left_out) = d.warn {
+                        tracing::warn!(error = %e, left_out, retry_in_ms = d.wait.as_millis() as u64, "kafka accept failed (raise the open-file limit, `ulimit -n`, if it says too many open files)");
+                    }
+                    metrics::counter!(sluice_core::telemetry::LISTENER_ACCEPT_ERRORS_TOTAL, "listener" => "kafka").increment(1);
+                    tokio::time::sleep(d.wait).await;
+                }
             }
+        }
+    }
+
+    /// Open connections of the listener now.
+    pub fn open_connections(&self) -> usize {
+        self.caps.open()
+    }
+
+    /// Reads one request frame: waits up to `connections_max_idle_ms` for its first byte,
+    /// then up to `request_read_timeout_ms` for the rest. The frame is buffered as its bytes
+    /// arrive (never the declared length up front), taking its bytes from the listener's
+    /// request memory; the permit is returned with the frame and released when the request
+    /// is answered. `Ok(None)`: the peer closed the connection between requests.
+    async fn read_frame(&self, reader: &mut (impl AsyncReadExt + Unpin)) -> Result<Option<(Bytes, tokio::sync::OwnedSemaphorePermit)>, ConnectionError> {
+        let limits = &self.options.limits;
+        let mut len = [0u8; 4];
+        let first = within(limits.connections_max_idle_ms, reader.read(&mut len[..1]));
+        match first.await {
+            Err(_) => return Err(ConnectionError::Idle(limits.connections_max_idle_ms)),
+            Ok(Ok(0)) => return Ok(None),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.into()),
+        }
+        let rest = async {
+            reader.read_exact(&mut len[1..]).await?;
+            let declared = i32::from_be_bytes(len);
+            if declared < 0 || declared as usize > MAX_FRAME_BYTES {
+                return Err(ConnectionError::FrameLength(declared as i64));
+            }
+            let declared = declared as usize;
+            let mut frame = BytesMut::new();
+            let mut permit = self.request_memory.clone().acquire_many_owned(0).await.map_err(closed)?;
+            while frame.len() < declared {
+                let chunk = (declared - frame.len()).min(FRAME_CHUNK_BYTES);
+                permit.merge(self.request_memory.clone().acquire_many_owned(chunk as u32).await.map_err(closed)?);
+                frame.reserve(chunk);
+                let target = frame.len() + chunk;
+                while frame.len() < target {
+                    let mut limited = (&mut *reader).take((target - frame.len()) as u64);
+                    if limited.read_buf(&mut frame).await? == 0 {
+                        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+                    }
+                }
+            }
+            Ok((frame.freeze(), permit))
+        };
+        match within(limits.request_read_timeout_ms, rest).await {
+            Ok(r) => r.map(Some),
+            Err(_) => Err(ConnectionError::SlowRequest(limits.request_read_timeout_ms)),
         }
     }
 
@@ -243,23 +360,13 @@ impl KafkaServer {
         let writer = tokio::spawn(write_replies(writer, rx));
         let result = async {
             loop {
-                let len = match reader.read_i32().await {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                    Err(e) => return Err(e.into()),
-                };
-                if len < 0 || len as usize > MAX_FRAME_BYTES {
-                    return Err(ConnectionError::FrameLength(len as i64));
-                }
-                let mut frame = vec![0u8; len as usize];
-                reader.read_exact(&mut frame).await?;
-                let mut buf = Bytes::from(frame);
+                let Some((mut buf, memory)) = self.read_frame(&mut reader).await? else { return Ok(()) };
                 let header = decode_header(&mut buf).map_err(ConnectionError::Decode)?;
                 let read_at = std::time::Instant::now();
                 let correlation_id = header.correlation_id;
                 let api = ApiKey::try_from(header.request_api_key).ok();
                 let (reply, header_version) = self.clone().handle(header, buf, peer).await?;
-                if tx.send(Pending { correlation_id, header_version, reply, api, read_at }).await.is_err() {
+                if tx.send(Pending { correlation_id, header_version, reply, api, read_at, _memory: memory }).await.is_err() {
                     return Ok(()); // the writer stopped: its error is reported below
                 }
             }
@@ -300,12 +407,31 @@ struct Pending {
     reply: handlers::Reply,
     api: Option<ApiKey>,
     read_at: std::time::Instant,
+    /// The request frame's share of the listener's request memory, held until answered.
+    _memory: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// A request frame is buffered in steps of at most this many bytes, each taken from the
+/// listener's request memory before it is read.
+const FRAME_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Runs `f` with a time limit of `ms` (0: none).
+async fn within<F: std::future::Future>(ms: u64, f: F) -> Result<F::Output, tokio::time::error::Elapsed> {
+    if ms == 0 {
+        Ok(f.await)
+    } else {
+        tokio::time::timeout(std::time::Duration::from_millis(ms), f).await
+    }
+}
+
+fn closed(_: tokio::sync::AcquireError) -> ConnectionError {
+    ConnectionError::Decode("the listener is shutting down".into())
 }
 
 /// Writes replies in request order until the reader is done and every reply is sent.
 async fn write_replies(mut writer: tokio::net::tcp::OwnedWriteHalf, mut replies: tokio::sync::mpsc::Receiver<Pending>) -> Result<(), ConnectionError> {
     use sluice_core::telemetry as t;
-    while let Some(Pending { correlation_id, header_version, reply, api, read_at }) = replies.recv().await {
+    while let Some(Pending { correlation_id, header_version, reply, api, read_at, _memory }) = replies.recv().await {
         let api = api.map(|k| format!("{k:?}")).unwrap_or_else(|| "unknown".into());
         let body = match reply {
             handlers::Reply::Ready(body) => body,

@@ -99,6 +99,7 @@ async fn serve(log: Arc<Log>) -> tokio::net::TcpStream {
         protected_topics: Box::new(|_| false),
         read_only_topics: Box::new(|_| false),
         record_check: Box::new(|_| None),
+        limits: Default::default(),
     };
     let server = Arc::new(KafkaServer::new(log.clone(), offsets, options));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -195,4 +196,28 @@ async fn a_retry_after_a_restart_is_still_recognised() {
     assert_eq!(produce(&mut s, 7, batch_with(50, 0, 4, Compression::Gzip)).await, (0, 6), "recognised after a restart too");
     assert_eq!(log.topic("t").unwrap().partition(0).unwrap().log_end_offset(), 10);
     drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_over_max_message_bytes_gets_message_too_large() {
+    let (_dir, log, mut s) = start().await;
+    log.set_max_message_bytes("t", 200).expect("set max.message.bytes");
+    let small = batch(-1, -1, 1);
+    let big = batch(-1, -1, 20);
+    assert!(small.len() <= 200 && big.len() > 200, "{} {}", small.len(), big.len());
+    assert_eq!(produce(&mut s, 1, big.clone()).await.0, 10, "MESSAGE_TOO_LARGE (10), which producers do not retry");
+    // Compressed batches are measured as sent, as Kafka does: the same 20 records fit gzipped.
+    let gz = batch_with(-1, -1, 20, Compression::Gzip);
+    assert!(gz.len() <= 200, "{}", gz.len());
+    assert_eq!(produce(&mut s, 2, gz).await, (0, 0));
+    assert_eq!(produce(&mut s, 3, small).await, (0, 20), "after the 20 gzipped records");
+    // The setting survives a reopen of the log.
+    let dir = log.dir().to_path_buf();
+    drop(s);
+    log.close().expect("close");
+    drop(log);
+    let log = Log::open(&dir, LogConfig::default()).expect("reopen");
+    assert_eq!(log.topic("t").unwrap().max_message_bytes(), 200);
+    assert!(log.set_max_message_bytes("t", 0).is_err(), "0 is refused");
+    assert!(log.set_max_message_bytes("t", 65 << 20).is_err(), "past the log's 64 MiB batch limit is refused");
 }

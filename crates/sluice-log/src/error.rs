@@ -35,6 +35,8 @@ pub enum LogError {
     UnknownTopic(String),
     #[error("topic name {name:?} is invalid: {reason}")]
     InvalidTopicName { name: String, reason: String },
+    #[error("invalid topic config: {0}")]
+    InvalidConfig(String),
     #[error("topic {name:?} already exists with {partitions} partitions")]
     TopicExists { name: String, partitions: u32 },
     #[error("partition {partition} does not exist in topic {topic:?}")]

@@ -187,6 +187,25 @@ struct TopicMeta {
     retention: Retention,
     #[serde(default)]
     durability: Durability,
+    #[serde(default = "default_max_message_bytes")]
+    max_message_bytes: u64,
+}
+
+/// Default largest record batch a client may produce to a topic, bytes (Kafka's
+/// `max.message.bytes` default, 1 MiB + 12 bytes of log overhead).
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 1_048_588;
+
+fn default_max_message_bytes() -> u64 {
+    DEFAULT_MAX_MESSAGE_BYTES
+}
+
+/// Checks a `max.message.bytes` value: 1..=[`batch::MAX_BATCH_BYTES`].
+pub fn check_max_message_bytes(bytes: u64) -> Result<()> {
+    if (1..=batch::MAX_BATCH_BYTES as u64).contains(&bytes) {
+        Ok(())
+    } else {
+        Err(LogError::InvalidConfig(format!("max.message.bytes must be within 1..={} bytes, got {bytes}", batch::MAX_BATCH_BYTES)))
+    }
 }
 
 /// A named set of partitions.
@@ -196,9 +215,17 @@ pub struct Topic {
     changes: Arc<Changes>,
     retention: RwLock<Retention>,
     durability: RwLock<Durability>,
+    max_message_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Topic {
+    /// Largest record batch a client may produce to the topic, bytes (Kafka's topic config
+    /// `max.message.bytes`; at most [`batch::MAX_BATCH_BYTES`]). Appends by sluice itself
+    /// (HTTP ingest, pipeline output) are bounded by [`batch::MAX_BATCH_BYTES`] only.
+    pub fn max_message_bytes(&self) -> u64 {
+        self.max_message_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -287,6 +314,7 @@ impl Log {
         for meta in metas {
             let topic = log.open_topic(&meta.name, meta.partitions, meta.retention)?;
             topic.apply_durability(meta.durability);
+            topic.max_message_bytes.store(meta.max_message_bytes.clamp(1, batch::MAX_BATCH_BYTES as u64), std::sync::atomic::Ordering::Relaxed);
             log.topics.write().unwrap_or_else(|p| p.into_inner()).insert(meta.name, topic);
         }
         Ok(log)
@@ -332,6 +360,7 @@ impl Log {
             changes,
             retention: RwLock::new(retention),
             durability: RwLock::new(Durability::Fsync),
+            max_message_bytes: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_MESSAGE_BYTES),
         }))
     }
 
@@ -351,7 +380,7 @@ impl Log {
             return Err(LogError::TopicExists { name: name.into(), partitions: t.partition_count() });
         }
         let topic = self.open_topic(name, partitions, retention)?;
-        self.write_meta(&TopicMeta { name: name.into(), partitions, retention, durability: Durability::Fsync })?;
+        self.write_meta(&TopicMeta { name: name.into(), partitions, retention, durability: Durability::Fsync, max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES })?;
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
     }
@@ -393,7 +422,30 @@ impl Log {
         Ok(())
     }
 
-    /// Changes a topic's retention (persisted; applied at the next retention pass).
+    /// The persisted metadata of a topic as it is now.
+    fn meta_of(topic: &Topic) -> TopicMeta {
+        TopicMeta {
+            name: topic.name.clone(),
+            partitions: topic.partition_count(),
+            retention: topic.retention(),
+            durability: topic.durability(),
+            max_message_bytes: topic.max_message_bytes(),
+        }
+    }
+
+    /// Sets a topic's `max.message.bytes` (persisted; applies to the next produce).
+    /// Errors: [`LogError::InvalidConfig`] outside 1..=[`batch::MAX_BATCH_BYTES`].
+    pub fn set_max_message_bytes(&self, name: &str, bytes: u64) -> Result<()> {
+        let topic = self.topic(name).ok_or_else(|| LogError::UnknownTopic(name.into()))?;
+        check_max_message_bytes(bytes)?;
+        if topic.max_message_bytes() == bytes {
+            return Ok(());
+        }
+        self.write_meta(&TopicMeta { max_message_bytes: bytes, ..Self::meta_of(&topic) })?;
+        topic.max_message_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Sets a topic's retention and durability together, persisting the topic metadata
     /// once, and only if either changed.
     pub fn configure(&self, name: &str, retention: Retention, durability: Durability) -> Result<()> {
@@ -401,7 +453,7 @@ impl Log {
         if topic.retention() == retention && topic.durability() == durability {
             return Ok(());
         }
-        self.write_meta(&TopicMeta { name: name.into(), partitions: topic.partition_count(), retention, durability })?;
+        self.write_meta(&TopicMeta { retention, durability, ..Self::meta_of(&topic) })?;
         *topic.retention.write().unwrap_or_else(|p| p.into_inner()) = retention;
         topic.apply_durability(durability);
         Ok(())
@@ -409,7 +461,7 @@ impl Log {
 
     pub fn set_retention(&self, name: &str, retention: Retention) -> Result<()> {
         let topic = self.topic(name).ok_or_else(|| LogError::UnknownTopic(name.into()))?;
-        self.write_meta(&TopicMeta { name: name.into(), partitions: topic.partition_count(), retention, durability: topic.durability() })?;
+        self.write_meta(&TopicMeta { retention, ..Self::meta_of(&topic) })?;
         *topic.retention.write().unwrap_or_else(|p| p.into_inner()) = retention;
         Ok(())
     }
@@ -417,7 +469,7 @@ impl Log {
     /// Changes when a topic's appends are acknowledged (persisted; applies to the next append).
     pub fn set_durability(&self, name: &str, durability: Durability) -> Result<()> {
         let topic = self.topic(name).ok_or_else(|| LogError::UnknownTopic(name.into()))?;
-        self.write_meta(&TopicMeta { name: name.into(), partitions: topic.partition_count(), retention: topic.retention(), durability })?;
+        self.write_meta(&TopicMeta { durability, ..Self::meta_of(&topic) })?;
         topic.apply_durability(durability);
         Ok(())
     }

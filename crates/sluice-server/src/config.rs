@@ -79,6 +79,46 @@ impl HeartRateSection {
 pub struct HttpConfig {
     pub addr: String,
     pub max_body_bytes: usize,
+    /// A request's header must arrive within this long, ms; it also closes keep-alive
+    /// connections idle for this long (0: never).
+    #[serde(default = "header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// A request's body must arrive whole within this long of its header, ms (0: never).
+    #[serde(default = "request_body_timeout_ms")]
+    pub request_body_timeout_ms: u64,
+    /// Close a WebSocket that sent no frame (data or ping) for this long, ms (0: never).
+    #[serde(default = "ws_idle_timeout_ms")]
+    pub ws_idle_timeout_ms: u64,
+    /// Most open connections (WebSockets and SSE streams included; 0: no cap).
+    #[serde(default = "max_connections")]
+    pub max_connections: usize,
+    /// Most open connections from one address (0: no cap).
+    #[serde(default)]
+    pub max_connections_per_ip: usize,
+    /// Host names (the `Host` header, without port) the API answers to, besides IP
+    /// addresses and `localhost`. Any other name is refused (DNS rebinding).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://dash.example.com`) allowed to send state-changing requests
+    /// besides the API's own origin.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+fn header_read_timeout_ms() -> u64 {
+    10_000
+}
+
+fn request_body_timeout_ms() -> u64 {
+    30_000
+}
+
+fn ws_idle_timeout_ms() -> u64 {
+    120_000
+}
+
+fn max_connections() -> usize {
+    65_536
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +146,29 @@ pub struct KafkaSection {
     pub auto_create_partitions: u32,
     #[serde(default = "group_initial_rebalance_delay_ms")]
     pub group_initial_rebalance_delay_ms: u64,
+    /// Close a connection with no request for this long, ms (Kafka's connections.max.idle.ms).
+    pub connections_max_idle_ms: u64,
+    /// A request frame must arrive whole within this long of its first byte, ms.
+    pub request_read_timeout_ms: u64,
+    /// Most open connections (Kafka's max.connections; 0: no cap).
+    pub max_connections: usize,
+    /// Most open connections from one address (Kafka's max.connections.per.ip; 0: no cap).
+    pub max_connections_per_ip: usize,
+    /// Most bytes of request frames buffered at once across all connections.
+    pub max_inflight_request_bytes: usize,
+}
+
+impl KafkaSection {
+    /// The listener limits these settings give.
+    pub fn limits(&self) -> sluice_kafka::ListenerLimits {
+        sluice_kafka::ListenerLimits {
+            connections_max_idle_ms: self.connections_max_idle_ms,
+            request_read_timeout_ms: self.request_read_timeout_ms,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_inflight_request_bytes: self.max_inflight_request_bytes,
+        }
+    }
 }
 
 fn group_initial_rebalance_delay_ms() -> u64 {
@@ -114,7 +177,21 @@ fn group_initial_rebalance_delay_ms() -> u64 {
 
 impl Default for KafkaSection {
     fn default() -> Self {
-        KafkaSection { enabled: true, addr: "127.0.0.1:9092".into(), advertised_host: String::new(), advertised_port: 0, auto_create_topics: true, auto_create_partitions: 1, group_initial_rebalance_delay_ms: group_initial_rebalance_delay_ms() }
+        let limits = sluice_kafka::ListenerLimits::default();
+        KafkaSection {
+            enabled: true,
+            addr: "127.0.0.1:9092".into(),
+            advertised_host: String::new(),
+            advertised_port: 0,
+            auto_create_topics: true,
+            auto_create_partitions: 1,
+            group_initial_rebalance_delay_ms: group_initial_rebalance_delay_ms(),
+            connections_max_idle_ms: limits.connections_max_idle_ms,
+            request_read_timeout_ms: limits.request_read_timeout_ms,
+            max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
+            max_inflight_request_bytes: limits.max_inflight_request_bytes,
+        }
     }
 }
 

@@ -192,6 +192,7 @@ impl Server {
                 protected_topics: Box::new(move |t: &str| t.starts_with("__") || protected.contains(t)),
                 read_only_topics: { let gw = gateway.clone(); Box::new(move |t: &str| gw.writer_of(t).is_some()) },
                 record_check: { let gw = gateway.clone(); Box::new(move |t: &str| gw.record_check(t)) },
+                limits: config.kafka.limits(),
             };
             let server = Arc::new(sluice_kafka::KafkaServer::new(log.clone(), gateway.offsets().clone(), options));
             gateway.set_membership(Arc::new(adapters::KafkaMembership(server.clone())));

@@ -133,7 +133,18 @@ async fn shutdown_signal() {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit: every connection (a device's
+/// WebSocket, a Kafka client) holds a descriptor, and the common soft default of 1024 is
+/// far below what one server can hold.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(open_files = n, "open-file limit (RLIMIT_NOFILE, raised to the hard limit)"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit; connections beyond `ulimit -n` will be refused"),
+    }
+}
+
 async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let config = args.load()?;
     let server = Server::start(config).await?;
     eprintln!("sluice: serving on http://{} (dashboard at /, metrics at /metrics); Ctrl-C stops", server.addr());
@@ -162,7 +173,10 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Demo(args) => demo::run(args.server.load()?, args.speed, args.exit).await,
+            Command::Demo(args) => {
+                raise_open_file_limit();
+                demo::run(args.server.load()?, args.speed, args.exit).await
+            }
             Command::Replay(args) => replay::run(args).await,
             Command::Groups(args) => tokio::task::spawn_blocking(move || groups::run(args)).await?,
             Command::Topics(args) => tokio::task::spawn_blocking(move || topics::run(args)).await?,

@@ -5,6 +5,9 @@
 //! - `retention.ms`, `retention.bytes`: [`sluice_log::Retention`] (-1 = unlimited);
 //! - `flush.messages=1`: the `fsync` durability policy (ack after fdatasync, the default);
 //! - `flush.ms=N`: the `interval` policy (ack after the write, fdatasync every N ms);
+//! - `max.message.bytes`: the largest record batch a producer may send, bytes (default
+//!   1048588, as Kafka's; at most 64 MiB). A bigger batch gets MESSAGE_TOO_LARGE, which
+//!   producers do not retry;
 //! - `cleanup.policy=delete`, `segment.bytes`, `min.insync.replicas=1`: read-only.
 //!
 //! Configured topics, their dead-letter topics and internal topics cannot be deleted
@@ -40,6 +43,23 @@ fn s(v: &str) -> StrBytes {
 struct Settings {
     retention: Retention,
     durability: Durability,
+    max_message_bytes: u64,
+}
+
+impl Settings {
+    fn defaults() -> Settings {
+        Settings { retention: Retention::default(), durability: Durability::Fsync, max_message_bytes: sluice_log::DEFAULT_MAX_MESSAGE_BYTES }
+    }
+
+    fn of(topic: &sluice_log::Topic) -> Settings {
+        Settings { retention: topic.retention(), durability: topic.durability(), max_message_bytes: topic.max_message_bytes() }
+    }
+
+    /// Persists the settings of an existing topic.
+    fn apply(&self, log: &sluice_log::Log, name: &str) -> Result<(), LogError> {
+        log.configure(name, self.retention, self.durability)?;
+        log.set_max_message_bytes(name, self.max_message_bytes)
+    }
 }
 
 /// Applies one `name=value` to settings, or says why it cannot.
@@ -62,8 +82,13 @@ fn set(settings: &mut Settings, name: &str, value: Option<&str>) -> Result<(), S
             1 => settings.durability = Durability::Fsync,
             n => return Err(format!("flush.messages: only 1 (fsync before every ack) is supported, got {n}; set flush.ms for interval flushing")),
         },
+        "max.message.bytes" => {
+            let n = parse(value)?;
+            sluice_log::check_max_message_bytes(n.max(0) as u64).map_err(|e| e.to_string())?;
+            settings.max_message_bytes = n as u64;
+        }
         "cleanup.policy" if value == Some("delete") => {}
-        _ => return Err(format!("{name}: not a topic config sluice can set (settable: retention.ms, retention.bytes, flush.ms, flush.messages)")),
+        _ => return Err(format!("{name}: not a topic config sluice can set (settable: retention.ms, retention.bytes, flush.ms, flush.messages, max.message.bytes)")),
     }
     Ok(())
 }
@@ -74,6 +99,7 @@ fn reset(settings: &mut Settings, name: &str) -> Result<(), String> {
         "retention.ms" => settings.retention.ms = d.ms,
         "retention.bytes" => settings.retention.bytes = d.bytes,
         "flush.ms" | "flush.messages" => settings.durability = Durability::Fsync,
+        "max.message.bytes" => settings.max_message_bytes = sluice_log::DEFAULT_MAX_MESSAGE_BYTES,
         _ => return Err(format!("{name}: not a topic config sluice can set")),
     }
     Ok(())
@@ -94,7 +120,7 @@ pub(crate) fn create_topics(server: &KafkaServer, r: CreateTopicsRequest) -> Cre
         let name = t.name.0.to_string();
         let mut result = CreatableTopicResult::default().with_name(t.name.clone()).with_num_partitions(-1).with_replication_factor(-1);
         let partitions = if t.num_partitions < 0 { server.options.auto_create_partitions as i32 } else { t.num_partitions };
-        let mut settings = Settings { retention: Retention::default(), durability: Durability::Fsync };
+        let mut settings = Settings::defaults();
         let configured = t.configs.iter().try_for_each(|c| set(&mut settings, &c.name, c.value.as_deref()));
         let error: Result<(), (ResponseError, String)> = if server.log.topic(&name).is_some() {
             Err((ResponseError::TopicAlreadyExists, format!("topic {name:?} already exists")))
@@ -114,7 +140,7 @@ pub(crate) fn create_topics(server: &KafkaServer, r: CreateTopicsRequest) -> Cre
             server
                 .log
                 .create_topic_with(&name, partitions as u32, settings.retention)
-                .and_then(|_| server.log.configure(&name, settings.retention, settings.durability))
+                .and_then(|_| settings.apply(&server.log, &name))
                 .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))
                 .inspect(|_| tracing::info!(topic = %name, partitions, "created topic over the Kafka protocol"))
         };
@@ -177,6 +203,7 @@ fn topic_configs(server: &KafkaServer, topic: &sluice_log::Topic) -> Vec<(&'stat
         ("retention.bytes", r.bytes.to_string(), false, src(r.bytes != d.bytes)),
         ("flush.ms", flush_ms, false, src(interval)),
         ("flush.messages", flush_messages, false, SOURCE_DEFAULT),
+        ("max.message.bytes", topic.max_message_bytes().to_string(), false, src(topic.max_message_bytes() != sluice_log::DEFAULT_MAX_MESSAGE_BYTES)),
         ("cleanup.policy", "delete".into(), true, SOURCE_DEFAULT),
         ("segment.bytes", server.log.config().segment_bytes.to_string(), true, SOURCE_DEFAULT),
         ("min.insync.replicas", "1".into(), true, SOURCE_DEFAULT),
@@ -189,6 +216,7 @@ fn broker_configs(server: &KafkaServer) -> Vec<(&'static str, String, bool, i8)>
         ("auto.create.topics.enable", server.options.auto_create_topics.to_string(), true, SOURCE_DEFAULT),
         ("log.retention.ms", Retention::default().ms.to_string(), true, SOURCE_DEFAULT),
         ("log.segment.bytes", server.log.config().segment_bytes.to_string(), true, SOURCE_DEFAULT),
+        ("message.max.bytes", sluice_log::DEFAULT_MAX_MESSAGE_BYTES.to_string(), true, SOURCE_DEFAULT),
         ("group.initial.rebalance.delay.ms", server.options.group_initial_rebalance_delay_ms.to_string(), true, SOURCE_DEFAULT),
     ]
 }
@@ -232,12 +260,12 @@ fn alter_topic(
         return Err((ResponseError::InvalidRequest, "only topic configs (resource type 2) can be altered".into()));
     }
     let topic = server.log.topic(name).ok_or_else(|| (ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist")))?;
-    let mut settings = Settings { retention: topic.retention(), durability: topic.durability() };
+    let mut settings = Settings::of(&topic);
     edit(&mut settings).map_err(|m| (ResponseError::InvalidConfig, m))?;
     if validate_only {
         return Ok(());
     }
-    server.log.configure(name, settings.retention, settings.durability).map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+    settings.apply(&server.log, name).map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
     tracing::info!(topic = name, ?settings, "altered topic config over the Kafka protocol");
     Ok(())
 }
@@ -247,7 +275,7 @@ pub(crate) fn alter_configs(server: &KafkaServer, r: AlterConfigsRequest) -> Alt
     for res in r.resources {
         // AlterConfigs replaces the whole set: what is not given returns to its default.
         let result = alter_topic(server, res.resource_type, &res.resource_name, r.validate_only, |st| {
-            *st = Settings { retention: Retention::default(), durability: Durability::Fsync };
+            *st = Settings::defaults();
             res.configs.iter().try_for_each(|c| set(st, &c.name, c.value.as_deref()))
         });
         let (c, m) = result.err().map(|(c, m)| (code(c), Some(s(&m)))).unwrap_or((0, None));

@@ -89,8 +89,9 @@ pub(crate) fn metadata(server: &KafkaServer, r: MetadataRequest) -> MetadataResp
 ///
 /// Input: the `records` bytes of one partition in a Produce request (RecordBatch v2, the
 /// Kafka protocol guide, "Record Batch"). Compressed batches (gzip, snappy, lz4, zstd) are
-/// decompressed, up to 256 MiB per batch. Errors: CORRUPT_MESSAGE for a truncated,
-/// undecodable or oversized batch.
+/// decompressed, up to 256 MiB per batch. Errors: CORRUPT_MESSAGE for a truncated or
+/// undecodable batch. (Batches over the topic's `max.message.bytes` are refused before,
+/// with MESSAGE_TOO_LARGE: [`oversized_batch`].)
 pub fn produced_records(mut bytes: Bytes) -> Result<Vec<NewRecord>, i16> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
@@ -118,6 +119,24 @@ pub fn produced_records(mut bytes: Bytes) -> Result<Vec<NewRecord>, i16> {
         out.extend(recs.into_iter().map(|r| NewRecord { key: r.key, value: r.value, headers: r.headers, timestamp_ms: Some(r.timestamp_ms) }));
     }
     Ok(out)
+}
+
+/// The size of the first record batch in a partition's produce data that is larger than
+/// `max` bytes (the topic's `max.message.bytes`, compared, as Kafka does, with the batch as
+/// sent, compressed or not), if any. Each batch's size is its `batchLength` (bytes 8..12,
+/// the Kafka protocol guide, "Record Batch") plus the 12 bytes before it; truncated data is
+/// left to the decoder to refuse.
+pub fn oversized_batch(records: &[u8], max: u64) -> Option<usize> {
+    let mut at = 0usize;
+    while records.len() >= at + 12 {
+        let batch_length = i32::from_be_bytes([records[at + 8], records[at + 9], records[at + 10], records[at + 11]]);
+        let total = (batch_length.max(0) as usize).saturating_add(12);
+        if total as u64 > max {
+            return Some(total);
+        }
+        at = at.saturating_add(total);
+    }
+    None
 }
 
 /// A Produce whose records are written (in request order) but not yet durable.
@@ -168,7 +187,7 @@ pub(crate) fn produce_write(server: &KafkaServer, r: ProduceRequest) -> WrittenP
             pr.log_append_time_ms = -1;
             let result = topic.as_ref().map_err(|c| *c).and_then(|t| {
                 let p = t.partition(pd.index as u32).map_err(|_| code(ResponseError::UnknownTopicOrPartition))?;
-                let written = append(server, &name, pd.index, p, pd.records.unwrap_or_default(), now)?;
+                let written = append(server, &name, pd.index, p, pd.records.unwrap_or_default(), t.max_message_bytes(), now)?;
                 Ok((written, p.log_start_offset() as i64, p.clone()))
             });
             match result {
@@ -212,7 +231,12 @@ enum Payload {
 
 /// Writes one partition's records from a Produce request (not yet acknowledged), or says
 /// why not with an error code.
-fn append(server: &KafkaServer, topic: &str, index: i32, p: &Partition, raw: Bytes, now: i64) -> Result<Written, i16> {
+fn append(server: &KafkaServer, topic: &str, index: i32, p: &Partition, raw: Bytes, max_message_bytes: u64, now: i64) -> Result<Written, i16> {
+    if let Some(size) = oversized_batch(&raw, max_message_bytes) {
+        metrics::counter!(sluice_core::telemetry::KAFKA_REFUSED_BATCHES_TOTAL, "reason" => "too_large").increment(1);
+        tracing::warn!(topic, partition = index, size, max_message_bytes, "refused a produced batch larger than the topic's max.message.bytes");
+        return Err(code(ResponseError::MessageTooLarge));
+    }
     let idempotent = ProducerBatch::parse(&raw);
     let single_uncompressed = decode_header(&raw).ok().filter(|h| h.total_len == raw.len() && h.attributes & 0x07 == 0);
     let (payload, count) = match single_uncompressed {
@@ -245,6 +269,11 @@ fn append(server: &KafkaServer, topic: &str, index: i32, p: &Partition, raw: Byt
         (Payload::Records(r), None) => p.write(&r, now),
     };
     let failed = |e: LogError| match e {
+        LogError::BatchTooLarge { size, max } => {
+            metrics::counter!(sluice_core::telemetry::KAFKA_REFUSED_BATCHES_TOTAL, "reason" => "too_large").increment(1);
+            tracing::warn!(topic, partition = index, size, max, "refused a produced batch that decompresses past the log's batch limit");
+            code(ResponseError::MessageTooLarge)
+        }
         LogError::BadBatch(reason) => {
             metrics::counter!(sluice_core::telemetry::KAFKA_REFUSED_BATCHES_TOTAL, "reason" => "corrupt").increment(1);
             tracing::warn!(topic, partition = index, %reason, "refused a produced batch");

@@ -29,6 +29,7 @@ fn server(dir: &std::path::Path) -> Arc<KafkaServer> {
         protected_topics: Box::new(|t| t == "t"),
         read_only_topics: Box::new(|_| false),
         record_check: Box::new(|_| None),
+        limits: Default::default(),
     };
     Arc::new(KafkaServer::new(log, offsets, options))
 }

@@ -1,0 +1,126 @@
+//! Limits of the Kafka listener over a real socket: a declared frame size is not reserved
+//! up front, slow and idle connections are closed, and connection caps hold.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_kafka::{KafkaOptions, KafkaServer, ListenerLimits};
+use sluice_log::{Log, LogConfig, OffsetStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn serve(limits: ListenerLimits) -> (tempfile::TempDir, Arc<KafkaServer>, std::net::SocketAddr) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Arc::new(Log::open(dir.path(), LogConfig::default()).expect("log"));
+    let offsets = Arc::new(OffsetStore::open(&log).expect("offsets"));
+    let options = KafkaOptions {
+        advertised_host: "127.0.0.1".into(),
+        advertised_port: 0,
+        auto_create_partitions: 1,
+        auto_create_topics: false,
+        group_initial_rebalance_delay_ms: 0,
+        protected_topics: Box::new(|_| false),
+        read_only_topics: Box::new(|_| false),
+        record_check: Box::new(|_| None),
+        limits,
+    };
+    let server = Arc::new(KafkaServer::new(log, offsets, options));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(server.clone().serve(listener));
+    (dir, server, addr)
+}
+
+/// ApiVersions v0 on a fresh connection; panics unless it is answered.
+async fn api_versions(addr: std::net::SocketAddr) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(&[0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 9, 0xff, 0xff]).await.expect("send");
+    let len = tokio::time::timeout(Duration::from_secs(5), s.read_i32()).await.expect("answered in time").expect("length");
+    let mut buf = vec![0u8; len as usize];
+    s.read_exact(&mut buf).await.expect("body");
+    assert_eq!(&buf[..6], &[0, 0, 0, 9, 0, 0], "correlation id 9, no error");
+}
+
+/// Waits until the server closes `s` (a read returns end of file or an error); returns how long it took.
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    let mut b = [0u8; 16];
+    match tokio::time::timeout(limit, s.read(&mut b)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => t0.elapsed(),
+        Ok(Ok(n)) => panic!("unexpected {n} bytes"),
+        Err(_) => panic!("still open after {limit:?}"),
+    }
+}
+
+fn vm_size_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status.lines().find_map(|l| l.strip_prefix("VmSize:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).expect("VmSize")
+}
+
+/// 200 connections each declare a 100 MB frame and send nothing more. The server used to
+/// reserve every declared frame at once (20 GB of address space; under a 3 GB limit the
+/// process aborted after 29). Now it buffers what arrives, so the address space barely moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_frame_sizes_are_not_reserved_up_front() {
+    let (_dir, server, addr) = serve(ListenerLimits::default()).await;
+    api_versions(addr).await;
+    let before = vm_size_kb();
+    let mut conns = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(&(100_000_000i32).to_be_bytes()).await.expect("send");
+        conns.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.open_connections(), 200);
+    let grown_mb = vm_size_kb().saturating_sub(before) / 1024;
+    assert!(grown_mb < 2_000, "address space grew by {grown_mb} MB for 200 declared 100 MB frames");
+    api_versions(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_sent_one_byte_at_a_time_is_cut_off() {
+    let (_dir, _server, addr) = serve(ListenerLimits { request_read_timeout_ms: 400, ..Default::default() }).await;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(&[0, 0, 0, 100]).await.expect("length");
+    let writer = async {
+        for _ in 0..50 {
+            if s.write_all(&[0]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let t0 = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), writer).await.expect("writer ends");
+    // The server closed it at the deadline: later writes fail (reset), long before 50 bytes.
+    let mut b = [0u8; 4];
+    let r = tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await.expect("closed");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    assert!(t0.elapsed() < Duration::from_secs(4), "cut off after {:?}", t0.elapsed());
+    api_versions(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed() {
+    let (_dir, server, addr) = serve(ListenerLimits { connections_max_idle_ms: 300, ..Default::default() }).await;
+    let mut idle = TcpStream::connect(addr).await.expect("connect");
+    let took = closed_within(&mut idle, Duration::from_secs(5)).await;
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(server.open_connections(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_per_address_cap_are_closed() {
+    let (_dir, server, addr) = serve(ListenerLimits { max_connections_per_ip: 2, ..Default::default() }).await;
+    let _a = TcpStream::connect(addr).await.expect("connect");
+    let _b = TcpStream::connect(addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    closed_within(&mut c, Duration::from_secs(5)).await;
+    assert_eq!(server.open_connections(), 2);
+    drop(_a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    api_versions(addr).await;
+}
