@@ -7,8 +7,9 @@ use kafka_protocol::messages::{ApiKey, RequestKind};
 use libfuzzer_sys::fuzz_target;
 
 // The server's own entry points (`sluice_kafka::decode_header`, `decode_body`,
-// `handlers::produced_records`). The fuzz build aborts on panic, so a panic inside the
-// decoders still shows up here as a crash; so does an allocation the machine cannot give.
+// `handlers::oversized_batch`, `handlers::produced_records`). The fuzz build aborts on
+// panic, so a panic inside the decoders still shows up here as a crash; so does an
+// allocation the machine cannot give.
 fuzz_target!(|data: &[u8]| {
     let mut buf = Bytes::copy_from_slice(data);
     let Ok(header) = sluice_kafka::decode_header(&mut buf) else { return };
@@ -18,7 +19,9 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(RequestKind::Produce(p)) = sluice_kafka::decode_body(key, &mut buf, header.request_api_version) {
             for t in p.topic_data {
                 for pd in t.partition_data {
-                    let _ = sluice_kafka::handlers::produced_records(pd.records.unwrap_or_default());
+                    let records = pd.records.unwrap_or_default();
+                    let _ = sluice_kafka::handlers::oversized_batch(&records, 1_048_588);
+                    let _ = sluice_kafka::handlers::produced_records(records);
                 }
             }
         }

@@ -33,13 +33,14 @@ class Sluice:
         self.log_path = Path(log_path or self.data_dir.parent / "sluice.log")
         self.proc = None
         self.extra_args = []
+        self.preexec = None  # run in the child before exec (e.g. resource limits)
 
     def start(self, timeout=30):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "--data-dir", str(self.data_dir), "--http-addr", f"127.0.0.1:{self.port}", *self.extra_args],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self.preexec,
         )
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -56,7 +56,10 @@
 //! `GET /v1/topics/{topic}/ws`: a WebSocket. Each text (or binary UTF-8) frame is one
 //! JSON record, a JSON array, or NDJSON lines. Each frame gets one ack frame, in order,
 //! with `seq` = the frame's 0-based number on the connection and the fields above, or
-//! `{"seq": n, "error": {...}}`. Frames that arrive together share one fsync.
+//! `{"seq": n, "error": {...}}`. Frames that arrive together share one fsync. Pings are
+//! answered; a WebSocket that sends nothing for `http.ws_idle_timeout_ms` is closed with
+//! code 1001 (going away). An idle connection holds a 4 KiB read buffer
+//! ([`WS_READ_BUFFER_BYTES`]), about 7 KB in all.
 
 use std::sync::Arc;
 
@@ -81,11 +84,23 @@ const MAX_FRAMES_PER_APPEND: usize = 256;
 struct AppState {
     gateway: Arc<Gateway>,
     max_body_bytes: usize,
+    ws_idle_timeout_ms: u64,
 }
 
-/// The gateway's routes. `max_body_bytes` bounds request bodies and WebSocket frames.
-pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
-    let state = AppState { gateway, max_body_bytes };
+/// Bytes a WebSocket connection reserves to read frames into (tungstenite's default is
+/// 128 KiB). Device frames are a few hundred bytes; a larger frame grows the buffer while
+/// it is read. With this, an idle device connection costs about 7 KB in all (measured:
+/// `tests/e2e/test_listener_limits.py`).
+pub const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes of outgoing frames (acks) gathered before they are written (tungstenite's
+/// default is 128 KiB); acks are written as they are sent.
+pub const WS_WRITE_BUFFER_BYTES: usize = 0;
+
+/// The gateway's routes. `max_body_bytes` bounds request bodies and WebSocket frames; a
+/// WebSocket that sends nothing (no frame, no ping) for `ws_idle_timeout_ms` is closed
+/// (0: never).
+pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize, ws_idle_timeout_ms: u64) -> Router {
+    let state = AppState { gateway, max_body_bytes, ws_idle_timeout_ms };
     Router::new()
         .route("/v1/topics", get(list_topics).post(create_topic))
         .route("/v1/topics/{topic}", get(describe_topic).patch(alter_topic).delete(delete_topic))
@@ -444,7 +459,12 @@ async fn ws_upgrade(State(s): State<AppState>, Path(topic): Path<String>, ws: We
         return (status, Json(json!({"error": body}))).into_response();
     }
     let max = s.max_body_bytes;
-    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| ws_session(s.gateway, topic, socket))
+    let idle = s.ws_idle_timeout_ms;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(WS_WRITE_BUFFER_BYTES)
+        .on_upgrade(move |socket| ws_session(s.gateway, topic, socket, idle))
 }
 
 fn frame_bytes(msg: Message) -> Option<Bytes> {
@@ -455,10 +475,24 @@ fn frame_bytes(msg: Message) -> Option<Bytes> {
     }
 }
 
-async fn ws_session(gateway: Arc<Gateway>, topic: String, mut socket: WebSocket) {
+async fn ws_session(gateway: Arc<Gateway>, topic: String, mut socket: WebSocket, idle_timeout_ms: u64) {
     let mut seq: u64 = 0;
     loop {
-        let Some(Ok(first)) = socket.recv().await else { break };
+        let next = if idle_timeout_ms == 0 {
+            socket.recv().await
+        } else {
+            match tokio::time::timeout(std::time::Duration::from_millis(idle_timeout_ms), socket.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    metrics::counter!(t::LISTENER_TIMEOUTS_TOTAL, "listener" => "http", "reason" => "websocket_idle").increment(1);
+                    let reason = format!("no frame for {idle_timeout_ms} ms (http.ws_idle_timeout_ms)");
+                    let close = axum::extract::ws::CloseFrame { code: axum::extract::ws::close_code::AWAY, reason: reason.into() };
+                    let _ = socket.send(Message::Close(Some(close))).await;
+                    break;
+                }
+            }
+        };
+        let Some(Ok(first)) = next else { break };
         if matches!(first, Message::Close(_)) {
             break;
         }

@@ -8,7 +8,9 @@
 
 pub mod adapters;
 pub mod config;
+pub mod guard;
 pub mod http;
+pub mod listen;
 pub mod live;
 pub mod pipelines;
 pub mod sessions;
@@ -69,7 +71,7 @@ pub struct Server {
     sessions: Arc<SessionStore>,
     pipelines: Arc<Pipelines>,
     http_stop: oneshot::Sender<()>,
-    http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    http_task: tokio::task::JoinHandle<()>,
     retention_task: tokio::task::JoinHandle<()>,
     flush_task: tokio::task::JoinHandle<()>,
     kafka: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
@@ -204,19 +206,21 @@ impl Server {
         let retention_task = spawn_retention(log.clone(), config.log.retention_check_interval_ms);
         let flush_task = spawn_flusher(log.clone());
         let app = Arc::new(App { log: log.clone(), sessions: sessions.clone(), pipelines: pipelines.clone() });
-        let router = sluice_gateway::http::router(gateway, config.http.max_body_bytes).merge(http::router(app)).merge(pipelines::router(pipelines.clone()));
+        let h = &config.http;
+        let policy = Arc::new(guard::Policy::new(&h.allowed_hosts, &h.allowed_origins, h.request_body_timeout_ms, h.max_body_bytes));
+        let router = sluice_gateway::http::router(gateway, h.max_body_bytes, h.ws_idle_timeout_ms)
+            .merge(http::router(app))
+            .merge(pipelines::router(pipelines.clone()))
+            .layer(axum::middleware::from_fn_with_state(policy, guard::guard));
+        let limits = listen::HttpLimits { header_read_timeout_ms: h.header_read_timeout_ms, max_connections: h.max_connections, max_connections_per_ip: h.max_connections_per_ip };
         let listener = tokio::net::TcpListener::bind(&config.http.addr)
             .await
             .map_err(|source| ServerError::Bind { flag: "--http-addr", addr: config.http.addr.clone(), source })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { flag: "--http-addr", addr: config.http.addr.clone(), source })?;
         let (http_stop, stop_rx) = oneshot::channel::<()>();
-        let http_task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.await;
-                })
-                .await
-        });
+        let http_task = tokio::spawn(listen::serve(listener, router, limits, async move {
+            let _ = stop_rx.await;
+        }));
         tracing::info!(%addr, data_dir = %data.display(), "sluice is serving");
         Ok(Server { addr, data_dir: data, log, sessions, pipelines, http_stop, http_task, retention_task, flush_task, kafka })
     }
@@ -265,10 +269,8 @@ impl Server {
             task.abort();
         }
         let _ = self.http_stop.send(());
-        match self.http_task.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
-            Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
-            Ok(Ok(())) => {}
+        if let Err(e) = self.http_task.await {
+            tracing::warn!(error = %e, "HTTP server task failed");
         }
         let p = self.pipelines.clone();
         let result = tokio::task::spawn_blocking(move || p.engine.as_ref().map_or(Ok(()), |e| e.stop()))

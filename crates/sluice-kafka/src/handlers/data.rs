@@ -128,7 +128,7 @@ pub fn produced_records(mut bytes: Bytes) -> Result<Vec<NewRecord>, i16> {
 /// left to the decoder to refuse.
 pub fn oversized_batch(records: &[u8], max: u64) -> Option<usize> {
     let mut at = 0usize;
-    while records.len() >= at + 12 {
+    while at.checked_add(12).is_some_and(|end| end <= records.len()) {
         let batch_length = i32::from_be_bytes([records[at + 8], records[at + 9], records[at + 10], records[at + 11]]);
         let total = (batch_length.max(0) as usize).saturating_add(12);
         if total as u64 > max {

@@ -16,7 +16,7 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, InitProducerIdResponse, ProducerId, RequestKind, TopicName};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
-pub use data::produced_records;
+pub use data::{oversized_batch, produced_records};
 
 use crate::{ConnectionError, KafkaServer};
 

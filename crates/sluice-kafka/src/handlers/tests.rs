@@ -233,3 +233,26 @@ async fn join_and_sync_succeed_at_every_served_version() {
         }
     }
 }
+
+#[test]
+fn oversized_batch_reads_each_batch_length_and_never_panics() {
+    use super::data::oversized_batch;
+    // Two batches: 100 and 300 bytes (batchLength = total - 12, at bytes 8..12).
+    let mut records = Vec::new();
+    for total in [100usize, 300] {
+        let mut b = vec![0u8; total];
+        b[8..12].copy_from_slice(&((total - 12) as i32).to_be_bytes());
+        records.extend(b);
+    }
+    assert_eq!(oversized_batch(&records, 1000), None);
+    assert_eq!(oversized_batch(&records, 300), None);
+    assert_eq!(oversized_batch(&records, 299), Some(300), "the second batch");
+    assert_eq!(oversized_batch(&records, 99), Some(100), "the first batch");
+    // Truncated or forged lengths are left to the decoder; they never panic.
+    assert_eq!(oversized_batch(&records[..5], 10), None);
+    let mut forged = vec![0u8; 12];
+    forged[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
+    assert_eq!(oversized_batch(&forged, 1_048_588), Some(i32::MAX as usize + 12));
+    forged[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+    assert_eq!(oversized_batch(&forged, 1_048_588), None);
+}

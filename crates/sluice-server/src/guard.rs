@@ -1,0 +1,268 @@
+//! Checks every HTTP request passes before any route sees it, so that a web page in
+//! someone's browser cannot drive the API (OWASP's CSRF and DNS-rebinding guidance), and
+//! a slow body cannot hold a connection forever.
+//!
+//! In order:
+//! 1. **Host** (DNS rebinding): the `Host` header, port aside, must be an IP address,
+//!    `localhost`, or a name in `http.allowed_hosts`. A rebinding page reaches sluice under
+//!    its own DNS name, which is none of these. Else 421 `host_not_allowed`.
+//! 2. **Origin** (cross-site requests): a state-changing request (any method but GET, HEAD
+//!    and OPTIONS, and WebSocket upgrades) that carries an `Origin` must come from the
+//!    API's own origin (the Origin's host and port equal the `Host` header) or one in
+//!    `http.allowed_origins`; `Origin: null` is refused. Without an `Origin`, a browser's
+//!    `Sec-Fetch-Site: cross-site` or `same-site` is refused. Clients that are not
+//!    browsers (curl, Kafka tools, devices) send neither. Else 403 `cross_origin`.
+//! 3. **Content type**: a POST, PUT or PATCH with a body must declare
+//!    `application/json`, `application/x-ndjson` or `application/jsonl` (parameters such
+//!    as `charset` aside). This refuses what an HTML form can send without CORS
+//!    (`text/plain`, form encodings). Else 415 `unsupported_media_type`.
+//! 4. **Body time limit**: a body must arrive whole within `http.request_body_timeout_ms`
+//!    of the header (else 408 `request_timeout`) and within `http.max_body_bytes` (else
+//!    413 `payload_too_large`).
+//!
+//! Errors are `{"error": {"code", "message"}}`; the message says which setting to change.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use serde_json::json;
+use sluice_core::telemetry as t;
+
+/// What the guard allows (from the `[http]` config table).
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Host names allowed besides IP addresses and `localhost`, lower case.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`scheme://host[:port]`) allowed besides the API's own, lower case.
+    pub allowed_origins: Vec<String>,
+    /// ms; 0: none.
+    pub request_body_timeout_ms: u64,
+    pub max_body_bytes: usize,
+}
+
+impl Policy {
+    pub fn new(allowed_hosts: &[String], allowed_origins: &[String], request_body_timeout_ms: u64, max_body_bytes: usize) -> Policy {
+        Policy {
+            allowed_hosts: allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
+            allowed_origins: allowed_origins.iter().map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase()).collect(),
+            request_body_timeout_ms,
+            max_body_bytes,
+        }
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("host {0:?} is not one this server answers to; add it to http.allowed_hosts (SLUICE_HTTP__ALLOWED_HOSTS) if clients use that name")]
+    Host(String),
+    #[error("a state-changing request from {0} is refused: it is not this API's origin; add it to http.allowed_origins if that page may drive the API")]
+    Origin(String),
+    #[error("Content-Type {0:?} is not accepted; send application/json, application/x-ndjson or application/jsonl (curl: --json '...' or -H 'Content-Type: application/json')")]
+    ContentType(String),
+}
+
+impl Refusal {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Refusal::Host(_) => (StatusCode::MISDIRECTED_REQUEST, "host_not_allowed"),
+            Refusal::Origin(_) => (StatusCode::FORBIDDEN, "cross_origin"),
+            Refusal::ContentType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        }
+    }
+}
+
+/// Media types a request body may declare.
+pub const ACCEPTED_CONTENT_TYPES: [&str; 3] = ["application/json", "application/x-ndjson", "application/jsonl"];
+
+/// Decides whether a request (method and headers) may proceed. Pure: see the module docs.
+pub fn check(method: &Method, headers: &HeaderMap, policy: &Policy) -> Result<(), Refusal> {
+    let text = |name: header::HeaderName| headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_ascii_lowercase());
+    let host = text(header::HOST);
+    if let Some(h) = &host {
+        let name = host_name(h);
+        let ok = name.parse::<std::net::IpAddr>().is_ok() || name == "localhost" || policy.allowed_hosts.iter().any(|a| a == name);
+        if !ok {
+            return Err(Refusal::Host(h.clone()));
+        }
+    }
+    let upgrade = text(header::UPGRADE).is_some_and(|u| u == "websocket");
+    let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) && !upgrade;
+    if !safe {
+        match text(header::ORIGIN) {
+            Some(origin) => {
+                let authority = origin.split_once("://").map(|(_, a)| a).unwrap_or("");
+                let same = host.as_deref().is_some_and(|h| !authority.is_empty() && authority == h);
+                if !(same || policy.allowed_origins.contains(&origin)) {
+                    return Err(Refusal::Origin(origin));
+                }
+            }
+            None => {
+                if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site")).filter(|s| s == "cross-site" || s == "same-site") {
+                    return Err(Refusal::Origin(format!("a {site} page")));
+                }
+            }
+        }
+    }
+    if matches!(*method, Method::POST | Method::PUT | Method::PATCH) && has_body(headers) {
+        let ct = text(header::CONTENT_TYPE).unwrap_or_default();
+        let media = ct.split(';').next().unwrap_or("").trim();
+        if !ACCEPTED_CONTENT_TYPES.contains(&media) {
+            return Err(Refusal::ContentType(if ct.is_empty() { "(none)".into() } else { ct }));
+        }
+    }
+    Ok(())
+}
+
+/// The host of a `Host` header value, without its port (`[::1]:8080` → `::1`).
+fn host_name(h: &str) -> &str {
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match h.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => h,
+    }
+}
+
+/// Whether the request declares a body (a nonzero Content-Length, or chunked).
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()).is_some_and(|n| n > 0)
+}
+
+fn error(status: StatusCode, code: &str, message: String) -> Response {
+    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+}
+
+/// The middleware: [`check`], then reads the body under its time and size limits.
+pub async fn guard(State(policy): State<Arc<Policy>>, req: Request, next: Next) -> Response {
+    if let Err(refusal) = check(req.method(), req.headers(), &policy) {
+        let (status, code) = refusal.status_and_code();
+        metrics::counter!(t::HTTP_REFUSED_REQUESTS_TOTAL, "reason" => code).increment(1);
+        return error(status, code, refusal.to_string());
+    }
+    if !has_body(req.headers()) {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let max = policy.max_body_bytes;
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut len = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| error(StatusCode::BAD_REQUEST, "unreadable_body", format!("the request body could not be read: {e}")))?;
+            len += chunk.len();
+            if len > max {
+                let message = format!("the body exceeds http.max_body_bytes = {max} bytes; split it into smaller requests or raise the limit");
+                return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message));
+            }
+            chunks.push(chunk);
+        }
+        Ok(match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop().unwrap_or_default(),
+            _ => Bytes::from(chunks.concat()),
+        })
+    };
+    let ms = policy.request_body_timeout_ms;
+    let body = if ms == 0 {
+        read.await
+    } else {
+        match tokio::time::timeout(Duration::from_millis(ms), read).await {
+            Ok(r) => r,
+            Err(_) => {
+                metrics::counter!(t::LISTENER_TIMEOUTS_TOTAL, "listener" => "http", "reason" => "body").increment(1);
+                let message = format!("the request body did not arrive within http.request_body_timeout_ms = {ms} ms");
+                Err(error(StatusCode::REQUEST_TIMEOUT, "request_timeout", message))
+            }
+        }
+    };
+    match body {
+        Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Err(response) => {
+            if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                metrics::counter!(t::INGEST_REFUSED_REQUESTS_TOTAL, "reason" => "payload_too_large").increment(1);
+            }
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(header::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    fn policy() -> Policy {
+        Policy::new(&["sluice.internal".into()], &["https://ops.example.com/".into()], 0, 1 << 20)
+    }
+
+    #[test]
+    fn hosts_by_ip_localhost_or_configured_name() {
+        let p = policy();
+        for host in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080", "10.1.2.3", "SLUICE.internal:80", "localhost"] {
+            assert_eq!(check(&Method::GET, &headers(&[("host", host)]), &p), Ok(()), "{host}");
+        }
+        assert_eq!(check(&Method::GET, &headers(&[("host", "attacker.example:8080")]), &p), Err(Refusal::Host("attacker.example:8080".into())));
+        assert!(check(&Method::GET, &headers(&[("host", "localhost.attacker.example")]), &p).is_err());
+        assert_eq!(check(&Method::GET, &HeaderMap::new(), &p), Ok(()), "HTTP/1.0 without Host");
+    }
+
+    #[test]
+    fn cross_origin_state_changes_are_refused() {
+        let p = policy();
+        let json = ("content-type", "application/json");
+        let len = ("content-length", "2");
+        let post = |extra: &[(&str, &str)]| {
+            let mut all = vec![("host", "127.0.0.1:8080"), json, len];
+            all.extend_from_slice(extra);
+            check(&Method::POST, &headers(&all), &p)
+        };
+        assert_eq!(post(&[]), Ok(()), "no Origin: curl, devices");
+        assert_eq!(post(&[("origin", "http://127.0.0.1:8080")]), Ok(()), "the dashboard itself");
+        assert_eq!(post(&[("origin", "https://ops.example.com")]), Ok(()), "configured");
+        assert_eq!(post(&[("origin", "http://evil.example")]), Err(Refusal::Origin("http://evil.example".into())));
+        assert_eq!(post(&[("origin", "http://127.0.0.1:9999")]), Err(Refusal::Origin("http://127.0.0.1:9999".into())), "another port is another origin");
+        assert!(post(&[("origin", "null")]).is_err());
+        assert!(post(&[("sec-fetch-site", "cross-site")]).is_err());
+        assert_eq!(post(&[("sec-fetch-site", "same-origin")]), Ok(()));
+        // Reads are not state-changing; a WebSocket upgrade is.
+        assert_eq!(check(&Method::GET, &headers(&[("host", "127.0.0.1:8080"), ("origin", "http://evil.example")]), &p), Ok(()));
+        let ws = headers(&[("host", "127.0.0.1:8080"), ("origin", "http://evil.example"), ("upgrade", "websocket")]);
+        assert!(check(&Method::GET, &ws, &p).is_err());
+        assert!(check(&Method::DELETE, &headers(&[("host", "localhost:8080"), ("origin", "http://evil.example")]), &p).is_err());
+    }
+
+    #[test]
+    fn only_documented_content_types_carry_a_body() {
+        let p = policy();
+        let post = |ct: Option<&str>, length: &str| {
+            let mut all = vec![("host", "localhost"), ("content-length", length)];
+            all.extend(ct.map(|c| ("content-type", c)));
+            check(&Method::POST, &headers(&all), &p)
+        };
+        assert_eq!(post(Some("application/json; charset=utf-8"), "5"), Ok(()));
+        assert_eq!(post(Some("application/x-ndjson"), "5"), Ok(()));
+        assert_eq!(post(Some("text/plain"), "5"), Err(Refusal::ContentType("text/plain".into())));
+        assert!(post(Some("application/x-www-form-urlencoded"), "5").is_err());
+        assert!(post(Some("multipart/form-data; boundary=x"), "5").is_err());
+        assert!(post(None, "5").is_err());
+        assert_eq!(post(None, "0"), Ok(()), "a POST without a body (drain) needs no type");
+    }
+}

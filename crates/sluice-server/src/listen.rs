@@ -1,0 +1,146 @@
+//! The HTTP listener: accepts connections under the connection caps, serves each with
+//! hyper's HTTP/1.1 (with upgrades, for WebSockets) under a header read timeout, and shuts
+//! down gracefully.
+//!
+//! Limits (the `[http]` config table):
+//! - `header_read_timeout_ms`: a request's header must arrive within this long of the
+//!   first read; the same timer closes keep-alive connections idle for this long. Slow-
+//!   header clients ("slowloris") are dropped.
+//! - `request_body_timeout_ms`: enforced by [`crate::guard`], which reads bodies.
+//! - `max_connections`, `max_connections_per_ip`: connections over a cap are closed as
+//!   soon as they are accepted ([`sluice_core::net::ConnectionCaps`]).
+//! - When `accept` fails (out of file descriptors), the loop backs off from 5 ms to 1 s
+//!   with rate-limited warnings ([`sluice_core::net::AcceptBackoff`]) instead of spinning.
+//!
+//! Shutdown: stop accepting, let every connection finish its request in flight (keep-
+//! alive is turned off), and drop responses still streaming after [`SHUTDOWN_GRACE`]
+//! (SSE). WebSockets count under the caps until their socket closes.
+
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use sluice_core::net::{AcceptBackoff, ConnectionCaps};
+use sluice_core::telemetry as t;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How long shutdown waits for open connections before dropping them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Connection limits of the HTTP listener.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// ms; 0: none.
+    pub header_read_timeout_ms: u64,
+    /// 0: no cap.
+    pub max_connections: usize,
+    /// 0: no cap.
+    pub max_connections_per_ip: usize,
+}
+
+/// Serves `router` on `listener` until `stop` resolves, then shuts down gracefully.
+pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, stop: impl std::future::Future<Output = ()>) {
+    let caps = ConnectionCaps::new(limits.max_connections, limits.max_connections_per_ip);
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let mut backoff = AcceptBackoff::default();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stop => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                let d = backoff.failed(e.kind(), e.raw_os_error(), std::time::Instant::now());
+                if let Some(left_out) = d.warn {
+                    tracing::warn!(error = %e, left_out, retry_in_ms = d.wait.as_millis() as u64, "http accept failed (raise the open-file limit, `ulimit -n`, if it says too many open files)");
+                }
+                metrics::counter!(t::LISTENER_ACCEPT_ERRORS_TOTAL, "listener" => "http").increment(1);
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = tokio::time::sleep(d.wait) => continue,
+                }
+            }
+        };
+        backoff.accepted();
+        let slot = match caps.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(e) => {
+                metrics::counter!(t::LISTENER_REFUSED_CONNECTIONS_TOTAL, "listener" => "http").increment(1);
+                tracing::debug!(%peer, reason = %e, "http connection refused");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        // The slot lives as long as the socket: past an upgrade, a WebSocket keeps it.
+        let stream = Counted { stream, _slot: slot };
+        let service = TowerToHyperService::new(router.clone());
+        let mut closing = closing_rx.clone();
+        let header_timeout = limits.header_read_timeout_ms;
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new());
+            builder.header_read_timeout((header_timeout > 0).then(|| Duration::from_millis(header_timeout)));
+            let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { let _ = closing.wait_for(|c| *c).await.map(|_| ()); } => {
+                    conn.as_mut().graceful_shutdown();
+                    match tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await {
+                        Ok(r) => r,
+                        Err(_) => return, // a response still streaming (SSE): dropped
+                    }
+                }
+            };
+            if let Err(e) = result {
+                if e.is_timeout() {
+                    metrics::counter!(t::LISTENER_TIMEOUTS_TOTAL, "listener" => "http", "reason" => "header").increment(1);
+                }
+                tracing::debug!(%peer, error = %e, "http connection ended");
+            }
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while caps.open() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if caps.open() > 0 {
+        tracing::info!(open = caps.open(), "http connections (WebSockets) still open after the shutdown grace period are left to end with the process");
+    }
+}
+
+/// A socket that holds its place under the connection caps until it is dropped.
+struct Counted {
+    stream: tokio::net::TcpStream,
+    _slot: sluice_core::net::ConnectionSlot,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
