@@ -64,7 +64,8 @@ pub struct KafkaOptions {
     pub limits: ListenerLimits,
 }
 
-/// Limits of the Kafka listener, so that no client can exhaust the server.
+/// Limits of the Kafka listener and the state clients create, so that no client can
+/// exhaust the server.
 #[derive(Debug, Clone)]
 pub struct ListenerLimits {
     /// Close a connection with no request for this long, ms (Kafka's
@@ -81,6 +82,12 @@ pub struct ListenerLimits {
     /// buffered as its bytes arrive, and reading waits while the bound is reached, so
     /// memory for requests never exceeds it (clamped to at least [`MAX_FRAME_BYTES`]).
     pub max_inflight_request_bytes: usize,
+    /// An idempotent producer's state on a partition is dropped this long after its last
+    /// append, ms (Kafka's `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
+    /// Most idempotent-producer states (producer × partition) kept; the least recently
+    /// used are dropped beyond it.
+    pub max_producer_states: usize,
 }
 
 impl Default for ListenerLimits {
@@ -91,6 +98,8 @@ impl Default for ListenerLimits {
             max_connections: 65_536,
             max_connections_per_ip: 0,
             max_inflight_request_bytes: 256 << 20,
+            producer_id_expiration_ms: idempotence::DEFAULT_EXPIRATION_MS,
+            max_producer_states: idempotence::DEFAULT_MAX_ENTRIES,
         }
     }
 }
@@ -147,6 +156,7 @@ impl KafkaServer {
         let notify = log_changed.clone();
         log.on_change(move || notify.notify_waiters());
         let memory = options.limits.max_inflight_request_bytes.clamp(MAX_FRAME_BYTES, tokio::sync::Semaphore::MAX_PERMITS);
+        let producers = idempotence::Producers::new(options.limits.producer_id_expiration_ms, options.limits.max_producer_states);
         KafkaServer {
             request_memory: Arc::new(tokio::sync::Semaphore::new(memory)),
             caps: sluice_core::net::ConnectionCaps::new(options.limits.max_connections, options.limits.max_connections_per_ip),
@@ -157,7 +167,7 @@ impl KafkaServer {
             groups: Mutex::new(BTreeMap::new()),
             group_changed: tokio::sync::Notify::new(),
             next_producer_id: std::sync::atomic::AtomicI64::new(sluice_core::time::now_ms()),
-            producers: Mutex::new(idempotence::Producers::default()),
+            producers: Mutex::new(producers),
         }
     }
 

@@ -156,6 +156,11 @@ pub struct KafkaSection {
     pub max_connections_per_ip: usize,
     /// Most bytes of request frames buffered at once across all connections.
     pub max_inflight_request_bytes: usize,
+    /// Drop an idempotent producer's state this long after its last append, ms (Kafka's
+    /// producer.id.expiration.ms).
+    pub producer_id_expiration_ms: i64,
+    /// Most idempotent-producer states (producer × partition) kept.
+    pub max_producer_states: usize,
 }
 
 impl KafkaSection {
@@ -167,6 +172,8 @@ impl KafkaSection {
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             max_inflight_request_bytes: self.max_inflight_request_bytes,
+            producer_id_expiration_ms: self.producer_id_expiration_ms,
+            max_producer_states: self.max_producer_states,
         }
     }
 }
@@ -191,6 +198,8 @@ impl Default for KafkaSection {
             max_connections: limits.max_connections,
             max_connections_per_ip: limits.max_connections_per_ip,
             max_inflight_request_bytes: limits.max_inflight_request_bytes,
+            producer_id_expiration_ms: limits.producer_id_expiration_ms,
+            max_producer_states: limits.max_producer_states,
         }
     }
 }

@@ -290,11 +290,11 @@ fn append(server: &KafkaServer, topic: &str, index: i32, p: &Partition, raw: Byt
             // Sequence check and append under one lock: a producer's batches are appended
             // in the order they were checked.
             let mut producers = server.producers.lock().unwrap_or_else(|p| p.into_inner());
-            if !producers.is_known(topic, index, b.producer_id) {
-                // First batch of this producer here since sluice started: rebuild its state
-                // from the most recent stored batches (a retry may straddle a restart).
+            if producers.needs_restore(topic, index) {
+                // First idempotent batch here since sluice started: rebuild the state of the
+                // producers in the most recent stored batches (a retry may straddle a restart).
                 let tail = p.read_raw(p.tail_offset(RESTORE_SCAN_BYTES), RESTORE_SCAN_BYTES as usize * 2).unwrap_or_default();
-                producers.restore(topic, index, b.producer_id, &tail);
+                producers.restore(topic, index, &tail, now);
             }
             match producers.check(topic, index, b) {
                 Decision::Append => {}
@@ -311,7 +311,7 @@ fn append(server: &KafkaServer, topic: &str, index: i32, p: &Partition, raw: Byt
                 }
             }
             let info = write(payload).map_err(failed)?;
-            producers.record(topic, index, b, info.base_offset as i64);
+            producers.record(topic, index, b, info.base_offset as i64, now);
             info
         }
     };
