@@ -317,3 +317,38 @@ def test_connection_caps_and_idle_websockets(tmp_path):
         assert requests.get(s.url + "/healthz", timeout=5).status_code == 200
     finally:
         s.stop()
+
+
+def test_websocket_and_sse_caps(tmp_path):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    s = Sluice(tmp_path / "data", env={"SLUICE_HTTP__MAX_WEBSOCKETS": "1", "SLUICE_HTTP__MAX_SSE_SUBSCRIBERS": "2"}).start()
+    try:
+        ws_url = f"ws://127.0.0.1:{s.port}/v1/topics/{TOPIC}/ws"
+        first = connect(ws_url)
+        with pytest.raises(InvalidStatus) as refused:
+            connect(ws_url)
+        assert refused.value.response.status_code == 503 and refused.value.response.headers["Retry-After"] == "5"
+        first.close()
+        time.sleep(0.2)
+        connect(ws_url).close()  # the slot was given back
+
+        streams = [requests.get(s.url + path, stream=True, timeout=10) for path in ["/v1/sessions/stream", "/v1/pipelines/heart_rate/stream"]]
+        assert all(r.status_code == 200 for r in streams)
+        r = requests.get(s.url + "/v1/sessions/stream", stream=True, timeout=10)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "too_many_streams", r.text
+        assert requests.get(s.url + "/v1/sessions", timeout=10).status_code == 200, "other routes are not capped"
+        streams[0].close()
+        t0 = deadline = time.time()
+        deadline += 30
+        while True:  # the server notices the closed stream at its next read or write
+            r = requests.get(s.url + "/v1/sessions/stream", stream=True, timeout=10)
+            if r.status_code == 200:
+                r.close()
+                print(f"SSE slot given back {time.time() - t0:.1f} s after the client closed")
+                break
+            assert time.time() < deadline, "the SSE slot was not given back"
+            time.sleep(0.5)
+    finally:
+        s.stop()

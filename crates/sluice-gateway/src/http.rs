@@ -85,6 +85,19 @@ struct AppState {
     gateway: Arc<Gateway>,
     max_body_bytes: usize,
     ws_idle_timeout_ms: u64,
+    websockets: Arc<tokio::sync::Semaphore>,
+}
+
+/// Settings of the gateway's routes (the `[http]` config table).
+#[derive(Debug, Clone)]
+pub struct RouteOptions {
+    /// Largest request body or WebSocket frame, bytes.
+    pub max_body_bytes: usize,
+    /// Close a WebSocket that sends nothing for this long, ms (0: never).
+    pub ws_idle_timeout_ms: u64,
+    /// Most WebSocket connections open at once; an upgrade beyond it gets 503
+    /// `too_many_websockets` (with `Retry-After`).
+    pub max_websockets: usize,
 }
 
 /// Bytes a WebSocket connection reserves to read frames into (tungstenite's default is
@@ -96,11 +109,11 @@ pub const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
 /// default is 128 KiB); acks are written as they are sent.
 pub const WS_WRITE_BUFFER_BYTES: usize = 0;
 
-/// The gateway's routes. `max_body_bytes` bounds request bodies and WebSocket frames; a
-/// WebSocket that sends nothing (no frame, no ping) for `ws_idle_timeout_ms` is closed
-/// (0: never).
-pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize, ws_idle_timeout_ms: u64) -> Router {
-    let state = AppState { gateway, max_body_bytes, ws_idle_timeout_ms };
+/// The gateway's routes (see [`RouteOptions`] for their limits).
+pub fn router(gateway: Arc<Gateway>, options: RouteOptions) -> Router {
+    let max_body_bytes = options.max_body_bytes;
+    let websockets = Arc::new(tokio::sync::Semaphore::new(options.max_websockets.min(tokio::sync::Semaphore::MAX_PERMITS)));
+    let state = AppState { gateway, max_body_bytes, ws_idle_timeout_ms: options.ws_idle_timeout_ms, websockets };
     Router::new()
         .route("/v1/topics", get(list_topics).post(create_topic))
         .route("/v1/topics/{topic}", get(describe_topic).patch(alter_topic).delete(delete_topic))
@@ -458,13 +471,22 @@ async fn ws_upgrade(State(s): State<AppState>, Path(topic): Path<String>, ws: We
         let (status, body) = error_body(&e);
         return (status, Json(json!({"error": body}))).into_response();
     }
+    let Ok(slot) = s.websockets.clone().try_acquire_owned() else {
+        metrics::counter!(t::INGEST_REFUSED_REQUESTS_TOTAL, "reason" => "too_many_websockets").increment(1);
+        let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "too_many_websockets", "every WebSocket slot is taken (http.max_websockets); retry later".into());
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+        return r;
+    };
     let max = s.max_body_bytes;
     let idle = s.ws_idle_timeout_ms;
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(WS_READ_BUFFER_BYTES)
         .write_buffer_size(WS_WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| ws_session(s.gateway, topic, socket, idle))
+        .on_upgrade(move |socket| async move {
+            ws_session(s.gateway, topic, socket, idle).await;
+            drop(slot);
+        })
 }
 
 fn frame_bytes(msg: Message) -> Option<Bytes> {

@@ -95,6 +95,16 @@ pub struct HttpConfig {
     /// Most open connections from one address (0: no cap).
     #[serde(default)]
     pub max_connections_per_ip: usize,
+    /// Most WebSocket ingest connections open at once.
+    #[serde(default = "max_websockets")]
+    pub max_websockets: usize,
+    /// Most Server-Sent Events streams open at once.
+    #[serde(default = "max_sse_subscribers")]
+    pub max_sse_subscribers: usize,
+    /// Most bytes of request bodies held at once across all connections; reading waits
+    /// at the bound.
+    #[serde(default = "max_inflight_body_bytes")]
+    pub max_inflight_body_bytes: usize,
     /// Host names (the `Host` header, without port) the API answers to, besides IP
     /// addresses and `localhost`. Any other name is refused (DNS rebinding).
     #[serde(default)]
@@ -119,6 +129,18 @@ fn ws_idle_timeout_ms() -> u64 {
 
 fn max_connections() -> usize {
     65_536
+}
+
+fn max_websockets() -> usize {
+    60_000
+}
+
+fn max_sse_subscribers() -> usize {
+    4_096
+}
+
+fn max_inflight_body_bytes() -> usize {
+    256 << 20
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

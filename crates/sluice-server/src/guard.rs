@@ -16,9 +16,14 @@
 //!    `application/json`, `application/x-ndjson` or `application/jsonl` (parameters such
 //!    as `charset` aside). This refuses what an HTML form can send without CORS
 //!    (`text/plain`, form encodings). Else 415 `unsupported_media_type`.
-//! 4. **Body time limit**: a body must arrive whole within `http.request_body_timeout_ms`
+//! 4. **Body limits**: a body must arrive whole within `http.request_body_timeout_ms`
 //!    of the header (else 408 `request_timeout`) and within `http.max_body_bytes` (else
-//!    413 `payload_too_large`).
+//!    413 `payload_too_large`). Bodies held at once across all connections stay within
+//!    `http.max_inflight_body_bytes`: each chunk takes its bytes from one semaphore before
+//!    it is kept, and gives them back when the route has answered; at the bound, reading
+//!    waits (backpressure).
+//!
+//! [`sse_slots`] caps open Server-Sent Events streams (`http.max_sse_subscribers`).
 //!
 //! Errors are `{"error": {"code", "message"}}`; the message says which setting to change.
 
@@ -36,7 +41,7 @@ use serde_json::json;
 use sluice_core::telemetry as t;
 
 /// What the guard allows (from the `[http]` config table).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     /// Host names allowed besides IP addresses and `localhost`, lower case.
     pub allowed_hosts: Vec<String>,
@@ -45,11 +50,16 @@ pub struct Policy {
     /// ms; 0: none.
     pub request_body_timeout_ms: u64,
     pub max_body_bytes: usize,
+    /// Bytes of request bodies that may still be held (`http.max_inflight_body_bytes`).
+    pub body_memory: Arc<tokio::sync::Semaphore>,
 }
 
 impl Policy {
-    pub fn new(allowed_hosts: &[String], allowed_origins: &[String], request_body_timeout_ms: u64, max_body_bytes: usize) -> Policy {
+    /// `max_inflight_body_bytes` is raised to at least `max_body_bytes`.
+    pub fn new(allowed_hosts: &[String], allowed_origins: &[String], request_body_timeout_ms: u64, max_body_bytes: usize, max_inflight_body_bytes: usize) -> Policy {
+        let memory = max_inflight_body_bytes.max(max_body_bytes).min(tokio::sync::Semaphore::MAX_PERMITS);
         Policy {
+            body_memory: Arc::new(tokio::sync::Semaphore::new(memory)),
             allowed_hosts: allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
             allowed_origins: allowed_origins.iter().map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase()).collect(),
             request_body_timeout_ms,
@@ -154,10 +164,13 @@ pub async fn guard(State(policy): State<Arc<Policy>>, req: Request, next: Next) 
     }
     let (parts, body) = req.into_parts();
     let max = policy.max_body_bytes;
+    let memory = policy.body_memory.clone();
     let read = async {
         let mut stream = body.into_data_stream();
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut len = 0usize;
+        // The body's share of the listener's body memory, held until the route answers.
+        let mut held = memory.clone().acquire_many_owned(0).await.map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping".into()))?;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| error(StatusCode::BAD_REQUEST, "unreadable_body", format!("the request body could not be read: {e}")))?;
             len += chunk.len();
@@ -165,13 +178,17 @@ pub async fn guard(State(policy): State<Arc<Policy>>, req: Request, next: Next) 
                 let message = format!("the body exceeds http.max_body_bytes = {max} bytes; split it into smaller requests or raise the limit");
                 return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message));
             }
+            // Waits while other requests hold the bound; the socket is not read meanwhile.
+            let permit = memory.clone().acquire_many_owned(chunk.len() as u32).await.map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping".into()))?;
+            held.merge(permit);
             chunks.push(chunk);
         }
-        Ok(match chunks.len() {
+        let bytes = match chunks.len() {
             0 => Bytes::new(),
             1 => chunks.pop().unwrap_or_default(),
             _ => Bytes::from(chunks.concat()),
-        })
+        };
+        Ok((bytes, held))
     };
     let ms = policy.request_body_timeout_ms;
     let body = if ms == 0 {
@@ -187,7 +204,11 @@ pub async fn guard(State(policy): State<Arc<Policy>>, req: Request, next: Next) 
         }
     };
     match body {
-        Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok((bytes, held)) => {
+            let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+            drop(held);
+            response
+        }
         Err(response) => {
             if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 metrics::counter!(t::INGEST_REFUSED_REQUESTS_TOTAL, "reason" => "payload_too_large").increment(1);
@@ -195,6 +216,33 @@ pub async fn guard(State(policy): State<Arc<Policy>>, req: Request, next: Next) 
             response
         }
     }
+}
+
+/// Routes that hold a Server-Sent Events stream open (each counts against
+/// `http.max_sse_subscribers` while it is open).
+pub const SSE_ROUTES: [&str; 2] = ["/v1/sessions/stream", "/v1/pipelines/{name}/stream"];
+
+/// The SSE subscriber cap: a stream takes a slot for as long as its response body lives;
+/// without a free slot the request gets 503 `too_many_streams` with `Retry-After`.
+pub async fn sse_slots(State(slots): State<Arc<tokio::sync::Semaphore>>, req: Request, next: Next) -> Response {
+    let sse = req.extensions().get::<axum::extract::MatchedPath>().is_some_and(|p| SSE_ROUTES.contains(&p.as_str()));
+    if !sse {
+        return next.run(req).await;
+    }
+    let Ok(permit) = slots.try_acquire_owned() else {
+        metrics::counter!(t::HTTP_REFUSED_REQUESTS_TOTAL, "reason" => "too_many_streams").increment(1);
+        let message = "every SSE subscriber slot is taken (http.max_sse_subscribers); retry later".to_string();
+        let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "too_many_streams", message);
+        r.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+        return r;
+    };
+    let response = next.run(req).await;
+    let (parts, body) = response.into_parts();
+    let body = Body::from_stream(body.into_data_stream().map(move |chunk| {
+        let _held = &permit;
+        chunk
+    }));
+    Response::from_parts(parts, body)
 }
 
 #[cfg(test)]
@@ -210,7 +258,7 @@ mod tests {
     }
 
     fn policy() -> Policy {
-        Policy::new(&["sluice.internal".into()], &["https://ops.example.com/".into()], 0, 1 << 20)
+        Policy::new(&["sluice.internal".into()], &["https://ops.example.com/".into()], 0, 1 << 20, 1 << 20)
     }
 
     #[test]

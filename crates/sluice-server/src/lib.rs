@@ -207,10 +207,13 @@ impl Server {
         let flush_task = spawn_flusher(log.clone());
         let app = Arc::new(App { log: log.clone(), sessions: sessions.clone(), pipelines: pipelines.clone() });
         let h = &config.http;
-        let policy = Arc::new(guard::Policy::new(&h.allowed_hosts, &h.allowed_origins, h.request_body_timeout_ms, h.max_body_bytes));
-        let router = sluice_gateway::http::router(gateway, h.max_body_bytes, h.ws_idle_timeout_ms)
+        let policy = Arc::new(guard::Policy::new(&h.allowed_hosts, &h.allowed_origins, h.request_body_timeout_ms, h.max_body_bytes, h.max_inflight_body_bytes));
+        let routes = sluice_gateway::http::RouteOptions { max_body_bytes: h.max_body_bytes, ws_idle_timeout_ms: h.ws_idle_timeout_ms, max_websockets: h.max_websockets };
+        let sse_slots = Arc::new(tokio::sync::Semaphore::new(h.max_sse_subscribers.min(tokio::sync::Semaphore::MAX_PERMITS)));
+        let router = sluice_gateway::http::router(gateway, routes)
             .merge(http::router(app))
             .merge(pipelines::router(pipelines.clone()))
+            .layer(axum::middleware::from_fn_with_state(sse_slots, guard::sse_slots))
             .layer(axum::middleware::from_fn_with_state(policy, guard::guard));
         let limits = listen::HttpLimits { header_read_timeout_ms: h.header_read_timeout_ms, max_connections: h.max_connections, max_connections_per_ip: h.max_connections_per_ip };
         let listener = tokio::net::TcpListener::bind(&config.http.addr)
