@@ -352,3 +352,64 @@ def test_websocket_and_sse_caps(tmp_path):
             time.sleep(0.5)
     finally:
         s.stop()
+
+
+def metric(s, name, **labels):
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in requests.get(f"{s.url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name) and want in line:
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_http_ingest_request_quota(tmp_path):
+    s = Sluice(tmp_path / "data", env={"SLUICE_HTTP__INGEST_REQUESTS_PER_SECOND": "5"}).start()
+    try:
+        url = f"{s.url}/v1/topics/{TOPIC}/records"
+        codes = [requests.post(url, json=GOOD, timeout=10) for _ in range(12)]
+        ok = [r for r in codes if r.status_code == 200]
+        limited = [r for r in codes if r.status_code == 429]
+        assert 5 <= len(ok) <= 7 and len(ok) + len(limited) == 12, [r.status_code for r in codes]
+        assert limited[0].json()["error"]["code"] == "rate_limited" and int(limited[0].headers["Retry-After"]) >= 1
+        assert stored(s) == len(ok), "refused requests stored nothing"
+        assert requests.get(f"{s.url}/v1/topics", timeout=10).status_code == 200, "reads are not counted"
+        time.sleep(1.2)
+        assert requests.post(url, json=GOOD, timeout=10).status_code == 200, "the bucket refills"
+    finally:
+        s.stop()
+
+
+def test_kafka_byte_rate_quotas_throttle_producers_and_consumers(tmp_path):
+    from confluent_kafka import Consumer, Producer
+
+    rate = 200_000
+    s = Sluice(tmp_path / "data", env={"SLUICE_KAFKA__PRODUCER_BYTE_RATE": str(rate), "SLUICE_KAFKA__CONSUMER_BYTE_RATE": str(rate)}).start()
+    try:
+        requests.post(f"{s.url}/v1/topics", json={"name": "q", "partitions": 1}, timeout=10).raise_for_status()
+        bootstrap = f"127.0.0.1:{s.kafka_port}"
+        total = 1_000_000
+        p = Producer({"bootstrap.servers": bootstrap, "client.id": "fast-producer", "linger.ms": 5, "batch.size": 64_000})
+        t0 = time.time()
+        for i in range(total // 1000):
+            p.produce("q", b"x" * 1000)
+            p.poll(0)
+        assert p.flush(60) == 0
+        took = time.time() - t0
+        # One second of burst, then 200 KB/s: at least about 4 s for 1 MB.
+        assert took >= 2.5, f"1 MB produced in {took:.1f} s under a {rate} B/s quota"
+        assert stored(s, "q") == total // 1000, "throttled, not dropped"
+        assert metric(s, "sluice_quota_throttle_ms_total", quota="produce") > 0
+
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "g", "client.id": "fast-consumer", "auto.offset.reset": "earliest",
+                      "fetch.max.bytes": 100_000, "message.max.bytes": 100_000, "max.partition.fetch.bytes": 100_000})
+        c.subscribe(["q"])
+        got, t0 = 0, time.time()
+        while got < total // 1000 and time.time() - t0 < 60:
+            got += sum(1 for m in c.consume(500, timeout=1) if m.error() is None)
+        took = time.time() - t0
+        c.close()
+        assert got == total // 1000
+        assert took >= 2.5, f"1 MB fetched in {took:.1f} s under a {rate} B/s quota"
+        assert metric(s, "sluice_quota_throttle_ms_total", quota="fetch") > 0
+    finally:
+        s.stop()

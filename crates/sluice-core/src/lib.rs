@@ -8,12 +8,14 @@
 //! - [`model`]: row types shared by the stream engine and the lake.
 //! - [`telemetry`]: every metric name, defined once.
 //! - [`net`]: what listeners do when accept fails, and connection caps.
+//! - [`quota`]: per-client rate quotas (Kafka's client quotas).
 
 pub mod dead_letter;
 pub mod heartbeat;
 pub mod model;
 pub mod net;
 pub mod partitioner;
+pub mod quota;
 pub mod schema;
 pub mod telemetry;
 pub mod time;

@@ -74,6 +74,9 @@ pub const LISTENER_TIMEOUTS_TOTAL: &str = "sluice_listener_timeouts_total";
 /// HTTP requests refused before any route (DNS rebinding, cross-site, content type).
 /// Labels: `reason` (`host_not_allowed`, `cross_origin`, `unsupported_media_type`).
 pub const HTTP_REFUSED_REQUESTS_TOTAL: &str = "sluice_http_refused_requests_total";
+/// Throttle time handed to clients over a quota, ms. Labels: `quota` (`produce`,
+/// `fetch`, `http_ingest`).
+pub const QUOTA_THROTTLE_MS_TOTAL: &str = "sluice_quota_throttle_ms_total";
 /// Bucket bounds of [`KAFKA_REQUEST_DURATION_MS`], ms.
 pub const KAFKA_REQUEST_DURATION_BUCKETS_MS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
 
@@ -85,6 +88,7 @@ pub fn describe() {
     describe_counter!(KAFKA_REFUSED_BATCHES_TOTAL, Unit::Count, "Kafka produce batches refused.");
     describe_counter!(LISTENER_REFUSED_CONNECTIONS_TOTAL, Unit::Count, "Connections closed at accept because of a connection cap.");
     describe_counter!(HTTP_REFUSED_REQUESTS_TOTAL, Unit::Count, "HTTP requests refused before any route (host, origin, content type).");
+    describe_counter!(QUOTA_THROTTLE_MS_TOTAL, Unit::Milliseconds, "Throttle time handed to clients over a quota.");
     describe_counter!(LISTENER_ACCEPT_ERRORS_TOTAL, Unit::Count, "Failed accept calls of a listener.");
     describe_counter!(LISTENER_TIMEOUTS_TOTAL, Unit::Count, "Connections closed for a timeout (idle, slow header or frame).");
     describe_counter!(INGEST_RECORDS_TOTAL, Unit::Count, "Records accepted and durably appended by ingest.");

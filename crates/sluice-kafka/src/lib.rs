@@ -88,6 +88,12 @@ pub struct ListenerLimits {
     /// Most idempotent-producer states (producer × partition) kept; the least recently
     /// used are dropped beyond it.
     pub max_producer_states: usize,
+    /// Bytes per second each client id may produce (Kafka's `producer_byte_rate` quota;
+    /// 0: unlimited). Over it, responses carry `throttle_time_ms` and the connection is
+    /// not read for that long.
+    pub producer_byte_rate: u64,
+    /// Bytes per second each client id may fetch (Kafka's `consumer_byte_rate`; 0: unlimited).
+    pub consumer_byte_rate: u64,
 }
 
 impl Default for ListenerLimits {
@@ -100,6 +106,8 @@ impl Default for ListenerLimits {
             max_inflight_request_bytes: 256 << 20,
             producer_id_expiration_ms: idempotence::DEFAULT_EXPIRATION_MS,
             max_producer_states: idempotence::DEFAULT_MAX_ENTRIES,
+            producer_byte_rate: 0,
+            consumer_byte_rate: 0,
         }
     }
 }
@@ -148,6 +156,8 @@ pub struct KafkaServer {
     /// [`ListenerLimits::max_inflight_request_bytes`]).
     request_memory: Arc<tokio::sync::Semaphore>,
     caps: sluice_core::net::ConnectionCaps,
+    produce_quota: sluice_core::quota::RateQuota,
+    fetch_quota: sluice_core::quota::RateQuota,
 }
 
 impl KafkaServer {
@@ -160,6 +170,8 @@ impl KafkaServer {
         KafkaServer {
             request_memory: Arc::new(tokio::sync::Semaphore::new(memory)),
             caps: sluice_core::net::ConnectionCaps::new(options.limits.max_connections, options.limits.max_connections_per_ip),
+            produce_quota: sluice_core::quota::RateQuota::new(options.limits.producer_byte_rate),
+            fetch_quota: sluice_core::quota::RateQuota::new(options.limits.consumer_byte_rate),
             log_changed,
             log,
             options,
@@ -310,6 +322,19 @@ impl KafkaServer {
         }
     }
 
+    /// Records `bytes` against a client id's quota; returns its throttle time.
+    pub fn quota_use(&self, quota: handlers::Quota, client_id: &str, bytes: u64) -> std::time::Duration {
+        let (q, label) = match quota {
+            handlers::Quota::Produce => (&self.produce_quota, "produce"),
+            handlers::Quota::Fetch => (&self.fetch_quota, "fetch"),
+        };
+        let throttle = q.record(client_id, bytes, std::time::Instant::now());
+        if !throttle.is_zero() {
+            metrics::counter!(sluice_core::telemetry::QUOTA_THROTTLE_MS_TOTAL, "quota" => label).increment(throttle.as_millis() as u64);
+        }
+        throttle
+    }
+
     /// Open connections of the listener now.
     pub fn open_connections(&self) -> usize {
         self.caps.open()
@@ -371,13 +396,18 @@ impl KafkaServer {
         let result = async {
             loop {
                 let Some((mut buf, memory)) = self.read_frame(&mut reader).await? else { return Ok(()) };
+                let request_bytes = buf.len() + 4;
                 let header = decode_header(&mut buf).map_err(ConnectionError::Decode)?;
                 let read_at = std::time::Instant::now();
                 let correlation_id = header.correlation_id;
                 let api = ApiKey::try_from(header.request_api_key).ok();
-                let (reply, header_version) = self.clone().handle(header, buf, peer).await?;
+                let (reply, header_version, mute) = self.clone().handle(header, buf, peer, request_bytes).await?;
                 if tx.send(Pending { correlation_id, header_version, reply, api, read_at, _memory: memory }).await.is_err() {
                     return Ok(()); // the writer stopped: its error is reported below
+                }
+                if !mute.is_zero() {
+                    // Over a quota: the response goes out now; the next request waits (KIP-219).
+                    tokio::time::sleep(mute).await;
                 }
             }
         }
@@ -389,21 +419,21 @@ impl KafkaServer {
     }
 
     /// Decodes and starts one request; returns its reply and response header version.
-    async fn handle(self: Arc<Self>, header: RequestHeader, mut body: Bytes, peer: SocketAddr) -> Result<(handlers::Reply, i16), ConnectionError> {
+    async fn handle(self: Arc<Self>, header: RequestHeader, mut body: Bytes, peer: SocketAddr, request_bytes: usize) -> Result<(handlers::Reply, i16, std::time::Duration), ConnectionError> {
         let api_key = ApiKey::try_from(header.request_api_key).map_err(|_| ConnectionError::Decode(format!("unknown API key {}", header.request_api_key)))?;
         let version = header.request_api_version;
         let supported = handlers::supported(api_key);
         if supported.is_none_or(|(lo, hi)| version < lo || version > hi) {
             let (body, header_version) = handlers::unsupported(api_key, version)?;
-            return Ok((handlers::Reply::Ready(Some(body)), header_version));
+            return Ok((handlers::Reply::Ready(Some(body)), header_version, std::time::Duration::ZERO));
         }
         let request = decode_body(api_key, &mut body, version).map_err(ConnectionError::Decode)?;
         if body.has_remaining() {
             tracing::debug!(?api_key, version, left = body.remaining(), "request had trailing bytes");
         }
-        let caller = handlers::Caller { client_id: header.client_id.as_deref().unwrap_or("").to_string(), host: format!("/{}", peer.ip()) };
-        let reply = handlers::handle(self, request, version, caller).await?;
-        Ok((reply, api_key.response_header_version(version)))
+        let caller = handlers::Caller { client_id: header.client_id.as_deref().unwrap_or("").to_string(), host: format!("/{}", peer.ip()), request_bytes };
+        let (reply, mute) = handlers::handle(self, request, version, caller).await?;
+        Ok((reply, api_key.response_header_version(version), mute))
     }
 }
 

@@ -105,6 +105,9 @@ pub struct HttpConfig {
     /// at the bound.
     #[serde(default = "max_inflight_body_bytes")]
     pub max_inflight_body_bytes: usize,
+    /// Ingest requests per second per source address (0: unlimited).
+    #[serde(default)]
+    pub ingest_requests_per_second: u64,
     /// Host names (the `Host` header, without port) the API answers to, besides IP
     /// addresses and `localhost`. Any other name is refused (DNS rebinding).
     #[serde(default)]
@@ -183,6 +186,10 @@ pub struct KafkaSection {
     pub producer_id_expiration_ms: i64,
     /// Most idempotent-producer states (producer × partition) kept.
     pub max_producer_states: usize,
+    /// Bytes per second each client id may produce (0: unlimited).
+    pub producer_byte_rate: u64,
+    /// Bytes per second each client id may fetch (0: unlimited).
+    pub consumer_byte_rate: u64,
 }
 
 impl KafkaSection {
@@ -196,6 +203,8 @@ impl KafkaSection {
             max_inflight_request_bytes: self.max_inflight_request_bytes,
             producer_id_expiration_ms: self.producer_id_expiration_ms,
             max_producer_states: self.max_producer_states,
+            producer_byte_rate: self.producer_byte_rate,
+            consumer_byte_rate: self.consumer_byte_rate,
         }
     }
 }
@@ -222,6 +231,8 @@ impl Default for KafkaSection {
             max_inflight_request_bytes: limits.max_inflight_request_bytes,
             producer_id_expiration_ms: limits.producer_id_expiration_ms,
             max_producer_states: limits.max_producer_states,
+            producer_byte_rate: limits.producer_byte_rate,
+            consumer_byte_rate: limits.consumer_byte_rate,
         }
     }
 }

@@ -23,6 +23,11 @@
 //!    it is kept, and gives them back when the route has answered; at the bound, reading
 //!    waits (backpressure).
 //!
+//! 5. **Ingest quota**: `POST /v1/topics/{topic}/records` and WebSocket ingest upgrades
+//!    count against `http.ingest_requests_per_second` per source address (a token bucket,
+//!    [`sluice_core::quota::RateQuota`]); over it, 429 `rate_limited` with `Retry-After`.
+//!    Off (0) by default: devices behind one NAT share an address.
+//!
 //! [`sse_slots`] caps open Server-Sent Events streams (`http.max_sse_subscribers`).
 //!
 //! Errors are `{"error": {"code", "message"}}`; the message says which setting to change.
@@ -52,6 +57,8 @@ pub struct Policy {
     pub max_body_bytes: usize,
     /// Bytes of request bodies that may still be held (`http.max_inflight_body_bytes`).
     pub body_memory: Arc<tokio::sync::Semaphore>,
+    /// Ingest requests per second per source address (`http.ingest_requests_per_second`).
+    pub ingest_quota: Arc<sluice_core::quota::RateQuota>,
 }
 
 impl Policy {
@@ -60,6 +67,7 @@ impl Policy {
         let memory = max_inflight_body_bytes.max(max_body_bytes).min(tokio::sync::Semaphore::MAX_PERMITS);
         Policy {
             body_memory: Arc::new(tokio::sync::Semaphore::new(memory)),
+            ingest_quota: Arc::new(sluice_core::quota::RateQuota::new(0)),
             allowed_hosts: allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
             allowed_origins: allowed_origins.iter().map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase()).collect(),
             request_body_timeout_ms,
@@ -142,6 +150,13 @@ fn host_name(h: &str) -> &str {
     }
 }
 
+/// Whether a request is an HTTP ingest request (`POST /v1/topics/{topic}/records`, or a
+/// WebSocket ingest upgrade), which the per-address request quota counts.
+fn is_ingest(req: &Request) -> bool {
+    let path = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str());
+    matches!((req.method(), path), (&Method::POST, Some("/v1/topics/{topic}/records")) | (&Method::GET, Some("/v1/topics/{topic}/ws")))
+}
+
 /// Whether the request declares a body (a nonzero Content-Length, or chunked).
 fn has_body(headers: &HeaderMap) -> bool {
     headers.contains_key(header::TRANSFER_ENCODING)
@@ -158,6 +173,20 @@ pub async fn guard(State(policy): State<Arc<Policy>>, req: Request, next: Next) 
         let (status, code) = refusal.status_and_code();
         metrics::counter!(t::HTTP_REFUSED_REQUESTS_TOTAL, "reason" => code).increment(1);
         return error(status, code, refusal.to_string());
+    }
+    if policy.ingest_quota.enabled() && is_ingest(&req) {
+        let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
+        if let Err(wait) = policy.ingest_quota.try_take(&peer, 1, std::time::Instant::now()) {
+            metrics::counter!(t::QUOTA_THROTTLE_MS_TOTAL, "quota" => "http_ingest").increment(wait.as_millis() as u64);
+            metrics::counter!(t::HTTP_REFUSED_REQUESTS_TOTAL, "reason" => "rate_limited").increment(1);
+            let message = format!("{peer} is over http.ingest_requests_per_second; retry in {} ms (batch records into fewer requests, or use a WebSocket)", wait.as_millis().max(1));
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
     }
     if !has_body(req.headers()) {
         return next.run(req).await;

@@ -207,7 +207,9 @@ impl Server {
         let flush_task = spawn_flusher(log.clone());
         let app = Arc::new(App { log: log.clone(), sessions: sessions.clone(), pipelines: pipelines.clone() });
         let h = &config.http;
-        let policy = Arc::new(guard::Policy::new(&h.allowed_hosts, &h.allowed_origins, h.request_body_timeout_ms, h.max_body_bytes, h.max_inflight_body_bytes));
+        let mut policy = guard::Policy::new(&h.allowed_hosts, &h.allowed_origins, h.request_body_timeout_ms, h.max_body_bytes, h.max_inflight_body_bytes);
+        policy.ingest_quota = Arc::new(sluice_core::quota::RateQuota::new(h.ingest_requests_per_second));
+        let policy = Arc::new(policy);
         let routes = sluice_gateway::http::RouteOptions { max_body_bytes: h.max_body_bytes, ws_idle_timeout_ms: h.ws_idle_timeout_ms, max_websockets: h.max_websockets };
         let sse_slots = Arc::new(tokio::sync::Semaphore::new(h.max_sse_subscribers.min(tokio::sync::Semaphore::MAX_PERMITS)));
         let router = sluice_gateway::http::router(gateway, routes)

@@ -77,7 +77,12 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, st
         let _ = stream.set_nodelay(true);
         // The slot lives as long as the socket: past an upgrade, a WebSocket keeps it.
         let stream = Counted { stream, _slot: slot };
-        let service = TowerToHyperService::new(router.clone());
+        // Routes see the peer's address (`ConnectInfo`), e.g. for the per-address ingest quota.
+        let routes = router.clone();
+        let service = TowerToHyperService::new(tower::service_fn(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            tower::Service::call(&mut routes.clone(), req)
+        }));
         let mut closing = closing_rx.clone();
         let header_timeout = limits.header_read_timeout_ms;
         tokio::spawn(async move {

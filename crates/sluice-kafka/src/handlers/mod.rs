@@ -91,10 +91,12 @@ pub fn unsupported(key: ApiKey, version: i16) -> Result<(BytesMut, i16), Connect
     }
 }
 
-/// Who sent a request: the header's client id and the peer's address.
+/// Who sent a request: the header's client id and the peer's address, and the request's
+/// size in bytes (for the produce quota).
 pub struct Caller {
     pub client_id: String,
     pub host: String,
+    pub request_bytes: usize,
 }
 
 /// A response body: ready now, or being finished on another task. `None` when no
@@ -110,24 +112,45 @@ fn join_error(e: tokio::task::JoinError) -> ConnectionError {
 
 /// Handles one decoded request. A Produce returns once its records are written (in
 /// request order) and finishes, waiting for durability, on another task.
-pub async fn handle(server: Arc<KafkaServer>, request: RequestKind, version: i16, caller: Caller) -> Result<Reply, ConnectionError> {
+///
+/// Also returns how long the connection must stay muted (not read) after this request:
+/// a client over its produce or fetch byte-rate quota gets its response at once, with
+/// `throttle_time_ms` set, and is then not read for that long (KIP-219).
+pub async fn handle(server: Arc<KafkaServer>, request: RequestKind, version: i16, caller: Caller) -> Result<(Reply, std::time::Duration), ConnectionError> {
+    let none = std::time::Duration::ZERO;
     match request {
-        RequestKind::JoinGroup(r) => encode(&groups::join(&server, r, version, caller.client_id, caller.host).await, version).map(|b| Reply::Ready(Some(b))),
-        RequestKind::SyncGroup(r) => encode(&groups::sync(&server, r).await, version).map(|b| Reply::Ready(Some(b))),
+        RequestKind::JoinGroup(r) => encode(&groups::join(&server, r, version, caller.client_id, caller.host).await, version).map(|b| (Reply::Ready(Some(b)), none)),
+        RequestKind::SyncGroup(r) => encode(&groups::sync(&server, r).await, version).map(|b| (Reply::Ready(Some(b)), none)),
         RequestKind::Produce(r) => {
             let acks = r.acks;
+            let throttle = server.quota_use(Quota::Produce, &caller.client_id, caller.request_bytes as u64);
             let written = tokio::task::spawn_blocking(move || data::produce_write(&server, r)).await.map_err(join_error)?;
-            Ok(Reply::Later(tokio::task::spawn_blocking(move || {
-                let resp = written.complete();
+            let reply = Reply::Later(tokio::task::spawn_blocking(move || {
+                let mut resp = written.complete();
                 if acks == 0 {
                     return Ok(None);
                 }
+                resp.throttle_time_ms = throttle.as_millis().min(i32::MAX as u128) as i32;
                 encode(&resp, version).map(Some)
-            })))
+            }));
+            Ok((reply, throttle))
         }
-        RequestKind::Fetch(r) => encode(&data::fetch(server, r).await.map_err(join_error)?, version).map(|b| Reply::Ready(Some(b))),
-        other => tokio::task::spawn_blocking(move || blocking(&server, other, version)).await.map_err(join_error)?.map(Reply::Ready),
+        RequestKind::Fetch(r) => {
+            let mut resp = data::fetch(server.clone(), r).await.map_err(join_error)?;
+            let bytes: usize = resp.responses.iter().flat_map(|t| &t.partitions).map(|p| p.records.as_ref().map_or(0, |r| r.len())).sum();
+            let throttle = server.quota_use(Quota::Fetch, &caller.client_id, bytes as u64);
+            resp.throttle_time_ms = throttle.as_millis().min(i32::MAX as u128) as i32;
+            encode(&resp, version).map(|b| (Reply::Ready(Some(b)), throttle))
+        }
+        other => tokio::task::spawn_blocking(move || blocking(&server, other, version)).await.map_err(join_error)?.map(|b| (Reply::Ready(b), none)),
     }
+}
+
+/// The byte-rate quotas of the Kafka listener.
+#[derive(Debug, Clone, Copy)]
+pub enum Quota {
+    Produce,
+    Fetch,
 }
 
 fn blocking(server: &KafkaServer, request: RequestKind, version: i16) -> Result<Option<BytesMut>, ConnectionError> {

@@ -174,8 +174,8 @@ async fn every_api_answers_at_every_served_version() {
         let (lo, hi) = supported(key).unwrap();
         for version in lo..=hi {
             for request in requests(key, version, round) {
-                let caller = Caller { client_id: "test".into(), host: "/127.0.0.1".into() };
-                let reply = handle(server.clone(), request, version, caller).await;
+                let caller = Caller { client_id: "test".into(), host: "/127.0.0.1".into(), request_bytes: 0 };
+                let reply = handle(server.clone(), request, version, caller).await.map(|(r, _)| r);
                 let body = match reply {
                     Ok(Reply::Ready(b)) => Ok(b),
                     Ok(Reply::Later(task)) => task.await.unwrap(),
@@ -203,7 +203,7 @@ async fn join_and_sync_succeed_at_every_served_version() {
         let protocols = vec![("range".to_string(), Bytes::from_static(b"m"))];
         let seed = JoinRequest { client_id: "c".into(), session_timeout_ms: 10_000, rebalance_timeout_ms: 10_000, protocol_type: "consumer".into(), protocols, ..Default::default() };
         let Join::Waiting { member_id } = server.with_group(&group, |g| g.join(seed, sluice_core::time::now_ms(), 0)) else { panic!("seed join") };
-        let caller = || Caller { client_id: "c".into(), host: "/127.0.0.1".into() };
+        let caller = || Caller { client_id: "c".into(), host: "/127.0.0.1".into(), request_bytes: 0 };
         if version <= jhi {
             let join = JoinGroupRequest::default()
                 .with_group_id(GroupId(s(&group)))
@@ -212,7 +212,7 @@ async fn join_and_sync_succeed_at_every_served_version() {
                 .with_rebalance_timeout_ms(10_000)
                 .with_protocol_type(s("consumer"))
                 .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(Bytes::from_static(b"m"))]);
-            let reply = handle(server.clone(), RequestKind::JoinGroup(join), version, caller()).await;
+            let reply = handle(server.clone(), RequestKind::JoinGroup(join), version, caller()).await.map(|(r, _)| r);
             assert!(matches!(reply, Ok(Reply::Ready(Some(_)))), "JoinGroup v{version}");
         } else {
             server.with_group(&group, |g| g.maybe_complete(sluice_core::time::now_ms()));
@@ -227,7 +227,7 @@ async fn join_and_sync_succeed_at_every_served_version() {
                 .with_protocol_type(if version >= 5 { Some(s("consumer")) } else { None })
                 .with_protocol_name(if version >= 5 { Some(s("range")) } else { None })
                 .with_assignments(vec![assignment]);
-            let reply = handle(server.clone(), RequestKind::SyncGroup(sync), version, caller()).await;
+            let reply = handle(server.clone(), RequestKind::SyncGroup(sync), version, caller()).await.map(|(r, _)| r);
             assert!(matches!(reply, Ok(Reply::Ready(Some(_)))), "SyncGroup v{version}");
             assert_eq!(server.with_group(&group, |g| g.state), crate::coordinator::GroupState::Stable);
         }
