@@ -413,3 +413,40 @@ def test_kafka_byte_rate_quotas_throttle_producers_and_consumers(tmp_path):
         assert metric(s, "sluice_quota_throttle_ms_total", quota="fetch") > 0
     finally:
         s.stop()
+
+
+def test_closed_sessions_are_paged_and_only_the_newest_held(tmp_path):
+    import reference
+
+    s = Sluice(tmp_path / "data", env={"SLUICE_HTTP__SESSIONS_IN_MEMORY": "3", "SLUICE_STREAM__IDLE_TIMEOUT_MS": "0"}).start()
+    try:
+        t0 = 1_700_000_000_000
+        # 4 players x 2 sessions each (a 10-minute gap splits them): 8 closed sessions.
+        lines = [json.dumps(reference.event(f"p{p}", t0 + (off + t) * 1000 + p * 7000, 120)) for p in range(4) for off in (0, 1200) for t in range(5)]
+        r = requests.post(f"{s.url}/v1/topics/{TOPIC}/records", data="\n".join(lines), headers={"Content-Type": "application/x-ndjson"}, timeout=10)
+        assert r.status_code == 200 and r.json()["accepted"] == 40, r.text
+        s.drain()
+
+        def walk(**params):
+            got, before = [], None
+            while True:
+                q = dict(params, **({"before": before} if before else {}))
+                page = requests.get(f"{s.url}/v1/sessions", params=q, timeout=10).json()
+                got += [(x["player_id"], x["session_start"]) for x in page["closed"]]
+                before = page["next"]
+                if before is None:
+                    return got
+
+        everything = walk(limit=100)
+        assert len(everything) == 8
+        ends = [x["session_end"] for x in requests.get(f"{s.url}/v1/sessions", params={"limit": 100}, timeout=10).json()["closed"]]
+        assert ends == sorted(ends, reverse=True), "newest first"
+        assert walk(limit=2) == everything, "pages of 2 walk the same list (past the 3 held in memory)"
+        assert walk(limit=1, player="p2") == [x for x in everything if x[0] == "p2"]
+        bad = requests.get(f"{s.url}/v1/sessions", params={"before": "nonsense"}, timeout=10)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_cursor"
+        s.stop()
+        s.start()  # the newest come back from the lake; older pages still read it
+        assert walk(limit=2) == everything
+    finally:
+        s.stop()

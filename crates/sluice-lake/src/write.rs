@@ -216,11 +216,18 @@ impl Lake {
     /// Every committed session of a heart-rate sessions table, sorted by player then start.
     pub fn read_sessions(&self, table: &str) -> Result<Vec<SessionSummary>, LakeError> {
         let mut out = Vec::new();
-        for file in table_files(&self.root.join(table))? {
-            out.extend(schema::read_sessions_file(&file)?);
-        }
+        self.visit_sessions(table, |s| out.push(s))?;
         out.sort_by(|a, b| (&a.player_id, a.session_start_ms).cmp(&(&b.player_id, b.session_start_ms)));
         Ok(out)
+    }
+
+    /// Calls `f` with every committed session of a heart-rate sessions table, one file at a
+    /// time (only one file's sessions are held at once), in no particular order.
+    pub fn visit_sessions(&self, table: &str, mut f: impl FnMut(SessionSummary)) -> Result<(), LakeError> {
+        for file in table_files(&self.root.join(table))? {
+            schema::read_sessions_file(&file)?.into_iter().for_each(&mut f);
+        }
+        Ok(())
     }
 }
 

@@ -108,6 +108,10 @@ pub struct HttpConfig {
     /// Ingest requests per second per source address (0: unlimited).
     #[serde(default)]
     pub ingest_requests_per_second: u64,
+    /// Closed sessions held in memory for `/v1/sessions` (the newest); older pages are read
+    /// from the lake.
+    #[serde(default = "sessions_in_memory")]
+    pub sessions_in_memory: usize,
     /// Host names (the `Host` header, without port) the API answers to, besides IP
     /// addresses and `localhost`. Any other name is refused (DNS rebinding).
     #[serde(default)]
@@ -132,6 +136,10 @@ fn ws_idle_timeout_ms() -> u64 {
 
 fn max_connections() -> usize {
     65_536
+}
+
+fn sessions_in_memory() -> usize {
+    10_000
 }
 
 fn max_websockets() -> usize {

@@ -1,7 +1,10 @@
 //! Server routes besides ingest:
 //!
-//! - `GET /v1/sessions[?player=ID]`: `{"open": [...], "closed": [...]}` (see
-//!   [`crate::sessions::session_json`] for a session's fields).
+//! - `GET /v1/sessions[?player=ID][&limit=N][&before=CURSOR]`: `{"open": [...], "closed":
+//!   [...], "next": CURSOR | null}` (see [`crate::sessions::session_json`] for a session's
+//!   fields). Closed sessions come newest first, `limit` (default 1000, at most 10000) at a
+//!   time; pass `next` as `before` for the next page (open sessions come with the first
+//!   page only). 400 `invalid_cursor`.
 //! - `GET /v1/sessions/stream`: Server-Sent Events. `event: session_update` carries
 //!   `{"player_id", "open": [...]}`; `event: session_closed` carries one closed session;
 //!   `event: resync` means events were dropped for a slow client: fetch `/v1/sessions` again.
@@ -85,14 +88,36 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 #[derive(Deserialize)]
 struct SessionsQuery {
     player: Option<String>,
+    /// Closed sessions per page (default [`SESSIONS_PAGE`], at most [`SESSIONS_PAGE_MAX`]).
+    limit: Option<usize>,
+    /// The `next` cursor of the previous page.
+    before: Option<String>,
 }
 
-async fn sessions(State(app): State<Arc<App>>, Query(q): Query<SessionsQuery>) -> Json<Value> {
-    let (open, closed) = app.sessions.snapshot(q.player.as_deref());
-    Json(json!({
-        "open": open.iter().map(session_json).collect::<Vec<_>>(),
-        "closed": closed.iter().map(session_json).collect::<Vec<_>>(),
-    }))
+/// Default closed sessions per page of `/v1/sessions`.
+pub const SESSIONS_PAGE: usize = 1000;
+/// Most closed sessions per page of `/v1/sessions`.
+pub const SESSIONS_PAGE_MAX: usize = 10_000;
+
+async fn sessions(State(app): State<Arc<App>>, Query(q): Query<SessionsQuery>) -> Response {
+    let before = match q.before.as_deref().map(crate::sessions::Cursor::parse).transpose() {
+        Ok(b) => b,
+        Err(m) => return (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "invalid_cursor", "message": m}}))).into_response(),
+    };
+    let limit = q.limit.unwrap_or(SESSIONS_PAGE).clamp(1, SESSIONS_PAGE_MAX);
+    let store = app.sessions.clone();
+    let player = q.player.clone();
+    let page = tokio::task::spawn_blocking(move || store.page(player.as_deref(), before.as_ref(), limit)).await;
+    match page {
+        Ok(Ok((closed, next))) => Json(json!({
+            "open": if q.before.is_none() { app.sessions.open(q.player.as_deref()).iter().map(session_json).collect::<Vec<_>>() } else { Vec::new() },
+            "closed": closed.iter().map(session_json).collect::<Vec<_>>(),
+            "next": next.map(|c| c.to_string()),
+        }))
+        .into_response(),
+        Ok(Err(m)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": {"code": "lake_unavailable", "message": m}}))).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"code": "internal", "message": e.to_string()}}))).into_response(),
+    }
 }
 
 async fn stream(State(app): State<Arc<App>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

@@ -118,10 +118,14 @@ impl Server {
         let log = Arc::new(Log::open(&data.join("log"), log_config)?);
         let gateway = Arc::new(Gateway::new(log.clone(), config.topics.clone(), Some(&data.join("schemas")))?);
         let lake = Arc::new(Lake::open(&data.join("lake"))?);
-        let sessions = Arc::new(SessionStore::new(lake.read_sessions(live::HEART_RATE).unwrap_or_else(|e| {
-            tracing::warn!(error = %error_chain(&e), "cannot read the heart-rate sessions table; the live view starts empty");
-            Vec::new()
-        })));
+        let archive: sessions::Archive = {
+            let lake = lake.clone();
+            Box::new(move |f: &mut dyn FnMut(sluice_core::model::SessionSummary)| lake.visit_sessions(live::HEART_RATE, f).map_err(|e| error_chain(&e)))
+        };
+        let sessions = Arc::new(SessionStore::new(config.http.sessions_in_memory, Some(archive)));
+        if let Err(e) = sessions.load() {
+            tracing::warn!(error = %e, "cannot read the heart-rate sessions table; the live view starts empty");
+        }
         let live = Arc::new(LiveViews::new(sessions.clone()));
         let checkpoints = data.join("checkpoints");
         let connectors: Arc<dyn Connectors> = Arc::new(adapters::ServerConnectors { log: log.clone(), lake, gateway: gateway.clone(), staging: checkpoints.join("staging") });
