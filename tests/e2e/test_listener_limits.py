@@ -327,6 +327,8 @@ def test_websocket_and_sse_caps(tmp_path):
     try:
         ws_url = f"ws://127.0.0.1:{s.port}/v1/topics/{TOPIC}/ws"
         first = connect(ws_url)
+        assert metric(s, "sluice_http_open_streams", kind="websocket") == 1
+        assert metric(s, "sluice_http_max_streams", kind="websocket") == 1
         with pytest.raises(InvalidStatus) as refused:
             connect(ws_url)
         assert refused.value.response.status_code == 503 and refused.value.response.headers["Retry-After"] == "5"
@@ -336,6 +338,7 @@ def test_websocket_and_sse_caps(tmp_path):
 
         streams = [requests.get(s.url + path, stream=True, timeout=10) for path in ["/v1/sessions/stream", "/v1/pipelines/heart_rate/stream"]]
         assert all(r.status_code == 200 for r in streams)
+        assert metric(s, "sluice_http_open_streams", kind="sse") == 2
         r = requests.get(s.url + "/v1/sessions/stream", stream=True, timeout=10)
         assert r.status_code == 503 and r.json()["error"]["code"] == "too_many_streams", r.text
         assert requests.get(s.url + "/v1/sessions", timeout=10).status_code == 200, "other routes are not capped"

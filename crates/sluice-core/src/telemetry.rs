@@ -77,6 +77,20 @@ pub const HTTP_REFUSED_REQUESTS_TOTAL: &str = "sluice_http_refused_requests_tota
 /// Throttle time handed to clients over a quota, ms. Labels: `quota` (`produce`,
 /// `fetch`, `http_ingest`).
 pub const QUOTA_THROTTLE_MS_TOTAL: &str = "sluice_quota_throttle_ms_total";
+/// Open connections of a listener (WebSockets included). Labels: `listener`. A gauge.
+pub const LISTENER_OPEN_CONNECTIONS: &str = "sluice_listener_open_connections";
+/// The connection cap of a listener (0: none). Labels: `listener`. A gauge.
+pub const LISTENER_MAX_CONNECTIONS: &str = "sluice_listener_max_connections";
+/// Bytes of requests (HTTP bodies, Kafka frames) held now. Labels: `listener`. A gauge.
+pub const LISTENER_INFLIGHT_REQUEST_BYTES: &str = "sluice_listener_inflight_request_bytes";
+/// The bound on [`LISTENER_INFLIGHT_REQUEST_BYTES`]. Labels: `listener`. A gauge.
+pub const LISTENER_MAX_INFLIGHT_REQUEST_BYTES: &str = "sluice_listener_max_inflight_request_bytes";
+/// Open WebSocket and SSE streams. Labels: `kind` (`websocket`, `sse`). A gauge.
+pub const HTTP_OPEN_STREAMS: &str = "sluice_http_open_streams";
+/// The cap on [`HTTP_OPEN_STREAMS`]. Labels: `kind`. A gauge.
+pub const HTTP_MAX_STREAMS: &str = "sluice_http_max_streams";
+/// Idempotent-producer states (producer id × partition) held. A gauge.
+pub const KAFKA_PRODUCER_STATES: &str = "sluice_kafka_producer_states";
 /// Bucket bounds of [`KAFKA_REQUEST_DURATION_MS`], ms.
 pub const KAFKA_REQUEST_DURATION_BUCKETS_MS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
 
@@ -88,6 +102,13 @@ pub fn describe() {
     describe_counter!(KAFKA_REFUSED_BATCHES_TOTAL, Unit::Count, "Kafka produce batches refused.");
     describe_counter!(LISTENER_REFUSED_CONNECTIONS_TOTAL, Unit::Count, "Connections closed at accept because of a connection cap.");
     describe_counter!(HTTP_REFUSED_REQUESTS_TOTAL, Unit::Count, "HTTP requests refused before any route (host, origin, content type).");
+    describe_gauge!(LISTENER_OPEN_CONNECTIONS, Unit::Count, "Open connections of a listener.");
+    describe_gauge!(LISTENER_MAX_CONNECTIONS, Unit::Count, "Connection cap of a listener (0: none).");
+    describe_gauge!(LISTENER_INFLIGHT_REQUEST_BYTES, Unit::Bytes, "Bytes of requests held now.");
+    describe_gauge!(LISTENER_MAX_INFLIGHT_REQUEST_BYTES, Unit::Bytes, "Bound on bytes of requests held.");
+    describe_gauge!(HTTP_OPEN_STREAMS, Unit::Count, "Open WebSocket and SSE streams.");
+    describe_gauge!(HTTP_MAX_STREAMS, Unit::Count, "Cap on open WebSocket and SSE streams.");
+    describe_gauge!(KAFKA_PRODUCER_STATES, Unit::Count, "Idempotent-producer states held.");
     describe_counter!(QUOTA_THROTTLE_MS_TOTAL, Unit::Milliseconds, "Throttle time handed to clients over a quota.");
     describe_counter!(LISTENER_ACCEPT_ERRORS_TOTAL, Unit::Count, "Failed accept calls of a listener.");
     describe_counter!(LISTENER_TIMEOUTS_TOTAL, Unit::Count, "Connections closed for a timeout (idle, slow header or frame).");

@@ -95,9 +95,9 @@ pub struct RouteOptions {
     pub max_body_bytes: usize,
     /// Close a WebSocket that sends nothing for this long, ms (0: never).
     pub ws_idle_timeout_ms: u64,
-    /// Most WebSocket connections open at once; an upgrade beyond it gets 503
-    /// `too_many_websockets` (with `Retry-After`).
-    pub max_websockets: usize,
+    /// One permit per WebSocket that may open (`http.max_websockets`); an upgrade without a
+    /// free one gets 503 `too_many_websockets` (with `Retry-After`).
+    pub websocket_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Bytes a WebSocket connection reserves to read frames into (tungstenite's default is
@@ -112,8 +112,7 @@ pub const WS_WRITE_BUFFER_BYTES: usize = 0;
 /// The gateway's routes (see [`RouteOptions`] for their limits).
 pub fn router(gateway: Arc<Gateway>, options: RouteOptions) -> Router {
     let max_body_bytes = options.max_body_bytes;
-    let websockets = Arc::new(tokio::sync::Semaphore::new(options.max_websockets.min(tokio::sync::Semaphore::MAX_PERMITS)));
-    let state = AppState { gateway, max_body_bytes, ws_idle_timeout_ms: options.ws_idle_timeout_ms, websockets };
+    let state = AppState { gateway, max_body_bytes, ws_idle_timeout_ms: options.ws_idle_timeout_ms, websockets: options.websocket_slots };
     Router::new()
         .route("/v1/topics", get(list_topics).post(create_topic))
         .route("/v1/topics/{topic}", get(describe_topic).patch(alter_topic).delete(delete_topic))

@@ -340,6 +340,17 @@ impl KafkaServer {
         self.caps.open()
     }
 
+    /// Bytes of request frames held now, and the bound (`max_inflight_request_bytes`).
+    pub fn request_memory(&self) -> (usize, usize) {
+        let bound = self.options.limits.max_inflight_request_bytes.clamp(MAX_FRAME_BYTES, tokio::sync::Semaphore::MAX_PERMITS);
+        (bound.saturating_sub(self.request_memory.available_permits()), bound)
+    }
+
+    /// Idempotent-producer states held now.
+    pub fn producer_states(&self) -> usize {
+        self.producers.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Reads one request frame: waits up to `connections_max_idle_ms` for its first byte,
     /// then up to `request_read_timeout_ms` for the rest. The frame is buffered as its bytes
     /// arrive (never the declared length up front), taking its bytes from the listener's

@@ -43,6 +43,44 @@ pub struct App {
     pub log: Arc<Log>,
     pub sessions: Arc<SessionStore>,
     pub pipelines: Arc<Pipelines>,
+    /// What `/metrics` samples of the limits.
+    pub limits: LimitGauges,
+}
+
+/// The state of every connection and memory limit, sampled at scrape time.
+pub struct LimitGauges {
+    pub http_connections: sluice_core::net::ConnectionCaps,
+    pub http_max_connections: usize,
+    pub http_body_memory: Arc<tokio::sync::Semaphore>,
+    pub http_max_body_memory: usize,
+    pub websocket_slots: Arc<tokio::sync::Semaphore>,
+    pub max_websockets: usize,
+    pub sse_slots: Arc<tokio::sync::Semaphore>,
+    pub max_sse_subscribers: usize,
+    pub kafka: Option<Arc<sluice_kafka::KafkaServer>>,
+    pub kafka_max_connections: usize,
+}
+
+impl LimitGauges {
+    fn sample(&self) {
+        let used = |sem: &tokio::sync::Semaphore, max: usize| max.saturating_sub(sem.available_permits()) as f64;
+        metrics::gauge!(t::LISTENER_OPEN_CONNECTIONS, "listener" => "http").set(self.http_connections.open() as f64);
+        metrics::gauge!(t::LISTENER_MAX_CONNECTIONS, "listener" => "http").set(self.http_max_connections as f64);
+        metrics::gauge!(t::LISTENER_INFLIGHT_REQUEST_BYTES, "listener" => "http").set(used(&self.http_body_memory, self.http_max_body_memory));
+        metrics::gauge!(t::LISTENER_MAX_INFLIGHT_REQUEST_BYTES, "listener" => "http").set(self.http_max_body_memory as f64);
+        metrics::gauge!(t::HTTP_OPEN_STREAMS, "kind" => "websocket").set(used(&self.websocket_slots, self.max_websockets));
+        metrics::gauge!(t::HTTP_MAX_STREAMS, "kind" => "websocket").set(self.max_websockets as f64);
+        metrics::gauge!(t::HTTP_OPEN_STREAMS, "kind" => "sse").set(used(&self.sse_slots, self.max_sse_subscribers));
+        metrics::gauge!(t::HTTP_MAX_STREAMS, "kind" => "sse").set(self.max_sse_subscribers as f64);
+        if let Some(k) = &self.kafka {
+            let (held, bound) = k.request_memory();
+            metrics::gauge!(t::LISTENER_OPEN_CONNECTIONS, "listener" => "kafka").set(k.open_connections() as f64);
+            metrics::gauge!(t::LISTENER_MAX_CONNECTIONS, "listener" => "kafka").set(self.kafka_max_connections as f64);
+            metrics::gauge!(t::LISTENER_INFLIGHT_REQUEST_BYTES, "listener" => "kafka").set(held as f64);
+            metrics::gauge!(t::LISTENER_MAX_INFLIGHT_REQUEST_BYTES, "listener" => "kafka").set(bound as f64);
+            metrics::gauge!(t::KAFKA_PRODUCER_STATES).set(k.producer_states() as f64);
+        }
+    }
 }
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -163,6 +201,7 @@ async fn health(State(app): State<Arc<App>>) -> Response {
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
     let handle = prometheus();
     // Gauges of state are sampled now, at scrape time.
+    app.limits.sample();
     for topic in app.log.topics() {
         for p in topic.partitions() {
             let labels = [("topic", topic.name().to_string()), ("partition", p.id().to_string())];

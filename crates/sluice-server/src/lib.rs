@@ -112,20 +112,30 @@ impl Server {
     /// Opens (recovering) the log, the lake and the pipelines' checkpoint, and starts serving.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         let data = config.data_dir.clone();
-        std::fs::create_dir_all(&data).map_err(|source| ServerError::DataDir { path: data.clone(), source })?;
         http::prometheus();
-        let log_config = LogConfig { segment_bytes: config.log.segment_bytes, segment_ms: config.log.segment_ms };
-        let log = Arc::new(Log::open(&data.join("log"), log_config)?);
-        let gateway = Arc::new(Gateway::new(log.clone(), config.topics.clone(), Some(&data.join("schemas")))?);
-        let lake = Arc::new(Lake::open(&data.join("lake"))?);
-        let archive: sessions::Archive = {
-            let lake = lake.clone();
-            Box::new(move |f: &mut dyn FnMut(sluice_core::model::SessionSummary)| lake.visit_sessions(live::HEART_RATE, f).map_err(|e| error_chain(&e)))
+        // Recovery reads (and may truncate) files: off the async workers.
+        let opened = {
+            let (data, config) = (data.clone(), config.clone());
+            tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
+                std::fs::create_dir_all(&data).map_err(|source| ServerError::DataDir { path: data.clone(), source })?;
+                let log_config = LogConfig { segment_bytes: config.log.segment_bytes, segment_ms: config.log.segment_ms };
+                let log = Arc::new(Log::open(&data.join("log"), log_config)?);
+                let gateway = Arc::new(Gateway::new(log.clone(), config.topics.clone(), Some(&data.join("schemas")))?);
+                let lake = Arc::new(Lake::open(&data.join("lake"))?);
+                let archive: sessions::Archive = {
+                    let lake = lake.clone();
+                    Box::new(move |f: &mut dyn FnMut(sluice_core::model::SessionSummary)| lake.visit_sessions(live::HEART_RATE, f).map_err(|e| error_chain(&e)))
+                };
+                let sessions = Arc::new(SessionStore::new(config.http.sessions_in_memory, Some(archive)));
+                if let Err(e) = sessions.load() {
+                    tracing::warn!(error = %e, "cannot read the heart-rate sessions table; the live view starts empty");
+                }
+                Ok((log, gateway, lake, sessions))
+            })
+            .await
+            .map_err(|e| ServerError::Job(e.to_string()))??
         };
-        let sessions = Arc::new(SessionStore::new(config.http.sessions_in_memory, Some(archive)));
-        if let Err(e) = sessions.load() {
-            tracing::warn!(error = %e, "cannot read the heart-rate sessions table; the live view starts empty");
-        }
+        let (log, gateway, lake, sessions) = opened;
         let live = Arc::new(LiveViews::new(sessions.clone()));
         let checkpoints = data.join("checkpoints");
         let connectors: Arc<dyn Connectors> = Arc::new(adapters::ServerConnectors { log: log.clone(), lake, gateway: gateway.clone(), staging: checkpoints.join("staging") });
@@ -133,36 +143,44 @@ impl Server {
         let configured: std::collections::BTreeSet<String> = config.pipelines.iter().map(|p| p.name.clone()).collect();
         let runtime_dir = data.join("pipelines");
         let engine = if config.stream.enabled {
-            let mut specs = config.pipelines.clone();
-            for spec in pipelines::load_runtime(&runtime_dir) {
-                if configured.contains(&spec.name) {
-                    tracing::warn!(pipeline = %spec.name, "a runtime pipeline has the name of a configured one; the configured one runs");
-                } else {
-                    specs.push(spec);
+            // Reading runtime pipelines and creating output topics touch the disk: off the async workers.
+            let (gw, fx, cx, lv, cf, rd, cfg_specs) = (gateway.clone(), functions.clone(), connectors.clone(), live.clone(), configured.clone(), runtime_dir.clone(), config.pipelines.clone());
+            let (planned, broken) = tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
+                let (gateway, functions, connectors, live, configured, runtime_dir) = (gw, fx, cx, lv, cf, rd);
+                let mut specs = cfg_specs;
+                for spec in pipelines::load_runtime(&runtime_dir) {
+                    if configured.contains(&spec.name) {
+                        tracing::warn!(pipeline = %spec.name, "a runtime pipeline has the name of a configured one; the configured one runs");
+                    } else {
+                        specs.push(spec);
+                    }
                 }
-            }
-            let mut planned = Vec::new();
-            let mut broken = Vec::new();
-            for spec in specs {
-                match Pipelines::plan(&gateway, &functions, &spec) {
-                    Ok(p) => {
-                        if spec.topic {
-                            for name in spec.stream_names() {
-                                connectors.register_output(&spec.name, &name, &p.plan.output_schema).map_err(|e| ServerError::Pipeline(format!("pipeline {:?}: {e}", spec.name)))?;
+                let mut planned = Vec::new();
+                let mut broken = Vec::new();
+                for spec in specs {
+                    match Pipelines::plan(&gateway, &functions, &spec) {
+                        Ok(p) => {
+                            if spec.topic {
+                                for name in spec.stream_names() {
+                                    connectors.register_output(&spec.name, &name, &p.plan.output_schema).map_err(|e| ServerError::Pipeline(format!("pipeline {:?}: {e}", spec.name)))?;
+                                }
                             }
+                            live.set_outputs(&spec.name, spec.stream_names());
+                            planned.push(p);
                         }
-                        live.set_outputs(&spec.name, spec.stream_names());
-                        planned.push(p);
-                    }
-                    Err(e) if configured.contains(&spec.name) => {
-                        return Err(ServerError::Pipeline(format!("[[pipelines]] {:?} in the configuration: {e}", spec.name)));
-                    }
-                    Err(e) => {
-                        tracing::error!(pipeline = %spec.name, error = %e, "a pipeline created at runtime no longer plans; it does not run (drop it with DELETE /v1/pipelines/{{name}})");
-                        broken.push((spec, e.to_string()));
+                        Err(e) if configured.contains(&spec.name) => {
+                            return Err(ServerError::Pipeline(format!("[[pipelines]] {:?} in the configuration: {e}", spec.name)));
+                        }
+                        Err(e) => {
+                            tracing::error!(pipeline = %spec.name, error = %e, "a pipeline created at runtime no longer plans; it does not run (drop it with DELETE /v1/pipelines/{{name}})");
+                            broken.push((spec, e.to_string()));
+                        }
                     }
                 }
-            }
+                Ok((planned, broken))
+            })
+            .await
+            .map_err(|e| ServerError::Job(e.to_string()))??;
             let settings = EngineSettings {
                 checkpoint_interval_ms: config.stream.checkpoint_interval_ms,
                 run: RunSettings { batch_records: config.stream.batch_records, idle_timeout_ms: config.stream.idle_timeout_ms, compaction_min_bytes: config.stream.compaction_min_bytes },
@@ -203,31 +221,47 @@ impl Server {
             let server = Arc::new(sluice_kafka::KafkaServer::new(log.clone(), gateway.offsets().clone(), options));
             gateway.set_membership(Arc::new(adapters::KafkaMembership(server.clone())));
             tracing::info!(%addr, "serving the Kafka protocol");
-            Some((addr, tokio::spawn(server.serve(listener))))
+            Some((addr, server.clone(), tokio::spawn(server.serve(listener))))
         } else {
             None
         };
+        let kafka_server = kafka.as_ref().map(|(_, server, _)| server.clone());
+        let kafka = kafka.map(|(addr, _, task)| (addr, task));
         let retention_task = spawn_retention(log.clone(), config.log.retention_check_interval_ms);
         let flush_task = spawn_flusher(log.clone());
-        let app = Arc::new(App { log: log.clone(), sessions: sessions.clone(), pipelines: pipelines.clone() });
         let h = &config.http;
         let mut policy = guard::Policy::new(&h.allowed_hosts, &h.allowed_origins, h.request_body_timeout_ms, h.max_body_bytes, h.max_inflight_body_bytes);
         policy.ingest_quota = Arc::new(sluice_core::quota::RateQuota::new(h.ingest_requests_per_second));
         let policy = Arc::new(policy);
-        let routes = sluice_gateway::http::RouteOptions { max_body_bytes: h.max_body_bytes, ws_idle_timeout_ms: h.ws_idle_timeout_ms, max_websockets: h.max_websockets };
-        let sse_slots = Arc::new(tokio::sync::Semaphore::new(h.max_sse_subscribers.min(tokio::sync::Semaphore::MAX_PERMITS)));
+        let slots = |n: usize| Arc::new(tokio::sync::Semaphore::new(n.min(tokio::sync::Semaphore::MAX_PERMITS)));
+        let (websocket_slots, sse_slots) = (slots(h.max_websockets), slots(h.max_sse_subscribers));
+        let routes = sluice_gateway::http::RouteOptions { max_body_bytes: h.max_body_bytes, ws_idle_timeout_ms: h.ws_idle_timeout_ms, websocket_slots: websocket_slots.clone() };
+        let caps = sluice_core::net::ConnectionCaps::new(h.max_connections, h.max_connections_per_ip);
+        let limits = http::LimitGauges {
+            http_connections: caps.clone(),
+            http_max_connections: h.max_connections,
+            http_max_body_memory: h.max_inflight_body_bytes.max(h.max_body_bytes).min(tokio::sync::Semaphore::MAX_PERMITS),
+            http_body_memory: policy.body_memory.clone(),
+            websocket_slots,
+            max_websockets: h.max_websockets.min(tokio::sync::Semaphore::MAX_PERMITS),
+            sse_slots: sse_slots.clone(),
+            max_sse_subscribers: h.max_sse_subscribers.min(tokio::sync::Semaphore::MAX_PERMITS),
+            kafka: kafka_server,
+            kafka_max_connections: config.kafka.max_connections,
+        };
+        let app = Arc::new(App { log: log.clone(), sessions: sessions.clone(), pipelines: pipelines.clone(), limits });
         let router = sluice_gateway::http::router(gateway, routes)
             .merge(http::router(app))
             .merge(pipelines::router(pipelines.clone()))
             .layer(axum::middleware::from_fn_with_state(sse_slots, guard::sse_slots))
             .layer(axum::middleware::from_fn_with_state(policy, guard::guard));
-        let limits = listen::HttpLimits { header_read_timeout_ms: h.header_read_timeout_ms, max_connections: h.max_connections, max_connections_per_ip: h.max_connections_per_ip };
+        let limits = listen::HttpLimits { header_read_timeout_ms: h.header_read_timeout_ms };
         let listener = tokio::net::TcpListener::bind(&config.http.addr)
             .await
             .map_err(|source| ServerError::Bind { flag: "--http-addr", addr: config.http.addr.clone(), source })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { flag: "--http-addr", addr: config.http.addr.clone(), source })?;
         let (http_stop, stop_rx) = oneshot::channel::<()>();
-        let http_task = tokio::spawn(listen::serve(listener, router, limits, async move {
+        let http_task = tokio::spawn(listen::serve(listener, router, limits, caps, async move {
             let _ = stop_rx.await;
         }));
         tracing::info!(%addr, data_dir = %data.display(), "sluice is serving");
@@ -286,7 +320,8 @@ impl Server {
             .await
             .map_err(|e| ServerError::Job(e.to_string()))
             .and_then(|r| r.map_err(ServerError::Stream));
-        self.log.close()?;
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.close()).await.map_err(|e| ServerError::Job(e.to_string()))??;
         tracing::info!("sluice stopped cleanly");
         result
     }

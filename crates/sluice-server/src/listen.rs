@@ -29,20 +29,16 @@ use tokio::sync::watch;
 /// How long shutdown waits for open connections before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Connection limits of the HTTP listener.
+/// Timeouts of the HTTP listener.
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
     /// ms; 0: none.
     pub header_read_timeout_ms: u64,
-    /// 0: no cap.
-    pub max_connections: usize,
-    /// 0: no cap.
-    pub max_connections_per_ip: usize,
 }
 
 /// Serves `router` on `listener` until `stop` resolves, then shuts down gracefully.
-pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, stop: impl std::future::Future<Output = ()>) {
-    let caps = ConnectionCaps::new(limits.max_connections, limits.max_connections_per_ip);
+/// Connections count in `caps` (shared, so that `/metrics` can sample them).
+pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, caps: ConnectionCaps, stop: impl std::future::Future<Output = ()>) {
     let (closing_tx, closing_rx) = watch::channel(false);
     let mut backoff = AcceptBackoff::default();
     let mut stop = std::pin::pin!(stop);
