@@ -80,7 +80,9 @@ pub struct ListenerLimits {
     pub max_connections_per_ip: usize,
     /// Most bytes of request frames held at once across all connections. A frame is
     /// buffered as its bytes arrive, and reading waits while the bound is reached, so
-    /// memory for requests never exceeds it (clamped to at least [`MAX_FRAME_BYTES`]).
+    /// memory for requests never exceeds it (raised to at least [`MAX_FRAME_BYTES`] plus
+    /// [`SMALL_REQUEST_RESERVE_BYTES`]). Frames over 1 MiB together may not take the last 32 MiB, which stay for small
+    /// requests ([`SMALL_REQUEST_RESERVE_BYTES`]).
     pub max_inflight_request_bytes: usize,
     /// An idempotent producer's state on a partition is dropped this long after its last
     /// append, ms (Kafka's `producer.id.expiration.ms`).
@@ -94,6 +96,14 @@ pub struct ListenerLimits {
     pub producer_byte_rate: u64,
     /// Bytes per second each client id may fetch (Kafka's `consumer_byte_rate`; 0: unlimited).
     pub consumer_byte_rate: u64,
+}
+
+impl ListenerLimits {
+    /// `max_inflight_request_bytes`, raised so that one largest frame fits beside the
+    /// small-request reserve.
+    pub fn request_memory_bound(&self) -> usize {
+        self.max_inflight_request_bytes.clamp(MAX_FRAME_BYTES + SMALL_REQUEST_RESERVE_BYTES, tokio::sync::Semaphore::MAX_PERMITS)
+    }
 }
 
 impl Default for ListenerLimits {
@@ -155,6 +165,10 @@ pub struct KafkaServer {
     /// Bytes of request frames that may still be buffered (see
     /// [`ListenerLimits::max_inflight_request_bytes`]).
     request_memory: Arc<tokio::sync::Semaphore>,
+    /// The part of the request memory large frames may take (all but
+    /// [`SMALL_REQUEST_RESERVE_BYTES`]), so that large frames stuck half-sent cannot starve
+    /// the small requests of well-behaved clients.
+    large_request_memory: Arc<tokio::sync::Semaphore>,
     caps: sluice_core::net::ConnectionCaps,
     produce_quota: sluice_core::quota::RateQuota,
     fetch_quota: sluice_core::quota::RateQuota,
@@ -165,10 +179,11 @@ impl KafkaServer {
         let log_changed = Arc::new(tokio::sync::Notify::new());
         let notify = log_changed.clone();
         log.on_change(move || notify.notify_waiters());
-        let memory = options.limits.max_inflight_request_bytes.clamp(MAX_FRAME_BYTES, tokio::sync::Semaphore::MAX_PERMITS);
+        let memory = options.limits.request_memory_bound();
         let producers = idempotence::Producers::new(options.limits.producer_id_expiration_ms, options.limits.max_producer_states);
         KafkaServer {
             request_memory: Arc::new(tokio::sync::Semaphore::new(memory)),
+            large_request_memory: Arc::new(tokio::sync::Semaphore::new(memory - SMALL_REQUEST_RESERVE_BYTES)),
             caps: sluice_core::net::ConnectionCaps::new(options.limits.max_connections, options.limits.max_connections_per_ip),
             produce_quota: sluice_core::quota::RateQuota::new(options.limits.producer_byte_rate),
             fetch_quota: sluice_core::quota::RateQuota::new(options.limits.consumer_byte_rate),
@@ -342,7 +357,7 @@ impl KafkaServer {
 
     /// Bytes of request frames held now, and the bound (`max_inflight_request_bytes`).
     pub fn request_memory(&self) -> (usize, usize) {
-        let bound = self.options.limits.max_inflight_request_bytes.clamp(MAX_FRAME_BYTES, tokio::sync::Semaphore::MAX_PERMITS);
+        let bound = self.options.limits.request_memory_bound();
         (bound.saturating_sub(self.request_memory.available_permits()), bound)
     }
 
@@ -356,7 +371,7 @@ impl KafkaServer {
     /// arrive (never the declared length up front), taking its bytes from the listener's
     /// request memory; the permit is returned with the frame and released when the request
     /// is answered. `Ok(None)`: the peer closed the connection between requests.
-    async fn read_frame(&self, reader: &mut (impl AsyncReadExt + Unpin)) -> Result<Option<(Bytes, tokio::sync::OwnedSemaphorePermit)>, ConnectionError> {
+    async fn read_frame(&self, reader: &mut (impl AsyncReadExt + Unpin)) -> Result<Option<(Bytes, FrameMemory)>, ConnectionError> {
         let limits = &self.options.limits;
         let mut len = [0u8; 4];
         let first = within(limits.connections_max_idle_ms, reader.read(&mut len[..1]));
@@ -375,8 +390,12 @@ impl KafkaServer {
             let declared = declared as usize;
             let mut frame = BytesMut::new();
             let mut permit = self.request_memory.clone().acquire_many_owned(0).await.map_err(closed)?;
+            let mut large = self.large_request_memory.clone().acquire_many_owned(0).await.map_err(closed)?;
             while frame.len() < declared {
                 let chunk = (declared - frame.len()).min(FRAME_CHUNK_BYTES);
+                if declared > LARGE_FRAME_BYTES {
+                    large.merge(self.large_request_memory.clone().acquire_many_owned(chunk as u32).await.map_err(closed)?);
+                }
                 permit.merge(self.request_memory.clone().acquire_many_owned(chunk as u32).await.map_err(closed)?);
                 frame.reserve(chunk);
                 let target = frame.len() + chunk;
@@ -387,7 +406,7 @@ impl KafkaServer {
                     }
                 }
             }
-            Ok((frame.freeze(), permit))
+            Ok((frame.freeze(), FrameMemory { _all: permit, _large: large }))
         };
         match within(limits.request_read_timeout_ms, rest).await {
             Ok(r) => r.map(Some),
@@ -459,8 +478,21 @@ struct Pending {
     api: Option<ApiKey>,
     read_at: std::time::Instant,
     /// The request frame's share of the listener's request memory, held until answered.
-    _memory: tokio::sync::OwnedSemaphorePermit,
+    _memory: FrameMemory,
 }
+
+/// A frame's permits from the listener's request memory (and, for a large frame, from the
+/// part large frames may use); released when dropped.
+struct FrameMemory {
+    _all: tokio::sync::OwnedSemaphorePermit,
+    _large: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Frames larger than this (bytes) are "large": together they may hold all of the request
+/// memory but [`SMALL_REQUEST_RESERVE_BYTES`].
+pub const LARGE_FRAME_BYTES: usize = 1 << 20;
+/// Request memory kept for frames of at most [`LARGE_FRAME_BYTES`], bytes.
+pub const SMALL_REQUEST_RESERVE_BYTES: usize = 32 << 20;
 
 /// A request frame is buffered in steps of at most this many bytes, each taken from the
 /// listener's request memory before it is read.

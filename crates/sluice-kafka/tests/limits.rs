@@ -124,3 +124,42 @@ async fn connections_over_the_per_address_cap_are_closed() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     api_versions(addr).await;
 }
+
+/// Clients each sending a 90 MB frame, half of it, then stalling: together they hold all
+/// the request memory large frames may use, yet a small request is still answered, and
+/// the memory held never passes the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_large_frames_do_not_starve_small_requests() {
+    let limits = ListenerLimits { max_inflight_request_bytes: 0, ..Default::default() }; // raised to the minimum, 132 MiB
+    let (_dir, server, addr) = serve(limits).await;
+    let (_, bound) = server.request_memory();
+    let mut senders = Vec::new();
+    for _ in 0..6 {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        senders.push(tokio::spawn(async move {
+            let _ = s.write_all(&(90_000_000i32).to_be_bytes()).await;
+            let chunk = vec![0u8; 1 << 20];
+            for _ in 0..45 {
+                if s.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await; // stall, holding what was read
+            drop(s);
+        }));
+    }
+    // Wait until the large frames have taken what they may (or all 270 MB were read).
+    let t0 = Instant::now();
+    while server.request_memory().0 < bound - sluice_kafka::SMALL_REQUEST_RESERVE_BYTES - (1 << 20) && t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (held, _) = server.request_memory();
+    assert!(held <= bound, "{held} bytes held over the bound {bound}");
+    assert!(held >= 90 << 20, "the stalled frames hold {held} bytes");
+    let t = Instant::now();
+    api_versions(addr).await;
+    assert!(t.elapsed() < Duration::from_secs(2), "a small request waited {:?}", t.elapsed());
+    for s in senders {
+        s.abort();
+    }
+}
