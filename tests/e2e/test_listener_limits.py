@@ -453,3 +453,28 @@ def test_closed_sessions_are_paged_and_only_the_newest_held(tmp_path):
         assert walk(limit=2) == everything
     finally:
         s.stop()
+
+
+def test_stalled_large_bodies_do_not_starve_small_requests(tmp_path):
+    s = Sluice(tmp_path / "data", env={"SLUICE_HTTP__MAX_INFLIGHT_BODY_BYTES": "0"}).start()  # raised to 4 MiB + 16 MiB
+    try:
+        bound = metric(s, "sluice_listener_max_inflight_request_bytes", listener="http")
+        assert bound == 4194304 + 16 * 1024 * 1024
+        head = f"POST /v1/topics/{TOPIC}/records HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 4000000\r\n\r\n".encode()
+        stalled = slow_sockets(s.port, 12, head)
+        for c in stalled:
+            c.setblocking(False)
+            try:
+                c.send(b"[" + b" " * 3_000_000)  # 3 MB of 4, then nothing more
+            except BlockingIOError:
+                pass
+        time.sleep(1)
+        held = metric(s, "sluice_listener_inflight_request_bytes", listener="http")
+        assert 0 < held <= bound, held
+        t0 = time.time()
+        r = requests.post(f"{s.url}/v1/topics/{TOPIC}/records", json=GOOD, timeout=10)
+        assert r.status_code == 200 and time.time() - t0 < 2, (r.status_code, time.time() - t0)
+        for c in stalled:
+            c.close()
+    finally:
+        s.stop()

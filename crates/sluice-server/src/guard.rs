@@ -57,16 +57,26 @@ pub struct Policy {
     pub max_body_bytes: usize,
     /// Bytes of request bodies that may still be held (`http.max_inflight_body_bytes`).
     pub body_memory: Arc<tokio::sync::Semaphore>,
+    /// The part of it bodies over [`LARGE_BODY_BYTES`] may take: all but
+    /// [`SMALL_BODY_RESERVE_BYTES`], so stalled large bodies cannot starve small requests.
+    pub large_body_memory: Arc<tokio::sync::Semaphore>,
     /// Ingest requests per second per source address (`http.ingest_requests_per_second`).
     pub ingest_quota: Arc<sluice_core::quota::RateQuota>,
 }
 
 impl Policy {
-    /// `max_inflight_body_bytes` is raised to at least `max_body_bytes`.
+    /// `max_inflight_body_bytes`, raised so that one largest body fits beside the
+    /// small-body reserve.
+    pub fn body_memory_bound(max_inflight_body_bytes: usize, max_body_bytes: usize) -> usize {
+        max_inflight_body_bytes.max(max_body_bytes.saturating_add(SMALL_BODY_RESERVE_BYTES)).min(tokio::sync::Semaphore::MAX_PERMITS)
+    }
+
+    /// `max_inflight_body_bytes` is raised by [`Policy::body_memory_bound`].
     pub fn new(allowed_hosts: &[String], allowed_origins: &[String], request_body_timeout_ms: u64, max_body_bytes: usize, max_inflight_body_bytes: usize) -> Policy {
-        let memory = max_inflight_body_bytes.max(max_body_bytes).min(tokio::sync::Semaphore::MAX_PERMITS);
+        let memory = Self::body_memory_bound(max_inflight_body_bytes, max_body_bytes);
         Policy {
             body_memory: Arc::new(tokio::sync::Semaphore::new(memory)),
+            large_body_memory: Arc::new(tokio::sync::Semaphore::new(memory - SMALL_BODY_RESERVE_BYTES)),
             ingest_quota: Arc::new(sluice_core::quota::RateQuota::new(0)),
             allowed_hosts: allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
             allowed_origins: allowed_origins.iter().map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase()).collect(),
@@ -96,6 +106,12 @@ impl Refusal {
         }
     }
 }
+
+/// Bodies larger than this (bytes, by Content-Length; chunked bodies count as large)
+/// together may not take the last [`SMALL_BODY_RESERVE_BYTES`] of the body memory.
+pub const LARGE_BODY_BYTES: u64 = 64 * 1024;
+/// Body memory kept for bodies of at most [`LARGE_BODY_BYTES`], bytes.
+pub const SMALL_BODY_RESERVE_BYTES: usize = 16 << 20;
 
 /// Media types a request body may declare.
 pub const ACCEPTED_CONTENT_TYPES: [&str; 3] = ["application/json", "application/x-ndjson", "application/jsonl"];
@@ -191,15 +207,20 @@ pub async fn guard(State(policy): State<Arc<Policy>>, req: Request, next: Next) 
     if !has_body(req.headers()) {
         return next.run(req).await;
     }
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let large_body = declared.is_none_or(|n| n > LARGE_BODY_BYTES);
     let (parts, body) = req.into_parts();
     let max = policy.max_body_bytes;
     let memory = policy.body_memory.clone();
+    let large_memory = policy.large_body_memory.clone();
     let read = async {
         let mut stream = body.into_data_stream();
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut len = 0usize;
         // The body's share of the listener's body memory, held until the route answers.
-        let mut held = memory.clone().acquire_many_owned(0).await.map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping".into()))?;
+        let stopping = |_| error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping".into());
+        let mut held = memory.clone().acquire_many_owned(0).await.map_err(stopping)?;
+        let mut held_large = large_memory.clone().acquire_many_owned(0).await.map_err(stopping)?;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| error(StatusCode::BAD_REQUEST, "unreadable_body", format!("the request body could not be read: {e}")))?;
             len += chunk.len();
@@ -208,8 +229,10 @@ pub async fn guard(State(policy): State<Arc<Policy>>, req: Request, next: Next) 
                 return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message));
             }
             // Waits while other requests hold the bound; the socket is not read meanwhile.
-            let permit = memory.clone().acquire_many_owned(chunk.len() as u32).await.map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping".into()))?;
-            held.merge(permit);
+            if large_body {
+                held_large.merge(large_memory.clone().acquire_many_owned(chunk.len() as u32).await.map_err(stopping)?);
+            }
+            held.merge(memory.clone().acquire_many_owned(chunk.len() as u32).await.map_err(stopping)?);
             chunks.push(chunk);
         }
         let bytes = match chunks.len() {
@@ -217,7 +240,7 @@ pub async fn guard(State(policy): State<Arc<Policy>>, req: Request, next: Next) 
             1 => chunks.pop().unwrap_or_default(),
             _ => Bytes::from(chunks.concat()),
         };
-        Ok((bytes, held))
+        Ok((bytes, (held, held_large)))
     };
     let ms = policy.request_body_timeout_ms;
     let body = if ms == 0 {
@@ -235,7 +258,7 @@ pub async fn guard(State(policy): State<Arc<Policy>>, req: Request, next: Next) 
     match body {
         Ok((bytes, held)) => {
             let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
-            drop(held);
+            drop(held); // the body's memory is given back once the route has answered
             response
         }
         Err(response) => {

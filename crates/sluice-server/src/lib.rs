@@ -240,7 +240,7 @@ impl Server {
         let limits = http::LimitGauges {
             http_connections: caps.clone(),
             http_max_connections: h.max_connections,
-            http_max_body_memory: h.max_inflight_body_bytes.max(h.max_body_bytes).min(tokio::sync::Semaphore::MAX_PERMITS),
+            http_max_body_memory: guard::Policy::body_memory_bound(h.max_inflight_body_bytes, h.max_body_bytes),
             http_body_memory: policy.body_memory.clone(),
             websocket_slots,
             max_websockets: h.max_websockets.min(tokio::sync::Semaphore::MAX_PERMITS),
