@@ -478,3 +478,36 @@ def test_stalled_large_bodies_do_not_starve_small_requests(tmp_path):
             c.close()
     finally:
         s.stop()
+
+
+def test_a_websocket_that_never_reads_its_acks_is_dropped(tmp_path):
+    from websockets.sync.client import connect
+
+    s = Sluice(tmp_path / "data", env={"SLUICE_HTTP__WS_IDLE_TIMEOUT_MS": "2000"}).start()
+    try:
+        ws = connect(f"ws://127.0.0.1:{s.port}/v1/topics/{TOPIC}/ws", max_queue=1)
+        sent = [0]
+
+        def flood():
+            frame = json.dumps(GOOD)
+            try:
+                while sent[0] < 200_000:
+                    ws.send(frame)
+                    sent[0] += 1
+            except Exception:
+                pass
+
+        t = threading.Thread(target=flood, daemon=True)
+        t.start()
+        rss = []
+        deadline = time.time() + 20
+        while time.time() < deadline and metric(s, "sluice_http_open_streams", kind="websocket") != 0:
+            rss.append(rss_kb(s.proc.pid))
+            time.sleep(0.5)
+        assert metric(s, "sluice_http_open_streams", kind="websocket") == 0, "the flooding WebSocket was not dropped"
+        assert max(rss) < 300 * 1024, f"peak RSS {max(rss)} KB"
+        assert sent[0] < 200_000, "the server stopped reading (backpressure) instead of queueing"
+        assert requests.post(f"{s.url}/v1/topics/{TOPIC}/records", json=GOOD, timeout=10).status_code == 200
+        ws.close()
+    finally:
+        s.stop()

@@ -58,7 +58,8 @@
 //! with `seq` = the frame's 0-based number on the connection and the fields above, or
 //! `{"seq": n, "error": {...}}`. Frames that arrive together share one fsync. Pings are
 //! answered; a WebSocket that sends nothing for `http.ws_idle_timeout_ms` is closed with
-//! code 1001 (going away). An idle connection holds a 4 KiB read buffer
+//! code 1001 (going away); so is one that leaves its acks unread that long. An idle
+//! connection holds a 4 KiB read buffer
 //! ([`WS_READ_BUFFER_BYTES`]), about 7 KB in all.
 
 use std::sync::Arc;
@@ -562,8 +563,17 @@ async fn ws_session(gateway: Arc<Gateway>, topic: String, mut socket: WebSocket,
                 }
             };
             for ack in acks {
-                if socket.send(Message::Text(ack.to_string().into())).await.is_err() {
-                    return;
+                // A client that stops reading its acks stalls here (memory stays bounded: the
+                // ack is written, not queued); after the idle timeout it is disconnected.
+                let send = socket.send(Message::Text(ack.to_string().into()));
+                let sent = if idle_timeout_ms == 0 { Ok(send.await) } else { tokio::time::timeout(std::time::Duration::from_millis(idle_timeout_ms), send).await };
+                match sent {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        metrics::counter!(t::LISTENER_TIMEOUTS_TOTAL, "listener" => "http", "reason" => "websocket_unread_acks").increment(1);
+                        return;
+                    }
                 }
             }
         }
