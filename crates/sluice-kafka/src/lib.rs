@@ -368,9 +368,10 @@ impl KafkaServer {
 
     /// Reads one request frame: waits up to `connections_max_idle_ms` for its first byte,
     /// then up to `request_read_timeout_ms` for the rest. The frame is buffered as its bytes
-    /// arrive (never the declared length up front), taking its bytes from the listener's
-    /// request memory; the permit is returned with the frame and released when the request
-    /// is answered. `Ok(None)`: the peer closed the connection between requests.
+    /// arrive (never the declared length up front): its buffer doubles from 64 KiB when
+    /// full, taking each growth from the listener's request memory; the permits are
+    /// returned with the frame and released when the request is answered. `Ok(None)`: the
+    /// peer closed the connection between requests.
     async fn read_frame(&self, reader: &mut (impl AsyncReadExt + Unpin)) -> Result<Option<(Bytes, FrameMemory)>, ConnectionError> {
         let limits = &self.options.limits;
         let mut len = [0u8; 4];
@@ -388,25 +389,28 @@ impl KafkaServer {
                 return Err(ConnectionError::FrameLength(declared as i64));
             }
             let declared = declared as usize;
-            let mut frame = BytesMut::new();
+            // The buffer grows only when full, doubling from 64 KiB up to the declared size;
+            // each growth first takes its bytes from the request memory, so the permits held
+            // always cover the buffer's capacity, which is at most twice what has arrived.
+            let mut frame: Vec<u8> = Vec::new();
             let mut permit = self.request_memory.clone().acquire_many_owned(0).await.map_err(closed)?;
             let mut large = self.large_request_memory.clone().acquire_many_owned(0).await.map_err(closed)?;
             while frame.len() < declared {
-                let chunk = (declared - frame.len()).min(FRAME_CHUNK_BYTES);
-                if declared > LARGE_FRAME_BYTES {
-                    large.merge(self.large_request_memory.clone().acquire_many_owned(chunk as u32).await.map_err(closed)?);
-                }
-                permit.merge(self.request_memory.clone().acquire_many_owned(chunk as u32).await.map_err(closed)?);
-                frame.reserve(chunk);
-                let target = frame.len() + chunk;
-                while frame.len() < target {
-                    let mut limited = (&mut *reader).take((target - frame.len()) as u64);
-                    if limited.read_buf(&mut frame).await? == 0 {
-                        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+                if frame.len() == frame.capacity() {
+                    let new_capacity = (frame.capacity() * 2).max(FRAME_CHUNK_BYTES).min(declared);
+                    let grow = (new_capacity - frame.capacity()) as u32;
+                    if declared > LARGE_FRAME_BYTES {
+                        large.merge(self.large_request_memory.clone().acquire_many_owned(grow).await.map_err(closed)?);
                     }
+                    permit.merge(self.request_memory.clone().acquire_many_owned(grow).await.map_err(closed)?);
+                    frame.reserve_exact(new_capacity - frame.len());
+                }
+                let room = (frame.capacity() - frame.len()).min(declared - frame.len());
+                if (&mut *reader).take(room as u64).read_buf(&mut frame).await? == 0 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
                 }
             }
-            Ok((frame.freeze(), FrameMemory { _all: permit, _large: large }))
+            Ok((Bytes::from(frame), FrameMemory { _all: permit, _large: large }))
         };
         match within(limits.request_read_timeout_ms, rest).await {
             Ok(r) => r.map(Some),
@@ -494,8 +498,8 @@ pub const LARGE_FRAME_BYTES: usize = 1 << 20;
 /// Request memory kept for frames of at most [`LARGE_FRAME_BYTES`], bytes.
 pub const SMALL_REQUEST_RESERVE_BYTES: usize = 32 << 20;
 
-/// A request frame is buffered in steps of at most this many bytes, each taken from the
-/// listener's request memory before it is read.
+/// A request frame's buffer starts at this many bytes (or the frame's size, if smaller) and
+/// doubles when full; each growth is taken from the listener's request memory first.
 const FRAME_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Runs `f` with a time limit of `ms` (0: none).
