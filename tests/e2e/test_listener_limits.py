@@ -511,3 +511,31 @@ def test_a_websocket_that_never_reads_its_acks_is_dropped(tmp_path):
         ws.close()
     finally:
         s.stop()
+
+
+def test_a_non_loopback_listener_needs_insecure(tmp_path):
+    import subprocess
+
+    from conftest import BIN, free_port
+
+    port = free_port()
+    args = [str(BIN), "serve", "--data-dir", str(tmp_path / "d"), "--http-addr", f"0.0.0.0:{port}", "--kafka-addr", f"127.0.0.1:{free_port()}"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "http.addr" in r.stderr and "not a loopback address" in r.stderr and "--insecure" in r.stderr, r.stderr
+    assert not (tmp_path / "d").exists(), "nothing was created before refusing"
+    # With --insecure it serves on every address (reached here through loopback).
+    proc = subprocess.Popen(args + ["--insecure"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert proc.poll() is None and time.time() < deadline, "sluice --insecure did not start"
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

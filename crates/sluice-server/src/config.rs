@@ -16,6 +16,9 @@ pub const DEFAULT_TOML: &str = include_str!("../default.toml");
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// Allow listeners on non-loopback addresses without authentication.
+    #[serde(default)]
+    pub insecure: bool,
     pub http: HttpConfig,
     pub log: LogSection,
     #[serde(default)]
@@ -245,6 +248,29 @@ impl Default for KafkaSection {
     }
 }
 
+/// Checks that every enabled listener binds loopback addresses only, unless `insecure`:
+/// sluice has no authentication yet, so a listener others can reach lets them read,
+/// write and delete everything. `(setting, address)` pairs; a name that does not resolve is
+/// left to the bind to report. Errors say what to do.
+pub fn check_exposure(listeners: &[(&str, &str)], insecure: bool) -> Result<(), ConfigError> {
+    use std::net::ToSocketAddrs;
+    if insecure {
+        return Ok(());
+    }
+    for (setting, addr) in listeners {
+        let Ok(resolved) = addr.to_socket_addrs() else { continue };
+        if let Some(exposed) = resolved.into_iter().find(|a| !a.ip().is_loopback()) {
+            return Err(ConfigError::Invalid(format!(
+                "{setting} = {addr:?} listens on {}, which is not a loopback address, and sluice has no authentication yet: \
+                 anyone who can reach it could read and delete every topic and drain the pipelines. Listen on 127.0.0.1 \
+                 (behind an authenticating proxy), or pass --insecure (SLUICE_INSECURE=true) to accept that",
+                exposed.ip()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A configuration problem, naming where it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -377,6 +403,14 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn non_loopback_listeners_need_insecure() {
+        assert!(check_exposure(&[("http.addr", "127.0.0.1:8080"), ("kafka.addr", "[::1]:9092"), ("x", "localhost:1")], false).is_ok());
+        let e = check_exposure(&[("http.addr", "127.0.0.1:8080"), ("kafka.addr", "0.0.0.0:9092")], false).unwrap_err().to_string();
+        assert!(e.contains("kafka.addr") && e.contains("0.0.0.0") && e.contains("--insecure"), "{e}");
+        assert!(check_exposure(&[("http.addr", "0.0.0.0:8080")], true).is_ok());
+    }
     use super::*;
 
     #[test]

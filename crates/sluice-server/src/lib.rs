@@ -112,6 +112,11 @@ impl Server {
     /// Opens (recovering) the log, the lake and the pipelines' checkpoint, and starts serving.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         let data = config.data_dir.clone();
+        let mut listeners = vec![("http.addr", config.http.addr.as_str())];
+        if config.kafka.enabled {
+            listeners.push(("kafka.addr", config.kafka.addr.as_str()));
+        }
+        config::check_exposure(&listeners, config.insecure)?;
         http::prometheus();
         // Recovery reads (and may truncate) files: off the async workers.
         let opened = {

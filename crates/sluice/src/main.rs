@@ -72,9 +72,14 @@ struct ServerArgs {
     /// HTTP listen address, e.g. 127.0.0.1:8080. Overrides `http.addr`.
     #[arg(long)]
     http_addr: Option<String>,
-    /// Kafka protocol listen address, e.g. 0.0.0.0:9092. Overrides `kafka.addr`.
+    /// Kafka protocol listen address, e.g. 127.0.0.1:9092. Overrides `kafka.addr`.
     #[arg(long)]
     kafka_addr: Option<String>,
+    /// Allow listening on addresses other than loopback although sluice has no
+    /// authentication yet: anyone who can reach the listeners can then read, write and
+    /// delete. Overrides `insecure`.
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Args)]
@@ -109,6 +114,9 @@ impl ServerArgs {
         }
         if let Some(a) = &self.kafka_addr {
             overrides.push(("kafka.addr", toml::Value::String(a.clone())));
+        }
+        if self.insecure {
+            overrides.push(("insecure", toml::Value::Boolean(true)));
         }
         Ok(config::load(self.config.as_deref(), std::env::vars(), &overrides)?)
     }
@@ -184,7 +192,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(BenchCommand::Log(args)) => tokio::task::spawn_blocking(move || bench_log::run(args)).await?,
             Command::Bench(BenchCommand::Pipelines(args)) => bench_pipelines::run(args).await,
             Command::Bench(BenchCommand::Pipeline { config, args }) => {
-                bench::pipeline(ServerArgs { config, data_dir: None, http_addr: None, kafka_addr: None }.load()?, args).await
+                bench::pipeline(ServerArgs { config, data_dir: None, http_addr: None, kafka_addr: None, insecure: false }.load()?, args).await
             }
             Command::Config(args) => {
                 if args.defaults {
