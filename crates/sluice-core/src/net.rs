@@ -11,6 +11,10 @@
 //! - [`ConnectionCaps`]: the number of open connections per listener and per source
 //!   address (Kafka's `max.connections` and `max.connections.per.ip`). A connection over
 //!   either cap is closed as soon as it is accepted.
+//! - [`within`]: the time limit every listener timeout uses (0: none).
+//!
+//! [`AcceptBackoff::after_error`] and [`ConnectionCaps::admit_counted`] are the listeners'
+//! edge: they apply those decisions and log and count the outcome, once for both listeners.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -67,6 +71,26 @@ impl AcceptBackoff {
     /// A connection was accepted: the next failure starts from the shortest wait again.
     pub fn accepted(&mut self) {
         self.backoff_ms = 0;
+    }
+
+    /// After `accept` on `listener` (`http`, `kafka`) failed with `e`: counts it, warns
+    /// (rate-limited) and returns how long to wait before accepting again.
+    pub fn after_error(&mut self, listener: &'static str, e: &std::io::Error) -> Duration {
+        let d = self.failed(e.kind(), e.raw_os_error(), Instant::now());
+        if let Some(left_out) = d.warn {
+            tracing::warn!(listener, error = %e, left_out, retry_in_ms = d.wait.as_millis() as u64, "accept failed (raise the open-file limit, `ulimit -n`, if it says too many open files)");
+        }
+        metrics::counter!(crate::telemetry::LISTENER_ACCEPT_ERRORS_TOTAL, "listener" => listener).increment(1);
+        d.wait
+    }
+}
+
+/// Runs `f` with a time limit of `ms` (0: none); `Err` when the time ran out first.
+pub async fn within<F: std::future::Future>(ms: u64, f: F) -> Result<F::Output, tokio::time::error::Elapsed> {
+    if ms == 0 {
+        Ok(f.await)
+    } else {
+        tokio::time::timeout(Duration::from_millis(ms), f).await
     }
 }
 
@@ -125,6 +149,19 @@ impl ConnectionCaps {
         *n += 1;
         counts.0 += 1;
         Ok(ConnectionSlot { caps: self.inner.clone(), ip })
+    }
+
+    /// [`ConnectionCaps::admit`] for a connection just accepted by `listener` (`http`,
+    /// `kafka`) from `peer`; a refusal is counted and logged, and the caller drops the socket.
+    pub fn admit_counted(&self, listener: &'static str, peer: std::net::SocketAddr) -> Option<ConnectionSlot> {
+        match self.admit(peer.ip()) {
+            Ok(slot) => Some(slot),
+            Err(e) => {
+                metrics::counter!(crate::telemetry::LISTENER_REFUSED_CONNECTIONS_TOTAL, "listener" => listener).increment(1);
+                tracing::debug!(listener, %peer, reason = %e, "connection refused");
+                None
+            }
+        }
     }
 
     /// Open connections now.

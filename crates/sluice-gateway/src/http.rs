@@ -18,11 +18,13 @@
 //! DeleteTopics):
 //! - `GET /v1/topics`, `GET /v1/topics/{topic}`: name, `retention_ms`, `retention_bytes`,
 //!   `durability`, `max_message_bytes` (Kafka's `max.message.bytes`: the largest batch a
-//!   Kafka producer may send; HTTP bodies are bounded by `http.max_body_bytes`), and per partition `log_start_offset`, `high_watermark`, `durable_offset`,
+//!   Kafka producer may send; HTTP bodies are bounded by `http.max_body_bytes`), and per
+//!   partition `log_start_offset`, `high_watermark`, `durable_offset`,
 //!   `log_end_offset`, `size_bytes`, `segments`.
 //! - `POST /v1/topics` with `{"name", "partitions": 1, "retention_ms": 604800000,
 //!   "retention_bytes": -1, "max_message_bytes": 1048588, "schema"?}`: 201; 409
-//!   `topic_exists`; 400 `invalid_topic`, `invalid_config` or `invalid_schema`. `schema` is a declared schema (`sluice_core::schema::RecordSchema`:
+//!   `topic_exists`; 400 `invalid_topic`, `invalid_config` or `invalid_schema`. `schema` is
+//!   a declared schema (`sluice_core::schema::RecordSchema`:
 //!   `{"fields": [{"name", "type", "path"?, "required"?, ...}], "event_time"?, "key"?}`),
 //!   `"heartbeat"` or `"json"`.
 //! - `GET /v1/topics/{topic}/schema`: `{"topic", "schema", "written_by"}` (`schema` null
@@ -74,6 +76,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::FutureExt;
 use serde_json::{json, Value};
+use sluice_core::net::within;
 use sluice_core::telemetry as t;
 
 use crate::{Gateway, IngestError, Ingested};
@@ -500,18 +503,14 @@ fn frame_bytes(msg: Message) -> Option<Bytes> {
 async fn ws_session(gateway: Arc<Gateway>, topic: String, mut socket: WebSocket, idle_timeout_ms: u64) {
     let mut seq: u64 = 0;
     loop {
-        let next = if idle_timeout_ms == 0 {
-            socket.recv().await
-        } else {
-            match tokio::time::timeout(std::time::Duration::from_millis(idle_timeout_ms), socket.recv()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    metrics::counter!(t::LISTENER_TIMEOUTS_TOTAL, "listener" => "http", "reason" => "websocket_idle").increment(1);
-                    let reason = format!("no frame for {idle_timeout_ms} ms (http.ws_idle_timeout_ms)");
-                    let close = axum::extract::ws::CloseFrame { code: axum::extract::ws::close_code::AWAY, reason: reason.into() };
-                    let _ = socket.send(Message::Close(Some(close))).await;
-                    break;
-                }
+        let next = match within(idle_timeout_ms, socket.recv()).await {
+            Ok(next) => next,
+            Err(_) => {
+                metrics::counter!(t::LISTENER_TIMEOUTS_TOTAL, "listener" => "http", "reason" => "websocket_idle").increment(1);
+                let reason = format!("no frame for {idle_timeout_ms} ms (http.ws_idle_timeout_ms)");
+                let close = axum::extract::ws::CloseFrame { code: axum::extract::ws::close_code::AWAY, reason: reason.into() };
+                let _ = socket.send(Message::Close(Some(close))).await;
+                break;
             }
         };
         let Some(Ok(first)) = next else { break };
@@ -565,9 +564,7 @@ async fn ws_session(gateway: Arc<Gateway>, topic: String, mut socket: WebSocket,
             for ack in acks {
                 // A client that stops reading its acks stalls here (memory stays bounded: the
                 // ack is written, not queued); after the idle timeout it is disconnected.
-                let send = socket.send(Message::Text(ack.to_string().into()));
-                let sent = if idle_timeout_ms == 0 { Ok(send.await) } else { tokio::time::timeout(std::time::Duration::from_millis(idle_timeout_ms), send).await };
-                match sent {
+                match within(idle_timeout_ms, socket.send(Message::Text(ack.to_string().into()))).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return,
                     Err(_) => {

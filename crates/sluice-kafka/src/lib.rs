@@ -81,8 +81,8 @@ pub struct ListenerLimits {
     /// Most bytes of request frames held at once across all connections. A frame is
     /// buffered as its bytes arrive, and reading waits while the bound is reached, so
     /// memory for requests never exceeds it (raised to at least [`MAX_FRAME_BYTES`] plus
-    /// [`SMALL_REQUEST_RESERVE_BYTES`]). Frames over 1 MiB together may not take the last 32 MiB, which stay for small
-    /// requests ([`SMALL_REQUEST_RESERVE_BYTES`]).
+    /// [`SMALL_REQUEST_RESERVE_BYTES`]). Frames over 1 MiB together may not take the last
+    /// 32 MiB, which stay for small requests ([`SMALL_REQUEST_RESERVE_BYTES`]).
     pub max_inflight_request_bytes: usize,
     /// An idempotent producer's state on a partition is dropped this long after its last
     /// append, ms (Kafka's `producer.id.expiration.ms`).
@@ -303,14 +303,7 @@ impl KafkaServer {
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     backoff.accepted();
-                    let slot = match self.caps.admit(peer.ip()) {
-                        Ok(slot) => slot,
-                        Err(e) => {
-                            metrics::counter!(sluice_core::telemetry::LISTENER_REFUSED_CONNECTIONS_TOTAL, "listener" => "kafka").increment(1);
-                            tracing::debug!(%peer, reason = %e, "kafka connection refused");
-                            continue; // dropping the stream closes it
-                        }
-                    };
+                    let Some(slot) = self.caps.admit_counted("kafka", peer) else { continue }; // dropping the stream closes it
                     let server = self.clone();
                     tokio::spawn(async move {
                         match server.connection(stream, peer).await {
@@ -325,14 +318,7 @@ impl KafkaServer {
                         drop(slot);
                     });
                 }
-                Err(e) => {
-                    let d = backoff.failed(e.kind(), e.raw_os_error(), std::time::Instant::now());
-                    if let Some(left_out) = d.warn {
-                        tracing::warn!(error = %e, left_out, retry_in_ms = d.wait.as_millis() as u64, "kafka accept failed (raise the open-file limit, `ulimit -n`, if it says too many open files)");
-                    }
-                    metrics::counter!(sluice_core::telemetry::LISTENER_ACCEPT_ERRORS_TOTAL, "listener" => "kafka").increment(1);
-                    tokio::time::sleep(d.wait).await;
-                }
+                Err(e) => tokio::time::sleep(backoff.after_error("kafka", &e)).await,
             }
         }
     }
@@ -375,7 +361,7 @@ impl KafkaServer {
     async fn read_frame(&self, reader: &mut (impl AsyncReadExt + Unpin)) -> Result<Option<(Bytes, FrameMemory)>, ConnectionError> {
         let limits = &self.options.limits;
         let mut len = [0u8; 4];
-        let first = within(limits.connections_max_idle_ms, reader.read(&mut len[..1]));
+        let first = sluice_core::net::within(limits.connections_max_idle_ms, reader.read(&mut len[..1]));
         match first.await {
             Err(_) => return Err(ConnectionError::Idle(limits.connections_max_idle_ms)),
             Ok(Ok(0)) => return Ok(None),
@@ -412,7 +398,7 @@ impl KafkaServer {
             }
             Ok((Bytes::from(frame), FrameMemory { _all: permit, _large: large }))
         };
-        match within(limits.request_read_timeout_ms, rest).await {
+        match sluice_core::net::within(limits.request_read_timeout_ms, rest).await {
             Ok(r) => r.map(Some),
             Err(_) => Err(ConnectionError::SlowRequest(limits.request_read_timeout_ms)),
         }
@@ -501,15 +487,6 @@ pub const SMALL_REQUEST_RESERVE_BYTES: usize = 32 << 20;
 /// A request frame's buffer starts at this many bytes (or the frame's size, if smaller) and
 /// doubles when full; each growth is taken from the listener's request memory first.
 const FRAME_CHUNK_BYTES: usize = 64 * 1024;
-
-/// Runs `f` with a time limit of `ms` (0: none).
-async fn within<F: std::future::Future>(ms: u64, f: F) -> Result<F::Output, tokio::time::error::Elapsed> {
-    if ms == 0 {
-        Ok(f.await)
-    } else {
-        tokio::time::timeout(std::time::Duration::from_millis(ms), f).await
-    }
-}
 
 fn closed(_: tokio::sync::AcquireError) -> ConnectionError {
     ConnectionError::Decode("the listener is shutting down".into())

@@ -4,30 +4,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_kafka::{KafkaOptions, KafkaServer, ListenerLimits};
-use sluice_log::{Log, LogConfig, OffsetStore};
+use sluice_kafka::{KafkaServer, ListenerLimits};
+use sluice_log::{Log, LogConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod common;
 
 async fn serve(limits: ListenerLimits) -> (tempfile::TempDir, Arc<KafkaServer>, std::net::SocketAddr) {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Arc::new(Log::open(dir.path(), LogConfig::default()).expect("log"));
-    let offsets = Arc::new(OffsetStore::open(&log).expect("offsets"));
-    let options = KafkaOptions {
-        advertised_host: "127.0.0.1".into(),
-        advertised_port: 0,
-        auto_create_partitions: 1,
-        auto_create_topics: false,
-        group_initial_rebalance_delay_ms: 0,
-        protected_topics: Box::new(|_| false),
-        read_only_topics: Box::new(|_| false),
-        record_check: Box::new(|_| None),
-        limits,
-    };
-    let server = Arc::new(KafkaServer::new(log, offsets, options));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(server.clone().serve(listener));
+    let (server, addr) = common::spawn_server(log, limits).await;
     (dir, server, addr)
 }
 

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-use sluice_kafka::{KafkaOptions, KafkaServer};
-use sluice_log::{Log, LogConfig, OffsetStore};
+use sluice_log::{Log, LogConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod common;
 
 fn batch(producer_id: i64, base_sequence: i32, n: usize) -> Bytes {
     batch_with(producer_id, base_sequence, n, Compression::None)
@@ -89,22 +90,7 @@ async fn start() -> (tempfile::TempDir, Arc<Log>, tokio::net::TcpStream) {
 
 /// A fresh Kafka server (empty in-memory state) over a log; returns a connection to it.
 async fn serve(log: Arc<Log>) -> tokio::net::TcpStream {
-    let offsets = Arc::new(OffsetStore::open(&log).expect("offsets"));
-    let options = KafkaOptions {
-        advertised_host: "127.0.0.1".into(),
-        advertised_port: 0,
-        auto_create_partitions: 1,
-        auto_create_topics: false,
-        group_initial_rebalance_delay_ms: 0,
-        protected_topics: Box::new(|_| false),
-        read_only_topics: Box::new(|_| false),
-        record_check: Box::new(|_| None),
-        limits: Default::default(),
-    };
-    let server = Arc::new(KafkaServer::new(log.clone(), offsets, options));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(server.serve(listener));
+    let (_, addr) = common::spawn_server(log, Default::default()).await;
     tokio::net::TcpStream::connect(addr).await.expect("connect")
 }
 

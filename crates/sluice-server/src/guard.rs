@@ -33,7 +33,6 @@
 //! Errors are `{"error": {"code", "message"}}`; the message says which setting to change.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -243,16 +242,12 @@ pub async fn guard(State(policy): State<Arc<Policy>>, req: Request, next: Next) 
         Ok((bytes, (held, held_large)))
     };
     let ms = policy.request_body_timeout_ms;
-    let body = if ms == 0 {
-        read.await
-    } else {
-        match tokio::time::timeout(Duration::from_millis(ms), read).await {
-            Ok(r) => r,
-            Err(_) => {
-                metrics::counter!(t::LISTENER_TIMEOUTS_TOTAL, "listener" => "http", "reason" => "body").increment(1);
-                let message = format!("the request body did not arrive within http.request_body_timeout_ms = {ms} ms");
-                Err(error(StatusCode::REQUEST_TIMEOUT, "request_timeout", message))
-            }
+    let body = match sluice_core::net::within(ms, read).await {
+        Ok(r) => r,
+        Err(_) => {
+            metrics::counter!(t::LISTENER_TIMEOUTS_TOTAL, "listener" => "http", "reason" => "body").increment(1);
+            let message = format!("the request body did not arrive within http.request_body_timeout_ms = {ms} ms");
+            Err(error(StatusCode::REQUEST_TIMEOUT, "request_timeout", message))
         }
     };
     match body {

@@ -149,43 +149,44 @@ impl Server {
         let runtime_dir = data.join("pipelines");
         let engine = if config.stream.enabled {
             // Reading runtime pipelines and creating output topics touch the disk: off the async workers.
-            let (gw, fx, cx, lv, cf, rd, cfg_specs) = (gateway.clone(), functions.clone(), connectors.clone(), live.clone(), configured.clone(), runtime_dir.clone(), config.pipelines.clone());
-            let (planned, broken) = tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
-                let (gateway, functions, connectors, live, configured, runtime_dir) = (gw, fx, cx, lv, cf, rd);
-                let mut specs = cfg_specs;
-                for spec in pipelines::load_runtime(&runtime_dir) {
-                    if configured.contains(&spec.name) {
-                        tracing::warn!(pipeline = %spec.name, "a runtime pipeline has the name of a configured one; the configured one runs");
-                    } else {
-                        specs.push(spec);
+            let (planned, broken) = {
+                let (gateway, functions, connectors, live, configured, runtime_dir) = (gateway.clone(), functions.clone(), connectors.clone(), live.clone(), configured.clone(), runtime_dir.clone());
+                let mut specs = config.pipelines.clone();
+                tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
+                    for spec in pipelines::load_runtime(&runtime_dir) {
+                        if configured.contains(&spec.name) {
+                            tracing::warn!(pipeline = %spec.name, "a runtime pipeline has the name of a configured one; the configured one runs");
+                        } else {
+                            specs.push(spec);
+                        }
                     }
-                }
-                let mut planned = Vec::new();
-                let mut broken = Vec::new();
-                for spec in specs {
-                    match Pipelines::plan(&gateway, &functions, &spec) {
-                        Ok(p) => {
-                            if spec.topic {
-                                for name in spec.stream_names() {
-                                    connectors.register_output(&spec.name, &name, &p.plan.output_schema).map_err(|e| ServerError::Pipeline(format!("pipeline {:?}: {e}", spec.name)))?;
+                    let mut planned = Vec::new();
+                    let mut broken = Vec::new();
+                    for spec in specs {
+                        match Pipelines::plan(&gateway, &functions, &spec) {
+                            Ok(p) => {
+                                if spec.topic {
+                                    for name in spec.stream_names() {
+                                        connectors.register_output(&spec.name, &name, &p.plan.output_schema).map_err(|e| ServerError::Pipeline(format!("pipeline {:?}: {e}", spec.name)))?;
+                                    }
                                 }
+                                live.set_outputs(&spec.name, spec.stream_names());
+                                planned.push(p);
                             }
-                            live.set_outputs(&spec.name, spec.stream_names());
-                            planned.push(p);
-                        }
-                        Err(e) if configured.contains(&spec.name) => {
-                            return Err(ServerError::Pipeline(format!("[[pipelines]] {:?} in the configuration: {e}", spec.name)));
-                        }
-                        Err(e) => {
-                            tracing::error!(pipeline = %spec.name, error = %e, "a pipeline created at runtime no longer plans; it does not run (drop it with DELETE /v1/pipelines/{{name}})");
-                            broken.push((spec, e.to_string()));
+                            Err(e) if configured.contains(&spec.name) => {
+                                return Err(ServerError::Pipeline(format!("[[pipelines]] {:?} in the configuration: {e}", spec.name)));
+                            }
+                            Err(e) => {
+                                tracing::error!(pipeline = %spec.name, error = %e, "a pipeline created at runtime no longer plans; it does not run (drop it with DELETE /v1/pipelines/{{name}})");
+                                broken.push((spec, e.to_string()));
+                            }
                         }
                     }
-                }
-                Ok((planned, broken))
-            })
-            .await
-            .map_err(|e| ServerError::Job(e.to_string()))??;
+                    Ok((planned, broken))
+                })
+                .await
+                .map_err(|e| ServerError::Job(e.to_string()))??
+            };
             let settings = EngineSettings {
                 checkpoint_interval_ms: config.stream.checkpoint_interval_ms,
                 run: RunSettings { batch_records: config.stream.batch_records, idle_timeout_ms: config.stream.idle_timeout_ms, compaction_min_bytes: config.stream.compaction_min_bytes },

@@ -50,26 +50,15 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, ca
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                let d = backoff.failed(e.kind(), e.raw_os_error(), std::time::Instant::now());
-                if let Some(left_out) = d.warn {
-                    tracing::warn!(error = %e, left_out, retry_in_ms = d.wait.as_millis() as u64, "http accept failed (raise the open-file limit, `ulimit -n`, if it says too many open files)");
-                }
-                metrics::counter!(t::LISTENER_ACCEPT_ERRORS_TOTAL, "listener" => "http").increment(1);
+                let wait = backoff.after_error("http", &e);
                 tokio::select! {
                     _ = &mut stop => break,
-                    _ = tokio::time::sleep(d.wait) => continue,
+                    _ = tokio::time::sleep(wait) => continue,
                 }
             }
         };
         backoff.accepted();
-        let slot = match caps.admit(peer.ip()) {
-            Ok(slot) => slot,
-            Err(e) => {
-                metrics::counter!(t::LISTENER_REFUSED_CONNECTIONS_TOTAL, "listener" => "http").increment(1);
-                tracing::debug!(%peer, reason = %e, "http connection refused");
-                continue;
-            }
-        };
+        let Some(slot) = caps.admit_counted("http", peer) else { continue };
         let _ = stream.set_nodelay(true);
         // The slot lives as long as the socket: past an upgrade, a WebSocket keeps it.
         let stream = Counted { stream, _slot: slot };
