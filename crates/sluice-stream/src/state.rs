@@ -14,14 +14,15 @@
 //! digits>.arrow` and `<dir>/snapshot-<checkpoint>.arrow`, named in the checkpoint manifest
 //! (`crate::checkpoint`) relative to the checkpoints directory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch, UInt32Array};
 use arrow_ipc::reader::FileReader;
-use arrow_ipc::writer::FileWriter;
+use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
+use arrow_ipc::CompressionType;
 use serde::{Deserialize, Serialize};
 
 use crate::StreamError;
@@ -90,7 +91,10 @@ pub fn write_file(path: &Path, batches: &[RecordBatch]) -> Result<u64, StreamErr
     }
     let tmp = path.with_extension("arrow.tmp");
     let file = File::create(&tmp).map_err(io(&tmp))?;
-    let mut w = FileWriter::try_new(std::io::BufWriter::new(file), &first.schema()).map_err(arrow_err(&tmp))?;
+    // LZ4 frames per buffer: state columns (event times a second apart, counters, nulls)
+    // shrink about ninefold, for less CPU than the write and fsync they save.
+    let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME)).map_err(arrow_err(&tmp))?;
+    let mut w = FileWriter::try_new_with_options(std::io::BufWriter::new(file), &first.schema(), options).map_err(arrow_err(&tmp))?;
     for b in batches {
         w.write(b).map_err(arrow_err(&tmp))?;
     }
@@ -111,41 +115,40 @@ pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, StreamError> {
 
 /// Merges state files (oldest first) into the batches of one snapshot: for each key, the
 /// rows of the newest file holding it; keys whose newest rows are a tombstone are dropped.
+/// Files are read newest first, one at a time, so memory is the output plus one file.
 pub fn compact(files: &[PathBuf]) -> Result<Vec<RecordBatch>, StreamError> {
-    let mut all = Vec::new();
-    for f in files {
-        all.push((f.clone(), read_file(f)?));
-    }
-    // The newest file index holding each key.
-    let mut newest: HashMap<Vec<u8>, (usize, bool)> = HashMap::new();
-    for (fi, (path, batches)) in all.iter().enumerate() {
-        for b in batches {
+    // Keys already taken from a newer file.
+    let mut claimed: HashSet<Vec<u8>> = HashSet::new();
+    let mut groups = Vec::with_capacity(files.len());
+    for path in files.iter().rev() {
+        let batches = read_file(path)?;
+        // The keys this file takes, each with whether it is a tombstone here.
+        let mut named: HashMap<&[u8], bool> = HashMap::new();
+        for b in &batches {
             let (keys, tombs) = key_columns(b, path)?;
             for r in 0..b.num_rows() {
-                let dead = tombs.is_valid(r) && tombs.value(r);
-                let e = newest.entry(keys.value(r).to_vec()).or_insert((fi, dead));
-                if e.0 < fi {
-                    *e = (fi, dead);
-                } else if e.0 == fi {
-                    e.1 |= dead;
+                let k = keys.value(r);
+                if !claimed.contains(k) {
+                    *named.entry(k).or_insert(false) |= tombs.is_valid(r) && tombs.value(r);
                 }
             }
         }
-    }
-    let mut out = Vec::new();
-    for (fi, (path, batches)) in all.iter().enumerate() {
-        for b in batches {
+        let mut kept = Vec::new();
+        for b in &batches {
             let (keys, _) = key_columns(b, path)?;
-            let keep: Vec<u32> = (0..b.num_rows()).filter(|&r| newest.get(keys.value(r)).is_some_and(|&(f, dead)| f == fi && !dead)).map(|r| r as u32).collect();
+            let keep: Vec<u32> = (0..b.num_rows()).filter(|&r| named.get(keys.value(r)) == Some(&false)).map(|r| r as u32).collect();
             if keep.is_empty() {
                 continue;
             }
             let idx = UInt32Array::from(keep);
             let cols = b.columns().iter().map(|c| arrow_select::take::take(c, &idx, None)).collect::<Result<Vec<_>, _>>().map_err(arrow_err(path))?;
-            out.push(RecordBatch::try_new(b.schema(), cols).map_err(arrow_err(path))?);
+            kept.push(RecordBatch::try_new(b.schema(), cols).map_err(arrow_err(path))?);
         }
+        claimed.extend(named.into_keys().map(<[u8]>::to_vec));
+        groups.push(kept);
     }
-    Ok(out)
+    // Oldest file's rows first, as the files were given.
+    Ok(groups.into_iter().rev().flatten().collect())
 }
 
 fn key_columns<'a>(b: &'a RecordBatch, path: &Path) -> Result<(&'a arrow_array::BinaryArray, &'a arrow_array::BooleanArray), StreamError> {

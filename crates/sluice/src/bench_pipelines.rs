@@ -64,6 +64,9 @@ pub struct PipelinesArgs {
     /// Scratch directory (default: a new directory under the system temp dir, removed after).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Keep the data directory after the run (to inspect its log and state files).
+    #[arg(long)]
+    pub keep_data: bool,
 }
 
 /// Event time of the first generated reading, epoch ms (a minute boundary).
@@ -302,11 +305,16 @@ pub async fn run(args: PipelinesArgs) -> anyhow::Result<()> {
             if args.no_spark {
                 cmd.arg("--no-spark");
             }
+            if args.keep_data {
+                cmd.arg("--keep-data");
+            }
             cmd.args(["--data-dir", &scratch.join(scenario).display().to_string()]);
             let status = cmd.status()?;
             anyhow::ensure!(status.success(), "scenario {scenario} failed");
         }
-        let _ = std::fs::remove_dir_all(&scratch);
+        if !args.keep_data {
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
         return Ok(());
     }
     if scratch.exists() {
@@ -318,6 +326,10 @@ pub async fn run(args: PipelinesArgs) -> anyhow::Result<()> {
         "live" => live(&args, &scratch).await,
         other => Err(anyhow::anyhow!("unknown scenario {other:?}: all, heart-rate, tumble or live")),
     };
-    let _ = std::fs::remove_dir_all(&scratch);
+    if args.keep_data {
+        eprintln!("data kept in {}", scratch.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
     result
 }

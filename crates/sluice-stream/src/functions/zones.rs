@@ -162,6 +162,14 @@ impl ZoneAccumulator {
     }
 
     /// Time per zone if the input ended now (the last reading covers 1 s), ms.
+    /// The `tail` state field: 16 bytes per pending reading (see the module docs).
+    pub fn tail_bytes(&self, out: &mut Vec<u8>) {
+        for (t, bpm) in &self.tail {
+            out.extend_from_slice(&t.to_le_bytes());
+            out.extend_from_slice(&bpm.to_le_bytes());
+        }
+    }
+
     pub fn zone_ms(&self) -> [i64; 3] {
         let mut z = self.folded;
         let mut it = self.tail.iter().peekable();
@@ -231,10 +239,7 @@ impl Accumulator for ZoneAccumulator {
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
         let mut tail = Vec::with_capacity(self.tail.len() * 16);
-        for (t, bpm) in &self.tail {
-            tail.extend_from_slice(&t.to_le_bytes());
-            tail.extend_from_slice(&bpm.to_le_bytes());
-        }
+        self.tail_bytes(&mut tail);
         Ok(vec![
             ScalarValue::Int64(Some(self.folded[0])),
             ScalarValue::Int64(Some(self.folded[1])),

@@ -4,6 +4,7 @@
 pub mod aligned;
 pub mod alerts;
 pub mod keyed;
+pub mod native;
 pub mod steps;
 pub mod window_agg;
 pub(crate) mod window_io;

@@ -33,7 +33,8 @@ use arrow_schema::{FieldRef, SchemaRef};
 use datafusion_common::ScalarValue;
 use serde::{Deserialize, Serialize};
 
-use super::keyed::{df, new_accs, read_state, Fired, KeyState, Placed, Shape, Win};
+use super::keyed::{df, Fired, KeyState, Placed, Shape, Win};
+use super::native::{native, restore_types, Acc, Native, ResultColumns, StateColumns};
 use super::window_io::{conform, key_arrays, key_converter, key_display, output_batch, state_schema, Inputs, META_LEVEL};
 use crate::operator::{Ctx, Early, Operator, OperatorStats, Rows, SideOutput};
 use crate::sql::plan::WindowPlan;
@@ -81,6 +82,8 @@ pub struct WindowAggregate {
     watermark_ms: i64,
     state_schema: SchemaRef,
     state_fields: Vec<Vec<FieldRef>>,
+    /// Per aggregate, its inline accumulator if it has one ([`super::native`]).
+    natives: Arc<[Option<Native>]>,
     has_zone: bool,
     last_idle_scan_ms: i64,
     last_ttl_scan_ms: i64,
@@ -92,6 +95,7 @@ impl WindowAggregate {
         let converter = key_converter(&plan)?;
         let (state_schema, state_fields) = state_schema(&plan)?;
         let has_zone = plan.aggs.iter().any(|a| a.zone);
+        let natives = plan.aggs.iter().map(native).collect();
         Ok(WindowAggregate {
             plan,
             opts,
@@ -103,6 +107,7 @@ impl WindowAggregate {
             watermark_ms: i64::MIN,
             state_schema,
             state_fields,
+            natives,
             has_zone,
             last_idle_scan_ms: 0,
             last_ttl_scan_ms: 0,
@@ -143,7 +148,8 @@ impl WindowAggregate {
     /// Fires due windows of one key (all of them with `all`).
     fn fire_key(&mut self, key: &[u8], watermark_ms: i64, all: bool, fired: &mut Vec<(Key, Fired)>) -> Result<(), StreamError> {
         let plan = self.plan.clone();
-        let shape = Shape { kind: plan.kind, aggs: &plan.aggs, lateness_ms: self.opts.lateness_ms, rollups: &self.opts.rollups };
+        let natives = self.natives.clone();
+        let shape = Shape { kind: plan.kind, aggs: &plan.aggs, natives: &natives, lateness_ms: self.opts.lateness_ms, rollups: &self.opts.rollups };
         let Some(st) = self.keys.get_mut(key) else { return Ok(()) };
         let mut out = Vec::new();
         if self.has_zone && !all {
@@ -241,7 +247,7 @@ impl Pending {
             }
             for &start in &self.targets {
                 if let Some(w) = st.base_window(start) {
-                    w.accs[j].update_batch(&self.taken).map_err(df)?;
+                    w.accs[j].update(&shape.natives[j], &self.taken)?;
                 }
             }
         }
@@ -250,10 +256,6 @@ impl Pending {
         self.targets.clear();
         Ok(())
     }
-}
-
-fn null_of(f: &FieldRef) -> Result<ScalarValue, StreamError> {
-    ScalarValue::try_from(f.data_type()).map_err(df)
 }
 
 impl Operator for WindowAggregate {
@@ -298,7 +300,8 @@ impl Operator for WindowAggregate {
         }
         let groups = keys_in_order.iter().enumerate().map(|(g, k)| (*k, &ordered[starts[g] as usize..starts[g + 1] as usize]));
         let rollups = self.opts.rollups.clone();
-        let shape = Shape { kind: plan.kind, aggs: &plan.aggs, lateness_ms: self.opts.lateness_ms, rollups: &rollups };
+        let natives = self.natives.clone();
+        let shape = Shape { kind: plan.kind, aggs: &plan.aggs, natives: &natives, lateness_ms: self.opts.lateness_ms, rollups: &rollups };
         let (ooo, lateness, dedup, mode) = (self.opts.out_of_orderness_ms, self.opts.lateness_ms, self.opts.dedup, self.opts.watermark);
         let batch_args = BatchArgs { args: &inputs.args, filters: &inputs.filters };
         let mut fired = Vec::new();
@@ -434,28 +437,36 @@ impl Operator for WindowAggregate {
         self.emit(fired, out)
     }
 
+    /// Results of the open base windows of the keys that changed since the last call,
+    /// built column by column.
     fn early(&mut self, out: &mut Vec<Rows>) -> Result<(), StreamError> {
-        let touched: Vec<Key> = self.keys.iter_mut().filter(|(_, s)| s.touched).map(|(k, s)| {
-            s.touched = false;
-            k.clone()
-        }).collect();
-        if touched.is_empty() {
-            return Ok(());
-        }
-        let display = key_display(&self.converter, &touched.iter().map(|k| k.as_ref()).collect::<Vec<_>>())?;
-        let mut rows = Vec::new();
-        let mut row_key = Vec::new();
-        for (ki, k) in touched.iter().enumerate() {
-            let Some(st) = self.keys.get_mut(k) else { continue };
+        let plan = self.plan.clone();
+        let mut results = ResultColumns::new(&plan.aggs, &self.natives, 0);
+        let mut keys: Vec<&[u8]> = Vec::new();
+        let (mut starts, mut ends, mut row_key) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, st) in self.keys.iter_mut().filter(|(_, s)| s.touched) {
+            st.touched = false;
+            let ki = keys.len() as u32;
+            keys.push(k);
             for w in st.levels[0].iter_mut() {
-                let values = w.accs.iter_mut().map(|a| a.evaluate().map_err(df)).collect::<Result<Vec<_>, _>>()?;
-                rows.push((k.clone(), Fired { stream: 0, start: w.start, end: w.end, values }));
-                row_key.push(ki as u32);
+                results.push(&mut w.accs)?;
+                starts.push(w.start);
+                ends.push(w.end);
+                row_key.push(ki);
             }
         }
-        let batch = if rows.is_empty() { RecordBatch::new_empty(self.plan.schema.clone()) } else { self.batch(&rows)? };
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let display = key_display(&self.converter, &keys)?;
+        let batch = if starts.is_empty() {
+            RecordBatch::new_empty(plan.schema.clone())
+        } else {
+            let row_keys: Vec<&[u8]> = row_key.iter().map(|&i| keys[i as usize]).collect();
+            output_batch(&plan, &key_arrays(&self.converter, &row_keys)?, starts.clone(), ends, results.finish()?)?
+        };
         let mut r = Rows::new(0, batch);
-        r.event_ms = Some(Int64Array::from_iter_values(rows.iter().map(|(_, f)| f.start)));
+        r.event_ms = Some(Int64Array::from(starts));
         r.early = Some(Early { keys: Arc::new(display), row_key: UInt32Array::from(row_key) });
         out.push(r);
         Ok(())
@@ -463,20 +474,15 @@ impl Operator for WindowAggregate {
 
     fn snapshot(&mut self, w: &mut StateWriter) -> Result<bool, StreamError> {
         let plan = self.plan.clone();
-        let mut key = BinaryBuilder::new();
-        let mut tomb = BooleanBuilder::new();
-        let mut level = UInt8Builder::new();
-        let (mut start, mut end, mut max_ev, mut closed, mut accept) = (Int64Builder::new(), Int64Builder::new(), Int64Builder::new(), Int64Builder::new(), Int64Builder::new());
-        let mut seen = ListBuilder::new(Int64Builder::new());
-        let mut states: Vec<Vec<Vec<ScalarValue>>> = self.state_fields.iter().map(|f| vec![Vec::new(); f.len()]).collect();
-        let nulls: Vec<Vec<ScalarValue>> = self.state_fields.iter().map(|fs| fs.iter().map(null_of).collect::<Result<Vec<_>, _>>()).collect::<Result<_, _>>()?;
-        let push_null_states = |states: &mut Vec<Vec<Vec<ScalarValue>>>| {
-            for (a, fs) in states.iter_mut().enumerate() {
-                for (j, col) in fs.iter_mut().enumerate() {
-                    col.push(nulls[a][j].clone());
-                }
-            }
-        };
+        let dirty = self.keys.values().filter(|s| s.dirty).count();
+        let rows = self.removed.len() + dirty * 2;
+        let key_len = self.keys.keys().next().map_or(16, |k| k.len() + 8);
+        let mut key = BinaryBuilder::with_capacity(rows, rows * key_len);
+        let mut tomb = BooleanBuilder::with_capacity(rows);
+        let mut level = UInt8Builder::with_capacity(rows);
+        let [mut start, mut end, mut max_ev, mut closed, mut accept] = std::array::from_fn(|_| Int64Builder::with_capacity(rows));
+        let mut seen = ListBuilder::with_capacity(Int64Builder::with_capacity(rows * 8), rows);
+        let mut states = StateColumns::new(&plan.aggs, &self.natives, &self.state_fields, rows)?;
         w.changed_keys += self.removed.len() as u64;
         for k in self.removed.drain() {
             key.append_value(&k);
@@ -486,16 +492,12 @@ impl Operator for WindowAggregate {
                 b.append_null();
             }
             seen.append_null();
-            push_null_states(&mut states);
+            states.push_null();
         }
-        let dirty: Vec<Key> = self.keys.iter_mut().filter(|(_, s)| s.dirty).map(|(k, s)| {
-            s.dirty = false;
-            k.clone()
-        }).collect();
-        w.changed_keys += dirty.len() as u64;
-        for k in dirty {
-            let Some(st) = self.keys.get_mut(&k) else { continue };
-            key.append_value(&k);
+        w.changed_keys += dirty as u64;
+        for (k, st) in self.keys.iter_mut().filter(|(_, s)| s.dirty) {
+            st.dirty = false;
+            key.append_value(k);
             tomb.append_value(false);
             level.append_value(META_LEVEL);
             start.append_null();
@@ -503,12 +505,12 @@ impl Operator for WindowAggregate {
             max_ev.append_value(st.max_event_ms);
             closed.append_value(st.closed_until);
             accept.append_value(st.accept_from);
-            seen.values().append_slice(&st.seen.iter().copied().collect::<Vec<_>>());
+            seen.values().extend(st.seen.iter().map(Some));
             seen.append(true);
-            push_null_states(&mut states);
+            states.push_null();
             for (li, wins) in st.levels.iter_mut().enumerate() {
                 for win in wins.iter_mut() {
-                    key.append_value(&k);
+                    key.append_value(k);
                     tomb.append_value(false);
                     level.append_value(li as u8);
                     start.append_value(win.start);
@@ -517,17 +519,11 @@ impl Operator for WindowAggregate {
                         b.append_null();
                     }
                     seen.append_null();
-                    for (a, acc) in win.accs.iter_mut().enumerate() {
-                        let s = read_state(&plan.aggs[a], acc)?;
-                        for (j, v) in s.into_iter().enumerate() {
-                            states[a][j].push(v);
-                        }
-                    }
+                    states.push(&plan.aggs, &mut win.accs)?;
                 }
             }
         }
-        let rows = tomb.len();
-        if rows == 0 {
+        if tomb.len() == 0 {
             return Ok(true);
         }
         let mut columns: Vec<ArrayRef> = vec![
@@ -541,14 +537,7 @@ impl Operator for WindowAggregate {
             Arc::new(accept.finish()),
             Arc::new(seen.finish()),
         ];
-        for (a, fs) in states.into_iter().enumerate() {
-            for (j, col) in fs.into_iter().enumerate() {
-                let arr = ScalarValue::iter_to_array(col).map_err(df)?;
-                let want = self.state_fields[a][j].data_type();
-                let arr = if arr.data_type() == want { arr } else { arrow_cast::cast(&arr, want).map_err(|e| StreamError::Eval(e.to_string()))? };
-                columns.push(arr);
-            }
-        }
+        columns.extend(states.finish(&self.state_fields)?);
         let batch = RecordBatch::try_new(self.state_schema.clone(), columns).map_err(|e| StreamError::Eval(format!("building window state: {e}")))?;
         w.write(batch);
         Ok(true)
@@ -578,6 +567,21 @@ impl Operator for WindowAggregate {
                 let i64col = |i: usize, n: &str| b.column(i).as_primitive_opt::<Int64Type>().ok_or_else(|| bad(n));
                 let (start, end, max_ev, closed, accept) = (i64col(3, "start")?, i64col(4, "end")?, i64col(5, "max_event_ms")?, i64col(6, "closed_until")?, i64col(7, "accept_from")?);
                 let seen = b.column(8).as_list::<i32>();
+                // Inline aggregates' state columns, cast once per batch to the types they
+                // are read as (a timestamp's max as Int64, say).
+                let mut cast: Vec<Vec<ArrayRef>> = Vec::with_capacity(plan.aggs.len());
+                let mut col = 9;
+                for (a, native) in self.natives.iter().enumerate() {
+                    let n = self.state_fields[a].len();
+                    let types = restore_types(native).unwrap_or_default();
+                    let c = types
+                        .iter()
+                        .enumerate()
+                        .map(|(j, t)| arrow_cast::cast(b.column(col + j), t).map_err(|e| StreamError::Eval(format!("window state: {e}"))))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    cast.push(c);
+                    col += n;
+                }
                 for r in 0..b.num_rows() {
                     let k = keys.value(r);
                     if tomb.value(r) {
@@ -598,12 +602,11 @@ impl Operator for WindowAggregate {
                     if li >= st.levels.len() {
                         continue; // a rollup level no longer declared
                     }
-                    let mut accs = new_accs(&plan.aggs)?;
+                    let mut accs = Vec::with_capacity(plan.aggs.len());
                     let mut col = 9;
-                    for (a, acc) in accs.iter_mut().enumerate() {
+                    for (a, agg) in plan.aggs.iter().enumerate() {
                         let n = self.state_fields[a].len();
-                        let state: Vec<ArrayRef> = (col..col + n).map(|c| b.column(c).slice(r, 1)).collect();
-                        acc.merge_batch(&state).map_err(df)?;
+                        accs.push(Acc::restore(agg, &self.natives[a], &b.columns()[col..col + n], &cast[a], r)?);
                         col += n;
                     }
                     st.levels[li].push(Win { start: start.value(r), end: end.value(r), accs });
