@@ -110,6 +110,15 @@ pub trait Operator: Send {
         Ok(false)
     }
 
+    /// Writes, ahead of the next checkpoint, state that changed and is unlikely to change
+    /// again before it (processing time `now_ms`), so that the checkpoint has less to write:
+    /// Flink's changelog state backend writes state changes continuously (FLIP-158). The
+    /// runner appends the batches to the next change file; a key written again later in
+    /// the same file replaces its earlier rows ([`crate::state`]).
+    fn presnapshot(&mut self, _now_ms: i64, _w: &mut StateWriter) -> Result<(), StreamError> {
+        Ok(())
+    }
+
     /// Restores state from a snapshot and change files: one entry per file, oldest first.
     fn restore(&mut self, _files: &[Vec<RecordBatch>]) -> Result<(), StreamError> {
         Ok(())

@@ -218,6 +218,9 @@ pub(crate) struct Runner {
     dir: PathBuf,
     pending: BTreeMap<u64, Pending>,
     compactions: Vec<Option<Compaction>>,
+    /// Per operator, the next change file while state is written ahead of its checkpoint
+    /// ([`Operator::presnapshot`]), with the keys written to it so far.
+    ahead: Vec<Option<(state::StateFileWriter, u64)>>,
     draining: Option<(Vec<u64>, Sender<Result<(), String>>)>,
     drain_waiters: Vec<(u64, Sender<Result<(), String>>)>,
     last_barrier: u64,
@@ -334,6 +337,7 @@ impl Runner {
             dir,
             pending: BTreeMap::new(),
             compactions: (0..n_ops).map(|_| None).collect(),
+            ahead: (0..n_ops).map(|_| None).collect(),
             draining: None,
             drain_waiters: Vec::new(),
             last_barrier: 0,
@@ -547,6 +551,7 @@ impl Runner {
             let mut ctx = Ctx { now_ms: now, watermark_ms: self.watermark, caught_up, side: &mut side };
             let out = self.chain.hook(Hook::Timer, &mut ctx)?;
             self.route(out, std::mem::take(&mut side));
+            self.write_ahead(now)?;
         }
         if self.last_early.elapsed() >= Duration::from_millis(500) && (self.p.spec.early_results || self.observer.wants_early(&self.p.spec.name)) {
             self.last_early = Instant::now();
@@ -617,6 +622,26 @@ impl Runner {
         Ok(())
     }
 
+    /// Appends the state the operators write ahead of the next checkpoint to its change
+    /// files (still under their temporary names).
+    fn write_ahead(&mut self, now: i64) -> Result<(), StreamError> {
+        let name = self.p.spec.name.clone();
+        for (i, op) in self.chain.ops.iter_mut().enumerate() {
+            let mut w = StateWriter::default();
+            op.presnapshot(now, &mut w)?;
+            let Some(first) = w.batches.first() else { continue };
+            let (file, keys) = match &mut self.ahead[i] {
+                Some(a) => a,
+                slot => slot.insert((state::StateFileWriter::create(&self.dir.join(ahead_path(&name, i, op.name())), &first.schema())?, 0)),
+            };
+            for b in &w.batches {
+                file.write(b)?;
+            }
+            *keys += w.changed_keys;
+        }
+        Ok(())
+    }
+
     /// Checkpoint barrier: write changed state, stage buffered output.
     fn barrier(&mut self, id: u64) -> Result<PipelineCheckpoint, StreamError> {
         self.last_barrier = id;
@@ -652,9 +677,21 @@ impl Runner {
             let mut w = StateWriter::default();
             let wrote = op.snapshot(&mut w)?;
             changed_keys += w.changed_keys;
-            if wrote && !w.batches.is_empty() {
+            let ahead = self.ahead[i].take();
+            if (wrote && !w.batches.is_empty()) || ahead.is_some() {
                 let rel = format!("state/{name}/{i}-{}/delta-{id:020}.arrow", op.name());
-                let size = state::write_file(&self.dir.join(&rel), &w.batches)?;
+                let mut file = match (ahead, w.batches.first()) {
+                    (Some((f, keys)), _) => {
+                        changed_keys += keys;
+                        f
+                    }
+                    (None, Some(first)) => state::StateFileWriter::create(&self.dir.join(ahead_path(&name, i, op.name())), &first.schema())?,
+                    (None, None) => continue,
+                };
+                for b in &w.batches {
+                    file.write(b)?;
+                }
+                let size = file.finish(&self.dir.join(&rel))?;
                 self.files[i].deltas.push(rel);
                 self.files[i].delta_bytes += size;
                 written += size;
@@ -778,6 +815,12 @@ impl Drop for Runner {
 }
 
 /// The checkpoint id of a delta file name (`…/delta-<id>.arrow`).
+/// The temporary name of an operator's next change file (relative to the checkpoints
+/// directory); a crash leaves it unnamed by any manifest, and the next one truncates it.
+fn ahead_path(pipeline: &str, op_index: usize, op_name: &str) -> String {
+    format!("state/{pipeline}/{op_index}-{op_name}/delta-next.arrow.tmp")
+}
+
 fn delta_id(path: &str) -> Option<u64> {
     path.rsplit('/').next()?.strip_prefix("delta-")?.strip_suffix(".arrow")?.parse().ok()
 }

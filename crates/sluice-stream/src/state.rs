@@ -9,7 +9,9 @@
 //! log-based incremental checkpoints) over the format operators already use, Arrow.
 //!
 //! Every state file's batches share one convention: column `key` (Binary) groups rows, and
-//! a row with `tombstone = true` deletes its key. A file is written to a temporary name,
+//! a row with `tombstone = true` deletes its key. A key's rows are consecutive (a *group*);
+//! a key may have several groups in one file (state written ahead of a checkpoint, then
+//! changed again before it), and the last group replaces the earlier ones. A file is written to a temporary name,
 //! fsync'd and renamed, so it is whole or absent. Files: `<dir>/delta-<checkpoint, 20
 //! digits>.arrow` and `<dir>/snapshot-<checkpoint>.arrow`, named in the checkpoint manifest
 //! (`crate::checkpoint`) relative to the checkpoints directory.
@@ -86,24 +88,48 @@ fn arrow_err(path: &Path) -> impl FnOnce(arrow_schema::ArrowError) -> StreamErro
 /// Writes batches (all of one schema) as an Arrow IPC file, durably; returns its size.
 pub fn write_file(path: &Path, batches: &[RecordBatch]) -> Result<u64, StreamError> {
     let Some(first) = batches.first() else { return Err(StreamError::State { path: path.into(), reason: "no batches".into() }) };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    let tmp = path.with_extension("arrow.tmp");
-    let file = File::create(&tmp).map_err(io(&tmp))?;
-    // LZ4 frames per buffer: state columns (event times a second apart, counters, nulls)
-    // shrink about ninefold, for less CPU than the write and fsync they save.
-    let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME)).map_err(arrow_err(&tmp))?;
-    let mut w = FileWriter::try_new_with_options(std::io::BufWriter::new(file), &first.schema(), options).map_err(arrow_err(&tmp))?;
+    let mut w = StateFileWriter::create(&path.with_extension("arrow.tmp"), &first.schema())?;
     for b in batches {
-        w.write(b).map_err(arrow_err(&tmp))?;
+        w.write(b)?;
     }
-    w.finish().map_err(arrow_err(&tmp))?;
-    let file = w.into_inner().map_err(arrow_err(&tmp))?.into_inner().map_err(|e| StreamError::State { path: tmp.clone(), reason: e.to_string() })?;
-    file.sync_all().map_err(io(&tmp))?;
-    let size = file.metadata().map_err(io(&tmp))?.len();
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    Ok(size)
+    w.finish(path)
+}
+
+/// A state file being written batch by batch, under a temporary name until
+/// [`StateFileWriter::finish`] makes it durable under its own.
+pub struct StateFileWriter {
+    tmp: PathBuf,
+    writer: FileWriter<std::io::BufWriter<File>>,
+}
+
+impl StateFileWriter {
+    /// Creates (or truncates) `tmp`, with its directory.
+    pub fn create(tmp: &Path, schema: &arrow_schema::Schema) -> Result<Self, StreamError> {
+        if let Some(dir) = tmp.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let file = File::create(tmp).map_err(io(tmp))?;
+        // LZ4 frames per buffer: state columns (event times a second apart, counters, nulls)
+        // shrink about ninefold, for less CPU than the write and fsync they save.
+        let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME)).map_err(arrow_err(tmp))?;
+        let writer = FileWriter::try_new_with_options(std::io::BufWriter::new(file), schema, options).map_err(arrow_err(tmp))?;
+        Ok(StateFileWriter { tmp: tmp.to_path_buf(), writer })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), StreamError> {
+        self.writer.write(batch).map_err(arrow_err(&self.tmp))
+    }
+
+    /// Ends the file, fsyncs it and renames it to `path`; returns its size.
+    pub fn finish(mut self, path: &Path) -> Result<u64, StreamError> {
+        let tmp = self.tmp;
+        self.writer.finish().map_err(arrow_err(&tmp))?;
+        let file = self.writer.into_inner().map_err(arrow_err(&tmp))?.into_inner().map_err(|e| StreamError::State { path: tmp.clone(), reason: e.to_string() })?;
+        file.sync_all().map_err(io(&tmp))?;
+        let size = file.metadata().map_err(io(&tmp))?.len();
+        std::fs::rename(&tmp, path).map_err(io(path))?;
+        Ok(size)
+    }
 }
 
 /// Reads every batch of an Arrow IPC file.
@@ -113,30 +139,42 @@ pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, StreamError> {
     reader.map(|b| b.map_err(arrow_err(path))).collect()
 }
 
-/// Merges state files (oldest first) into the batches of one snapshot: for each key, the
-/// rows of the newest file holding it; keys whose newest rows are a tombstone are dropped.
-/// Files are read newest first, one at a time, so memory is the output plus one file.
+/// Merges state files (oldest first) into the batches of one snapshot: for each key, its
+/// last group of rows in the newest file holding it (see the module docs); keys whose last
+/// group is a tombstone are dropped. Files are read newest first, one at a time, so memory
+/// is the output plus one file.
 pub fn compact(files: &[PathBuf]) -> Result<Vec<RecordBatch>, StreamError> {
     // Keys already taken from a newer file.
     let mut claimed: HashSet<Vec<u8>> = HashSet::new();
     let mut groups = Vec::with_capacity(files.len());
     for path in files.iter().rev() {
         let batches = read_file(path)?;
-        // The keys this file takes, each with whether it is a tombstone here.
-        let mut named: HashMap<&[u8], bool> = HashMap::new();
-        for b in &batches {
+        // The keys this file takes, each with where its last group starts (batch, row)
+        // and whether that group is a tombstone.
+        let mut named: HashMap<&[u8], ((usize, usize), bool)> = HashMap::new();
+        for (bi, b) in batches.iter().enumerate() {
             let (keys, tombs) = key_columns(b, path)?;
             for r in 0..b.num_rows() {
                 let k = keys.value(r);
-                if !claimed.contains(k) {
-                    *named.entry(k).or_insert(false) |= tombs.is_valid(r) && tombs.value(r);
+                if (r == 0 || keys.value(r - 1) != k) && !claimed.contains(k) {
+                    named.insert(k, ((bi, r), tombs.is_valid(r) && tombs.value(r)));
                 }
             }
         }
         let mut kept = Vec::new();
-        for b in &batches {
+        for (bi, b) in batches.iter().enumerate() {
             let (keys, _) = key_columns(b, path)?;
-            let keep: Vec<u32> = (0..b.num_rows()).filter(|&r| named.get(keys.value(r)) == Some(&false)).map(|r| r as u32).collect();
+            let mut keep: Vec<u32> = Vec::new();
+            let mut taking = false;
+            for r in 0..b.num_rows() {
+                let k = keys.value(r);
+                if r == 0 || keys.value(r - 1) != k {
+                    taking = named.get(k).is_some_and(|&(at, dead)| at == (bi, r) && !dead);
+                }
+                if taking {
+                    keep.push(r as u32);
+                }
+            }
             if keep.is_empty() {
                 continue;
             }
@@ -203,6 +241,31 @@ mod tests {
         }
         rows.sort();
         assert_eq!(rows, vec![("x".into(), 10), ("z".into(), 4)]);
+    }
+
+    /// Within one file a key's last group of rows wins: written ahead, then again at the
+    /// checkpoint; deleted, then created again; created, then deleted.
+    #[test]
+    fn the_last_group_of_a_key_in_a_file_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("snapshot-1.arrow");
+        let b = dir.path().join("delta-2.arrow");
+        write_file(&a, &[batch(&[("x", false, 1), ("y", false, 2), ("z", false, 3)])]).unwrap();
+        let mut w = StateFileWriter::create(&dir.path().join("delta-2.arrow.tmp"), &batch(&[]).schema()).unwrap();
+        w.write(&batch(&[("x", false, 10), ("x", false, 11), ("y", true, 0), ("z", false, 30)])).unwrap();
+        w.write(&batch(&[("x", false, 12), ("y", false, 20), ("z", true, 0)])).unwrap();
+        w.finish(&b).unwrap();
+        let merged = compact(&[a, b]).unwrap();
+        let mut rows: Vec<(String, i64)> = Vec::new();
+        for m in &merged {
+            let k = m.column(0).as_binary::<i32>();
+            let v = m.column(2).as_primitive::<arrow_array::types::Int64Type>();
+            for r in 0..m.num_rows() {
+                rows.push((String::from_utf8(k.value(r).to_vec()).unwrap(), v.value(r)));
+            }
+        }
+        rows.sort();
+        assert_eq!(rows, vec![("x".into(), 12), ("y".into(), 20)]);
     }
 
     #[test]

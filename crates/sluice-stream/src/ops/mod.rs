@@ -8,3 +8,4 @@ pub mod native;
 pub mod steps;
 pub mod window_agg;
 pub(crate) mod window_io;
+pub(crate) mod window_state;

@@ -24,7 +24,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow_array::builder::{ArrayBuilder, BinaryBuilder, BooleanBuilder, Int64Builder, ListBuilder, UInt8Builder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt8Type};
 use arrow_array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array};
@@ -34,8 +33,9 @@ use datafusion_common::ScalarValue;
 use serde::{Deserialize, Serialize};
 
 use super::keyed::{df, Fired, KeyState, Placed, Shape, Win};
-use super::native::{native, restore_types, Acc, Native, ResultColumns, StateColumns};
+use super::native::{native, restore_types, Acc, Native, ResultColumns};
 use super::window_io::{conform, key_arrays, key_converter, key_display, output_batch, state_schema, Inputs, META_LEVEL};
+use super::window_state::StateRows;
 use crate::operator::{Ctx, Early, Operator, OperatorStats, Rows, SideOutput};
 use crate::sql::plan::WindowPlan;
 use crate::state::StateWriter;
@@ -66,6 +66,10 @@ pub struct WindowOptions {
 }
 
 type Key = Box<[u8]>;
+
+/// A changed key is written ahead of the checkpoint once it has had no input for this long
+/// (processing time), ms.
+pub const PRESNAPSHOT_QUIET_MS: i64 = 250;
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 
@@ -200,6 +204,31 @@ impl WindowAggregate {
             self.timers.remove(&(t, Key::from(key)));
         }
         self.removed.insert(Key::from(key));
+    }
+}
+
+impl WindowAggregate {
+    /// Writes the deleted keys' tombstones, then the changed keys that `take` accepts.
+    fn write_state(&mut self, w: &mut StateWriter, take: impl Fn(&KeyState) -> bool) -> Result<(), StreamError> {
+        let dirty = self.keys.values().filter(|s| s.dirty && take(s)).count();
+        if dirty == 0 && self.removed.is_empty() {
+            return Ok(());
+        }
+        let plan = self.plan.clone();
+        let key_len = self.keys.keys().next().map_or(16, |k| k.len() + 8);
+        let mut rows = StateRows::new(&plan.aggs, &self.natives, &self.state_fields, self.removed.len() + dirty * 2, key_len)?;
+        w.changed_keys += (self.removed.len() + dirty) as u64;
+        for k in self.removed.drain() {
+            rows.tombstone(&k);
+        }
+        for (k, st) in self.keys.iter_mut().filter(|(_, s)| s.dirty && take(s)) {
+            st.dirty = false;
+            rows.key(&plan.aggs, k, st)?;
+        }
+        if let Some(batch) = rows.finish(&self.state_schema, &self.state_fields)? {
+            w.write(batch);
+        }
+        Ok(())
     }
 }
 
@@ -473,74 +502,15 @@ impl Operator for WindowAggregate {
     }
 
     fn snapshot(&mut self, w: &mut StateWriter) -> Result<bool, StreamError> {
-        let plan = self.plan.clone();
-        let dirty = self.keys.values().filter(|s| s.dirty).count();
-        let rows = self.removed.len() + dirty * 2;
-        let key_len = self.keys.keys().next().map_or(16, |k| k.len() + 8);
-        let mut key = BinaryBuilder::with_capacity(rows, rows * key_len);
-        let mut tomb = BooleanBuilder::with_capacity(rows);
-        let mut level = UInt8Builder::with_capacity(rows);
-        let [mut start, mut end, mut max_ev, mut closed, mut accept] = std::array::from_fn(|_| Int64Builder::with_capacity(rows));
-        let mut seen = ListBuilder::with_capacity(Int64Builder::with_capacity(rows * 8), rows);
-        let mut states = StateColumns::new(&plan.aggs, &self.natives, &self.state_fields, rows)?;
-        w.changed_keys += self.removed.len() as u64;
-        for k in self.removed.drain() {
-            key.append_value(&k);
-            tomb.append_value(true);
-            level.append_null();
-            for b in [&mut start, &mut end, &mut max_ev, &mut closed, &mut accept] {
-                b.append_null();
-            }
-            seen.append_null();
-            states.push_null();
-        }
-        w.changed_keys += dirty as u64;
-        for (k, st) in self.keys.iter_mut().filter(|(_, s)| s.dirty) {
-            st.dirty = false;
-            key.append_value(k);
-            tomb.append_value(false);
-            level.append_value(META_LEVEL);
-            start.append_null();
-            end.append_null();
-            max_ev.append_value(st.max_event_ms);
-            closed.append_value(st.closed_until);
-            accept.append_value(st.accept_from);
-            seen.values().extend(st.seen.iter().map(Some));
-            seen.append(true);
-            states.push_null();
-            for (li, wins) in st.levels.iter_mut().enumerate() {
-                for win in wins.iter_mut() {
-                    key.append_value(k);
-                    tomb.append_value(false);
-                    level.append_value(li as u8);
-                    start.append_value(win.start);
-                    end.append_value(win.end);
-                    for b in [&mut max_ev, &mut closed, &mut accept] {
-                        b.append_null();
-                    }
-                    seen.append_null();
-                    states.push(&plan.aggs, &mut win.accs)?;
-                }
-            }
-        }
-        if tomb.len() == 0 {
-            return Ok(true);
-        }
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(key.finish()),
-            Arc::new(tomb.finish()),
-            Arc::new(level.finish()),
-            Arc::new(start.finish()),
-            Arc::new(end.finish()),
-            Arc::new(max_ev.finish()),
-            Arc::new(closed.finish()),
-            Arc::new(accept.finish()),
-            Arc::new(seen.finish()),
-        ];
-        columns.extend(states.finish(&self.state_fields)?);
-        let batch = RecordBatch::try_new(self.state_schema.clone(), columns).map_err(|e| StreamError::Eval(format!("building window state: {e}")))?;
-        w.write(batch);
+        self.write_state(w, |_| true)?;
         Ok(true)
+    }
+
+    /// Writes ahead the keys that changed and have had no input for
+    /// [`PRESNAPSHOT_QUIET_MS`]: with many keys each sending now and then (devices at 1 Hz),
+    /// most of a checkpoint's state is written before its barrier.
+    fn presnapshot(&mut self, now_ms: i64, w: &mut StateWriter) -> Result<(), StreamError> {
+        self.write_state(w, |st| now_ms.saturating_sub(st.last_input_ms) >= PRESNAPSHOT_QUIET_MS)
     }
 
     fn restore(&mut self, files: &[Vec<RecordBatch>]) -> Result<(), StreamError> {
@@ -552,13 +522,6 @@ impl Operator for WindowAggregate {
             .map(|batches| batches.iter().map(|b| conform(&self.plan, &self.state_schema, b, &mut upgraded)).collect::<Result<Vec<_>, _>>())
             .collect::<Result<Vec<_>, _>>()?;
         for batches in &files {
-            // A file holds every row of each key it names: those keys start over.
-            for b in batches {
-                let keys = b.column(0).as_binary::<i32>();
-                for r in 0..b.num_rows() {
-                    self.keys.remove(keys.value(r));
-                }
-            }
             for b in batches {
                 let bad = |what: &str| StreamError::Eval(format!("window state: column {what} is missing or of another type"));
                 let keys = b.column(0).as_binary::<i32>();
@@ -584,8 +547,11 @@ impl Operator for WindowAggregate {
                 }
                 for r in 0..b.num_rows() {
                     let k = keys.value(r);
-                    if tomb.value(r) {
+                    // Each group of a key's rows replaces its state (crate::state).
+                    if r == 0 || keys.value(r - 1) != k {
                         self.keys.remove(k);
+                    }
+                    if tomb.value(r) {
                         continue;
                     }
                     let levels = 1 + self.opts.rollups.len();

@@ -114,6 +114,7 @@ pub struct Running {
     pub name: String,
     spec: PipelineSpec,
     topic: String,
+    settings: EngineSettings,
 }
 
 /// Settings for tests: one record per poll, so records are processed in log order; state
@@ -133,20 +134,26 @@ fn append(t: &Topic, records: &[(u32, Value)]) {
 /// Creates `topic` with `partitions`, appends `records` (partition, JSON value) in order,
 /// and starts `spec` over it.
 pub fn start(spec: PipelineSpec, topic: &str, schema: RecordSchema, partitions: u32, records: &[(u32, Value)], functions: &FunctionConfig) -> Running {
+    start_with(settings(), spec, topic, schema, partitions, records, functions)
+}
+
+/// [`start`] with other engine settings.
+pub fn start_with(settings: EngineSettings, spec: PipelineSpec, topic: &str, schema: RecordSchema, partitions: u32, records: &[(u32, Value)], functions: &FunctionConfig) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Log::open(&dir.path().join("log"), LogConfig::default()).unwrap());
     let t = log.create_topic(topic, partitions).unwrap();
     append(&t, records);
     let published: Published = Default::default();
-    let engine = launch(&dir, &log, &spec, topic, schema, functions, &published);
-    Running { dir, log, engine, published, name: spec.name.clone(), spec, topic: topic.into() }
+    let engine = launch(&dir, &log, &spec, topic, schema, functions, &published, &settings);
+    Running { dir, log, engine, published, name: spec.name.clone(), spec, topic: topic.into(), settings }
 }
 
-fn launch(dir: &tempfile::TempDir, log: &Arc<Log>, spec: &PipelineSpec, topic: &str, schema: RecordSchema, functions: &FunctionConfig, published: &Published) -> Engine {
+#[allow(clippy::too_many_arguments)]
+fn launch(dir: &tempfile::TempDir, log: &Arc<Log>, spec: &PipelineSpec, topic: &str, schema: RecordSchema, functions: &FunctionConfig, published: &Published, settings: &EngineSettings) -> Engine {
     let catalog = Catalog::new([(topic.to_string(), schema)].into_iter().collect(), functions);
     let planned = pipeline::plan(spec, &catalog).unwrap_or_else(|e| panic!("{e}"));
     let c = Arc::new(TestConnectors { log: log.clone(), published: published.clone() });
-    Engine::start(dir.path().join("checkpoints"), vec![planned], c.clone(), c, settings()).unwrap()
+    Engine::start(dir.path().join("checkpoints"), vec![planned], c.clone(), c, settings.clone()).unwrap()
 }
 
 impl Running {
@@ -155,8 +162,13 @@ impl Running {
     pub fn restart(mut self, schema: RecordSchema, more: &[(u32, Value)], functions: &FunctionConfig) -> Running {
         self.engine.stop().unwrap();
         append(&self.log.topic(&self.topic).unwrap(), more);
-        self.engine = launch(&self.dir, &self.log, &self.spec, &self.topic, schema, functions, &self.published);
+        self.engine = launch(&self.dir, &self.log, &self.spec, &self.topic, schema, functions, &self.published, &self.settings);
         self
+    }
+
+    /// Appends records to the running pipeline's topic.
+    pub fn append(&self, more: &[(u32, Value)]) {
+        append(&self.log.topic(&self.topic).unwrap(), more);
     }
 
     /// Waits until the pipeline has read every record of its topic.
