@@ -221,6 +221,20 @@ mod tests {
         .unwrap()
     }
 
+    /// (key, v) of every row, sorted.
+    fn sorted_rows(batches: &[RecordBatch]) -> Vec<(String, i64)> {
+        let mut rows = Vec::new();
+        for m in batches {
+            let k = m.column(0).as_binary::<i32>();
+            let v = m.column(2).as_primitive::<arrow_array::types::Int64Type>();
+            for r in 0..m.num_rows() {
+                rows.push((String::from_utf8(k.value(r).to_vec()).unwrap(), v.value(r)));
+            }
+        }
+        rows.sort();
+        rows
+    }
+
     #[test]
     fn newest_file_wins_per_key_and_tombstones_drop() {
         let dir = tempfile::tempdir().unwrap();
@@ -231,15 +245,7 @@ mod tests {
         write_file(&b, &[batch(&[("x", false, 10), ("z", false, 4)])]).unwrap();
         write_file(&c, &[batch(&[("y", true, 0)])]).unwrap();
         let merged = compact(&[a, b, c]).unwrap();
-        let mut rows: Vec<(String, i64)> = Vec::new();
-        for m in &merged {
-            let k = m.column(0).as_binary::<i32>();
-            let v = m.column(2).as_primitive::<arrow_array::types::Int64Type>();
-            for r in 0..m.num_rows() {
-                rows.push((String::from_utf8(k.value(r).to_vec()).unwrap(), v.value(r)));
-            }
-        }
-        rows.sort();
+        let rows = sorted_rows(&merged);
         assert_eq!(rows, vec![("x".into(), 10), ("z".into(), 4)]);
     }
 
@@ -256,15 +262,7 @@ mod tests {
         w.write(&batch(&[("x", false, 12), ("y", false, 20), ("z", true, 0)])).unwrap();
         w.finish(&b).unwrap();
         let merged = compact(&[a, b]).unwrap();
-        let mut rows: Vec<(String, i64)> = Vec::new();
-        for m in &merged {
-            let k = m.column(0).as_binary::<i32>();
-            let v = m.column(2).as_primitive::<arrow_array::types::Int64Type>();
-            for r in 0..m.num_rows() {
-                rows.push((String::from_utf8(k.value(r).to_vec()).unwrap(), v.value(r)));
-            }
-        }
-        rows.sort();
+        let rows = sorted_rows(&merged);
         assert_eq!(rows, vec![("x".into(), 12), ("y".into(), 20)]);
     }
 

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::builder::{Float64Builder, Int64Builder, ListBuilder};
@@ -31,22 +31,6 @@ fn readings(from: i64, to: i64) -> Vec<(u32, Value)> {
             out.push((0, json!({"playerId": p, "createdAt": BASE_MS + t * 1000, "heartbeat": bpm})));
             if s % 11 == 0 {
                 out.push((0, json!({"playerId": p, "createdAt": BASE_MS + t * 1000, "heartbeat": bpm})));
-            }
-        }
-    }
-    out
-}
-
-fn window_state_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("window_aggregate")) {
-                out.push(p);
             }
         }
     }
@@ -88,7 +72,7 @@ fn to_old_layout(b: &RecordBatch) -> RecordBatch {
 }
 
 fn rewrite(dir: &Path, f: impl Fn(&RecordBatch) -> RecordBatch) -> usize {
-    let files = window_state_files(&dir.join("checkpoints"));
+    let files = common::window_state_files(&dir.join("checkpoints"));
     for p in &files {
         let batches: Vec<RecordBatch> = sluice_stream::state::read_file(p).unwrap().iter().map(&f).collect();
         sluice_stream::state::write_file(p, &batches).unwrap();

@@ -46,25 +46,20 @@ fn settings() -> EngineSettings {
 /// The most groups any key has in one window-state change file.
 fn most_groups_per_key(dir: &std::path::Path) -> usize {
     let mut most = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().contains("window_aggregate/delta-") && p.extension().is_some_and(|x| x == "arrow") {
-                let mut groups = std::collections::HashMap::<Vec<u8>, usize>::new();
-                for b in sluice_stream::state::read_file(&p).unwrap() {
-                    let keys = b.column(0).as_binary::<i32>();
-                    for r in 0..b.num_rows() {
-                        if r == 0 || keys.value(r - 1) != keys.value(r) {
-                            *groups.entry(keys.value(r).to_vec()).or_default() += 1;
-                        }
-                    }
+    for p in common::window_state_files(dir) {
+        if !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("delta-") && n.to_string_lossy().ends_with(".arrow")) {
+            continue;
+        }
+        let mut groups = std::collections::HashMap::<Vec<u8>, usize>::new();
+        for b in sluice_stream::state::read_file(&p).unwrap() {
+            let keys = b.column(0).as_binary::<i32>();
+            for r in 0..b.num_rows() {
+                if r == 0 || keys.value(r - 1) != keys.value(r) {
+                    *groups.entry(keys.value(r).to_vec()).or_default() += 1;
                 }
-                most = most.max(groups.values().copied().max().unwrap_or(0));
             }
         }
+        most = most.max(groups.values().copied().max().unwrap_or(0));
     }
     most
 }

@@ -242,3 +242,20 @@ pub fn rows_json(batches: &[RecordBatch], base_ms: i64) -> Vec<Value> {
     }
     out
 }
+
+/// Every state file of the windowed aggregates under `dir` (a checkpoints directory).
+pub fn window_state_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("window_aggregate")) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
