@@ -245,6 +245,8 @@ async fn live(args: &PipelinesArgs, dir: &Path) -> anyhow::Result<()> {
     let avg_written = busy.iter().map(|c| c.written_bytes).sum::<u64>() as f64 / busy.len().max(1) as f64;
     let avg_changed = busy.iter().map(|c| c.changed_keys).sum::<u64>() as f64 / busy.len().max(1) as f64;
     let keys = view.status.keys.load(Ordering::Relaxed);
+    // Read before the full snapshot below, which this benchmark builds in memory to measure.
+    let peak_rss = peak_rss_mb();
     // The whole state, written once: a full snapshot of every key.
     let full = full_state_bytes(&server, "heart_rate")?;
     let changed_state = full as f64 * avg_changed / keys.max(1) as f64;
@@ -264,7 +266,7 @@ async fn live(args: &PipelinesArgs, dir: &Path) -> anyhow::Result<()> {
         changed_state / 1e6,
         avg_written / changed_state.max(1.0),
         view.status.open_windows.load(Ordering::Relaxed),
-        peak_rss_mb()
+        peak_rss
     );
     server.shutdown().await?;
     Ok(())
