@@ -176,13 +176,14 @@ impl Observer for LiveViews {
             }
         }
         if pipeline == HEART_RATE && rows.stream == 0 {
-            let mut per_key: Vec<Vec<SessionSummary>> = vec![Vec::new(); keys];
-            for (i, s) in sessions_of(&rows.batch, false).into_iter().enumerate() {
-                if let Some(v) = per_key.get_mut(early.row_key.value(i) as usize) {
-                    v.push(s);
+            // Rows come key by key (row_key ascending); a key without rows has no open
+            // session. One key's sessions are held at a time.
+            let mut sessions = sessions_of(&rows.batch, false).into_iter().enumerate().peekable();
+            for k in 0..keys {
+                let mut open = Vec::new();
+                while let Some((_, s)) = sessions.next_if(|(i, _)| early.row_key.value(*i) as usize == k) {
+                    open.push(s);
                 }
-            }
-            for (k, open) in per_key.into_iter().enumerate() {
                 self.sessions.set_open(early.keys[k].clone(), open);
             }
         }

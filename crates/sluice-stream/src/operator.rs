@@ -14,7 +14,7 @@ use crate::state::StateWriter;
 use crate::StreamError;
 
 /// Live (not yet final) rows: which key each row belongs to. `keys[row_key[i]]` is the
-/// display form of row `i`'s group key.
+/// display form of row `i`'s group key; `row_key` is ascending (rows come key by key).
 #[derive(Debug, Clone)]
 pub struct Early {
     pub keys: Arc<Vec<String>>,
