@@ -789,13 +789,7 @@ impl Runner {
             let (tx, rx) = std::sync::mpsc::channel();
             self.compactions[i] = Some(rx);
             std::thread::spawn(move || {
-                let r = state::compact(&inputs).and_then(|batches| {
-                    if batches.is_empty() {
-                        Ok(0)
-                    } else {
-                        state::write_file(&out, &batches)
-                    }
-                });
+                let r = state::compact_to(&inputs, &out);
                 let _ = tx.send(r.map(|bytes| (upto, rel, bytes)).map_err(|e| crate::error_chain(&e)));
             });
         }

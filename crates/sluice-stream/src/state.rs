@@ -144,9 +144,45 @@ pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, StreamError> {
 /// group is a tombstone are dropped. Files are read newest first, one at a time, so memory
 /// is the output plus one file.
 pub fn compact(files: &[PathBuf]) -> Result<Vec<RecordBatch>, StreamError> {
+    let mut groups: Vec<Vec<RecordBatch>> = Vec::with_capacity(files.len());
+    compact_each(files, |_, kept| {
+        groups.push(kept);
+        Ok(())
+    })?;
+    // Oldest file's rows first, as the files were given.
+    Ok(groups.into_iter().rev().flatten().collect())
+}
+
+/// [`compact`] into the snapshot file `out`, each input file's surviving rows written as
+/// soon as they are known, so memory is one input file; returns the file's size. The file
+/// is written even when no key is left (with the newest input's schema), since the
+/// manifest will name it.
+pub fn compact_to(files: &[PathBuf], out: &Path) -> Result<u64, StreamError> {
+    let Some(newest) = files.last() else { return Err(StreamError::State { path: out.into(), reason: "nothing to compact".into() }) };
+    let tmp = out.with_extension("arrow.tmp");
+    let mut writer: Option<StateFileWriter> = None;
+    compact_each(files, |schema, kept| {
+        let w = match &mut writer {
+            Some(w) => w,
+            None => writer.insert(StateFileWriter::create(&tmp, schema)?),
+        };
+        kept.iter().try_for_each(|b| w.write(b))
+    })?;
+    let writer = match writer {
+        Some(w) => w,
+        None => {
+            let file = File::open(newest).map_err(io(newest))?;
+            let reader = FileReader::try_new(std::io::BufReader::new(file), None).map_err(arrow_err(newest))?;
+            StateFileWriter::create(&tmp, &reader.schema())?
+        }
+    };
+    writer.finish(out)
+}
+
+/// Calls `f` with each file's surviving rows (see [`compact`]), newest file first.
+fn compact_each(files: &[PathBuf], mut f: impl FnMut(&arrow_schema::Schema, Vec<RecordBatch>) -> Result<(), StreamError>) -> Result<(), StreamError> {
     // Keys already taken from a newer file.
     let mut claimed: HashSet<Vec<u8>> = HashSet::new();
-    let mut groups = Vec::with_capacity(files.len());
     for path in files.iter().rev() {
         let batches = read_file(path)?;
         // The keys this file takes, each with where its last group starts (batch, row)
@@ -183,10 +219,11 @@ pub fn compact(files: &[PathBuf]) -> Result<Vec<RecordBatch>, StreamError> {
             kept.push(RecordBatch::try_new(b.schema(), cols).map_err(arrow_err(path))?);
         }
         claimed.extend(named.into_keys().map(<[u8]>::to_vec));
-        groups.push(kept);
+        if let Some(first) = batches.first() {
+            f(&first.schema(), kept)?;
+        }
     }
-    // Oldest file's rows first, as the files were given.
-    Ok(groups.into_iter().rev().flatten().collect())
+    Ok(())
 }
 
 fn key_columns<'a>(b: &'a RecordBatch, path: &Path) -> Result<(&'a arrow_array::BinaryArray, &'a arrow_array::BooleanArray), StreamError> {
@@ -264,6 +301,20 @@ mod tests {
         let merged = compact(&[a, b]).unwrap();
         let rows = sorted_rows(&merged);
         assert_eq!(rows, vec![("x".into(), 12), ("y".into(), 20)]);
+    }
+
+    /// Every key deleted: the snapshot file still exists (the manifest names it), empty.
+    #[test]
+    fn compacting_to_a_file_streams_and_keeps_an_empty_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, out) = (dir.path().join("snapshot-1.arrow"), dir.path().join("delta-2.arrow"), dir.path().join("snapshot-2.arrow"));
+        write_file(&a, &[batch(&[("x", false, 1), ("y", false, 2)])]).unwrap();
+        write_file(&b, &[batch(&[("x", false, 10)])]).unwrap();
+        compact_to(&[a.clone(), b.clone()], &out).unwrap();
+        assert_eq!(sorted_rows(&read_file(&out).unwrap()), vec![("x".into(), 10), ("y".into(), 2)]);
+        write_file(&b, &[batch(&[("x", true, 0), ("y", true, 0)])]).unwrap();
+        compact_to(&[a, b], &out).unwrap();
+        assert!(read_file(&out).unwrap().iter().all(|b| b.num_rows() == 0));
     }
 
     #[test]
