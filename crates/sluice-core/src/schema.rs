@@ -316,7 +316,7 @@ fn convert<'v>(f: &FieldSpec, v: Option<&'v Value>) -> Result<Datum<'v>, FieldEr
         None => return Ok(Datum::Null),
         Some(v) => v,
     };
-    let unit = f.unit.as_deref().map(|u| format!(" ({u})")).unwrap_or_default();
+    let unit = || f.unit.as_deref().map(|u| format!(" ({u})")).unwrap_or_default();
     if v.is_null() && !f.required {
         return Ok(Datum::Null);
     }
@@ -327,7 +327,7 @@ fn convert<'v>(f: &FieldSpec, v: Option<&'v Value>) -> Result<Datum<'v>, FieldEr
             Ok(Datum::Str(Cow::Borrowed(s.as_str())))
         }
         FieldType::Float => {
-            let Value::Number(n) = v else { return err(format!("expected a number{unit}, got {}", type_name(v))) };
+            let Value::Number(n) = v else { return err(format!("expected a number{}, got {}", unit(), type_name(v))) };
             let x = n.as_f64().unwrap_or(f64::NAN);
             range(f, x)?;
             Ok(Datum::Float(x))
@@ -335,8 +335,8 @@ fn convert<'v>(f: &FieldSpec, v: Option<&'v Value>) -> Result<Datum<'v>, FieldEr
         FieldType::Int => {
             let Some(x) = v.as_i64() else {
                 return err(match v {
-                    Value::Number(n) => format!("expected an integer{unit}, got {n}"),
-                    _ => format!("expected an integer{unit}, got {}", type_name(v)),
+                    Value::Number(n) => format!("expected an integer{}, got {n}", unit()),
+                    _ => format!("expected an integer{}, got {}", unit(), type_name(v)),
                 });
             };
             range(f, x as f64)?;
@@ -386,10 +386,10 @@ fn check_string(f: &FieldSpec, s: &str) -> Result<(), FieldError> {
 }
 
 fn range(f: &FieldSpec, x: f64) -> Result<(), FieldError> {
-    let unit = f.unit.as_deref().map(|u| format!(" {u}")).unwrap_or_default();
     let lo = f.min.unwrap_or(f64::NEG_INFINITY);
     let hi = f.max.unwrap_or(f64::INFINITY);
     if x.is_nan() || x < lo || x > hi {
+        let unit = f.unit.as_deref().map(|u| format!(" {u}")).unwrap_or_default();
         let bounds = match (f.min, f.max) {
             (Some(lo), Some(hi)) => format!("{lo}..={hi}"),
             (Some(lo), None) => format!("{lo}.."),
@@ -577,6 +577,26 @@ impl<'de> Visitor<'de> for RawVisitor {
     }
 }
 
+/// Reads one key of a record and finds its slot, without copying the key.
+struct KeySeed<'s>(&'s [String]);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, k: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|t| t.as_str() == k))
+    }
+}
+
 /// Visits one record: stores the values of declared top-level keys, skips the rest.
 /// Yields `Err(type name)` when the record is not an object.
 struct RecordSeed<'s, 'de> {
@@ -597,8 +617,8 @@ impl<'de> Visitor<'de> for RecordSeed<'_, 'de> {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match self.tops.iter().position(|t| t.as_str() == key.as_ref()) {
+        while let Some(slot) = map.next_key_seed(KeySeed(self.tops))? {
+            match slot {
                 Some(slot) => self.slots[slot] = Some(map.next_value_seed(RawSeed)?),
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -678,6 +698,15 @@ mod tests {
         let b = both(&s, &json!({"playerId":"p","heartbeat":80.0,"createdAt":"2023-11-23T10:15:30Z"})).unwrap();
         assert_eq!(a, b);
         assert_eq!(s.key_of(&a), Some(b"p".to_vec()));
+    }
+
+    #[test]
+    fn keys_are_matched_after_unescaping_and_the_last_duplicate_wins() {
+        let d = Decoder::new(heartbeat());
+        let bytes = br#"{"player\u0049d":"p\u00e9","heartbeat":80,"heartbeat":90,"createdAt":1000,"other":{"a":[1]}}"#;
+        let mut out = Vec::new();
+        d.decode(bytes, &mut out).unwrap();
+        assert_eq!(out, vec![Datum::Str("p\u{e9}".into()), Datum::Float(90.0), Datum::Timestamp(1000)]);
     }
 
     #[test]
