@@ -239,7 +239,8 @@ struct BatchArgs<'a> {
 }
 
 /// A key's rows waiting to be added to the same windows (by start). One per batch, reused
-/// from key to key, with its buffers.
+/// from key to key, with its buffers. Rows are positions in the batch's key-ordered
+/// argument arrays ([`Inputs::reordered`]).
 #[derive(Default)]
 struct Pending {
     targets: Vec<i64>,
@@ -327,12 +328,15 @@ impl Operator for WindowAggregate {
             ordered[fill[g as usize] as usize] = i as u32;
             fill[g as usize] += 1;
         }
-        let groups = keys_in_order.iter().enumerate().map(|(g, k)| (*k, &ordered[starts[g] as usize..starts[g + 1] as usize]));
+        // Each key's argument rows become one contiguous run, so that its updates take
+        // slices rather than gathering rows per key and aggregate.
+        let (sorted_args, sorted_filters) = inputs.reordered(&ordered)?;
+        let groups = keys_in_order.iter().enumerate().map(|(g, k)| (*k, starts[g], &ordered[starts[g] as usize..starts[g + 1] as usize]));
         let rollups = self.opts.rollups.clone();
         let natives = self.natives.clone();
         let shape = Shape { kind: plan.kind, aggs: &plan.aggs, natives: &natives, lateness_ms: self.opts.lateness_ms, rollups: &rollups };
         let (ooo, lateness, dedup, mode) = (self.opts.out_of_orderness_ms, self.opts.lateness_ms, self.opts.dedup, self.opts.watermark);
-        let batch_args = BatchArgs { args: &inputs.args, filters: &inputs.filters };
+        let batch_args = BatchArgs { args: &sorted_args, filters: &sorted_filters };
         let mut fired = Vec::new();
         let mut targets = Vec::new();
         let mut pending = Pending::default();
@@ -341,7 +345,7 @@ impl Operator for WindowAggregate {
             WatermarkMode::PerKey => st.watermark(ooo),
             WatermarkMode::PerPartition => partition_wm,
         };
-        for (key, rows) in groups {
+        for (key, first, rows) in groups {
             let st = match self.keys.get_mut(key) {
                 Some(st) => st,
                 None => self.keys.entry(Key::from(key)).or_insert_with(|| KeyState::new(1 + rollups.len(), ctx.now_ms)),
@@ -349,7 +353,7 @@ impl Operator for WindowAggregate {
             st.last_input_ms = ctx.now_ms;
             let mut key_fired = Vec::new();
             let mut reshaped = false;
-            for &i in rows {
+            for (&i, p) in rows.iter().zip(first..) {
                 let iu = i as usize;
                 let origin = input.origin.as_ref().map_or(i, |o| o.value(iu));
                 if times.is_null(iu) {
@@ -391,7 +395,7 @@ impl Operator for WindowAggregate {
                 }
                 reshaped |= st.open(&shape, t, &self.scratch, &mut targets)?;
                 pending.targets.clone_from(&targets);
-                pending.rows.push(i);
+                pending.rows.push(p);
                 if mode == WatermarkMode::PerKey {
                     let after = st.watermark(ooo);
                     if after > wm && st.next_fire(lateness).is_some_and(|f| f <= after) {

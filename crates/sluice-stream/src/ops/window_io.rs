@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::{ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array};
 use arrow_row::{RowConverter, Rows as KeyRows, SortField};
 use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 
@@ -90,6 +90,33 @@ impl Inputs {
             });
         }
         Ok(Inputs { keys, args, filters })
+    }
+
+    /// The argument and filter arrays with their rows in `order` (row `p` of the result is
+    /// row `order[p]` of the batch), so that each key's rows are one contiguous run. An
+    /// array that several aggregates share is taken once. Errors: arrow's `take`.
+    pub fn reordered(&self, order: &[u32]) -> Result<(Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>), StreamError> {
+        if order.iter().enumerate().all(|(p, &i)| p as u32 == i) {
+            return Ok((self.args.clone(), self.filters.clone()));
+        }
+        let idx = UInt32Array::from(order.to_vec());
+        let mut done: Vec<(*const (), ArrayRef)> = Vec::new();
+        let mut take = |a: &ArrayRef| -> Result<ArrayRef, StreamError> {
+            let ptr = Arc::as_ptr(a) as *const ();
+            if let Some((_, t)) = done.iter().find(|(q, _)| *q == ptr) {
+                return Ok(t.clone());
+            }
+            let t = arrow_select::take::take(a, &idx, None).map_err(eval_err)?;
+            done.push((ptr, t.clone()));
+            Ok(t)
+        };
+        let args = self.args.iter().map(|arrays| arrays.iter().map(&mut take).collect::<Result<Vec<_>, _>>()).collect::<Result<Vec<_>, _>>()?;
+        let filters = self
+            .filters
+            .iter()
+            .map(|f| f.as_ref().map(|f| arrow_select::take::take(f, &idx, None).map(|t| t.as_boolean().clone())).transpose().map_err(eval_err))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((args, filters))
     }
 
     /// Row `i`'s group key bytes (empty without keys).
