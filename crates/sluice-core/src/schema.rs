@@ -577,8 +577,12 @@ impl<'de> Visitor<'de> for RawVisitor {
     }
 }
 
-/// Reads one key of a record and finds its slot, without copying the key.
-struct KeySeed<'s>(&'s [String]);
+/// Reads one key of a record and finds its slot, without copying the key. Keys usually
+/// come in the same order in every record, so the slot after the last match is tried first.
+struct KeySeed<'s> {
+    tops: &'s [String],
+    next: &'s mut usize,
+}
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
     type Value = Option<usize>;
@@ -593,7 +597,14 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
         f.write_str("a key")
     }
     fn visit_str<E>(self, k: &str) -> Result<Option<usize>, E> {
-        Ok(self.0.iter().position(|t| t.as_str() == k))
+        let slot = match self.tops.get(*self.next) {
+            Some(t) if t.as_str() == k => Some(*self.next),
+            _ => self.tops.iter().position(|t| t.as_str() == k),
+        };
+        if let Some(s) = slot {
+            *self.next = s + 1;
+        }
+        Ok(slot)
     }
 }
 
@@ -617,7 +628,8 @@ impl<'de> Visitor<'de> for RecordSeed<'_, 'de> {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while let Some(slot) = map.next_key_seed(KeySeed(self.tops))? {
+        let mut next = 0;
+        while let Some(slot) = map.next_key_seed(KeySeed { tops: self.tops, next: &mut next })? {
             match slot {
                 Some(slot) => self.slots[slot] = Some(map.next_value_seed(RawSeed)?),
                 None => {

@@ -261,6 +261,12 @@ impl KeyState {
                 reshaped = true;
                 if first == last {
                     base.insert(first, Win { start: t_ms, end: t_ms.saturating_add(gap_ms), accs: new_accs(shape.aggs, shape.natives)? });
+                } else if last == first + 1 {
+                    // The common case: the record falls in (or extends) one session.
+                    let w = &mut base[first];
+                    reshaped = t_ms < w.start || t_ms.saturating_add(gap_ms) > w.end;
+                    w.start = w.start.min(t_ms);
+                    w.end = w.end.max(t_ms.saturating_add(gap_ms));
                 } else {
                     let mut merged: Vec<Win> = base.drain(first..last).collect();
                     let mut head = merged.remove(0);
