@@ -443,12 +443,14 @@ impl Partition {
     /// an allocation per record: the batches as stored, and each record's offset, timestamp
     /// and value position in them. Whole batches: at least `max_records` when there are
     /// that many, and every record of the last batch read (so that a large batch is decoded
-    /// once, not once per `max_records`); about `max_bytes` (at least one batch). Offsets below the log start offset start there. A batch that
+    /// once, not once per `max_records`); about `max_bytes` (at least one batch). Reading
+    /// stops at the batch that completes `max_records`. Offsets below the log start offset
+    /// start there. A batch that
     /// fails its CRC is an error naming the file and byte position.
     pub fn read_values(&self, offset: u64, max_records: usize, max_bytes: usize) -> Result<(Vec<u8>, Vec<crate::batch::ValueRef>)> {
         let hw = self.high_watermark();
         let offset = offset.max(self.log_start_offset());
-        let buf = self.read_raw(offset, max_bytes)?;
+        let buf = self.read_raw_records(offset, max_records.max(1), max_bytes)?;
         let mut refs = Vec::new();
         crate::batch::visit_values(&buf, offset, hw, max_records.max(1), &mut refs).map_err(|source| LogError::Corrupt { path: self.dir.clone(), position: 0, source })?;
         Ok((buf, refs))
@@ -457,13 +459,20 @@ impl Partition {
     /// Stored batches (RecordBatch v2, as on disk) from the one holding `offset` up to the
     /// high watermark, about `max_bytes` (at least one batch): what a Kafka Fetch returns.
     pub fn read_raw(&self, offset: u64, max_bytes: usize) -> Result<Vec<u8>> {
+        self.read_raw_records(offset, usize::MAX, max_bytes)
+    }
+
+    /// [`Partition::read_raw`], stopping after the batch that completes `max_records`
+    /// records at or after `offset`.
+    pub fn read_raw_records(&self, offset: u64, max_records: usize, max_bytes: usize) -> Result<Vec<u8>> {
         let hw = self.high_watermark();
+        let mut records = max_records;
         let mut out = Vec::new();
         if offset >= hw {
             return Ok(out);
         }
         for (file, path, start, end) in self.read_plan(offset) {
-            if segment::read_raw_from(&file, &path, start, end, offset, hw, max_bytes, &mut out)? {
+            if segment::read_raw_from(&file, &path, start, end, offset, hw, max_bytes, &mut records, &mut out)? {
                 break; // full: the next batch did not fit (continuing would skip it)
             }
         }

@@ -327,12 +327,18 @@ pub fn read_from(file: &File, path: &Path, mut position: u64, end: u64, limits: 
 
 /// Like [`read_from`], but appends whole stored batches (CRC-checked) to `out` as they are
 /// on disk: what a Kafka Fetch returns. The first batch may start before `min_offset`.
-/// Returns true when it stopped because the next batch would not fit in `max_bytes`: the
-/// caller must not go on to a later segment then, or that batch would be skipped.
-pub fn read_raw_from(file: &File, path: &Path, mut position: u64, end: u64, min_offset: u64, below: u64, max_bytes: usize, out: &mut Vec<u8>) -> Result<bool> {
+/// `records` counts down the records at or after `min_offset` still wanted; reading stops
+/// once it reaches 0. Returns true when it stopped because the next batch would not fit in
+/// `max_bytes`, or no more records are wanted: the caller must not go on to a later segment
+/// then, or that batch would be skipped.
+#[allow(clippy::too_many_arguments)]
+pub fn read_raw_from(file: &File, path: &Path, mut position: u64, end: u64, min_offset: u64, below: u64, max_bytes: usize, records: &mut usize, out: &mut Vec<u8>) -> Result<bool> {
     let corrupt = |position: u64| move |source| LogError::Corrupt { path: path.to_path_buf(), position, source };
     let mut header = [0u8; HEADER_LEN];
     while position < end && (out.len() < max_bytes || out.is_empty()) {
+        if *records == 0 {
+            return Ok(true);
+        }
         file.read_exact_at(&mut header, position).map_err(io(path))?;
         let h = batch::decode_header(&header).map_err(corrupt(position))?;
         if h.base_offset >= below || position + h.total_len as u64 > end {
@@ -346,10 +352,12 @@ pub fn read_raw_from(file: &File, path: &Path, mut position: u64, end: u64, min_
             out.resize(start + h.total_len, 0);
             file.read_exact_at(&mut out[start..], position).map_err(io(path))?;
             batch::verify(&h, &out[start..]).map_err(corrupt(position))?;
+            let wanted = (h.base_offset + h.record_count as u64).min(below).saturating_sub(h.base_offset.max(min_offset));
+            *records = records.saturating_sub(wanted as usize);
         }
         position += h.total_len as u64;
     }
-    Ok(out.len() >= max_bytes)
+    Ok(out.len() >= max_bytes || *records == 0)
 }
 
 /// The first batch at or after `position` appended at or after `ts_ms`: its base offset.
