@@ -265,7 +265,14 @@ impl<'a> Reader<'a> {
     fn err(&self, what: &str) -> DecodeError {
         DecodeError::Invalid(format!("{what} at batch byte {} runs past the batch end", HEADER_LEN + self.at))
     }
+    #[inline]
     fn varint(&mut self) -> Result<i64, DecodeError> {
+        // One byte (values -64..=63) is the common case: record attributes, small deltas,
+        // lengths of keys, no headers.
+        if let Some(&byte) = self.b.get(self.at).filter(|&&b| b < 0x80) {
+            self.at += 1;
+            return Ok(((byte >> 1) as i64) ^ -((byte & 1) as i64));
+        }
         let mut z: u64 = 0;
         for shift in (0..70).step_by(7) {
             let byte = *self.b.get(self.at).ok_or_else(|| self.err("a varint"))?;
@@ -461,6 +468,21 @@ mod tests {
             },
             NewRecord::new(None, vec![]),
         ]
+    }
+
+    #[test]
+    fn varints_round_trip_across_the_one_byte_boundary() {
+        let values = [0i64, 1, -1, 63, -64, 64, -65, 127, 128, 300, -300, i32::MAX as i64, i64::MAX, i64::MIN];
+        let mut buf = Vec::new();
+        for &v in &values {
+            put_varint(&mut buf, v);
+        }
+        let mut r = Reader { b: &buf, at: 0 };
+        for &v in &values {
+            assert_eq!(r.varint().unwrap(), v);
+        }
+        assert_eq!(r.at, buf.len());
+        assert!(Reader { b: &[0x80], at: 0 }.varint().is_err(), "a truncated varint is an error");
     }
 
     #[test]
