@@ -108,6 +108,7 @@ pub struct Decoded {
 }
 
 /// Decodes records of one topic into batches of its source schema.
+#[derive(Clone)]
 pub struct BatchDecoder {
     decoder: Decoder,
     schema: SchemaRef,

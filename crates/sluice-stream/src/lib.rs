@@ -20,6 +20,7 @@ pub mod functions;
 pub mod operator;
 pub mod ops;
 pub mod pipeline;
+mod reader;
 pub mod runner;
 pub mod sql;
 pub mod state;

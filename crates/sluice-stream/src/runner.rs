@@ -18,6 +18,7 @@ use sluice_core::time::{format_ms, now_ms};
 
 use crate::checkpoint::PipelineCheckpoint;
 use crate::decode::{BatchDecoder, SourceChunk};
+use crate::reader::{Fetched, ReadAhead};
 use crate::operator::{Chain, Ctx, Hook, Rows, SideOutput};
 use crate::pipeline::{Planned, StartPosition, ALERTS_TOPIC};
 use crate::state::{self, StateFiles, StateWriter};
@@ -144,65 +145,15 @@ struct Pending {
 
 type Compaction = Receiver<Result<(u64, String, u64), String>>;
 
-/// Records read and decoded ahead of the operators, on the pipeline's reader thread.
-struct Fetched {
-    partition: u32,
-    chunk: SourceChunk,
-    decoded: crate::decode::Decoded,
-}
-
-/// Batches the reader thread may hold ready (each at most `batch_records`).
-const READ_AHEAD: usize = 4;
-
-/// Reads and decodes the partitions `p` with `p % readers == me` from `offsets` on, round
-/// robin, until `stop` is set or the runner goes away. Runs on its own thread (one per
-/// reader), so that decoding (the costliest part of reading JSON) overlaps the operators
-/// and uses every core. Each partition has one reader, so its batches arrive in order.
-#[allow(clippy::too_many_arguments)]
-fn read_ahead(source: Arc<dyn Source>, mut decoder: BatchDecoder, mut offsets: Vec<u64>, batch_records: usize, tx: std::sync::mpsc::SyncSender<Result<Fetched, String>>, stop: Arc<AtomicBool>, me: u32, readers: u32) {
-    while !stop.load(Ordering::Acquire) {
-        let mut any = false;
-        for p in (0..source.partition_count()).filter(|p| p % readers == me) {
-            let pi = p as usize;
-            if offsets.len() <= pi {
-                offsets.resize(pi + 1, 0);
-            }
-            let start = source.start_offset(p).max(offsets[pi]);
-            let chunk = match source.read(p, start, batch_records) {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = tx.send(Err(crate::error_chain(e.as_ref())));
-                    return;
-                }
-            };
-            let Some(next) = chunk.records.last().map(|r| r.offset + 1) else { continue };
-            any = true;
-            let decoded = match decoder.decode(p, &chunk) {
-                Ok(d) => d,
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            offsets[pi] = next;
-            if tx.send(Ok(Fetched { partition: p, chunk, decoded })).is_err() {
-                return;
-            }
-        }
-        if !any {
-            source.wait(Duration::from_millis(10));
-        }
-    }
-}
+/// Chunks the readers may hold ahead of the pipeline, beyond one per reader (each at most
+/// `batch_records`).
+const READ_AHEAD: usize = 10;
 
 /// One pipeline's loop.
 pub(crate) struct Runner {
     p: Planned,
     source: Arc<dyn Source>,
-    fetched: Receiver<Result<Fetched, String>>,
-    /// A batch taken from the reader but left for the next poll.
-    held: Option<Fetched>,
-    stop_reader: Arc<AtomicBool>,
+    reader: ReadAhead,
     chain: Chain,
     sinks: Vec<Vec<(String, Box<dyn Sink>)>>,
     late_sink: (String, Box<dyn Sink>),
@@ -303,25 +254,12 @@ impl Runner {
         let now = now_ms();
         let streams = 1 + p.spec.rollups.len();
         let n_ops = chain.ops.len();
-        let (tx, fetched) = std::sync::mpsc::sync_channel(READ_AHEAD);
-        let stop_reader = Arc::new(AtomicBool::new(false));
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        let readers = source.partition_count().clamp(1, cores.max(1));
-        for me in 0..readers {
-            let (s2, o2, stop2, tx2, batch) = (source.clone(), offsets.clone(), stop_reader.clone(), tx.clone(), settings.batch_records);
-            let decoder = BatchDecoder::new(p.plan.record.clone());
-            std::thread::Builder::new()
-                .name(format!("read-{}-{me}", p.spec.name))
-                .spawn(move || read_ahead(s2, decoder, o2, batch, tx2, stop2, me, readers))
-                .map_err(|e| StreamError::Eval(format!("cannot start a reader thread: {e}")))?;
-        }
-        drop(tx);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let reader = ReadAhead::start(source.clone(), &BatchDecoder::new(p.plan.record.clone()), &offsets, settings.batch_records, cores, READ_AHEAD + cores, &p.spec.name)?;
         Ok(Runner {
             p,
             source,
-            fetched,
-            held: None,
-            stop_reader,
+            reader,
             chain,
             sinks,
             late_sink,
@@ -447,30 +385,17 @@ impl Runner {
             self.part_last_input.resize(parts, now_ms());
         }
         let mut total = 0;
-        let first = match self.held.take() {
-            Some(f) => Some(f),
-            None => match self.fetched.recv_timeout(wait) {
-                Ok(f) => Some(f.map_err(|e| StreamError::Source(e.into()))?),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Err(StreamError::Source("the reader thread stopped".into())),
-            },
-        };
         // At most one batch per partition per poll, so the watermark advances between a
         // partition's batches (as when reading each partition once per poll).
         let mut seen = vec![false; parts.max(1)];
-        let mut next = first;
-        while let Some(f) = next.take() {
-            let pi = (f.partition as usize).min(seen.len() - 1);
-            if seen[pi] {
-                self.held = Some(f);
-                break;
+        let mut wait = Some(wait);
+        while let Some(f) = self.reader.next(&seen, wait.take())? {
+            let pi = f.partition as usize;
+            if seen.len() <= pi {
+                seen.resize(pi + 1, false);
             }
             seen[pi] = true;
             total += self.process_fetched(f)?;
-            next = match self.fetched.try_recv() {
-                Ok(f) => Some(f.map_err(|e| StreamError::Source(e.into()))?),
-                Err(_) => None,
-            };
         }
         if total > 0 {
             self.status.records.fetch_add(total as u64, Ordering::Relaxed);
@@ -484,7 +409,7 @@ impl Runner {
 
     /// Pushes one decoded source batch through the chain.
     fn process_fetched(&mut self, f: Fetched) -> Result<usize, StreamError> {
-        let Fetched { partition: p, chunk, decoded } = f;
+        let Fetched { partition: p, chunk, decoded, .. } = f;
         let pi = p as usize;
         let windowed = self.p.plan.windowed;
         let time_col = self.p.plan.window.as_ref().map(|w| w.time_column);
@@ -799,12 +724,6 @@ impl Runner {
         if let Ok(mut o) = self.status.offsets.lock() {
             o.clone_from(&self.offsets);
         }
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        self.stop_reader.store(true, Ordering::Release);
     }
 }
 

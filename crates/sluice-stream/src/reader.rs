@@ -1,0 +1,183 @@
+//! Reading and decoding a pipeline's source ahead of its operators, on every core.
+//!
+//! Decoding JSON is the costliest part of reading, so it runs on reader threads (one per
+//! core), apart from the pipeline's own thread. Readers do not own partitions: each takes
+//! the next chunk of whichever partition has data (round robin), under one lock, and
+//! decodes it outside the lock. So one busy partition, or partitions of unequal size, keep
+//! every reader busy.
+//!
+//! Chunks of one partition can then finish out of order. Each carries its partition's
+//! sequence number, and [`ReadAhead::next`] hands them to the pipeline strictly in order
+//! per partition. At most `limit` chunks are read and not yet handed over, which bounds
+//! memory.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::decode::{BatchDecoder, Decoded, SourceChunk};
+use crate::runner::Source;
+use crate::StreamError;
+
+/// Records read and decoded ahead of the operators.
+pub(crate) struct Fetched {
+    pub partition: u32,
+    /// The chunk's place among its partition's chunks (0, 1, …).
+    seq: u64,
+    pub chunk: SourceChunk,
+    pub decoded: Decoded,
+}
+
+/// What the readers share: where each partition's next chunk starts.
+struct Claims {
+    /// Per partition: the next offset to read, and the next chunk's sequence number.
+    next: Vec<(u64, u64)>,
+    /// The partition to try first (round robin).
+    turn: usize,
+    /// Chunks claimed and not yet handed to the pipeline.
+    outstanding: usize,
+}
+
+struct Shared {
+    claims: Mutex<Claims>,
+    /// Signalled when the pipeline takes a chunk (room under the limit) or stops.
+    room: Condvar,
+    stop: AtomicBool,
+    limit: usize,
+}
+
+fn lock(m: &Mutex<Claims>) -> MutexGuard<'_, Claims> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The pipeline's end of its readers.
+pub(crate) struct ReadAhead {
+    rx: Receiver<Result<Fetched, String>>,
+    shared: Arc<Shared>,
+    /// Chunks received ahead of an earlier chunk of their partition, by (partition, seq).
+    early: BTreeMap<(u32, u64), Fetched>,
+    /// Per partition: the sequence number of the next chunk to hand over.
+    expect: Vec<u64>,
+}
+
+impl ReadAhead {
+    /// Starts `readers` threads (named `read-<name>-<i>`) reading every partition of
+    /// `source` from `offsets`, at most `batch_records` records per chunk, at most `limit`
+    /// chunks ahead of the pipeline. Errors: a thread cannot be started.
+    pub fn start(source: Arc<dyn Source>, decoder: &BatchDecoder, offsets: &[u64], batch_records: usize, readers: usize, limit: usize, name: &str) -> Result<ReadAhead, StreamError> {
+        let shared = Arc::new(Shared {
+            claims: Mutex::new(Claims { next: offsets.iter().map(|&o| (o, 0)).collect(), turn: 0, outstanding: 0 }),
+            room: Condvar::new(),
+            stop: AtomicBool::new(false),
+            limit: limit.max(1),
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        for me in 0..readers.max(1) {
+            let (source, shared, tx, decoder) = (source.clone(), shared.clone(), tx.clone(), decoder.clone());
+            std::thread::Builder::new()
+                .name(format!("read-{name}-{me}"))
+                .spawn(move || read_loop(source, decoder, batch_records, tx, shared))
+                .map_err(|e| StreamError::Eval(format!("cannot start a reader thread: {e}")))?;
+        }
+        Ok(ReadAhead { rx, shared, early: BTreeMap::new(), expect: vec![0; offsets.len()] })
+    }
+
+    /// The next chunk, in order, of a partition not marked in `skip`. Waits up to `wait`
+    /// for one (None: does not wait). Errors: a reader failed, or every reader stopped.
+    pub fn next(&mut self, skip: &[bool], wait: Option<Duration>) -> Result<Option<Fetched>, StreamError> {
+        let deadline = wait.map(|w| Instant::now() + w);
+        loop {
+            while let Ok(r) = self.rx.try_recv() {
+                self.receive(r)?;
+            }
+            if let Some(f) = self.take_in_order(skip) {
+                return Ok(Some(f));
+            }
+            let Some(left) = deadline.map(|d| d.saturating_duration_since(Instant::now())).filter(|l| !l.is_zero()) else { return Ok(None) };
+            match self.rx.recv_timeout(left) {
+                Ok(r) => self.receive(r)?,
+                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                Err(RecvTimeoutError::Disconnected) => return Err(StreamError::Source("the reader threads stopped".into())),
+            }
+        }
+    }
+
+    fn receive(&mut self, r: Result<Fetched, String>) -> Result<(), StreamError> {
+        let f = r.map_err(|e| StreamError::Source(e.into()))?;
+        self.early.insert((f.partition, f.seq), f);
+        Ok(())
+    }
+
+    fn take_in_order(&mut self, skip: &[bool]) -> Option<Fetched> {
+        let key = self.early.keys().find(|(p, seq)| !skip.get(*p as usize).copied().unwrap_or(false) && self.expect.get(*p as usize).copied().unwrap_or(0) == *seq).copied()?;
+        let f = self.early.remove(&key)?;
+        let pi = f.partition as usize;
+        if self.expect.len() <= pi {
+            self.expect.resize(pi + 1, 0);
+        }
+        self.expect[pi] += 1;
+        lock(&self.shared.claims).outstanding -= 1;
+        self.shared.room.notify_one();
+        Some(f)
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.room.notify_all();
+    }
+}
+
+/// Claims the next chunk: the first partition, from the round robin's turn, with records
+/// at its next offset. Reads it under the lock (cheap beside decoding).
+fn claim(source: &dyn Source, shared: &Shared, batch_records: usize) -> Result<Option<(u32, u64, SourceChunk)>, String> {
+    let mut c = lock(&shared.claims);
+    while c.outstanding >= shared.limit && !shared.stop.load(Ordering::Acquire) {
+        c = shared.room.wait_timeout(c, Duration::from_millis(100)).map_or_else(|e| e.into_inner().0, |r| r.0);
+    }
+    let parts = source.partition_count() as usize;
+    if c.next.len() < parts {
+        c.next.resize(parts, (0, 0));
+    }
+    for k in 0..parts {
+        let p = (c.turn + k) % parts;
+        let start = source.start_offset(p as u32).max(c.next[p].0);
+        let chunk = source.read(p as u32, start, batch_records).map_err(|e| crate::error_chain(e.as_ref()))?;
+        let Some(last) = chunk.records.last().map(|r| r.offset) else { continue };
+        let seq = c.next[p].1;
+        c.next[p] = (last + 1, seq + 1);
+        c.turn = p + 1;
+        c.outstanding += 1;
+        return Ok(Some((p as u32, seq, chunk)));
+    }
+    Ok(None)
+}
+
+fn read_loop(source: Arc<dyn Source>, mut decoder: BatchDecoder, batch_records: usize, tx: Sender<Result<Fetched, String>>, shared: Arc<Shared>) {
+    while !shared.stop.load(Ordering::Acquire) {
+        let (partition, seq, chunk) = match claim(source.as_ref(), &shared, batch_records) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                source.wait(Duration::from_millis(10));
+                continue;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        let decoded = match decoder.decode(partition, &chunk) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        if tx.send(Ok(Fetched { partition, seq, chunk, decoded })).is_err() {
+            return;
+        }
+    }
+}
