@@ -8,8 +8,8 @@
 //!
 //! Chunks of one partition can then finish out of order. Each carries its partition's
 //! sequence number, and [`ReadAhead::next`] hands them to the pipeline strictly in order
-//! per partition. At most `limit` chunks are read and not yet handed over, which bounds
-//! memory.
+//! per partition. At most `limit` chunks, and about [`READ_AHEAD_BYTES`] of stored
+//! batches, are read and not yet handed over, which bounds memory.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 use crate::decode::{BatchDecoder, Decoded, SourceChunk};
 use crate::runner::Source;
 use crate::StreamError;
+
+/// Bytes of stored batches the readers may hold ahead of the pipeline (a chunk is claimed
+/// while less than this is outstanding, so one larger chunk still goes through).
+pub(crate) const READ_AHEAD_BYTES: usize = 8 << 20;
 
 /// Records read and decoded ahead of the operators.
 pub(crate) struct Fetched {
@@ -36,8 +40,9 @@ struct Claims {
     next: Vec<(u64, u64)>,
     /// The partition to try first (round robin).
     turn: usize,
-    /// Chunks claimed and not yet handed to the pipeline.
+    /// Chunks claimed and not yet handed to the pipeline, and their stored bytes.
     outstanding: usize,
+    outstanding_bytes: usize,
 }
 
 struct Shared {
@@ -68,7 +73,7 @@ impl ReadAhead {
     /// chunks ahead of the pipeline. Errors: a thread cannot be started.
     pub fn start(source: Arc<dyn Source>, decoder: &BatchDecoder, offsets: &[u64], batch_records: usize, readers: usize, limit: usize, name: &str) -> Result<ReadAhead, StreamError> {
         let shared = Arc::new(Shared {
-            claims: Mutex::new(Claims { next: offsets.iter().map(|&o| (o, 0)).collect(), turn: 0, outstanding: 0 }),
+            claims: Mutex::new(Claims { next: offsets.iter().map(|&o| (o, 0)).collect(), turn: 0, outstanding: 0, outstanding_bytes: 0 }),
             room: Condvar::new(),
             stop: AtomicBool::new(false),
             limit: limit.max(1),
@@ -118,7 +123,10 @@ impl ReadAhead {
             self.expect.resize(pi + 1, 0);
         }
         self.expect[pi] += 1;
-        lock(&self.shared.claims).outstanding -= 1;
+        let mut c = lock(&self.shared.claims);
+        c.outstanding -= 1;
+        c.outstanding_bytes -= f.chunk.buf.len();
+        drop(c);
         self.shared.room.notify_one();
         Some(f)
     }
@@ -135,7 +143,7 @@ impl Drop for ReadAhead {
 /// at its next offset. Reads it under the lock (cheap beside decoding).
 fn claim(source: &dyn Source, shared: &Shared, batch_records: usize) -> Result<Option<(u32, u64, SourceChunk)>, String> {
     let mut c = lock(&shared.claims);
-    while c.outstanding >= shared.limit && !shared.stop.load(Ordering::Acquire) {
+    while (c.outstanding >= shared.limit || c.outstanding_bytes >= READ_AHEAD_BYTES) && !shared.stop.load(Ordering::Acquire) {
         c = shared.room.wait_timeout(c, Duration::from_millis(100)).map_or_else(|e| e.into_inner().0, |r| r.0);
     }
     let parts = source.partition_count() as usize;
@@ -151,6 +159,7 @@ fn claim(source: &dyn Source, shared: &Shared, batch_records: usize) -> Result<O
         c.next[p] = (last + 1, seq + 1);
         c.turn = p + 1;
         c.outstanding += 1;
+        c.outstanding_bytes += chunk.buf.len();
         return Ok(Some((p as u32, seq, chunk)));
     }
     Ok(None)

@@ -552,17 +552,11 @@ impl Runner {
     fn write_ahead(&mut self, now: i64) -> Result<(), StreamError> {
         let name = self.p.spec.name.clone();
         for (i, op) in self.chain.ops.iter_mut().enumerate() {
-            let mut w = StateWriter::default();
+            let (open, keys) = self.ahead[i].take().map_or((None, 0), |(f, k)| (Some(f), k));
+            let mut w = StateWriter::to_file(self.dir.join(ahead_path(&name, i, op.name())), open);
             op.presnapshot(now, &mut w)?;
-            let Some(first) = w.batches.first() else { continue };
-            let (file, keys) = match &mut self.ahead[i] {
-                Some(a) => a,
-                slot => slot.insert((state::StateFileWriter::create(&self.dir.join(ahead_path(&name, i, op.name())), &first.schema())?, 0)),
-            };
-            for b in &w.batches {
-                file.write(b)?;
-            }
-            *keys += w.changed_keys;
+            let keys = keys + w.changed_keys;
+            self.ahead[i] = w.into_file().map(|f| (f, keys));
         }
         Ok(())
     }
@@ -599,23 +593,13 @@ impl Runner {
             let s = op.stats();
             state_keys += s.keys;
             open += s.open_windows;
-            let mut w = StateWriter::default();
-            let wrote = op.snapshot(&mut w)?;
-            changed_keys += w.changed_keys;
-            let ahead = self.ahead[i].take();
-            if (wrote && !w.batches.is_empty()) || ahead.is_some() {
+            let (open, ahead_keys) = self.ahead[i].take().map_or((None, 0), |(f, k)| (Some(f), k));
+            let mut w = StateWriter::to_file(self.dir.join(ahead_path(&name, i, op.name())), open);
+            op.snapshot(&mut w)?;
+            changed_keys += w.changed_keys + ahead_keys;
+            // A file exists when state was written ahead or now.
+            if let Some(file) = w.into_file() {
                 let rel = format!("state/{name}/{i}-{}/delta-{id:020}.arrow", op.name());
-                let mut file = match (ahead, w.batches.first()) {
-                    (Some((f, keys)), _) => {
-                        changed_keys += keys;
-                        f
-                    }
-                    (None, Some(first)) => state::StateFileWriter::create(&self.dir.join(ahead_path(&name, i, op.name())), &first.schema())?,
-                    (None, None) => continue,
-                };
-                for b in &w.batches {
-                    file.write(b)?;
-                }
                 let size = file.finish(&self.dir.join(&rel))?;
                 self.files[i].deltas.push(rel);
                 self.files[i].delta_bytes += size;

@@ -11,7 +11,8 @@
 //! Every state file's batches share one convention: column `key` (Binary) groups rows, and
 //! a row with `tombstone = true` deletes its key. A key's rows are consecutive (a *group*);
 //! a key may have several groups in one file (state written ahead of a checkpoint, then
-//! changed again before it), and the last group replaces the earlier ones. A file is written to a temporary name,
+//! changed again before it), and the last group replaces the earlier ones. A group never
+//! spans two batches (a batch starts a new group). A file is written to a temporary name,
 //! fsync'd and renamed, so it is whole or absent. Files: `<dir>/delta-<checkpoint, 20
 //! digits>.arrow` and `<dir>/snapshot-<checkpoint>.arrow`, named in the checkpoint manifest
 //! (`crate::checkpoint`) relative to the checkpoints directory.
@@ -34,19 +35,47 @@ pub const KEY: &str = "key";
 /// Name of the tombstone column of state batches.
 pub const TOMBSTONE: &str = "tombstone";
 
-/// Batches an operator writes at a checkpoint.
+/// Batches an operator writes at a checkpoint: kept in `batches`, or, for a writer made
+/// by [`StateWriter::to_file`], appended to a state file as they come, so that a
+/// checkpoint's state is never all in memory at once.
 #[derive(Default)]
 pub struct StateWriter {
     pub batches: Vec<RecordBatch>,
     /// Keys whose state (or tombstone) the batches hold.
     pub changed_keys: u64,
+    /// The state file the batches go to: its temporary path, and the writer once the first
+    /// batch (which gives the schema) has come.
+    file: Option<(PathBuf, Option<StateFileWriter>)>,
 }
 
 impl StateWriter {
-    pub fn write(&mut self, batch: RecordBatch) {
-        if batch.num_rows() > 0 {
-            self.batches.push(batch);
+    /// A writer that appends to `open`, or else creates the state file `tmp` with its
+    /// first batch.
+    pub fn to_file(tmp: PathBuf, open: Option<StateFileWriter>) -> Self {
+        StateWriter { batches: Vec::new(), changed_keys: 0, file: Some((tmp, open)) }
+    }
+
+    /// Adds a batch (empty ones are dropped). Errors: creating or writing the state file.
+    pub fn write(&mut self, batch: RecordBatch) -> Result<(), StreamError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
         }
+        match &mut self.file {
+            None => self.batches.push(batch),
+            Some((tmp, open)) => {
+                let w = match open {
+                    Some(w) => w,
+                    slot => slot.insert(StateFileWriter::create(tmp, &batch.schema())?),
+                };
+                w.write(&batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The state file the batches went to (None: no batch was written and none was open).
+    pub fn into_file(self) -> Option<StateFileWriter> {
+        self.file.and_then(|(_, w)| w)
     }
 }
 
@@ -134,41 +163,41 @@ impl StateFileWriter {
 
 /// Reads every batch of an Arrow IPC file.
 pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, StreamError> {
+    batches(path)?.collect()
+}
+
+/// The batches of an Arrow IPC file, read one at a time.
+fn batches(path: &Path) -> Result<impl Iterator<Item = Result<RecordBatch, StreamError>> + '_, StreamError> {
     let file = File::open(path).map_err(io(path))?;
     let reader = FileReader::try_new(std::io::BufReader::new(file), None).map_err(arrow_err(path))?;
-    reader.map(|b| b.map_err(arrow_err(path))).collect()
+    Ok(reader.map(move |b| b.map_err(arrow_err(path))))
 }
 
 /// Merges state files (oldest first) into the batches of one snapshot: for each key, its
 /// last group of rows in the newest file holding it (see the module docs); keys whose last
-/// group is a tombstone are dropped. Files are read newest first, one at a time, so memory
-/// is the output plus one file.
+/// group is a tombstone are dropped.
 pub fn compact(files: &[PathBuf]) -> Result<Vec<RecordBatch>, StreamError> {
-    let mut groups: Vec<Vec<RecordBatch>> = Vec::with_capacity(files.len());
-    compact_each(files, |_, kept| {
-        groups.push(kept);
+    let mut kept: Vec<(usize, RecordBatch)> = Vec::new();
+    compact_each(files, |file, b| {
+        kept.push((file, b));
         Ok(())
     })?;
-    // Oldest file's rows first, as the files were given.
-    Ok(groups.into_iter().rev().flatten().collect())
+    // Oldest file's rows first, as the files were given (a stable sort keeps each file's
+    // batches in order).
+    kept.sort_by_key(|(file, _)| *file);
+    Ok(kept.into_iter().map(|(_, b)| b).collect())
 }
 
-/// [`compact`] into the snapshot file `out`, each input file's surviving rows written as
-/// soon as they are known, so memory is one input file; returns the file's size. The file
-/// is written even when no key is left (with the newest input's schema), since the
+/// [`compact`] into the snapshot file `out`, each surviving batch written as soon as it is
+/// known, so memory is about one batch and the set of keys; returns the file's size. The
+/// file is written even when no key is left (with the newest input's schema), since the
 /// manifest will name it.
 pub fn compact_to(files: &[PathBuf], out: &Path) -> Result<u64, StreamError> {
     let Some(newest) = files.last() else { return Err(StreamError::State { path: out.into(), reason: "nothing to compact".into() }) };
     let tmp = out.with_extension("arrow.tmp");
-    let mut writer: Option<StateFileWriter> = None;
-    compact_each(files, |schema, kept| {
-        let w = match &mut writer {
-            Some(w) => w,
-            None => writer.insert(StateFileWriter::create(&tmp, schema)?),
-        };
-        kept.iter().try_for_each(|b| w.write(b))
-    })?;
-    let writer = match writer {
+    let mut w = StateWriter::to_file(tmp.clone(), None);
+    compact_each(files, |_, b| w.write(b))?;
+    let writer = match w.into_file() {
         Some(w) => w,
         None => {
             let file = File::open(newest).map_err(io(newest))?;
@@ -179,27 +208,35 @@ pub fn compact_to(files: &[PathBuf], out: &Path) -> Result<u64, StreamError> {
     writer.finish(out)
 }
 
-/// Calls `f` with each file's surviving rows (see [`compact`]), newest file first.
-fn compact_each(files: &[PathBuf], mut f: impl FnMut(&arrow_schema::Schema, Vec<RecordBatch>) -> Result<(), StreamError>) -> Result<(), StreamError> {
+/// Calls `f` with each file's surviving rows (see [`compact`]), newest file first, a batch
+/// at a time, with the file's index in `files`. Each file is read twice, a batch at a
+/// time: once to find each key's last group, once to keep it.
+fn compact_each(files: &[PathBuf], mut f: impl FnMut(usize, RecordBatch) -> Result<(), StreamError>) -> Result<(), StreamError> {
     // Keys already taken from a newer file.
     let mut claimed: HashSet<Vec<u8>> = HashSet::new();
-    for path in files.iter().rev() {
-        let batches = read_file(path)?;
+    for (fi, path) in files.iter().enumerate().rev() {
         // The keys this file takes, each with where its last group starts (batch, row)
         // and whether that group is a tombstone.
-        let mut named: HashMap<&[u8], ((usize, usize), bool)> = HashMap::new();
-        for (bi, b) in batches.iter().enumerate() {
-            let (keys, tombs) = key_columns(b, path)?;
+        let mut named: HashMap<Vec<u8>, ((usize, usize), bool)> = HashMap::new();
+        for (bi, b) in batches(path)?.enumerate() {
+            let b = b?;
+            let (keys, tombs) = key_columns(&b, path)?;
             for r in 0..b.num_rows() {
                 let k = keys.value(r);
                 if (r == 0 || keys.value(r - 1) != k) && !claimed.contains(k) {
-                    named.insert(k, ((bi, r), tombs.is_valid(r) && tombs.value(r)));
+                    let at = ((bi, r), tombs.is_valid(r) && tombs.value(r));
+                    match named.get_mut(k) {
+                        Some(v) => *v = at,
+                        None => {
+                            named.insert(k.to_vec(), at);
+                        }
+                    }
                 }
             }
         }
-        let mut kept = Vec::new();
-        for (bi, b) in batches.iter().enumerate() {
-            let (keys, _) = key_columns(b, path)?;
+        for (bi, b) in batches(path)?.enumerate() {
+            let b = b?;
+            let (keys, _) = key_columns(&b, path)?;
             let mut keep: Vec<u32> = Vec::new();
             let mut taking = false;
             for r in 0..b.num_rows() {
@@ -216,12 +253,9 @@ fn compact_each(files: &[PathBuf], mut f: impl FnMut(&arrow_schema::Schema, Vec<
             }
             let idx = UInt32Array::from(keep);
             let cols = b.columns().iter().map(|c| arrow_select::take::take(c, &idx, None)).collect::<Result<Vec<_>, _>>().map_err(arrow_err(path))?;
-            kept.push(RecordBatch::try_new(b.schema(), cols).map_err(arrow_err(path))?);
+            f(fi, RecordBatch::try_new(b.schema(), cols).map_err(arrow_err(path))?)?;
         }
-        claimed.extend(named.into_keys().map(<[u8]>::to_vec));
-        if let Some(first) = batches.first() {
-            f(&first.schema(), kept)?;
-        }
+        claimed.extend(named.into_keys());
     }
     Ok(())
 }

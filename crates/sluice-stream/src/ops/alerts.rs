@@ -206,7 +206,7 @@ impl Operator for Alerts {
             values.append(true);
         }
         let batch = RecordBatch::try_new(self.state_schema.clone(), vec![Arc::new(key.finish()), Arc::new(tomb.finish()), Arc::new(values.finish())]).map_err(|e| StreamError::Eval(e.to_string()))?;
-        w.write(batch);
+        w.write(batch)?;
         Ok(true)
     }
 

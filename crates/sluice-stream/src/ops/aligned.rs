@@ -451,7 +451,7 @@ impl Operator for AlignedAggregate {
             let starts: Vec<i64> = self.levels[level].keys().copied().collect();
             for start in starts {
                 if let Some(b) = self.window_state(level, start)? {
-                    w.write(b);
+                    w.write(b)?;
                 }
             }
         }
@@ -459,7 +459,7 @@ impl Operator for AlignedAggregate {
         let gone: Vec<u32> = dirty.iter().copied().filter(|&id| self.keys.open[id as usize] == 0 && !(keyless && self.keys.key[id as usize].is_empty())).collect();
         let closed = self.closed_dirty || keyless_dirty;
         if let Some(b) = self.key_rows(&gone, closed)? {
-            w.write(b);
+            w.write(b)?;
         }
         w.changed_keys += dirty.len() as u64 + (closed && !keyless) as u64;
         for &id in &dirty {

@@ -260,6 +260,7 @@ impl KeyState {
                 let base = &mut self.levels[0];
                 reshaped = true;
                 if first == last {
+                    reserve_first(base);
                     base.insert(first, Win { start: t_ms, end: t_ms.saturating_add(gap_ms), accs: new_accs(shape.aggs, shape.natives)? });
                 } else if last == first + 1 {
                     // The common case: the record falls in (or extends) one session.
@@ -286,6 +287,7 @@ impl KeyState {
                 for &(start, end) in scratch {
                     let i = base.partition_point(|w| w.start < start);
                     if base.get(i).is_none_or(|w| w.start != start) {
+                        reserve_first(base);
                         base.insert(i, Win { start, end, accs: new_accs(shape.aggs, shape.natives)? });
                         reshaped = true;
                     }
@@ -346,5 +348,13 @@ impl KeyState {
         out[from..].sort_by_key(|f| (f.stream, f.start));
         self.prune_seen();
         Ok(())
+    }
+}
+
+/// Most keys have one open window (a session, the current tumbling window): room for
+/// exactly one, rather than the four a first push reserves (160 bytes a key).
+fn reserve_first(windows: &mut Vec<Win>) {
+    if windows.capacity() == 0 {
+        windows.reserve_exact(1);
     }
 }

@@ -208,7 +208,8 @@ impl WindowAggregate {
 }
 
 impl WindowAggregate {
-    /// Writes the deleted keys' tombstones, then the changed keys that `take` accepts.
+    /// Writes the deleted keys' tombstones, then the changed keys that `take` accepts, in
+    /// batches of at most [`STATE_BATCH_KEYS`] keys (each key's rows in one batch).
     fn write_state(&mut self, w: &mut StateWriter, take: impl Fn(&KeyState) -> bool) -> Result<(), StreamError> {
         let dirty = self.keys.values().filter(|s| s.dirty && take(s)).count();
         if dirty == 0 && self.removed.is_empty() {
@@ -216,21 +217,42 @@ impl WindowAggregate {
         }
         let plan = self.plan.clone();
         let key_len = self.keys.keys().next().map_or(16, |k| k.len() + 8);
-        let mut rows = StateRows::new(&plan.aggs, &self.natives, &self.state_fields, self.removed.len() + dirty * 2, key_len)?;
-        w.changed_keys += (self.removed.len() + dirty) as u64;
-        for k in self.removed.drain() {
-            rows.tombstone(&k);
+        let mut left = self.removed.len() + dirty;
+        w.changed_keys += left as u64;
+        let (natives, fields, schema) = (&self.natives, &self.state_fields, &self.state_schema);
+        let new_rows = |left: usize| StateRows::new(&plan.aggs, natives, fields, left.min(STATE_BATCH_KEYS) * 2, key_len);
+        let mut rows = new_rows(left)?;
+        let mut in_batch = 0;
+        let removed = std::mem::take(&mut self.removed);
+        let changed = self.keys.iter_mut().filter(|(_, s)| s.dirty && take(s));
+        for (k, st) in removed.iter().map(|k| (k, None)).chain(changed.map(|(k, st)| (k, Some(st)))) {
+            match st {
+                None => rows.tombstone(k),
+                Some(st) => {
+                    st.dirty = false;
+                    rows.key(&plan.aggs, k, st)?;
+                }
+            }
+            in_batch += 1;
+            left -= 1;
+            if in_batch == STATE_BATCH_KEYS && left > 0 {
+                let full = std::mem::replace(&mut rows, new_rows(left)?);
+                if let Some(batch) = full.finish(schema, fields)? {
+                    w.write(batch)?;
+                }
+                in_batch = 0;
+            }
         }
-        for (k, st) in self.keys.iter_mut().filter(|(_, s)| s.dirty && take(s)) {
-            st.dirty = false;
-            rows.key(&plan.aggs, k, st)?;
-        }
-        if let Some(batch) = rows.finish(&self.state_schema, &self.state_fields)? {
-            w.write(batch);
+        if let Some(batch) = rows.finish(schema, fields)? {
+            w.write(batch)?;
         }
         Ok(())
     }
 }
+
+/// Keys per state batch: bounds the memory of writing and compacting state to a few MB
+/// a batch, whatever the number of keys.
+const STATE_BATCH_KEYS: usize = 4096;
 
 /// The aggregates' argument arrays and filters of one input batch.
 struct BatchArgs<'a> {
