@@ -128,32 +128,32 @@ impl TopicSink {
     }
 }
 
-/// Rows as JSON text, one per row: a lone `json` text column as it is, otherwise one
-/// object per row (timestamps as RFC 3339).
-pub fn json_lines(batches: &[RecordBatch]) -> Result<Vec<Vec<u8>>, BoxError> {
-    let mut out = Vec::new();
+/// Rows as newline-delimited JSON text, one line per row, appended to `out`: a lone
+/// `json` text column as it is, otherwise one object per row (timestamps as RFC 3339).
+/// Returns the number of lines.
+pub fn json_lines(batches: &[RecordBatch], out: &mut Vec<u8>) -> Result<usize, BoxError> {
+    let mut n = 0;
     for b in batches {
         let schema = b.schema();
         if schema.fields().len() == 1 && schema.field(0).name() == "json" && schema.field(0).data_type() == &DataType::Utf8 {
-            let col = b.column(0).as_string::<i32>();
-            out.extend(col.iter().map(|v| v.unwrap_or("null").as_bytes().to_vec()));
-            continue;
-        }
-        let mut buf = Vec::new();
-        {
-            let mut w = arrow_json::LineDelimitedWriter::new(&mut buf);
+            for v in b.column(0).as_string::<i32>().iter() {
+                out.extend_from_slice(v.unwrap_or("null").as_bytes());
+                out.push(b'\n');
+            }
+        } else {
+            let mut w = arrow_json::LineDelimitedWriter::new(&mut *out);
             w.write(b)?;
             w.finish()?;
         }
-        out.extend(buf.split(|c| *c == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+        n += b.num_rows();
     }
-    Ok(out)
+    Ok(n)
 }
 
 impl Sink for TopicSink {
     fn stage(&mut self, id: u64, batches: &[RecordBatch]) -> Result<Vec<String>, BoxError> {
-        let lines = json_lines(batches)?;
-        if lines.is_empty() {
+        let mut body = Vec::new();
+        if json_lines(batches, &mut body)? == 0 {
             return Ok(Vec::new());
         }
         let rel = self.rel(id);
@@ -161,8 +161,6 @@ impl Sink for TopicSink {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         }
-        let mut body = lines.join(&b'\n');
-        body.push(b'\n');
         std::fs::write(&path, body).map_err(|e| io_err(&path, e))?;
         std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|e| io_err(&path, e))?;
         if let Some(dir) = path.parent() {
