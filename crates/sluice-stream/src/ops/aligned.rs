@@ -135,18 +135,43 @@ impl Window {
 
     /// Every aggregate's state, every group; the accumulators keep it.
     fn state(&mut self, aggs: &[AggPlan], grouped: &[bool]) -> Result<Vec<Vec<ArrayRef>>, StreamError> {
-        let all: Vec<usize> = (0..self.ids.len()).collect();
-        let mut fresh = new_accs(aggs, grouped)?;
-        let mut states = Vec::with_capacity(self.accs.len());
-        for (acc, f) in self.accs.iter_mut().zip(fresh.iter_mut()) {
-            let s = acc.state(EmitTo::All).map_err(df)?;
-            f.merge_batch(&s, &all, all.len()).map_err(df)?;
-            states.push(s);
-        }
-        self.accs = fresh;
+        let mut states = Vec::new();
+        self.state_chunks(aggs, grouped, usize::MAX, |_, _, s| {
+            states = s;
+            Ok(())
+        })?;
         Ok(states)
     }
+
+    /// Every aggregate's state, `chunk` groups at a time: `f(first group, groups, states)`. The
+    /// accumulators keep it. `GroupsAccumulator::state` empties what it returns, so each
+    /// chunk is merged back into fresh accumulators as it is taken: memory is the state
+    /// once plus one chunk, not twice the state.
+    fn state_chunks(&mut self, aggs: &[AggPlan], grouped: &[bool], chunk: usize, mut f: impl FnMut(usize, usize, Vec<Vec<ArrayRef>>) -> Result<(), StreamError>) -> Result<(), StreamError> {
+        let n = self.ids.len();
+        let mut fresh = new_accs(aggs, grouped)?;
+        let mut done = 0;
+        while done < n {
+            let m = chunk.min(n - done);
+            let emit = if done + m == n { EmitTo::All } else { EmitTo::First(m) };
+            let groups: Vec<usize> = (done..done + m).collect();
+            let mut states = Vec::with_capacity(self.accs.len());
+            for (acc, fr) in self.accs.iter_mut().zip(fresh.iter_mut()) {
+                let s = acc.state(emit).map_err(df)?;
+                fr.merge_batch(&s, &groups, done + m).map_err(df)?;
+                states.push(s);
+            }
+            f(done, m, states)?;
+            done += m;
+        }
+        self.accs = fresh;
+        Ok(())
+    }
 }
+
+/// Groups per state batch of a window: bounds the memory of a checkpoint (a t-digest's
+/// state is up to about 2 KB a group).
+const STATE_BATCH_GROUPS: usize = 4096;
 
 fn new_accs(aggs: &[AggPlan], grouped: &[bool]) -> Result<Vec<Box<dyn GroupsAccumulator>>, StreamError> {
     aggs.iter()
@@ -256,40 +281,48 @@ impl AlignedAggregate {
         Ok(())
     }
 
-    /// State rows of one window for the keys marked dirty.
-    fn window_state(&mut self, level: usize, start: i64) -> Result<Option<RecordBatch>, StreamError> {
+    /// State rows of one window for the keys marked dirty, written [`STATE_BATCH_GROUPS`]
+    /// groups at a time.
+    fn window_state(&mut self, level: usize, start: i64, out: &mut StateWriter) -> Result<(), StreamError> {
         let plan = self.plan.clone();
-        let Some(w) = self.levels[level].get_mut(&start) else { return Ok(None) };
-        let mask = BooleanArray::from(w.ids.iter().map(|&id| self.keys.dirty[id as usize]).collect::<Vec<_>>());
-        let rows = mask.true_count();
-        if rows == 0 {
-            return Ok(None);
+        let Some(w) = self.levels[level].get_mut(&start) else { return Ok(()) };
+        if !w.ids.iter().any(|&id| self.keys.dirty[id as usize]) {
+            return Ok(());
         }
-        let states = w.state(&plan.aggs, &self.grouped)?;
-        let mut key = BinaryBuilder::new();
-        for (g, &id) in w.ids.iter().enumerate() {
-            if mask.value(g) {
-                key.append_value(&self.keys.key[id as usize]);
+        let (keys, schema, state_fields, end) = (&self.keys, &self.state_schema, &self.state_fields, w.end);
+        let ids = w.ids.clone();
+        w.state_chunks(&plan.aggs, &self.grouped, STATE_BATCH_GROUPS, |first, len, states| {
+            let ids = &ids[first..first + len];
+            let mask = BooleanArray::from(ids.iter().map(|&id| keys.dirty[id as usize]).collect::<Vec<_>>());
+            let rows = mask.true_count();
+            if rows == 0 {
+                return Ok(());
             }
-        }
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(key.finish()),
-            Arc::new(BooleanArray::from(vec![false; rows])),
-            Arc::new(UInt8Array::from(vec![level as u8; rows])),
-            Arc::new(Int64Array::from(vec![start; rows])),
-            Arc::new(Int64Array::from(vec![w.end; rows])),
-        ];
-        for f in &self.state_schema.fields()[5..FIXED_COLUMNS] {
-            columns.push(new_null_array(f.data_type(), rows));
-        }
-        for (a, s) in states.iter().enumerate() {
-            for (j, arr) in s.iter().enumerate() {
-                let arr = arrow_select::filter::filter(arr, &mask).map_err(eval_err)?;
-                let want = self.state_fields[a][j].data_type();
-                columns.push(if arr.data_type() == want { arr } else { arrow_cast::cast(&arr, want).map_err(eval_err)? });
+            let mut key = BinaryBuilder::new();
+            for (g, &id) in ids.iter().enumerate() {
+                if mask.value(g) {
+                    key.append_value(&keys.key[id as usize]);
+                }
             }
-        }
-        RecordBatch::try_new(self.state_schema.clone(), columns).map(Some).map_err(|e| StreamError::Eval(format!("building window state: {e}")))
+            let mut columns: Vec<ArrayRef> = vec![
+                Arc::new(key.finish()),
+                Arc::new(BooleanArray::from(vec![false; rows])),
+                Arc::new(UInt8Array::from(vec![level as u8; rows])),
+                Arc::new(Int64Array::from(vec![start; rows])),
+                Arc::new(Int64Array::from(vec![end; rows])),
+            ];
+            for f in &schema.fields()[5..FIXED_COLUMNS] {
+                columns.push(new_null_array(f.data_type(), rows));
+            }
+            for (a, s) in states.iter().enumerate() {
+                for (j, arr) in s.iter().enumerate() {
+                    let arr = arrow_select::filter::filter(arr, &mask).map_err(eval_err)?;
+                    let want = state_fields[a][j].data_type();
+                    columns.push(if arr.data_type() == want { arr } else { arrow_cast::cast(&arr, want).map_err(eval_err)? });
+                }
+            }
+            out.write(RecordBatch::try_new(schema.clone(), columns).map_err(|e| StreamError::Eval(format!("building window state: {e}")))?)
+        })
     }
 
     /// Key rows: tombstones for `gone` keys, and the empty key's row with `closed_until`.
@@ -450,9 +483,7 @@ impl Operator for AlignedAggregate {
         for level in 0..self.levels.len() {
             let starts: Vec<i64> = self.levels[level].keys().copied().collect();
             for start in starts {
-                if let Some(b) = self.window_state(level, start)? {
-                    w.write(b)?;
-                }
+                self.window_state(level, start, w)?;
             }
         }
         let dirty: Vec<u32> = (0..self.keys.key.len() as u32).filter(|&id| self.keys.dirty[id as usize]).collect();

@@ -98,3 +98,62 @@ fn state_of_the_per_key_operator_resumes_in_the_aligned_one() {
     got.sort();
     assert_eq!(got, want);
 }
+
+/// A window with more keys than one state batch holds: its snapshot is several batches,
+/// and both the operator that wrote it and one restored from it finish with the results of
+/// an uninterrupted run (t-digests included).
+#[test]
+fn a_window_of_many_keys_is_written_in_batches_and_kept() {
+    use sluice_core::schema::{FieldSpec, FieldType, RecordSchema};
+    const KEYS: usize = 10_000;
+    let sql = "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS total, approx_percentile_cont(v, 0.5) AS med \
+               FROM TUMBLE(\"t\", ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end";
+    let schema = RecordSchema { fields: vec![FieldSpec::new("k", FieldType::String), FieldSpec::new("v", FieldType::Int), FieldSpec::new("ts", FieldType::Timestamp)], event_time: Some("ts".into()), key: None };
+    let catalog = Catalog::new([("t".to_string(), schema)].into_iter().collect(), &FunctionConfig::default());
+    let mut spec = PipelineSpec::new("p", sql);
+    spec.max_out_of_orderness_ms = 0;
+    spec.allowed_lateness_ms = 0;
+    let p = plan(&spec, &catalog).unwrap();
+    let new_chain = || {
+        let op = AlignedAggregate::new(Arc::new(p.plan.window.clone().unwrap()), 0, Vec::new()).unwrap();
+        Chain { ops: vec![Box::new(Steps::new(p.plan.pre.clone())), Box::new(op), Box::new(Steps::new(p.plan.post.clone()))] }
+    };
+    // Seconds `from..to` of every key, then (if `drain`) the end of input; output rows as JSON.
+    let run = |chain: &mut Chain, from: i64, to: i64, drain: bool| -> Vec<String> {
+        let mut decoder = BatchDecoder::new(p.plan.record.clone());
+        let values: Vec<Vec<u8>> =
+            (from..to).flat_map(|s| (0..KEYS).map(move |k| serde_json::to_vec(&json!({"k": format!("k{k}"), "v": (k as i64 * 7 + s) % 23, "ts": s * 1000})).unwrap())).collect();
+        let (mut out, mut side) = (Vec::new(), Vec::new());
+        for chunk in values.chunks(2_500) {
+            let d = decoder.decode(0, &SourceChunk::from_values(0, 0, chunk.iter().map(|v| v.as_slice()))).unwrap();
+            let batch = crate::runner::with_window_placeholders(d.batch).unwrap();
+            let times = batch.column(p.plan.window.as_ref().unwrap().time_column).as_any().downcast_ref::<arrow_array::TimestampMillisecondArray>().unwrap().clone();
+            let event_ms = Int64Array::new(times.values().clone(), None);
+            let mut ctx = Ctx { now_ms: 0, watermark_ms: i64::MIN, caught_up: false, side: &mut side };
+            out.extend(chain.push(0, Rows { stream: 0, batch, event_ms: Some(event_ms), origin: None, early: None }, &mut ctx).unwrap());
+        }
+        if drain {
+            let mut ctx = Ctx { now_ms: 0, watermark_ms: i64::MIN, caught_up: true, side: &mut side };
+            out.extend(chain.hook(Hook::Drain, &mut ctx).unwrap());
+        }
+        let batches: Vec<RecordBatch> = out.into_iter().map(|r| r.batch).collect();
+        let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
+        writer.write_batches(&batches.iter().collect::<Vec<_>>()).unwrap();
+        writer.finish().unwrap();
+        let mut rows: Vec<String> = String::from_utf8(writer.into_inner()).unwrap().lines().map(str::to_string).collect();
+        rows.sort();
+        rows
+    };
+    let want = run(&mut new_chain(), 0, 6, true);
+    assert_eq!(want.len(), KEYS);
+
+    let mut first = new_chain();
+    assert!(run(&mut first, 0, 3, false).is_empty());
+    let mut w = StateWriter::default();
+    first.ops[1].snapshot(&mut w).unwrap();
+    assert!(w.batches.len() >= 3, "{} state batches for {KEYS} keys", w.batches.len());
+    let mut restored = new_chain();
+    restored.ops[1].restore(&[w.batches]).unwrap();
+    assert_eq!(run(&mut restored, 3, 6, true), want, "restored from the batches");
+    assert_eq!(run(&mut first, 3, 6, true), want, "the operator that wrote them");
+}
