@@ -136,18 +136,18 @@ impl Window {
     /// Every aggregate's state, every group; the accumulators keep it.
     fn state(&mut self, aggs: &[AggPlan], grouped: &[bool]) -> Result<Vec<Vec<ArrayRef>>, StreamError> {
         let mut states = Vec::new();
-        self.state_chunks(aggs, grouped, usize::MAX, |_, _, s| {
+        self.state_chunks(aggs, grouped, usize::MAX, |_, s| {
             states = s;
             Ok(())
         })?;
         Ok(states)
     }
 
-    /// Every aggregate's state, `chunk` groups at a time: `f(first group, groups, states)`. The
-    /// accumulators keep it. `GroupsAccumulator::state` empties what it returns, so each
+    /// Every aggregate's state, `chunk` groups at a time: `f(key ids of the chunk's groups,
+    /// states)`. The accumulators keep it. `GroupsAccumulator::state` empties what it returns, so each
     /// chunk is merged back into fresh accumulators as it is taken: memory is the state
     /// once plus one chunk, not twice the state.
-    fn state_chunks(&mut self, aggs: &[AggPlan], grouped: &[bool], chunk: usize, mut f: impl FnMut(usize, usize, Vec<Vec<ArrayRef>>) -> Result<(), StreamError>) -> Result<(), StreamError> {
+    fn state_chunks(&mut self, aggs: &[AggPlan], grouped: &[bool], chunk: usize, mut f: impl FnMut(&[u32], Vec<Vec<ArrayRef>>) -> Result<(), StreamError>) -> Result<(), StreamError> {
         let n = self.ids.len();
         let mut fresh = new_accs(aggs, grouped)?;
         let mut done = 0;
@@ -161,7 +161,7 @@ impl Window {
                 fr.merge_batch(&s, &groups, done + m).map_err(df)?;
                 states.push(s);
             }
-            f(done, m, states)?;
+            f(&self.ids[done..done + m], states)?;
             done += m;
         }
         self.accs = fresh;
@@ -290,9 +290,7 @@ impl AlignedAggregate {
             return Ok(());
         }
         let (keys, schema, state_fields, end) = (&self.keys, &self.state_schema, &self.state_fields, w.end);
-        let ids = w.ids.clone();
-        w.state_chunks(&plan.aggs, &self.grouped, STATE_BATCH_GROUPS, |first, len, states| {
-            let ids = &ids[first..first + len];
+        w.state_chunks(&plan.aggs, &self.grouped, STATE_BATCH_GROUPS, |ids, states| {
             let mask = BooleanArray::from(ids.iter().map(|&id| keys.dirty[id as usize]).collect::<Vec<_>>());
             let rows = mask.true_count();
             if rows == 0 {

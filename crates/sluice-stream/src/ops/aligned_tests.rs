@@ -42,6 +42,27 @@ fn chain(p: &Planned, aligned: bool) -> Chain {
     Chain { ops: vec![Box::new(Steps::new(p.plan.pre.clone())), op, Box::new(Steps::new(p.plan.post.clone()))] }
 }
 
+/// Decodes JSON records into input rows for a windowed chain: window placeholders and
+/// event times, as the runner prepares them.
+fn input_rows(p: &Planned, decoder: &mut BatchDecoder, values: &[Vec<u8>]) -> Rows {
+    let d = decoder.decode(0, &SourceChunk::from_values(0, 0, values.iter().map(|v| v.as_slice()))).unwrap();
+    let batch = crate::runner::with_window_placeholders(d.batch).unwrap();
+    let times = batch.column(p.plan.window.as_ref().unwrap().time_column).as_any().downcast_ref::<arrow_array::TimestampMillisecondArray>().unwrap().clone();
+    let event_ms = Int64Array::new(times.values().clone(), None);
+    Rows { stream: 0, batch, event_ms: Some(event_ms), origin: None, early: None }
+}
+
+/// Output rows as JSON strings, sorted.
+fn json_rows(out: Vec<Rows>) -> Vec<String> {
+    let batches: Vec<RecordBatch> = out.into_iter().map(|r| r.batch).collect();
+    let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
+    writer.write_batches(&batches.iter().collect::<Vec<_>>()).unwrap();
+    writer.finish().unwrap();
+    let mut rows: Vec<String> = String::from_utf8(writer.into_inner()).unwrap().lines().map(str::to_string).collect();
+    rows.sort();
+    rows
+}
+
 /// Feeds seconds `from..to` of readings of keys a and b (every 9th 15 s late) ten records (5 s)
 /// a batch, advancing the watermark after each; returns the output rows as JSON strings.
 fn feed(p: &Planned, chain: &mut Chain, from: i64, to: i64, max_ms: &mut i64, resumed: bool, drain: bool) -> Vec<String> {
@@ -53,16 +74,12 @@ fn feed(p: &Planned, chain: &mut Chain, from: i64, to: i64, max_ms: &mut i64, re
     let mut out = Vec::new();
     let mut side = Vec::new();
     for (i, chunk) in values.chunks(10).enumerate() {
-        let d = decoder.decode(0, &SourceChunk::from_values(0, 0, chunk.iter().map(|v| v.as_slice()))).unwrap();
-        let batch = crate::runner::with_window_placeholders(d.batch).unwrap();
-        let times = batch.column(p.plan.window.as_ref().unwrap().time_column).as_any().downcast_ref::<arrow_array::TimestampMillisecondArray>().unwrap().clone();
-        let event_ms = Int64Array::new(times.values().clone(), None);
+        let rows = input_rows(p, &mut decoder, chunk);
         // As the runner does: a batch sees the watermark of the batches before it, and the
         // first batch after a restart sees none.
         let seen = if resumed && i == 0 { i64::MIN } else { *max_ms };
         let mut ctx = Ctx { now_ms: 0, watermark_ms: seen, caught_up: false, side: &mut side };
-        *max_ms = (*max_ms).max(event_ms.iter().flatten().max().unwrap());
-        let rows = Rows { stream: 0, batch, event_ms: Some(event_ms), origin: None, early: None };
+        *max_ms = (*max_ms).max(rows.event_ms.as_ref().unwrap().iter().flatten().max().unwrap());
         out.extend(chain.push(0, rows, &mut ctx).unwrap());
         let mut ctx = Ctx { now_ms: 0, watermark_ms: *max_ms, caught_up: false, side: &mut side };
         out.extend(chain.hook(Hook::Watermark, &mut ctx).unwrap());
@@ -71,13 +88,7 @@ fn feed(p: &Planned, chain: &mut Chain, from: i64, to: i64, max_ms: &mut i64, re
         let mut ctx = Ctx { now_ms: 0, watermark_ms: *max_ms, caught_up: true, side: &mut side };
         out.extend(chain.hook(Hook::Drain, &mut ctx).unwrap());
     }
-    let batches: Vec<RecordBatch> = out.into_iter().map(|r| r.batch).collect();
-    let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
-    writer.write_batches(&batches.iter().collect::<Vec<_>>()).unwrap();
-    writer.finish().unwrap();
-    let mut rows: Vec<String> = String::from_utf8(writer.into_inner()).unwrap().lines().map(str::to_string).collect();
-    rows.sort();
-    rows
+    json_rows(out)
 }
 
 #[test]
@@ -125,24 +136,14 @@ fn a_window_of_many_keys_is_written_in_batches_and_kept() {
             (from..to).flat_map(|s| (0..KEYS).map(move |k| serde_json::to_vec(&json!({"k": format!("k{k}"), "v": (k as i64 * 7 + s) % 23, "ts": s * 1000})).unwrap())).collect();
         let (mut out, mut side) = (Vec::new(), Vec::new());
         for chunk in values.chunks(2_500) {
-            let d = decoder.decode(0, &SourceChunk::from_values(0, 0, chunk.iter().map(|v| v.as_slice()))).unwrap();
-            let batch = crate::runner::with_window_placeholders(d.batch).unwrap();
-            let times = batch.column(p.plan.window.as_ref().unwrap().time_column).as_any().downcast_ref::<arrow_array::TimestampMillisecondArray>().unwrap().clone();
-            let event_ms = Int64Array::new(times.values().clone(), None);
             let mut ctx = Ctx { now_ms: 0, watermark_ms: i64::MIN, caught_up: false, side: &mut side };
-            out.extend(chain.push(0, Rows { stream: 0, batch, event_ms: Some(event_ms), origin: None, early: None }, &mut ctx).unwrap());
+            out.extend(chain.push(0, input_rows(&p, &mut decoder, chunk), &mut ctx).unwrap());
         }
         if drain {
             let mut ctx = Ctx { now_ms: 0, watermark_ms: i64::MIN, caught_up: true, side: &mut side };
             out.extend(chain.hook(Hook::Drain, &mut ctx).unwrap());
         }
-        let batches: Vec<RecordBatch> = out.into_iter().map(|r| r.batch).collect();
-        let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
-        writer.write_batches(&batches.iter().collect::<Vec<_>>()).unwrap();
-        writer.finish().unwrap();
-        let mut rows: Vec<String> = String::from_utf8(writer.into_inner()).unwrap().lines().map(str::to_string).collect();
-        rows.sort();
-        rows
+        json_rows(out)
     };
     let want = run(&mut new_chain(), 0, 6, true);
     assert_eq!(want.len(), KEYS);
