@@ -41,7 +41,7 @@ use crate::state::StateWriter;
 use crate::window::has_fired;
 use crate::StreamError;
 
-type Key = Box<[u8]>;
+type Key = super::group_key::GroupKey;
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 const NO_GROUP: u32 = u32::MAX;
@@ -81,6 +81,14 @@ impl Keys {
         };
         self.ids.insert(Key::from(key), id);
         id
+    }
+
+    /// Each row's id where its key is already interned (`NO_GROUP` otherwise), in one tight
+    /// loop: the lookups are independent, so their cache misses overlap instead of
+    /// following one another through the per-row window work.
+    fn known(&self, inputs: &Inputs, n: usize, out: &mut Vec<u32>) {
+        out.clear();
+        out.extend((0..n).map(|i| self.ids.get(inputs.key(i)).copied().unwrap_or(NO_GROUP)));
     }
 
     fn mark(&mut self, id: u32) {
@@ -205,6 +213,8 @@ pub struct AlignedAggregate {
     state_schema: SchemaRef,
     state_fields: Vec<Vec<FieldRef>>,
     scratch: Vec<(i64, i64)>,
+    /// Per input row: its key's id if already interned ([`Keys::known`]), reused per batch.
+    known: Vec<u32>,
 }
 
 impl AlignedAggregate {
@@ -231,6 +241,7 @@ impl AlignedAggregate {
             state_schema,
             state_fields,
             scratch: Vec::new(),
+            known: Vec::new(),
         })
     }
 
@@ -367,6 +378,8 @@ impl Operator for AlignedAggregate {
         let plan = self.plan.clone();
         let inputs = Inputs::evaluate(&plan, &self.converter, &input.batch)?;
         let (wm, lateness) = (ctx.watermark_ms, self.lateness_ms);
+        let mut known = std::mem::take(&mut self.known);
+        self.keys.known(&inputs, n, &mut known);
         for i in 0..n {
             let origin = input.origin.as_ref().map_or(i as u32, |o| o.value(i));
             if times.is_null(i) {
@@ -382,7 +395,10 @@ impl Operator for AlignedAggregate {
                 ctx.side.push(SideOutput::Late { origin, event_ms: Some(t), watermark_ms: wm, reason });
                 continue;
             }
-            let id = self.keys.intern(inputs.key(i));
+            let id = match known[i] {
+                NO_GROUP => self.keys.intern(inputs.key(i)),
+                id => id,
+            };
             self.keys.mark(id);
             for &(start, end) in &self.scratch {
                 let w = Self::window(&mut self.levels, 0, start, end, &plan.aggs, &self.grouped)?;
@@ -415,6 +431,7 @@ impl Operator for AlignedAggregate {
             w.rows.clear();
             w.groups.clear();
         }
+        self.known = known;
         let _ = out;
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 pub mod aligned;
 pub mod alerts;
+pub mod group_key;
 pub mod keyed;
 pub mod native;
 pub mod steps;

@@ -65,7 +65,7 @@ pub struct WindowOptions {
     pub rollups: Vec<i64>,
 }
 
-type Key = Box<[u8]>;
+type Key = super::group_key::GroupKey;
 
 /// A changed key is written ahead of the checkpoint once it has had no input for this long
 /// (processing time), ms.
