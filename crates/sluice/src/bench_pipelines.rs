@@ -13,7 +13,8 @@
 //! Throughput is records / (time from starting the pipeline to its drained output being
 //! committed: Parquet files published, output topic appended). The input is appended to
 //! the log before the pipeline starts, so ingest is not part of it (`sluice bench pipeline`
-//! measures ingest).
+//! measures ingest). Before each measurement, sluice's and Spark's, the machine settles
+//! ([`settle`]), so neither pays for the other's write-back or exit.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,37 @@ pub struct PipelinesArgs {
 
 /// Event time of the first generated reading, epoch ms (a minute boundary).
 const BASE_MS: i64 = 1_700_000_040_000;
+
+/// Total and idle CPU jiffies from `/proc/stat` (all cores).
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((v.iter().take(8).sum(), idle))
+}
+
+/// Waits until the machine is quiet before a measurement: dirty pages written back
+/// (`sync`) and the CPUs at least 85% idle over a second, for at most 60 s. The peer
+/// that ran just before (a Spark JVM exiting, its output still being written back) would
+/// otherwise be measured too. Prints how long it waited.
+fn settle() {
+    let t0 = Instant::now();
+    let _ = Command::new("sync").status();
+    let mut prev = cpu_jiffies();
+    while t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = cpu_jiffies();
+        if let (Some((t1, i1)), Some((t2, i2))) = (prev, now) {
+            if t2 > t1 && (i2 - i1) as f64 / (t2 - t1) as f64 >= 0.85 {
+                break;
+            }
+        }
+        prev = now;
+    }
+    eprintln!("  machine settled in {:.1} s (sync, CPUs 85% idle)", t0.elapsed().as_secs_f64());
+}
 
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -179,6 +211,7 @@ async fn throughput(args: &PipelinesArgs, scenario: &str, dir: &Path) -> anyhow:
         _ => (PipelineSpec::new("hr_1m", TUMBLE_SQL), generate(&server, args.keys, args.per_key, "key-", Some(&input))?),
     };
     eprintln!("  generated {n} readings in {:.1} s", t0.elapsed().as_secs_f64());
+    settle();
     let pipelines = server.pipelines().clone();
     let name = spec.name.clone();
     let started = Instant::now();
@@ -194,6 +227,7 @@ async fn throughput(args: &PipelinesArgs, scenario: &str, dir: &Path) -> anyhow:
     let ours = n as f64 / secs;
     println!("{scenario}: sluice  {n} events in {secs:.2} s = {:.0} events/s; {rows} rows committed; peak RSS {rss:.0} MB", ours);
     server.shutdown().await?;
+    settle();
     if let Some(s) = spark(args, scenario, &input, &dir.join("spark")) {
         let theirs = s["events_per_s"].as_f64().unwrap_or(0.0);
         println!(
@@ -211,6 +245,7 @@ async fn throughput(args: &PipelinesArgs, scenario: &str, dir: &Path) -> anyhow:
 async fn live(args: &PipelinesArgs, dir: &Path) -> anyhow::Result<()> {
     let mut config = bench_config(&dir.join("sluice"), args.checkpoint_interval_ms)?;
     config.pipelines = vec![heart_rate_spec()?];
+    settle();
     let server = Server::start(config).await?;
     let topic = server.log().topic("heartbeat-raw-topic").context("the heartbeat topic is missing")?;
     let parts = topic.partition_count();
