@@ -1,9 +1,11 @@
 """The Spark Structured Streaming peer of `sluice bench pipelines`: the same queries over the
 same generated input, timed from the query's start to its end (JVM and session start-up
-excluded). Prints one JSON line: {"scenario", "events", "seconds", "events_per_s", "rows"}.
+excluded). Prints one JSON line per run: {"scenario", "events", "seconds", "events_per_s",
+"rows"}. An optional fourth argument runs the query that many times in one session, each
+into its own output directory (later runs have a warm JVM).
 
     python3 -m venv .venv-spark && .venv-spark/bin/pip install pyspark==4.3.0   # needs Java 17
-    .venv-spark/bin/python bench/spark/pipelines.py heart-rate INPUT_DIR OUT_DIR
+    .venv-spark/bin/python bench/spark/pipelines.py heart-rate INPUT_DIR OUT_DIR [REPEAT]
 
 Scenarios (input: NDJSON of {"playerId", "heartbeat", "createdAt" (epoch ms)}):
 - heart-rate: session windows (gap 300 s, watermark 10 s) per player with the time in each
@@ -25,12 +27,22 @@ from pyspark.sql import functions as F
 
 def main():
     scenario, input_dir, out_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+    repeat = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     spark = (SparkSession.builder.master("local[2]").appName(f"sluice-peer-{scenario}")
              .config("spark.sql.shuffle.partitions", "2").config("spark.ui.enabled", "false")
              .config("spark.driver.memory", "4g").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     schema = "playerId STRING, heartbeat DOUBLE, createdAt LONG"
     events = spark.read.schema(schema).json(input_dir).count()
+    for run in range(repeat):
+        out = f"{out_dir}/run-{run}"
+        seconds, rows = run_query(spark, scenario, schema, input_dir, out)
+        print(json.dumps({"scenario": scenario, "events": events, "seconds": seconds, "events_per_s": events / seconds, "rows": rows}), flush=True)
+    spark.stop()
+
+
+def run_query(spark, scenario, schema, input_dir, out_dir):
+    """Runs the scenario's streaming query once; returns (seconds, rows written)."""
     df = (spark.readStream.schema(schema).option("maxFilesPerTrigger", 1000).json(input_dir)
           .withColumn("ts", F.timestamp_millis("createdAt")).withWatermark("ts", "10 seconds"))
     if scenario == "heart-rate":
@@ -52,9 +64,7 @@ def main():
              .outputMode("append").trigger(availableNow=True).start())
     query.awaitTermination()
     seconds = time.time() - started
-    rows = spark.read.parquet(f"{out_dir}/table").count()
-    print(json.dumps({"scenario": scenario, "events": events, "seconds": seconds, "events_per_s": events / seconds, "rows": rows}))
-    spark.stop()
+    return seconds, spark.read.parquet(f"{out_dir}/table").count()
 
 
 if __name__ == "__main__":
