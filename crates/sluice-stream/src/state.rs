@@ -28,6 +28,7 @@ use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
 use arrow_ipc::CompressionType;
 use serde::{Deserialize, Serialize};
 
+use crate::ops::group_key::GroupKey;
 use crate::StreamError;
 
 /// Name of the key column of state batches.
@@ -213,11 +214,11 @@ pub fn compact_to(files: &[PathBuf], out: &Path) -> Result<u64, StreamError> {
 /// time: once to find each key's last group, once to keep it.
 fn compact_each(files: &[PathBuf], mut f: impl FnMut(usize, RecordBatch) -> Result<(), StreamError>) -> Result<(), StreamError> {
     // Keys already taken from a newer file.
-    let mut claimed: HashSet<Vec<u8>> = HashSet::new();
+    let mut claimed: HashSet<GroupKey, foldhash::fast::RandomState> = HashSet::default();
     for (fi, path) in files.iter().enumerate().rev() {
         // The keys this file takes, each with where its last group starts (batch, row)
         // and whether that group is a tombstone.
-        let mut named: HashMap<Vec<u8>, ((usize, usize), bool)> = HashMap::new();
+        let mut named: HashMap<GroupKey, ((usize, usize), bool), foldhash::fast::RandomState> = HashMap::default();
         for (bi, b) in batches(path)?.enumerate() {
             let b = b?;
             let (keys, tombs) = key_columns(&b, path)?;
@@ -228,7 +229,7 @@ fn compact_each(files: &[PathBuf], mut f: impl FnMut(usize, RecordBatch) -> Resu
                     match named.get_mut(k) {
                         Some(v) => *v = at,
                         None => {
-                            named.insert(k.to_vec(), at);
+                            named.insert(GroupKey::from(k), at);
                         }
                     }
                 }
