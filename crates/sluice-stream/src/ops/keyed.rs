@@ -158,6 +158,10 @@ pub struct KeyState {
     pub dirty: bool,
     /// Changed since the last early results.
     pub touched: bool,
+    /// The checkpoint interval (the operator's count of snapshots) in which the key was last
+    /// written ahead of its barrier: at most once per interval, so a key changing often is
+    /// written at most twice per checkpoint (ahead, and at the barrier).
+    pub ahead_in: u32,
 }
 
 impl KeyState {
@@ -171,6 +175,7 @@ impl KeyState {
             levels: (0..levels).map(|_| Vec::new()).collect(),
             dirty: true,
             touched: true,
+            ahead_in: u32::MAX,
         }
     }
 

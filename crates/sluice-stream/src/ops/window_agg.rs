@@ -68,8 +68,8 @@ pub struct WindowOptions {
 type Key = super::group_key::GroupKey;
 
 /// A changed key is written ahead of the checkpoint once it has had no input for this long
-/// (processing time), ms.
-pub const PRESNAPSHOT_QUIET_MS: i64 = 250;
+/// (processing time), ms, and at most once per checkpoint interval.
+pub const PRESNAPSHOT_QUIET_MS: i64 = 100;
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 
@@ -90,6 +90,8 @@ pub struct WindowAggregate {
     natives: Arc<[Option<Native>]>,
     has_zone: bool,
     last_idle_scan_ms: i64,
+    /// Snapshots taken: numbers the checkpoint intervals ([`KeyState::ahead_in`]).
+    snapshots: u32,
     last_ttl_scan_ms: i64,
     scratch: Vec<(i64, i64)>,
 }
@@ -114,6 +116,7 @@ impl WindowAggregate {
             natives,
             has_zone,
             last_idle_scan_ms: 0,
+            snapshots: 0,
             last_ttl_scan_ms: 0,
             scratch: Vec::new(),
         })
@@ -210,7 +213,9 @@ impl WindowAggregate {
 impl WindowAggregate {
     /// Writes the deleted keys' tombstones, then the changed keys that `take` accepts, in
     /// batches of at most [`STATE_BATCH_KEYS`] keys (each key's rows in one batch).
-    fn write_state(&mut self, w: &mut StateWriter, take: impl Fn(&KeyState) -> bool) -> Result<(), StreamError> {
+    /// Writes the changed keys that `take` accepts (and every removed key); `ahead` marks
+    /// them written ahead in that interval.
+    fn write_state(&mut self, w: &mut StateWriter, take: impl Fn(&KeyState) -> bool, ahead: Option<u32>) -> Result<(), StreamError> {
         let dirty = self.keys.values().filter(|s| s.dirty && take(s)).count();
         if dirty == 0 && self.removed.is_empty() {
             return Ok(());
@@ -230,6 +235,9 @@ impl WindowAggregate {
                 None => rows.tombstone(k),
                 Some(st) => {
                     st.dirty = false;
+                    if let Some(interval) = ahead {
+                        st.ahead_in = interval;
+                    }
                     rows.key(&plan.aggs, k, st)?;
                 }
             }
@@ -528,15 +536,18 @@ impl Operator for WindowAggregate {
     }
 
     fn snapshot(&mut self, w: &mut StateWriter) -> Result<bool, StreamError> {
-        self.write_state(w, |_| true)?;
+        self.write_state(w, |_| true, None)?;
+        self.snapshots = self.snapshots.wrapping_add(1) % u32::MAX;
         Ok(true)
     }
 
     /// Writes ahead the keys that changed and have had no input for
-    /// [`PRESNAPSHOT_QUIET_MS`]: with many keys each sending now and then (devices at 1 Hz),
-    /// most of a checkpoint's state is written before its barrier.
+    /// [`PRESNAPSHOT_QUIET_MS`], each at most once per checkpoint interval: with many keys
+    /// each sending now and then (devices at 1 Hz), most of a checkpoint's state is written
+    /// before its barrier, and a key that keeps changing is written at most twice.
     fn presnapshot(&mut self, now_ms: i64, w: &mut StateWriter) -> Result<(), StreamError> {
-        self.write_state(w, |st| now_ms.saturating_sub(st.last_input_ms) >= PRESNAPSHOT_QUIET_MS)
+        let interval = self.snapshots;
+        self.write_state(w, |st| st.ahead_in != interval && now_ms.saturating_sub(st.last_input_ms) >= PRESNAPSHOT_QUIET_MS, Some(interval))
     }
 
     fn restore(&mut self, files: &[Vec<RecordBatch>]) -> Result<(), StreamError> {
