@@ -698,6 +698,7 @@ impl Runner {
             let (tx, rx) = std::sync::mpsc::channel();
             self.compactions[i] = Some(rx);
             std::thread::spawn(move || {
+                lower_priority();
                 let r = state::compact_to(&inputs, &out);
                 let _ = tx.send(r.map(|bytes| (upto, rel, bytes)).map_err(|e| crate::error_chain(&e)));
             });
@@ -708,6 +709,19 @@ impl Runner {
         if let Ok(mut o) = self.status.offsets.lock() {
             o.clone_from(&self.offsets);
         }
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice 10), as RocksDB does for its compaction
+/// threads: compaction is background work, and on a machine with few cores it should
+/// yield to the pipeline and reader threads, whose delay is checkpoint latency.
+fn lower_priority() {
+    // SAFETY: setpriority and gettid take plain integers and touch no memory of ours;
+    // on Linux, PRIO_PROCESS with a thread id sets that thread's nice value. Failure
+    // (e.g. not permitted) leaves the priority as it was, which is harmless.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
     }
 }
 
