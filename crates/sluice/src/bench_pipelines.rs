@@ -7,8 +7,9 @@
 //! - `tumble`: the issue's `hr_1m` query (1-minute tumbling avg, min, max, count, p95 per
 //!   key) over `keys` keys × `per-key` readings;
 //! - `live`: `live-players` players sending one reading per second in real time for
-//!   `live-seconds`, with the heart_rate pipeline checkpointing every second: checkpoint
-//!   duration, bytes written per checkpoint beside the state that changed, peak RSS.
+//!   `live-seconds`, spread over the second in `live-slices` slices, with the heart_rate
+//!   pipeline checkpointing every second: checkpoint duration, bytes written per
+//!   checkpoint beside the state that changed, peak RSS.
 //!
 //! Throughput is records / (time from starting the pipeline to its drained output being
 //! committed: Parquet files published, output topic appended). The input is appended to
@@ -53,6 +54,10 @@ pub struct PipelinesArgs {
     /// live: players sending one reading per second.
     #[arg(long, default_value_t = 100_000)]
     pub live_players: usize,
+    /// live: each second's readings are sent in this many slices, evenly spaced (player p
+    /// in slice p % N); 1 sends every player's reading at the same instant.
+    #[arg(long, default_value_t = 10)]
+    pub live_slices: usize,
     /// live: seconds to run.
     #[arg(long, default_value_t = 30)]
     pub live_seconds: usize,
@@ -301,21 +306,29 @@ async fn live(args: &PipelinesArgs, dir: &Path) -> anyhow::Result<()> {
     let parts = topic.partition_count();
     let start = Instant::now();
     let mut sent = 0u64;
+    let slices = args.live_slices.max(1);
     for s in 0..args.live_seconds {
-        let tick = start + Duration::from_secs(s as u64);
-        if let Some(wait) = tick.checked_duration_since(Instant::now()) {
-            tokio::time::sleep(wait).await;
-        }
-        let mut per: Vec<Vec<NewRecord>> = (0..parts).map(|_| Vec::new()).collect();
-        for p in 0..args.live_players {
-            let (id, v) = reading(p, s, "live-");
-            per[partition_for_key(id.as_bytes(), parts) as usize].push(NewRecord::new(Some(id.into_bytes()), v));
-        }
-        for (p, recs) in per.into_iter().enumerate() {
-            let part = topic.partition(p as u32)?;
-            let info = part.write(&recs, sluice_core::time::now_ms())?;
-            part.complete(&info)?;
-            sent += recs.len() as u64;
+        // Player p sends at `p % slices` slices into each second, as devices that are not
+        // in lockstep do.
+        for j in 0..slices {
+            let tick = start + Duration::from_millis((s * 1000 + j * 1000 / slices) as u64);
+            if let Some(wait) = tick.checked_duration_since(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+            let mut per: Vec<Vec<NewRecord>> = (0..parts).map(|_| Vec::new()).collect();
+            for p in (j..args.live_players).step_by(slices) {
+                let (id, v) = reading(p, s, "live-");
+                per[partition_for_key(id.as_bytes(), parts) as usize].push(NewRecord::new(Some(id.into_bytes()), v));
+            }
+            for (p, recs) in per.into_iter().enumerate() {
+                if recs.is_empty() {
+                    continue;
+                }
+                let part = topic.partition(p as u32)?;
+                let info = part.write(&recs, sluice_core::time::now_ms())?;
+                part.complete(&info)?;
+                sent += recs.len() as u64;
+            }
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -344,6 +357,8 @@ async fn live(args: &PipelinesArgs, dir: &Path) -> anyhow::Result<()> {
         pct(0.99),
         durations.last().copied().unwrap_or(0.0)
     );
+    let in_order: Vec<String> = history.iter().map(|c| format!("{:.0}", c.duration_ms)).collect();
+    println!("live: checkpoint durations in order, ms: {}", in_order.join(" "));
     println!(
         "live: per checkpoint {:.1} MB written for {avg_changed:.0} of {keys} keys; the whole state is {:.1} MB, so the changed keys' state is {:.1} MB: written / changed = {:.2}; open windows {}, peak RSS {:.0} MB",
         avg_written / 1e6,
@@ -386,7 +401,7 @@ pub async fn run(args: PipelinesArgs) -> anyhow::Result<()> {
             let exe = std::env::current_exe()?;
             let mut cmd = Command::new(exe);
             cmd.args(["bench", "pipelines", "--scenario", scenario, "--python", &args.python]);
-            for (flag, v) in [("--players", args.players), ("--seconds", args.seconds), ("--keys", args.keys), ("--per-key", args.per_key), ("--live-players", args.live_players), ("--live-seconds", args.live_seconds), ("--checkpoint-interval-ms", args.checkpoint_interval_ms as usize), ("--repeat", args.repeat)] {
+            for (flag, v) in [("--players", args.players), ("--seconds", args.seconds), ("--keys", args.keys), ("--per-key", args.per_key), ("--live-players", args.live_players), ("--live-seconds", args.live_seconds), ("--live-slices", args.live_slices), ("--checkpoint-interval-ms", args.checkpoint_interval_ms as usize), ("--repeat", args.repeat)] {
                 cmd.args([flag, &v.to_string()]);
             }
             if args.no_spark {
