@@ -99,9 +99,16 @@ pub trait Operator: Send {
         Ok(())
     }
 
-    /// Emits live results of state touched since the last call (rows marked early).
+    /// Emits live results of state touched since the last call (rows marked early). An
+    /// operator with many keys may emit them in slices: then [`Operator::early_pending`]
+    /// says so, and the runner calls again after its next poll.
     fn early(&mut self, _out: &mut Vec<Rows>) -> Result<(), StreamError> {
         Ok(())
+    }
+
+    /// Whether the last [`Operator::early`] left touched keys for another call.
+    fn early_pending(&self) -> bool {
+        false
     }
 
     /// Writes the state changed since the last snapshot. Returns whether there was state
@@ -157,6 +164,11 @@ impl Chain {
             current = next;
         }
         Ok(current)
+    }
+
+    /// Whether an operator has early results left from its last slice.
+    pub fn early_pending(&self) -> bool {
+        self.ops.iter().any(|o| o.early_pending())
     }
 
     /// Runs a hook on every operator, in order; what an operator emits flows through the

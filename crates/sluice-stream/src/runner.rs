@@ -478,8 +478,14 @@ impl Runner {
             self.route(out, std::mem::take(&mut side));
             self.write_ahead(now)?;
         }
-        if self.last_early.elapsed() >= Duration::from_millis(500) && (self.p.spec.early_results || self.observer.wants_early(&self.p.spec.name)) {
-            self.last_early = Instant::now();
+        // A round of early results every 500 ms, in slices: one per poll while an operator
+        // has keys left, so that a barrier never waits behind a whole round.
+        let due = self.last_early.elapsed() >= Duration::from_millis(500);
+        let pending = self.chain.early_pending();
+        if (due || pending) && (self.p.spec.early_results || self.observer.wants_early(&self.p.spec.name)) {
+            if !pending {
+                self.last_early = Instant::now();
+            }
             let mut ctx = Ctx { now_ms: now, watermark_ms: self.watermark, caught_up, side: &mut side };
             let out = self.chain.hook(Hook::Early, &mut ctx)?;
             self.route(out, side);

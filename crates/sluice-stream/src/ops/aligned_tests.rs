@@ -158,3 +158,33 @@ fn a_window_of_many_keys_is_written_in_batches_and_kept() {
     assert_eq!(run(&mut restored, 3, 6, true), want, "restored from the batches");
     assert_eq!(run(&mut first, 3, 6, true), want, "the operator that wrote them");
 }
+
+/// The per-key operator emits early results of more keys than one slice over several
+/// calls, every touched key once, and says when a round is unfinished.
+#[test]
+fn early_results_of_many_keys_come_in_slices() {
+    let p = planned();
+    let mut c = chain(&p, false);
+    let n = crate::ops::window_agg::EARLY_SLICE_KEYS + 100;
+    let mut decoder = BatchDecoder::new(p.plan.record.clone());
+    let values: Vec<Vec<u8>> = (0..n).map(|i| serde_json::to_vec(&json!({"k": format!("k{i}"), "v": 1, "ts": 1000})).unwrap()).collect();
+    let rows = input_rows(&p, &mut decoder, &values);
+    let mut side = Vec::new();
+    let mut ctx = Ctx { now_ms: 0, watermark_ms: i64::MIN, caught_up: false, side: &mut side };
+    c.push(0, rows, &mut ctx).unwrap();
+    let (mut keys, mut calls) = (Vec::new(), 0);
+    loop {
+        calls += 1;
+        for r in c.hook(Hook::Early, &mut ctx).unwrap() {
+            keys.extend(r.early.expect("early rows").keys.iter().cloned());
+        }
+        if !c.early_pending() {
+            break;
+        }
+    }
+    assert_eq!(calls, 2, "two slices");
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "every key once");
+    assert!(c.hook(Hook::Early, &mut ctx).unwrap().is_empty(), "nothing touched since");
+}

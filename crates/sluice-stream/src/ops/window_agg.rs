@@ -92,6 +92,8 @@ pub struct WindowAggregate {
     last_idle_scan_ms: i64,
     /// Snapshots taken: numbers the checkpoint intervals ([`KeyState::ahead_in`]).
     snapshots: u32,
+    /// Touched keys whose early results are still to be emitted in this round.
+    early_queue: Vec<Key>,
     last_ttl_scan_ms: i64,
     scratch: Vec<(i64, i64)>,
 }
@@ -117,6 +119,7 @@ impl WindowAggregate {
             has_zone,
             last_idle_scan_ms: 0,
             snapshots: 0,
+            early_queue: Vec::new(),
             last_ttl_scan_ms: 0,
             scratch: Vec::new(),
         })
@@ -257,6 +260,10 @@ impl WindowAggregate {
         Ok(())
     }
 }
+
+/// Keys per slice of early results ([`WindowAggregate`]'s `early`): about 10–20 ms of the
+/// pipeline thread at the heart-rate pipeline's aggregates.
+pub const EARLY_SLICE_KEYS: usize = 8192;
 
 /// Keys per state batch: bounds the memory of writing and compacting state to a few MB
 /// a batch, whatever the number of keys.
@@ -502,13 +509,25 @@ impl Operator for WindowAggregate {
 
     /// Results of the open base windows of the keys that changed since the last call,
     /// built column by column.
+    /// Emits the touched keys' open windows, at most [`EARLY_SLICE_KEYS`] keys a call: a
+    /// round starts by queueing every touched key, and each call takes the next slice, so
+    /// that a checkpoint barrier waits for one slice at most.
     fn early(&mut self, out: &mut Vec<Rows>) -> Result<(), StreamError> {
         let plan = self.plan.clone();
+        if self.early_queue.is_empty() {
+            self.early_queue = self.keys.iter_mut().filter(|(_, s)| s.touched).map(|(k, s)| {
+                s.touched = false;
+                k.clone()
+            }).collect();
+        }
+        let from = self.early_queue.len().saturating_sub(EARLY_SLICE_KEYS);
+        let slice: Vec<Key> = self.early_queue.split_off(from);
         let mut results = ResultColumns::new(&plan.aggs, &self.natives, 0);
         let mut keys: Vec<&[u8]> = Vec::new();
         let (mut starts, mut ends, mut row_key) = (Vec::new(), Vec::new(), Vec::new());
-        for (k, st) in self.keys.iter_mut().filter(|(_, s)| s.touched) {
-            st.touched = false;
+        for k in &slice {
+            // A key removed since it was queued has no open windows left to show.
+            let Some(st) = self.keys.get_mut(k.as_slice()) else { continue };
             let ki = keys.len() as u32;
             keys.push(k);
             for w in st.levels[0].iter_mut() {
@@ -533,6 +552,10 @@ impl Operator for WindowAggregate {
         r.early = Some(Early { keys: Arc::new(display), row_key: UInt32Array::from(row_key) });
         out.push(r);
         Ok(())
+    }
+
+    fn early_pending(&self) -> bool {
+        !self.early_queue.is_empty()
     }
 
     fn snapshot(&mut self, w: &mut StateWriter) -> Result<bool, StreamError> {
