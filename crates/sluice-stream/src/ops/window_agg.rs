@@ -215,9 +215,8 @@ impl WindowAggregate {
 
 impl WindowAggregate {
     /// Writes the deleted keys' tombstones, then the changed keys that `take` accepts, in
-    /// batches of at most [`STATE_BATCH_KEYS`] keys (each key's rows in one batch).
-    /// Writes the changed keys that `take` accepts (and every removed key); `ahead` marks
-    /// them written ahead in that interval.
+    /// batches of at most [`STATE_BATCH_KEYS`] keys (each key's rows in one batch). With
+    /// `ahead`, the keys written are marked as written ahead in that interval.
     fn write_state(&mut self, w: &mut StateWriter, take: impl Fn(&KeyState) -> bool, ahead: Option<u32>) -> Result<(), StreamError> {
         let dirty = self.keys.values().filter(|s| s.dirty && take(s)).count();
         if dirty == 0 && self.removed.is_empty() {
@@ -507,11 +506,10 @@ impl Operator for WindowAggregate {
         self.emit(fired, out)
     }
 
-    /// Results of the open base windows of the keys that changed since the last call,
-    /// built column by column.
-    /// Emits the touched keys' open windows, at most [`EARLY_SLICE_KEYS`] keys a call: a
-    /// round starts by queueing every touched key, and each call takes the next slice, so
-    /// that a checkpoint barrier waits for one slice at most.
+    /// Results of the open base windows of the keys that changed since the last round,
+    /// built column by column, at most [`EARLY_SLICE_KEYS`] keys a call: a round starts by
+    /// queueing every changed key, and each call takes the next slice, so that a
+    /// checkpoint barrier waits for one slice at most.
     fn early(&mut self, out: &mut Vec<Rows>) -> Result<(), StreamError> {
         let plan = self.plan.clone();
         if self.early_queue.is_empty() {
@@ -560,6 +558,7 @@ impl Operator for WindowAggregate {
 
     fn snapshot(&mut self, w: &mut StateWriter) -> Result<bool, StreamError> {
         self.write_state(w, |_| true, None)?;
+        // Never u32::MAX, the mark of a key not yet written ahead.
         self.snapshots = self.snapshots.wrapping_add(1) % u32::MAX;
         Ok(true)
     }
