@@ -133,6 +133,14 @@ fn reading(p: usize, s: usize, players_prefix: &str) -> (String, Vec<u8>) {
     (id, v.into_bytes())
 }
 
+/// Appends records to one partition of a topic and waits until they are durable.
+fn append(topic: &sluice_log::Topic, partition: usize, records: &[NewRecord]) -> anyhow::Result<()> {
+    let part = topic.partition(partition as u32)?;
+    let info = part.write(records, sluice_core::time::now_ms())?;
+    part.complete(&info)?;
+    Ok(())
+}
+
 /// Appends readings (seconds outer, players inner, as devices send them) to the topic and
 /// writes the same records as NDJSON for Spark (plus one far-future event). Returns the count.
 fn generate(server: &Server, players: usize, seconds: usize, prefix: &str, ndjson: Option<&Path>) -> anyhow::Result<u64> {
@@ -150,9 +158,7 @@ fn generate(server: &Server, players: usize, seconds: usize, prefix: &str, ndjso
     let flush = |pending: &mut Vec<Vec<NewRecord>>, force: bool| -> anyhow::Result<()> {
         for (p, recs) in pending.iter_mut().enumerate() {
             if !recs.is_empty() && (force || recs.len() >= 2_000) {
-                let part = topic.partition(p as u32)?;
-                let info = part.write(recs, sluice_core::time::now_ms())?;
-                part.complete(&info)?;
+                append(&topic, p, recs)?;
                 recs.clear();
             }
         }
@@ -322,13 +328,10 @@ async fn live(args: &PipelinesArgs, dir: &Path) -> anyhow::Result<()> {
                 per[partition_for_key(id.as_bytes(), parts) as usize].push(NewRecord::new(Some(id.into_bytes()), v));
             }
             for (p, recs) in per.into_iter().enumerate() {
-                if recs.is_empty() {
-                    continue;
+                if !recs.is_empty() {
+                    append(&topic, p, &recs)?;
+                    sent += recs.len() as u64;
                 }
-                let part = topic.partition(p as u32)?;
-                let info = part.write(&recs, sluice_core::time::now_ms())?;
-                part.complete(&info)?;
-                sent += recs.len() as u64;
             }
         }
     }
