@@ -198,17 +198,24 @@ impl KeyState {
     }
 
     /// Folds zone readings of base windows that are final at `until_ms`, raising
-    /// `accept_from`.
-    pub fn fold_zones(&mut self, shape: &Shape, until_ms: i64) {
+    /// `accept_from`. Returns whether any state changed (then the key's state must be
+    /// written at the next checkpoint: a restored unfolded state would accept readings
+    /// that the run before the crash refused as behind final coverage).
+    pub fn fold_zones(&mut self, shape: &Shape, until_ms: i64) -> bool {
+        let mut changed = false;
         for w in self.levels.iter_mut().take(1).flatten() {
             for (agg, acc) in shape.aggs.iter().zip(w.accs.iter_mut()) {
                 if let (true, Acc::Dyn(acc)) = (agg.zone, acc) {
                     if let Some(z) = as_zone(acc.as_mut()) {
-                        self.accept_from = self.accept_from.max(z.fold(until_ms));
+                        let pending = z.tail.len();
+                        let from = z.fold(until_ms);
+                        changed |= z.tail.len() != pending || from > self.accept_from;
+                        self.accept_from = self.accept_from.max(from);
                     }
                 }
             }
         }
+        changed
     }
 
     /// Decides whether a record at `t_ms` is late or a duplicate at watermark

@@ -162,11 +162,9 @@ impl WindowAggregate {
         let shape = Shape { kind: plan.kind, aggs: &plan.aggs, natives: &natives, lateness_ms: self.opts.lateness_ms, rollups: &self.opts.rollups };
         let Some(st) = self.keys.get_mut(key) else { return Ok(()) };
         let mut out = Vec::new();
-        if self.has_zone && !all {
-            st.fold_zones(&shape, watermark_ms.saturating_sub(self.opts.lateness_ms));
-        }
+        let folded = self.has_zone && !all && st.fold_zones(&shape, watermark_ms.saturating_sub(self.opts.lateness_ms));
         st.fire(&shape, watermark_ms, all, &mut out)?;
-        if !out.is_empty() {
+        if !out.is_empty() || folded {
             self.mark(key);
             fired.extend(out.into_iter().map(|f| (Key::from(key), f)));
         }
