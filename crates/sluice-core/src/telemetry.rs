@@ -72,8 +72,11 @@ pub const LISTENER_ACCEPT_ERRORS_TOTAL: &str = "sluice_listener_accept_errors_to
 /// Labels: `listener`, `reason`.
 pub const LISTENER_TIMEOUTS_TOTAL: &str = "sluice_listener_timeouts_total";
 /// HTTP requests refused before any route (DNS rebinding, cross-site, content type).
-/// Labels: `reason` (`host_not_allowed`, `cross_origin`, `unsupported_media_type`).
+/// Labels: `reason` (`host_not_allowed`, `cross_origin`, `unsupported_media_type`,
+/// `unauthenticated`, `forbidden`, `csrf_failed`, `login_failed`).
 pub const HTTP_REFUSED_REQUESTS_TOTAL: &str = "sluice_http_refused_requests_total";
+/// Dashboard logins (`POST /v1/login`). Labels: `result` (`ok`, `failed`).
+pub const AUTH_LOGINS_TOTAL: &str = "sluice_auth_logins_total";
 /// Throttle time handed to clients over a quota, ms. Labels: `quota` (`produce`,
 /// `fetch`, `http_ingest`).
 pub const QUOTA_THROTTLE_MS_TOTAL: &str = "sluice_quota_throttle_ms_total";
@@ -101,7 +104,8 @@ pub fn describe() {
     describe_counter!(KAFKA_PRODUCED_RECORDS_TOTAL, Unit::Count, "Records appended by Kafka Produce requests.");
     describe_counter!(KAFKA_REFUSED_BATCHES_TOTAL, Unit::Count, "Kafka produce batches refused.");
     describe_counter!(LISTENER_REFUSED_CONNECTIONS_TOTAL, Unit::Count, "Connections closed at accept because of a connection cap.");
-    describe_counter!(HTTP_REFUSED_REQUESTS_TOTAL, Unit::Count, "HTTP requests refused before any route (host, origin, content type).");
+    describe_counter!(HTTP_REFUSED_REQUESTS_TOTAL, Unit::Count, "HTTP requests refused before any route (host, origin, content type, authentication, permission).");
+    describe_counter!(AUTH_LOGINS_TOTAL, Unit::Count, "Dashboard logins, by result.");
     describe_gauge!(LISTENER_OPEN_CONNECTIONS, Unit::Count, "Open connections of a listener.");
     describe_gauge!(LISTENER_MAX_CONNECTIONS, Unit::Count, "Connection cap of a listener (0: none).");
     describe_gauge!(LISTENER_INFLIGHT_REQUEST_BYTES, Unit::Bytes, "Bytes of requests held now.");

@@ -16,8 +16,15 @@ const chart = new Chart(document.getElementById('chart'), {
   },
 });
 
+// With authentication on, a visitor who is not logged in is sent to the login page.
+async function checkLogin() {
+  const r = await fetch('/v1/whoami');
+  if (r.status === 401) location.href = '/login';
+}
+
 async function load() {
   const r = await fetch('/v1/sessions');
+  if (r.status === 401) { location.href = '/login'; return; }
   const j = await r.json();
   open.clear();
   closed.clear();
@@ -71,7 +78,7 @@ function render() {
 const statusEl = document.getElementById('status');
 const es = new EventSource('/v1/sessions/stream');
 es.onopen = () => { statusEl.textContent = 'live'; statusEl.className = 'status live'; load(); };
-es.onerror = () => { statusEl.textContent = 'reconnecting…'; statusEl.className = 'status offline'; };
+es.onerror = () => { statusEl.textContent = 'reconnecting…'; statusEl.className = 'status offline'; checkLogin(); };
 es.addEventListener('session_update', (e) => {
   const d = JSON.parse(e.data);
   if (d.open.length) open.set(d.player_id, d.open); else open.delete(d.player_id);

@@ -20,6 +20,8 @@ pub struct Config {
     #[serde(default)]
     pub insecure: bool,
     pub http: HttpConfig,
+    #[serde(default)]
+    pub auth: AuthSection,
     pub log: LogSection,
     #[serde(default)]
     pub kafka: KafkaSection,
@@ -52,6 +54,25 @@ pub struct StreamSection {
 impl Default for StreamSection {
     fn default() -> Self {
         StreamSection { enabled: true, checkpoint_interval_ms: 1000, batch_records: 2000, idle_timeout_ms: 30_000, compaction_min_bytes: 1 << 20 }
+    }
+}
+
+/// The `[auth]` table: who may use the HTTP API and the dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Require a token or a login for every HTTP route but the dashboard's page, the login
+    /// and `/healthz`.
+    pub enabled: bool,
+    /// A dashboard login lasts this long, ms.
+    pub session_ttl_ms: u64,
+    /// Password checks (Argon2id, tens of ms of CPU each) running at once; more wait.
+    pub max_concurrent_logins: usize,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection { enabled: false, session_ttl_ms: 12 * 3_600_000, max_concurrent_logins: 2 }
     }
 }
 
@@ -248,21 +269,29 @@ impl Default for KafkaSection {
     }
 }
 
-/// Checks that every enabled listener binds loopback addresses only, unless `insecure`:
-/// sluice has no authentication yet, so a listener others can reach lets them read,
-/// write and delete everything. `(setting, address)` pairs; a name that does not resolve is
-/// left to the bind to report. Errors say what to do.
-pub fn check_exposure(listeners: &[(&str, &str)], insecure: bool) -> Result<(), ConfigError> {
+/// Checks that every enabled listener binds loopback addresses only, unless `insecure`
+/// or the listener authenticates its clients: otherwise anyone who can reach it could
+/// read, write and delete everything. `(setting, address, authenticated)` triples; a name
+/// that does not resolve is left to the bind to report. Errors say what to do.
+pub fn check_exposure(listeners: &[(&str, &str, bool)], insecure: bool) -> Result<(), ConfigError> {
     use std::net::ToSocketAddrs;
     if insecure {
         return Ok(());
     }
-    for (setting, addr) in listeners {
+    for (setting, addr, authenticated) in listeners {
         let Ok(resolved) = addr.to_socket_addrs() else { continue };
+        if *authenticated {
+            continue;
+        }
         if let Some(exposed) = resolved.into_iter().find(|a| !a.ip().is_loopback()) {
+            let how = if setting.starts_with("http") {
+                "Turn on authentication ([auth] enabled = true, SLUICE_AUTH__ENABLED=true), listen on 127.0.0.1"
+            } else {
+                "The Kafka listener has no authentication yet: listen on 127.0.0.1"
+            };
             return Err(ConfigError::Invalid(format!(
-                "{setting} = {addr:?} listens on {}, which is not a loopback address, and sluice has no authentication yet: \
-                 anyone who can reach it could read and delete every topic and drain the pipelines. Listen on 127.0.0.1 \
+                "{setting} = {addr:?} listens on {}, which is not a loopback address, without authentication: \
+                 anyone who can reach it could read and delete every topic and drain the pipelines. {how} \
                  (behind an authenticating proxy), or pass --insecure (SLUICE_INSECURE=true) to accept that",
                 exposed.ip()
             )));
@@ -405,11 +434,14 @@ impl Config {
 mod tests {
 
     #[test]
-    fn non_loopback_listeners_need_insecure() {
-        assert!(check_exposure(&[("http.addr", "127.0.0.1:8080"), ("kafka.addr", "[::1]:9092"), ("x", "localhost:1")], false).is_ok());
-        let e = check_exposure(&[("http.addr", "127.0.0.1:8080"), ("kafka.addr", "0.0.0.0:9092")], false).unwrap_err().to_string();
+    fn non_loopback_listeners_need_insecure_or_authentication() {
+        assert!(check_exposure(&[("http.addr", "127.0.0.1:8080", false), ("kafka.addr", "[::1]:9092", false), ("x", "localhost:1", false)], false).is_ok());
+        let e = check_exposure(&[("http.addr", "127.0.0.1:8080", false), ("kafka.addr", "0.0.0.0:9092", false)], false).unwrap_err().to_string();
         assert!(e.contains("kafka.addr") && e.contains("0.0.0.0") && e.contains("--insecure"), "{e}");
-        assert!(check_exposure(&[("http.addr", "0.0.0.0:8080")], true).is_ok());
+        let e = check_exposure(&[("http.addr", "0.0.0.0:8080", false)], false).unwrap_err().to_string();
+        assert!(e.contains("[auth] enabled = true"), "{e}");
+        assert!(check_exposure(&[("http.addr", "0.0.0.0:8080", true)], false).is_ok(), "an authenticated listener may be exposed");
+        assert!(check_exposure(&[("http.addr", "0.0.0.0:8080", false)], true).is_ok());
     }
     use super::*;
 

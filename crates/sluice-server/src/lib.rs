@@ -7,6 +7,7 @@
 //! dashboard.
 
 pub mod adapters;
+pub mod auth;
 pub mod config;
 pub mod guard;
 pub mod http;
@@ -61,6 +62,8 @@ pub enum ServerError {
     },
     #[error("{0}")]
     Job(String),
+    #[error("authentication: {0}")]
+    Auth(String),
 }
 
 /// A running server.
@@ -75,6 +78,7 @@ pub struct Server {
     retention_task: tokio::task::JoinHandle<()>,
     flush_task: tokio::task::JoinHandle<()>,
     kafka: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
+    first_admin_password: Option<String>,
 }
 
 /// Flushes topics under the `interval` durability policy (checked every 50 ms).
@@ -112,9 +116,9 @@ impl Server {
     /// Opens (recovering) the log, the lake and the pipelines' checkpoint, and starts serving.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         let data = config.data_dir.clone();
-        let mut listeners = vec![("http.addr", config.http.addr.as_str())];
+        let mut listeners = vec![("http.addr", config.http.addr.as_str(), config.auth.enabled)];
         if config.kafka.enabled {
-            listeners.push(("kafka.addr", config.kafka.addr.as_str()));
+            listeners.push(("kafka.addr", config.kafka.addr.as_str(), false));
         }
         config::check_exposure(&listeners, config.insecure)?;
         http::prometheus();
@@ -256,11 +260,25 @@ impl Server {
             kafka_max_connections: config.kafka.max_connections,
         };
         let app = Arc::new(App { log: log.clone(), sessions: sessions.clone(), pipelines: pipelines.clone(), limits });
-        let router = sluice_gateway::http::router(gateway, routes)
-            .merge(http::router(app))
-            .merge(pipelines::router(pipelines.clone()))
+        let mut routes = sluice_gateway::http::router(gateway, routes).merge(http::router(app)).merge(pipelines::router(pipelines.clone()));
+        let mut first_admin_password = None;
+        let mut auth = None;
+        if config.auth.enabled {
+            let store = sluice_auth::AuthStore::new(&data);
+            let created = tokio::task::spawn_blocking(move || auth::ensure_first_admin(&store).map(|pw| (pw, store))).await;
+            let (password, store) = created.map_err(|e| ServerError::Auth(e.to_string()))?.map_err(|e| ServerError::Auth(e.to_string()))?;
+            first_admin_password = password;
+            let a = Arc::new(auth::Auth::new(store, config.auth.session_ttl_ms, config.auth.max_concurrent_logins));
+            routes = routes.merge(auth::router(a.clone()));
+            auth = Some(a);
+        }
+        let mut router = routes
             .layer(axum::middleware::from_fn_with_state(sse_slots, guard::sse_slots))
             .layer(axum::middleware::from_fn_with_state(policy, guard::guard));
+        if let Some(a) = auth {
+            // Outermost: an unauthenticated request is refused before its body is read.
+            router = router.layer(axum::middleware::from_fn_with_state(a, auth::authorize));
+        }
         let limits = listen::HttpLimits { header_read_timeout_ms: h.header_read_timeout_ms };
         let listener = tokio::net::TcpListener::bind(&config.http.addr)
             .await
@@ -271,11 +289,17 @@ impl Server {
             let _ = stop_rx.await;
         }));
         tracing::info!(%addr, data_dir = %data.display(), "sluice is serving");
-        Ok(Server { addr, data_dir: data, log, sessions, pipelines, http_stop, http_task, retention_task, flush_task, kafka })
+        Ok(Server { addr, data_dir: data, log, sessions, pipelines, http_stop, http_task, retention_task, flush_task, kafka, first_admin_password })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The password of the user `admin`, when this start created it (authentication on, no
+    /// users yet): to be shown once.
+    pub fn first_admin_password(&self) -> Option<&str> {
+        self.first_admin_password.as_deref()
     }
 
     /// Where the Kafka protocol is served, if enabled.

@@ -8,6 +8,7 @@ mod groups;
 mod pipelines;
 mod replay;
 mod topics;
+mod users;
 
 use std::path::PathBuf;
 
@@ -37,6 +38,10 @@ enum Command {
     Groups(groups::GroupsArgs),
     /// Create, list, describe, drain and drop the SQL pipelines of a running server.
     Pipelines(pipelines::PipelinesArgs),
+    /// Add, list and remove users and their roles (works with or without a running server).
+    Users(users::UsersArgs),
+    /// Create, list and revoke API tokens (works with or without a running server).
+    Tokens(users::TokensArgs),
     /// Print the effective configuration (or, with --defaults, the documented defaults).
     Config(ConfigArgs),
     /// Benchmarks; each prints figures to compare with this machine's own limits.
@@ -75,9 +80,9 @@ struct ServerArgs {
     /// Kafka protocol listen address, e.g. 127.0.0.1:9092. Overrides `kafka.addr`.
     #[arg(long)]
     kafka_addr: Option<String>,
-    /// Allow listening on addresses other than loopback although sluice has no
-    /// authentication yet: anyone who can reach the listeners can then read, write and
-    /// delete. Overrides `insecure`.
+    /// Allow listening on addresses other than loopback without authentication (the
+    /// Kafka listener has none yet; HTTP has `[auth] enabled`): anyone who can reach such a
+    /// listener can then read, write and delete. Overrides `insecure`.
     #[arg(long)]
     insecure: bool,
 }
@@ -155,6 +160,11 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     raise_open_file_limit();
     let config = args.load()?;
     let server = Server::start(config).await?;
+    if let Some(pw) = server.first_admin_password() {
+        eprintln!("sluice: authentication is on and there were no users, so the user `admin` was made with the password below.");
+        eprintln!("sluice: it is shown only now: log in at /login, then change it with `sluice users passwd admin`.");
+        eprintln!("sluice: admin password: {pw}");
+    }
     eprintln!("sluice: serving on http://{} (dashboard at /, metrics at /metrics); Ctrl-C stops", server.addr());
     if let Some(k) = server.kafka_addr() {
         eprintln!("sluice: Kafka protocol on {k} (bootstrap_servers='{k}')");
@@ -209,6 +219,8 @@ fn main() -> std::process::ExitCode {
             Command::Groups(args) => tokio::task::spawn_blocking(move || groups::run(args)).await?,
             Command::Topics(args) => tokio::task::spawn_blocking(move || topics::run(args)).await?,
             Command::Pipelines(args) => tokio::task::spawn_blocking(move || pipelines::run(args)).await?,
+            Command::Users(args) => tokio::task::spawn_blocking(move || users::run_users(args)).await?,
+            Command::Tokens(args) => tokio::task::spawn_blocking(move || users::run_tokens(args)).await?,
             Command::Bench(BenchCommand::Log(args)) => tokio::task::spawn_blocking(move || bench_log::run(args)).await?,
             Command::Bench(BenchCommand::Pipelines(args)) => bench_pipelines::run(args).await,
             Command::Bench(BenchCommand::Pipeline { config, args }) => {

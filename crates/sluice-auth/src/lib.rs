@@ -1,0 +1,31 @@
+//! Who may do what: users with passwords, API tokens, roles, and the permission each HTTP
+//! route needs. No network: the server (`sluice-server`'s `auth` module) enforces it, and
+//! the CLI (`sluice users`, `sluice tokens`) changes it.
+//!
+//! - [`role`]: roles (viewer, operator, admin), permissions, and [`role::http_access`].
+//! - [`secret`]: password hashes (Argon2id), API tokens and session secrets.
+//! - [`store`]: the principals file in the data directory.
+
+pub mod role;
+pub mod secret;
+pub mod store;
+
+pub use role::{http_access, Access, Permission, Role};
+pub use store::{AuthStore, Principals, Token, User};
+
+/// Why an authentication operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot access {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the operating system's random number generator failed: {0}")]
+    Random(String),
+    #[error("cannot hash a password: {0}")]
+    Hash(String),
+}

@@ -1,0 +1,371 @@
+//! Authentication and authorization of HTTP requests (`[auth] enabled = true`).
+//!
+//! Every request but the public ones ([`sluice_auth::Access::Public`]: the dashboard's
+//! page and assets, `/login`, `POST /v1/login`, `/healthz`) presents either
+//! - an API token, `Authorization: Bearer sluice_<id>_<secret>` (`sluice tokens create`), or
+//! - a login session cookie, `sluice_session`, set by `POST /v1/login` (the dashboard's
+//!   login page). The cookie is `HttpOnly` and `SameSite=Strict`. A state-changing
+//!   request (any method but GET and HEAD) with the cookie must also send the session's
+//!   CSRF token in `X-CSRF-Token` (OWASP's synchronizer-token pattern); `POST /v1/login`
+//!   returns it. The guard's Origin check ([`crate::guard`]) applies as well.
+//!
+//! The route's permission comes from [`sluice_auth::http_access`]; the principal's role must
+//! have it ([`sluice_auth::Role::allows`]). Refusals are JSON:
+//! - 401 `unauthenticated` (no or an unknown credential), with `WWW-Authenticate: Bearer`;
+//! - 403 `forbidden` (the role lacks the permission) or `csrf_failed`.
+//!
+//! Each names the permission the route needs, in `error.permission`.
+//!
+//! Users and tokens live in the data directory ([`sluice_auth::AuthStore`]); changes by the
+//! CLI or the admin routes (`/v1/users`, `/v1/tokens`) apply without a restart. Login
+//! sessions are held in memory: a restart logs everyone out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use sluice_auth::store::now_ms;
+use sluice_auth::{http_access, Access, AuthStore, Permission, Role};
+use sluice_core::telemetry as t;
+
+/// The login cookie's name.
+pub const SESSION_COOKIE: &str = "sluice_session";
+/// Most login sessions held at once (expired ones are dropped first).
+pub const MAX_SESSIONS: usize = 10_000;
+
+/// Who made a request, as the routes see it (a request extension).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    pub user: String,
+    pub role: Role,
+}
+
+struct LoginSession {
+    user: String,
+    csrf: String,
+    expires_ms: i64,
+}
+
+/// The HTTP listener's authentication state.
+pub struct Auth {
+    pub store: AuthStore,
+    /// Login sessions by the SHA-256 of their cookie secret.
+    sessions: Mutex<HashMap<String, LoginSession>>,
+    ttl_ms: i64,
+    /// Bounds the Argon2id password checks running at once.
+    logins: tokio::sync::Semaphore,
+}
+
+impl Auth {
+    pub fn new(store: AuthStore, ttl_ms: u64, max_concurrent_logins: usize) -> Auth {
+        Auth { store, sessions: Mutex::new(HashMap::new()), ttl_ms: ttl_ms.min(i64::MAX as u64) as i64, logins: tokio::sync::Semaphore::new(max_concurrent_logins.max(1)) }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, LoginSession>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The principal of a request's credentials: `Ok(None)` without any, `Err` for an
+    /// invalid one (the reason). With a session cookie, also its CSRF token.
+    fn identify(&self, headers: &HeaderMap) -> Result<Option<(Principal, Option<String>)>, String> {
+        if let Some(v) = headers.get(header::AUTHORIZATION) {
+            let token = v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).ok_or("the Authorization header must be `Bearer <token>`")?;
+            let read = |p: Result<Arc<sluice_auth::Principals>, sluice_auth::AuthError>| {
+                let p = p.map_err(|e| format!("cannot read the principals file: {e}"))?;
+                Ok::<_, String>(p.by_token(token, now_ms()).map(|u| Principal { user: u.name.clone(), role: u.role }))
+            };
+            // A token the cached copy does not know may have been made a moment ago.
+            let found = match read(self.store.current())? {
+                Some(p) => Some(p),
+                None => read(self.store.fresh())?,
+            };
+            return found.map(|p| Some((p, None))).ok_or_else(|| "the token is unknown, revoked or expired".into());
+        }
+        let Some(secret) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
+        let key = sluice_auth::secret::sha256_hex(secret);
+        let (user, csrf) = {
+            let sessions = self.sessions();
+            match sessions.get(&key) {
+                Some(s) if s.expires_ms > now_ms() => (s.user.clone(), s.csrf.clone()),
+                _ => return Err("the login session has expired; log in again".into()),
+            }
+        };
+        // The role is read now, so a changed role or a removed user applies at once.
+        let principals = self.store.current().map_err(|e| format!("cannot read the principals file: {e}"))?;
+        let u = principals.user(&user).ok_or("the logged-in user no longer exists")?;
+        Ok(Some((Principal { user: u.name.clone(), role: u.role }, Some(csrf))))
+    }
+
+    /// Starts a login session; returns (cookie secret, CSRF token).
+    fn start_session(&self, user: &str) -> Result<(String, String), sluice_auth::AuthError> {
+        let secret = sluice_auth::secret::random_hex(32)?;
+        let csrf = sluice_auth::secret::random_hex(16)?;
+        let now = now_ms();
+        let mut sessions = self.sessions();
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.retain(|_, s| s.expires_ms > now);
+        }
+        if sessions.len() >= MAX_SESSIONS {
+            // Still full of live sessions: drop the one closest to expiring.
+            if let Some(k) = sessions.iter().min_by_key(|(_, s)| s.expires_ms).map(|(k, _)| k.clone()) {
+                sessions.remove(&k);
+            }
+        }
+        sessions.insert(sluice_auth::secret::sha256_hex(&secret), LoginSession { user: user.into(), csrf: csrf.clone(), expires_ms: now.saturating_add(self.ttl_ms) });
+        Ok((secret, csrf))
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+fn refuse(status: StatusCode, code: &'static str, message: String, permission: Option<Permission>) -> Response {
+    metrics::counter!(t::HTTP_REFUSED_REQUESTS_TOTAL, "reason" => code).increment(1);
+    let mut r = (status, Json(json!({"error": {"code": code, "message": message, "permission": permission.map(Permission::name)}}))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"sluice\""));
+    }
+    r
+}
+
+/// The middleware: identifies the principal and checks the route's permission.
+pub async fn authorize(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
+    let access = http_access(req.method().as_str(), req.uri().path());
+    let what = format!("{} {}", req.method(), req.uri().path());
+    let identified = auth.identify(req.headers());
+    let needed = match access {
+        Access::Public => None,
+        Access::Needs(p) => Some(p),
+    };
+    let (principal, csrf) = match (identified, needed) {
+        (Ok(Some(p)), _) => p,
+        (_, None) => return next.run(req).await,
+        (Err(reason), Some(p)) => return refuse(StatusCode::UNAUTHORIZED, "unauthenticated", format!("{what} needs permission {p:?}: {reason}", p = p.name()), Some(p)),
+        (Ok(None), Some(p)) => {
+            let message = format!(
+                "{what} needs permission {:?} (role {} or above): send `Authorization: Bearer <token>` (make one with `sluice tokens create --user NAME`) or log in at /login",
+                p.name(),
+                p.least_role()
+            );
+            return refuse(StatusCode::UNAUTHORIZED, "unauthenticated", message, Some(p));
+        }
+    };
+    if let Some(p) = needed {
+        if !principal.role.allows(p) {
+            let message = format!("user {:?} has role {}; {what} needs permission {:?}, which role {} and above have", principal.user, principal.role, p.name(), p.least_role());
+            return refuse(StatusCode::FORBIDDEN, "forbidden", message, Some(p));
+        }
+        let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        if let (true, Some(csrf)) = (unsafe_method, csrf) {
+            let sent = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok());
+            if sent != Some(csrf.as_str()) {
+                return refuse(StatusCode::FORBIDDEN, "csrf_failed", format!("{what} with a login cookie must send the session's X-CSRF-Token header (POST /v1/login returns it)"), Some(p));
+            }
+        }
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+/// The login page, the login calls and the admin routes for users and tokens.
+pub fn router(auth: Arc<Auth>) -> Router {
+    Router::new()
+        .route("/login", get(|| async { Html(include_str!("../assets/login.html")) }))
+        .route("/v1/login", post(login))
+        .route("/v1/logout", post(logout))
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/users", get(list_users).post(add_user))
+        .route("/v1/users/{name}", delete(remove_user))
+        .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/tokens/{id}", delete(revoke_token))
+        .with_state(auth)
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    user: String,
+    password: String,
+}
+
+async fn login(State(auth): State<Arc<Auth>>, Json(b): Json<LoginBody>) -> Response {
+    let Ok(_permit) = auth.logins.acquire().await else { return internal("the server is stopping".into()) };
+    let principals = match auth.store.current() {
+        Ok(p) => p,
+        Err(e) => return internal(format!("cannot read the principals file: {e}")),
+    };
+    let user = b.user.clone();
+    let checked = tokio::task::spawn_blocking(move || principals.by_password(&b.user, &b.password).map(|u| (u.name.clone(), u.role))).await;
+    let Ok(Some((name, role))) = checked else {
+        metrics::counter!(t::AUTH_LOGINS_TOTAL, "result" => "failed").increment(1);
+        tracing::warn!(user = %user, "failed login");
+        return refuse(StatusCode::UNAUTHORIZED, "login_failed", "wrong user name or password".into(), None);
+    };
+    let (secret, csrf) = match auth.start_session(&name) {
+        Ok(s) => s,
+        Err(e) => return internal(e.to_string()),
+    };
+    metrics::counter!(t::AUTH_LOGINS_TOTAL, "result" => "ok").increment(1);
+    tracing::info!(user = %name, "login");
+    let max_age = auth.ttl_ms / 1000;
+    let cookie = format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}");
+    let mut r = Json(json!({"user": name, "role": role, "csrf": csrf, "expires_ms": now_ms().saturating_add(auth.ttl_ms)})).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn logout(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
+    if let Some(secret) = cookie(&headers, SESSION_COOKIE) {
+        auth.sessions().remove(&sluice_auth::secret::sha256_hex(secret));
+    }
+    let mut r = Json(json!({"logged_out": true})).into_response();
+    r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("sluice_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"));
+    r
+}
+
+async fn whoami(Extension(p): Extension<Principal>) -> Response {
+    let permissions: Vec<&str> =
+        [Permission::Read, Permission::Produce, Permission::Consume, Permission::Operate, Permission::Manage, Permission::Admin].into_iter().filter(|x| p.role.allows(*x)).map(Permission::name).collect();
+    Json(json!({"user": p.user, "role": p.role, "permissions": permissions})).into_response()
+}
+
+fn internal(message: String) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"code": "internal", "message": message}}))).into_response()
+}
+
+fn invalid(e: sluice_auth::AuthError) -> Response {
+    match e {
+        sluice_auth::AuthError::Invalid(m) => (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "invalid", "message": m}}))).into_response(),
+        e => internal(e.to_string()),
+    }
+}
+
+/// Runs a change of the principals file off the async workers (it fsyncs, and hashing a
+/// password takes tens of ms).
+async fn change<T: Send + 'static>(auth: &Arc<Auth>, f: impl FnOnce(&mut sluice_auth::Principals) -> Result<T, sluice_auth::AuthError> + Send + 'static) -> Result<T, Response> {
+    let a = auth.clone();
+    match tokio::task::spawn_blocking(move || a.store.update(f)).await {
+        Ok(r) => r.map_err(invalid),
+        Err(e) => Err(internal(e.to_string())),
+    }
+}
+
+async fn list_users(State(auth): State<Arc<Auth>>) -> Response {
+    match auth.store.current() {
+        Ok(p) => Json(json!({"users": p.users.iter().map(|u| json!({"name": u.name, "role": u.role, "password": u.password.is_some(), "created_ms": u.created_ms})).collect::<Vec<_>>()})).into_response(),
+        Err(e) => internal(e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewUser {
+    name: String,
+    role: Role,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+async fn add_user(State(auth): State<Arc<Auth>>, Extension(by): Extension<Principal>, Json(b): Json<NewUser>) -> Response {
+    let (name, role) = (b.name.clone(), b.role);
+    match change(&auth, move |p| p.add_user(&b.name, b.role, b.password.as_deref())).await {
+        Ok(()) => {
+            tracing::info!(user = %name, %role, by = %by.user, "user added");
+            (StatusCode::CREATED, Json(json!({"name": name, "role": role}))).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn remove_user(State(auth): State<Arc<Auth>>, Extension(by): Extension<Principal>, Path(name): Path<String>) -> Response {
+    let n = name.clone();
+    match change(&auth, move |p| p.remove_user(&n)).await {
+        Ok(()) => {
+            tracing::info!(user = %name, by = %by.user, "user removed");
+            Json(json!({"removed": name})).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn list_tokens(State(auth): State<Arc<Auth>>) -> Response {
+    match auth.store.current() {
+        Ok(p) => Json(json!({"tokens": p.tokens.iter().map(|t| json!({"id": t.id, "user": t.user, "created_ms": t.created_ms, "expires_ms": t.expires_ms, "description": t.description})).collect::<Vec<_>>()})).into_response(),
+        Err(e) => internal(e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewToken {
+    user: String,
+    /// The token stops working this long after now, ms (none: never).
+    #[serde(default)]
+    expires_in_ms: Option<i64>,
+    #[serde(default)]
+    description: String,
+}
+
+async fn create_token(State(auth): State<Arc<Auth>>, Extension(by): Extension<Principal>, Json(b): Json<NewToken>) -> Response {
+    let expires_ms = b.expires_in_ms.map(|d| now_ms().saturating_add(d.max(0)));
+    let user = b.user.clone();
+    match change(&auth, move |p| p.create_token(&b.user, expires_ms, &b.description)).await {
+        Ok((token, id)) => {
+            tracing::info!(token_id = %id, user = %user, by = %by.user, "token created");
+            (StatusCode::CREATED, Json(json!({"id": id, "user": user, "token": token, "expires_ms": expires_ms}))).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn revoke_token(State(auth): State<Arc<Auth>>, Extension(by): Extension<Principal>, Path(id): Path<String>) -> Response {
+    let i = id.clone();
+    match change(&auth, move |p| p.revoke(&i)).await {
+        Ok(()) => {
+            tracing::info!(token_id = %id, by = %by.user, "token revoked");
+            Json(json!({"revoked": id})).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// On first start with authentication on and no users: creates the user `admin` with a
+/// random password, and returns the password (to print once). `None` when users exist.
+pub fn ensure_first_admin(store: &AuthStore) -> Result<Option<String>, sluice_auth::AuthError> {
+    if !store.current()?.users.is_empty() {
+        return Ok(None);
+    }
+    let password = sluice_auth::secret::random_password()?;
+    let pw = password.clone();
+    let created = store.update(move |p| {
+        if !p.users.is_empty() {
+            return Ok(false);
+        }
+        p.add_user("admin", Role::Admin, Some(&pw)).map(|_| true)
+    })?;
+    Ok(created.then_some(password))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; sluice_session=abc ; b=2"));
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+}

@@ -1,0 +1,170 @@
+//! `sluice users` and `sluice tokens`: principals in the data directory's principals file.
+//! They work whether or not a server is running; a running server picks the changes up.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use sluice_auth::store::now_ms;
+use sluice_auth::{AuthStore, Role};
+
+/// Where the principals file is: the data directory of a config.
+#[derive(Args, Clone)]
+pub struct Where {
+    /// Config file (TOML) whose `data_dir` to use.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory. Overrides `data_dir`.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+impl Where {
+    fn store(&self) -> anyhow::Result<AuthStore> {
+        let mut overrides = Vec::new();
+        if let Some(d) = &self.data_dir {
+            overrides.push(("data_dir", toml::Value::String(d.display().to_string())));
+        }
+        let c = sluice_server::config::load(self.config.as_deref(), std::env::vars(), &overrides)?;
+        Ok(AuthStore::new(&c.data_dir))
+    }
+}
+
+#[derive(Args)]
+pub struct UsersArgs {
+    #[command(subcommand)]
+    command: UsersCommand,
+    #[command(flatten)]
+    at: Where,
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user with a role (viewer, operator or admin).
+    Add {
+        name: String,
+        #[arg(long)]
+        role: Role,
+        /// Read the password from standard input (one line) instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        /// No password: the user signs in with API tokens only.
+        #[arg(long, conflicts_with = "password_stdin")]
+        no_password: bool,
+    },
+    /// List users and their roles.
+    List,
+    /// Set a user's password.
+    Passwd {
+        name: String,
+        /// Read the password from standard input (one line) instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change a user's role.
+    Role { name: String, role: Role },
+    /// Remove a user and every token of theirs.
+    Remove { name: String },
+}
+
+#[derive(Args)]
+pub struct TokensArgs {
+    #[command(subcommand)]
+    command: TokensCommand,
+    #[command(flatten)]
+    at: Where,
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Make an API token for a user; prints it once, alone on the last line.
+    Create {
+        #[arg(long)]
+        user: String,
+        /// The token stops working after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        /// What the token is for (shown by `list`).
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List tokens (ids, users, expiry; never the tokens themselves).
+    List,
+    /// Revoke a token by its id.
+    Revoke { id: String },
+}
+
+/// Reads a password: one line of standard input, or a prompt on a terminal (echoed: use
+/// `--password-stdin` from a password manager to keep it off the screen).
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if !from_stdin && stdin.is_terminal() {
+        eprint!("password: ");
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line).context("cannot read the password from standard input")?;
+    let pw = line.trim_end_matches(['\n', '\r']).to_string();
+    anyhow::ensure!(pw.len() >= 8, "the password must be at least 8 characters");
+    Ok(pw)
+}
+
+fn ms_text(ms: Option<i64>) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis).map_or_else(|| "never".into(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+}
+
+pub fn run_users(args: UsersArgs) -> anyhow::Result<()> {
+    let store = args.at.store()?;
+    match args.command {
+        UsersCommand::Add { name, role, password_stdin, no_password } => {
+            let pw = if no_password { None } else { Some(read_password(password_stdin)?) };
+            store.update(|p| p.add_user(&name, role, pw.as_deref()))?;
+            println!("added user {name} ({role})");
+        }
+        UsersCommand::List => {
+            let p = store.current()?;
+            println!("{:<24} {:<9} {:<9} created", "name", "role", "password");
+            for u in &p.users {
+                println!("{:<24} {:<9} {:<9} {}", u.name, u.role.name(), if u.password.is_some() { "yes" } else { "no" }, ms_text(Some(u.created_ms)));
+            }
+        }
+        UsersCommand::Passwd { name, password_stdin } => {
+            let pw = read_password(password_stdin)?;
+            store.update(|p| p.set_password(&name, &pw))?;
+            println!("changed the password of {name}");
+        }
+        UsersCommand::Role { name, role } => {
+            store.update(|p| p.set_role(&name, role))?;
+            println!("{name} is now {role}");
+        }
+        UsersCommand::Remove { name } => {
+            store.update(|p| p.remove_user(&name))?;
+            println!("removed user {name} and their tokens");
+        }
+    }
+    Ok(())
+}
+
+pub fn run_tokens(args: TokensArgs) -> anyhow::Result<()> {
+    let store = args.at.store()?;
+    match args.command {
+        TokensCommand::Create { user, expires_in_days, description } => {
+            let expires = expires_in_days.map(|d| now_ms().saturating_add(i64::from(d) * 86_400_000));
+            let (token, id) = store.update(|p| p.create_token(&user, expires, &description))?;
+            eprintln!("token {id} for {user}, expires {}; it is shown only now:", ms_text(expires));
+            println!("{token}");
+        }
+        TokensCommand::List => {
+            let p = store.current()?;
+            println!("{:<16} {:<24} {:<20} {:<20} description", "id", "user", "created", "expires");
+            for t in &p.tokens {
+                println!("{:<16} {:<24} {:<20} {:<20} {}", t.id, t.user, ms_text(Some(t.created_ms)), ms_text(t.expires_ms), t.description);
+            }
+        }
+        TokensCommand::Revoke { id } => {
+            store.update(|p| p.revoke(&id))?;
+            println!("revoked token {id}");
+        }
+    }
+    Ok(())
+}
