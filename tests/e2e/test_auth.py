@@ -220,3 +220,29 @@ def test_the_dashboard_logs_in_in_chromium(tmp_path):
             browser.close()
     finally:
         s.stop()
+
+
+def test_cli_clients_send_the_token(tmp_path):
+    import os
+    import subprocess
+
+    from conftest import DATA
+    s, _ = start(tmp_path)
+    try:
+        t = token_for(s, "ola", "operator")
+        run = lambda env, *a: subprocess.run([str(BIN), *a, "--server", s.url], capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+        r = run({}, "topics", "list")
+        assert r.returncode != 0 and "SLUICE_TOKEN" in r.stderr, r.stderr
+        r = run({"SLUICE_TOKEN": t}, "topics", "list")
+        assert r.returncode == 0 and TOPIC in r.stdout, r.stderr
+        r = run({"SLUICE_TOKEN": t}, "topics", "delete", TOPIC)
+        assert r.returncode != 0 and "403" in r.stderr and "manage" in r.stderr, r.stderr
+        r = run({"SLUICE_TOKEN": t}, "replay", str(DATA / "20210323_yoga.tcx"), "--speed", "0", "--player", "yoga")
+        assert r.returncode == 0, r.stderr
+        r = run({}, "replay", str(DATA / "20210323_yoga.tcx"), "--speed", "0", "--retry-secs", "1")
+        assert r.returncode != 0 and "401" in r.stderr, r.stderr
+        r = run({"SLUICE_TOKEN": t}, "pipelines", "drain", "heart_rate")
+        assert r.returncode == 0, r.stderr
+        assert [x["player_id"] for x in call(s, t, "GET", "/v1/sessions").json()["closed"]] == ["yoga"]
+    finally:
+        s.stop()

@@ -29,6 +29,8 @@ pub struct ReplayOptions {
     pub window: usize,
     /// How long to keep trying to (re)connect, seconds.
     pub retry_secs: u64,
+    /// An API token, sent as `Authorization: Bearer` (servers with `[auth] enabled`).
+    pub token: Option<String>,
 }
 
 impl Default for ReplayOptions {
@@ -40,6 +42,7 @@ impl Default for ReplayOptions {
             frame_records: 500,
             window: 8,
             retry_secs: 30,
+            token: None,
         }
     }
 }
@@ -89,7 +92,7 @@ pub async fn replay(player_id: &str, readings: &[Reading], opts: &ReplayOptions,
     let mut connections = 0usize;
     progress.inc_length(n as u64);
     while acked < n {
-        let (ws, _) = connect(&url, opts.retry_secs, connections == 0, acked).await?;
+        let (ws, _) = connect(&url, opts.token.as_deref(), opts.retry_secs, connections == 0, acked).await?;
         stats.reconnects += connections.min(1);
         connections += 1;
         let (mut tx, mut rx) = ws.split();
@@ -147,10 +150,16 @@ pub async fn replay(player_id: &str, readings: &[Reading], opts: &ReplayOptions,
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(url: &str, retry_secs: u64, first: bool, acked: usize) -> Result<(Ws, ()), ReplayError> {
+async fn connect(url: &str, token: Option<&str>, retry_secs: u64, first: bool, acked: usize) -> Result<(Ws, ()), ReplayError> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let deadline = Instant::now() + Duration::from_secs(retry_secs);
     loop {
-        match tokio_tungstenite::connect_async(url).await {
+        let mut request = url.into_client_request().map_err(|e| ReplayError::Connect { url: url.into(), reason: e.to_string() })?;
+        if let Some(t) = token {
+            let v = format!("Bearer {t}").parse().map_err(|_| ReplayError::Connect { url: url.into(), reason: "the token is not a valid header value".into() })?;
+            request.headers_mut().insert("authorization", v);
+        }
+        match tokio_tungstenite::connect_async(request).await {
             Ok((ws, _)) => return Ok((ws, ())),
             Err(e) => {
                 if Instant::now() >= deadline {

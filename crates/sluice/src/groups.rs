@@ -7,7 +7,8 @@ use crate::topics::call;
 
 #[derive(Args)]
 pub struct GroupsArgs {
-    /// Server base URL.
+    /// Server base URL. A server with `[auth] enabled` needs an API token in the
+    /// environment variable SLUICE_TOKEN (`sluice tokens create`).
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
     server: String,
     #[command(subcommand)]

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 
 #[derive(Args)]
 pub struct PipelinesArgs {
-    /// Server base URL.
+    /// Server base URL. A server with `[auth] enabled` needs an API token in the
+    /// environment variable SLUICE_TOKEN (`sluice tokens create`).
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
     server: String,
     #[command(subcommand)]
@@ -48,18 +49,8 @@ enum PipelinesCommand {
 
 /// Calls the API; returns the JSON body, or the error object of a non-2xx answer.
 fn call(method: &str, url: &str, body: Option<Value>) -> anyhow::Result<Result<Value, Value>> {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let result = match (method, body) {
-        ("GET", _) => agent.get(url).call(),
-        ("DELETE", _) => agent.delete(url).call(),
-        ("POST", Some(b)) => agent.post(url).send_json(b),
-        ("POST", None) => agent.post(url).send_empty(),
-        _ => anyhow::bail!("unsupported request {method}"),
-    };
-    let mut resp = result.map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}. Is `sluice serve` running there? (--server)"))?;
-    let status = resp.status();
-    let value: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
-    Ok(if status.is_success() { Ok(value) } else { Err(value["error"].clone()) })
+    let (status, value) = crate::topics::send(method, url, body)?;
+    Ok(if (200..300).contains(&status) { Ok(value) } else { Err(value["error"].clone()) })
 }
 
 fn fail(e: Value) -> anyhow::Error {

@@ -18,6 +18,10 @@ pub struct ReplayArgs {
     /// Server base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub server: String,
+    /// API token for a server with `[auth] enabled` (operator role or above); best given
+    /// in the environment, where other users' `ps` cannot see it.
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Player id for the readings (default: each file's name without extension).
     #[arg(long)]
     pub player: Option<String>,
@@ -68,7 +72,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         let player = args.player.clone().unwrap_or_else(|| f.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default());
         jobs.push((player, readings));
     }
-    let opts = ReplayOptions { server: args.server, topic: args.topic, speed: args.speed, retry_secs: args.retry_secs, ..ReplayOptions::default() };
+    let opts = ReplayOptions { server: args.server, topic: args.topic, speed: args.speed, retry_secs: args.retry_secs, token: args.token, ..ReplayOptions::default() };
     for (player, s) in replay_all(jobs, &opts).await? {
         println!(
             "{player}: {} readings, {} accepted, {} rejected, in {:.2} s ({:.0} readings/s)",

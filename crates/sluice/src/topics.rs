@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 
 #[derive(Args)]
 pub struct TopicsArgs {
-    /// Server base URL.
+    /// Server base URL. A server with `[auth] enabled` needs an API token in the
+    /// environment variable SLUICE_TOKEN (`sluice tokens create`).
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
     server: String,
     #[command(subcommand)]
@@ -53,20 +54,44 @@ enum TopicsCommand {
     Delete { topic: String },
 }
 
-pub(crate) fn call(method: &str, url: &str, body: Option<Value>) -> anyhow::Result<Value> {
+/// Sends one API request; returns the status and the JSON body (null when there is none).
+/// With `SLUICE_TOKEN` set (or `--token`), sends it as `Authorization: Bearer`.
+pub(crate) fn send(method: &str, url: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let auth = std::env::var("SLUICE_TOKEN").ok().filter(|t| !t.is_empty()).map(|t| format!("Bearer {t}"));
+    macro_rules! with_auth {
+        ($r:expr) => {
+            match &auth {
+                Some(a) => $r.header("Authorization", a),
+                None => $r,
+            }
+        };
+    }
     let result = match (method, body) {
-        ("GET", _) => agent.get(url).call(),
-        ("DELETE", _) => agent.delete(url).call(),
-        ("POST", Some(b)) => agent.post(url).send_json(b),
-        ("PATCH", Some(b)) => agent.patch(url).send_json(b),
-        ("PUT", Some(b)) => agent.put(url).send_json(b),
+        ("GET", _) => with_auth!(agent.get(url)).call(),
+        ("DELETE", _) => with_auth!(agent.delete(url)).call(),
+        ("POST", Some(b)) => with_auth!(agent.post(url)).send_json(b),
+        ("POST", None) => with_auth!(agent.post(url)).send_empty(),
+        ("PATCH", Some(b)) => with_auth!(agent.patch(url)).send_json(b),
+        ("PUT", Some(b)) => with_auth!(agent.put(url)).send_json(b),
         _ => anyhow::bail!("unsupported request {method}"),
     };
     let mut resp = result.map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}. Is `sluice serve` running there? (--server)"))?;
-    let status = resp.status();
-    let value: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
-    if !status.is_success() {
+    let status = resp.status().as_u16();
+    let mut value: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+    if status == 401 {
+        if let Some(m) = value["error"]["message"].as_str() {
+            let hint = if auth.is_some() { "check SLUICE_TOKEN" } else { "set SLUICE_TOKEN to a token from `sluice tokens create --user NAME`" };
+            value["error"]["message"] = Value::String(format!("{m} ({hint})"));
+        }
+    }
+    Ok((status, value))
+}
+
+/// [`send`], failing on a non-2xx answer with its error message.
+pub(crate) fn call(method: &str, url: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let (status, value) = send(method, url, body)?;
+    if !(200..300).contains(&status) {
         let msg = value["error"]["message"].as_str().map_or_else(|| value.to_string(), str::to_string);
         anyhow::bail!("{status}: {msg}");
     }
