@@ -246,3 +246,48 @@ def test_cli_clients_send_the_token(tmp_path):
         assert [x["player_id"] for x in call(s, t, "GET", "/v1/sessions").json()["closed"]] == ["yoga"]
     finally:
         s.stop()
+
+
+def test_the_audit_topic_records_who_did_what_from_where(tmp_path):
+    s, admin_pw = start(tmp_path)
+    try:
+        admin = token_for(s, "ada", "admin")
+        viewer = token_for(s, "vic", "viewer")
+        operator = token_for(s, "ola", "operator")
+        assert requests.post(s.url + "/v1/login", json={"user": "vic", "password": "nope"}, timeout=30).status_code == 401
+        assert requests.post(s.url + "/v1/login", json={"user": "vic", "password": "pw-vic-secret"}, timeout=30).status_code == 200
+        assert call(s, admin, "POST", "/v1/topics", {"name": "doomed", "partitions": 1}).status_code in (200, 201)
+        assert call(s, viewer, "DELETE", "/v1/topics/doomed").status_code == 403
+        assert call(s, admin, "DELETE", "/v1/topics/doomed").status_code == 200
+        assert call(s, operator, "POST", "/v1/pipelines/heart_rate/drain").status_code == 200
+        made = call(s, admin, "POST", "/v1/tokens", {"user": "vic"})
+        assert made.status_code == 201, made.text
+        # Clients can neither write nor delete the audit topic, nor read it below admin.
+        assert call(s, admin, "POST", "/v1/topics/__audit/records", {"x": 1}).status_code == 403
+        assert call(s, admin, "DELETE", "/v1/topics/__audit").status_code == 409
+        assert call(s, operator, "GET", "/v1/topics/__audit/partitions/0/records").status_code == 403
+        deadline = time.time() + 10
+        while True:
+            r = call(s, admin, "GET", "/v1/topics/__audit/partitions/0/records?offset=0&max=1000")
+            assert r.status_code == 200, r.text
+            events = [json.loads(x["value"]) if isinstance(x["value"], str) else x["value"] for x in r.json()["records"]]
+            actions = [(e["action"], e["principal"], e["target"], e.get("status")) for e in events]
+            if ("token_create", "ada", "vic", None) in actions or time.time() > deadline:
+                break
+            time.sleep(0.3)
+        for want in [
+            ("user_add", "sluice", "admin", None),  # the first admin, made at the first start
+            ("login_failed", "vic", "vic", None),
+            ("login", "vic", "vic", None),
+            ("topic_delete", "vic", "doomed", 403),
+            ("topic_delete", "ada", "doomed", 200),
+            ("pipeline_drain", "ola", "heart_rate", 200),
+            ("token_create", "ada", "vic", None),
+        ]:
+            assert want in actions, (want, actions)
+        cli_adds = [e for e in events if e["action"] == "user_add" and e["target"] == "vic"]
+        assert cli_adds and cli_adds[0]["principal"].startswith("local:") and cli_adds[0]["source"] == "cli", cli_adds
+        http = [e for e in events if e["action"] == "topic_delete"]
+        assert all(e["source"].startswith("127.0.0.1:") for e in http), http
+    finally:
+        s.stop()

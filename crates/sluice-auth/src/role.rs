@@ -4,7 +4,7 @@
 //! |---|---|---|---|---|
 //! | `read` | dashboards, sessions, metrics, listing topics, groups and pipelines, queries | ✓ | ✓ | ✓ |
 //! | `produce` | writing records (HTTP, WebSocket, Kafka Produce) | | ✓ | ✓ |
-//! | `consume` | reading records, committing group offsets | | ✓ | ✓ |
+//! | `consume` | reading records (of internal topics such as `__audit`: `admin`), committing group offsets | | ✓ | ✓ |
 //! | `operate` | draining and stopping pipelines | | ✓ | ✓ |
 //! | `manage` | creating, altering and deleting topics, schemas, groups and pipelines | | | ✓ |
 //! | `admin` | users and tokens | | | ✓ |
@@ -114,6 +114,8 @@ pub fn http_access(method: &str, path: &str) -> Access {
         (["v1", "query"], _) => Needs(Read),
         (["v1", "topics"] | ["v1", "topics", _] | ["v1", "topics", _, "schema"], true) => Needs(Read),
         (["v1", "topics", _, "records"], false) | (["v1", "topics", _, "ws"], true) => Needs(Produce),
+        // Internal topics (`__audit`, `__consumer_offsets`) are for admins to read.
+        (["v1", "topics", t, "partitions", _, "records"], true) if t.starts_with("__") => Needs(Admin),
         (["v1", "topics", _, "partitions", _, "records"], true) => Needs(Consume),
         (["v1", "groups"] | ["v1", "groups", _], true) => Needs(Read),
         (["v1", "groups", _, "offsets"], false) => Needs(Consume),
@@ -160,6 +162,7 @@ mod tests {
             ("POST", "/v1/topics/t/records", Needs(Produce)),
             ("GET", "/v1/topics/t/ws", Needs(Produce)),
             ("GET", "/v1/topics/t/partitions/0/records", Needs(Consume)),
+            ("GET", "/v1/topics/__audit/partitions/0/records", Needs(Admin)),
             ("POST", "/v1/groups/g/offsets", Needs(Consume)),
             ("POST", "/v1/pipelines/p/drain", Needs(Operate)),
             ("POST", "/v1/jobs/heart_rate/drain", Needs(Operate)),

@@ -12,6 +12,9 @@
 //! - Every change is a read-modify-write under an exclusive lock on `auth/lock`, written to a
 //!   temporary file, fsync'd and renamed into place. So the CLI and a running server can
 //!   both change it, and a reader sees the old file or the new one, never a torn one.
+//! - Each change is first appended to `auth/changes.log` (one JSON [`Change`] a line,
+//!   fsync'd): what, to whom, by which principal, from where. The server forwards new
+//!   lines to its audit topic, so changes made by the CLI are audited too.
 //! - A running server re-reads the file when its size or modification time changes
 //!   (checked at most every [`RELOAD_CHECK_MS`]), so changes made by the CLI apply without
 //!   a restart.
@@ -55,6 +58,29 @@ pub struct Token {
     pub expires_ms: Option<i64>,
     #[serde(default)]
     pub description: String,
+}
+
+/// Who makes a change, and what it is, for the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// 1, 2, … in the order of the changes.
+    pub seq: u64,
+    pub time_ms: i64,
+    /// `user_add`, `user_remove`, `user_passwd`, `user_role`, `token_create`, `token_revoke`.
+    pub action: String,
+    /// The user or token id changed.
+    pub target: String,
+    /// Who changed it: a user name, or `local:<os user>` for the CLI.
+    pub principal: String,
+    /// Where from: a client address, or `cli` / `first start`.
+    pub source: String,
+}
+
+impl Change {
+    /// A change to describe (its `seq` and time are set when it is recorded).
+    pub fn new(action: &str, target: &str, principal: &str, source: &str) -> Change {
+        Change { seq: 0, time_ms: 0, action: action.into(), target: target.into(), principal: principal.into(), source: source.into() }
+    }
 }
 
 /// Everything in the principals file.
@@ -232,9 +258,26 @@ impl AuthStore {
         }
     }
 
+    /// The change log's path (see the module docs).
+    pub fn changes_path(&self) -> PathBuf {
+        self.dir.join("changes.log")
+    }
+
+    /// The recorded changes with `seq` above `after`, in order. A line that does not parse
+    /// (a torn last line after a crash) is skipped.
+    pub fn changes_after(&self, after: u64) -> Result<Vec<Change>, AuthError> {
+        let path = self.changes_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text.lines().filter_map(|l| serde_json::from_str::<Change>(l).ok()).filter(|c| c.seq > after).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(AuthError::Io { path, source: e }),
+        }
+    }
+
     /// Applies `change` to the file under an exclusive lock, and writes the result
-    /// atomically (see the module docs). The cache is refreshed.
-    pub fn update<T>(&self, change: impl FnOnce(&mut Principals) -> Result<T, AuthError>) -> Result<T, AuthError> {
+    /// atomically (see the module docs), after recording `what` in the change log. The
+    /// cache is refreshed.
+    pub fn update<T>(&self, what: Change, change: impl FnOnce(&mut Principals) -> Result<T, AuthError>) -> Result<T, AuthError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| AuthError::Io { path, source }
@@ -245,6 +288,12 @@ impl AuthStore {
         lock.lock().map_err(io(&lock_path))?;
         let mut p = self.read()?;
         let out = change(&mut p)?;
+        // Write-ahead: the change is in the log before it takes effect.
+        let seq = self.changes_after(0)?.last().map_or(0, |c| c.seq) + 1;
+        let line = serde_json::to_string(&Change { seq, time_ms: now_ms(), ..what }).map_err(|e| AuthError::Invalid(e.to_string()))? + "\n";
+        let log_path = self.changes_path();
+        let mut log = OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
+        log.write_all(line.as_bytes()).and_then(|_| log.sync_all()).map_err(io(&log_path))?;
         let path = self.path();
         let tmp = self.dir.join("principals.json.tmp");
         let bytes = serde_json::to_vec_pretty(&p).map_err(|e| AuthError::Invalid(e.to_string()))?;
@@ -280,10 +329,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = AuthStore::new(dir.path());
         assert!(store.current().unwrap().users.is_empty());
-        store.update(|p| p.add_user("ana", Role::Admin, Some("pw-ana"))).unwrap();
-        store.update(|p| p.add_user("bo", Role::Viewer, None)).unwrap();
-        let (token, id) = store.update(|p| p.create_token("bo", None, "test")).unwrap();
-        let (old, _) = store.update(|p| p.create_token("bo", Some(1), "expired")).unwrap();
+        store.update(Change::new("test", "", "tester", "test"), |p| p.add_user("ana", Role::Admin, Some("pw-ana"))).unwrap();
+        store.update(Change::new("test", "", "tester", "test"), |p| p.add_user("bo", Role::Viewer, None)).unwrap();
+        let (token, id) = store.update(Change::new("test", "", "tester", "test"), |p| p.create_token("bo", None, "test")).unwrap();
+        let (old, _) = store.update(Change::new("test", "", "tester", "test"), |p| p.create_token("bo", Some(1), "expired")).unwrap();
 
         // Another handle (as the server holds while the CLI writes) sees the changes.
         let other = AuthStore::new(dir.path());
@@ -298,13 +347,19 @@ mod tests {
         #[cfg(unix)]
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(store.path()).unwrap().permissions()) & 0o777, 0o600);
 
-        store.update(|p| p.revoke(&id)).unwrap();
+        store.update(Change::new("test", "", "tester", "test"), |p| p.revoke(&id)).unwrap();
         std::thread::sleep(Duration::from_millis(RELOAD_CHECK_MS + 50));
         assert!(other.current().unwrap().by_token(&token, now_ms()).is_none(), "a revoked token is refused");
-        assert!(store.update(|p| p.remove_user("ana")).unwrap_err().to_string().contains("last admin"));
-        assert!(store.update(|p| p.add_user("bo", Role::Admin, None)).unwrap_err().to_string().contains("already exists"));
-        assert!(store.update(|p| p.add_user("a b", Role::Admin, None)).is_err());
-        store.update(|p| p.remove_user("bo")).unwrap();
+        assert!(store.update(Change::new("test", "", "tester", "test"), |p| p.remove_user("ana")).unwrap_err().to_string().contains("last admin"));
+        assert!(store.update(Change::new("test", "", "tester", "test"), |p| p.add_user("bo", Role::Admin, None)).unwrap_err().to_string().contains("already exists"));
+        assert!(store.update(Change::new("test", "", "tester", "test"), |p| p.add_user("a b", Role::Admin, None)).is_err());
+        store.update(Change::new("user_remove", "bo", "ana", "127.0.0.1"), |p| p.remove_user("bo")).unwrap();
         assert!(store.current().unwrap().tokens.iter().all(|t| t.user != "bo"), "a removed user's tokens go too");
+        // Every successful change is in the change log, in order; refused ones are not.
+        let changes = store.changes_after(0).unwrap();
+        assert_eq!(changes.iter().map(|c| c.seq).collect::<Vec<_>>(), (1..=6).collect::<Vec<_>>());
+        let last = changes.last().unwrap();
+        assert_eq!((last.action.as_str(), last.target.as_str(), last.principal.as_str()), ("user_remove", "bo", "ana"));
+        assert_eq!(store.changes_after(5).unwrap().len(), 1);
     }
 }

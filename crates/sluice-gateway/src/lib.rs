@@ -365,7 +365,7 @@ impl Gateway {
 
     /// Checks that a topic can be ingested into.
     pub fn check_topic(&self, topic: &str) -> Result<(), IngestError> {
-        if topic == sluice_log::OFFSETS_TOPIC {
+        if topic.starts_with("__") {
             return Err(IngestError::InternalTopic(topic.into()));
         }
         let rules = self.ingest_rules(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
@@ -495,9 +495,10 @@ impl Gateway {
     }
 
     /// Whether a topic is named in the configuration (or is the dead-letter topic of one, or
-    /// internal): such topics cannot be deleted through the API.
+    /// internal: named `__…`, as `__consumer_offsets` and `__audit`): such topics cannot be
+    /// deleted through the API.
     pub fn is_configured(&self, name: &str) -> bool {
-        name == sluice_log::OFFSETS_TOPIC
+        name.starts_with("__")
             || self.configured.contains(name)
             || name.strip_suffix(DLQ_SUFFIX).is_some_and(|n| self.configured.contains(n))
     }

@@ -31,7 +31,7 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use sluice_auth::store::now_ms;
+use sluice_auth::store::{now_ms, Change};
 use sluice_auth::{http_access, Access, AuthStore, Permission, Role};
 use sluice_core::telemetry as t;
 
@@ -61,11 +61,12 @@ pub struct Auth {
     ttl_ms: i64,
     /// Bounds the Argon2id password checks running at once.
     logins: tokio::sync::Semaphore,
+    audit: Arc<crate::audit::Audit>,
 }
 
 impl Auth {
-    pub fn new(store: AuthStore, ttl_ms: u64, max_concurrent_logins: usize) -> Auth {
-        Auth { store, sessions: Mutex::new(HashMap::new()), ttl_ms: ttl_ms.min(i64::MAX as u64) as i64, logins: tokio::sync::Semaphore::new(max_concurrent_logins.max(1)) }
+    pub fn new(store: AuthStore, audit: Arc<crate::audit::Audit>, ttl_ms: u64, max_concurrent_logins: usize) -> Auth {
+        Auth { store, sessions: Mutex::new(HashMap::new()), ttl_ms: ttl_ms.min(i64::MAX as u64) as i64, logins: tokio::sync::Semaphore::new(max_concurrent_logins.max(1)), audit }
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, LoginSession>> {
@@ -140,8 +141,24 @@ fn refuse(status: StatusCode, code: &'static str, message: String, permission: O
     r
 }
 
-/// The middleware: identifies the principal and checks the route's permission.
-pub async fn authorize(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
+/// The middleware: identifies the principal and checks the route's permission. A refused
+/// request of an audited action ([`crate::audit::audited_action`]) is audited here, with
+/// the refusal's status; allowed ones are audited by [`crate::audit::middleware`].
+pub async fn authorize(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+    let audited = crate::audit::audited_action(req.method().as_str(), req.uri().path());
+    let source = source_of(req.extensions());
+    let (response, principal) = check(&auth, req, next).await;
+    if let (Some((action, target)), Some(who)) = (audited, principal) {
+        let mut event = crate::audit::AuditEvent::new(action, &who, &source, &target);
+        event.status = Some(response.status().as_u16());
+        auth.audit.record(event).await;
+    }
+    response
+}
+
+/// [`authorize`]'s check: the answer, and for a refusal, the principal to audit (the user,
+/// or `anonymous`).
+async fn check(auth: &Auth, mut req: Request, next: Next) -> (Response, Option<String>) {
     let access = http_access(req.method().as_str(), req.uri().path());
     let what = format!("{} {}", req.method(), req.uri().path());
     let identified = auth.identify(req.headers());
@@ -149,34 +166,36 @@ pub async fn authorize(State(auth): State<Arc<Auth>>, mut req: Request, next: Ne
         Access::Public => None,
         Access::Needs(p) => Some(p),
     };
+    let anonymous = Some("anonymous".to_string());
     let (principal, csrf) = match (identified, needed) {
         (Ok(Some(p)), _) => p,
-        (_, None) => return next.run(req).await,
-        (Err(reason), Some(p)) => return refuse(StatusCode::UNAUTHORIZED, "unauthenticated", format!("{what} needs permission {p:?}: {reason}", p = p.name()), Some(p)),
+        (_, None) => return (next.run(req).await, None),
+        (Err(reason), Some(p)) => return (refuse(StatusCode::UNAUTHORIZED, "unauthenticated", format!("{what} needs permission {p:?}: {reason}", p = p.name()), Some(p)), anonymous),
         (Ok(None), Some(p)) => {
             let message = format!(
                 "{what} needs permission {:?} (role {} or above): send `Authorization: Bearer <token>` (make one with `sluice tokens create --user NAME`) or log in at /login",
                 p.name(),
                 p.least_role()
             );
-            return refuse(StatusCode::UNAUTHORIZED, "unauthenticated", message, Some(p));
+            return (refuse(StatusCode::UNAUTHORIZED, "unauthenticated", message, Some(p)), anonymous);
         }
     };
     if let Some(p) = needed {
         if !principal.role.allows(p) {
             let message = format!("user {:?} has role {}; {what} needs permission {:?}, which role {} and above have", principal.user, principal.role, p.name(), p.least_role());
-            return refuse(StatusCode::FORBIDDEN, "forbidden", message, Some(p));
+            return (refuse(StatusCode::FORBIDDEN, "forbidden", message, Some(p)), Some(principal.user));
         }
         let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         if let (true, Some(csrf)) = (unsafe_method, csrf) {
             let sent = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok());
             if sent != Some(csrf.as_str()) {
-                return refuse(StatusCode::FORBIDDEN, "csrf_failed", format!("{what} with a login cookie must send the session's X-CSRF-Token header (POST /v1/login returns it)"), Some(p));
+                let message = format!("{what} with a login cookie must send the session's X-CSRF-Token header (POST /v1/login returns it)");
+                return (refuse(StatusCode::FORBIDDEN, "csrf_failed", message, Some(p)), Some(principal.user));
             }
         }
     }
     req.extensions_mut().insert(principal);
-    next.run(req).await
+    (next.run(req).await, None)
 }
 
 /// The login page, the login calls and the admin routes for users and tokens.
@@ -199,9 +218,9 @@ struct LoginBody {
     password: String,
 }
 
-async fn login(State(auth): State<Arc<Auth>>, Json(b): Json<LoginBody>) -> Response {
+async fn login(State(auth): State<Arc<Auth>>, from: Source, Json(b): Json<LoginBody>) -> Response {
     let Ok(_permit) = auth.logins.acquire().await else { return internal("the server is stopping".into()) };
-    let principals = match auth.store.current() {
+    let principals = match auth.store.fresh() {
         Ok(p) => p,
         Err(e) => return internal(format!("cannot read the principals file: {e}")),
     };
@@ -209,7 +228,8 @@ async fn login(State(auth): State<Arc<Auth>>, Json(b): Json<LoginBody>) -> Respo
     let checked = tokio::task::spawn_blocking(move || principals.by_password(&b.user, &b.password).map(|u| (u.name.clone(), u.role))).await;
     let Ok(Some((name, role))) = checked else {
         metrics::counter!(t::AUTH_LOGINS_TOTAL, "result" => "failed").increment(1);
-        tracing::warn!(user = %user, "failed login");
+        tracing::warn!(user = %user, source = %from.0, "failed login");
+        auth.audit.record(crate::audit::AuditEvent::new("login_failed", &user, &from.0, &user)).await;
         return refuse(StatusCode::UNAUTHORIZED, "login_failed", "wrong user name or password".into(), None);
     };
     let (secret, csrf) = match auth.start_session(&name) {
@@ -217,7 +237,8 @@ async fn login(State(auth): State<Arc<Auth>>, Json(b): Json<LoginBody>) -> Respo
         Err(e) => return internal(e.to_string()),
     };
     metrics::counter!(t::AUTH_LOGINS_TOTAL, "result" => "ok").increment(1);
-    tracing::info!(user = %name, "login");
+    tracing::info!(user = %name, source = %from.0, "login");
+    auth.audit.record(crate::audit::AuditEvent::new("login", &name, &from.0, &name)).await;
     let max_age = auth.ttl_ms / 1000;
     let cookie = format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}");
     let mut r = Json(json!({"user": name, "role": role, "csrf": csrf, "expires_ms": now_ms().saturating_add(auth.ttl_ms)})).into_response();
@@ -242,6 +263,21 @@ async fn whoami(Extension(p): Extension<Principal>) -> Response {
     Json(json!({"user": p.user, "role": p.role, "permissions": permissions})).into_response()
 }
 
+/// The client's address (`ip:port`), or `unknown`.
+pub struct Source(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Source, Self::Rejection> {
+        Ok(Source(source_of(&parts.extensions)))
+    }
+}
+
+/// The client's address from a request's extensions, or `unknown`.
+pub fn source_of(ext: &axum::http::Extensions) -> String {
+    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map_or_else(|| "unknown".into(), |c| c.0.to_string())
+}
+
 fn internal(message: String) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"code": "internal", "message": message}}))).into_response()
 }
@@ -255,9 +291,13 @@ fn invalid(e: sluice_auth::AuthError) -> Response {
 
 /// Runs a change of the principals file off the async workers (it fsyncs, and hashing a
 /// password takes tens of ms).
-async fn change<T: Send + 'static>(auth: &Arc<Auth>, f: impl FnOnce(&mut sluice_auth::Principals) -> Result<T, sluice_auth::AuthError> + Send + 'static) -> Result<T, Response> {
+async fn change<T: Send + 'static>(
+    auth: &Arc<Auth>,
+    what: Change,
+    f: impl FnOnce(&mut sluice_auth::Principals) -> Result<T, sluice_auth::AuthError> + Send + 'static,
+) -> Result<T, Response> {
     let a = auth.clone();
-    match tokio::task::spawn_blocking(move || a.store.update(f)).await {
+    match tokio::task::spawn_blocking(move || a.store.update(what, f)).await {
         Ok(r) => r.map_err(invalid),
         Err(e) => Err(internal(e.to_string())),
     }
@@ -278,9 +318,9 @@ struct NewUser {
     password: Option<String>,
 }
 
-async fn add_user(State(auth): State<Arc<Auth>>, Extension(by): Extension<Principal>, Json(b): Json<NewUser>) -> Response {
+async fn add_user(State(auth): State<Arc<Auth>>, Extension(by): Extension<Principal>, from: Source, Json(b): Json<NewUser>) -> Response {
     let (name, role) = (b.name.clone(), b.role);
-    match change(&auth, move |p| p.add_user(&b.name, b.role, b.password.as_deref())).await {
+    match change(&auth, Change::new("user_add", &name, &by.user, &from.0), move |p| p.add_user(&b.name, b.role, b.password.as_deref())).await {
         Ok(()) => {
             tracing::info!(user = %name, %role, by = %by.user, "user added");
             (StatusCode::CREATED, Json(json!({"name": name, "role": role}))).into_response()
@@ -289,9 +329,9 @@ async fn add_user(State(auth): State<Arc<Auth>>, Extension(by): Extension<Princi
     }
 }
 
-async fn remove_user(State(auth): State<Arc<Auth>>, Extension(by): Extension<Principal>, Path(name): Path<String>) -> Response {
+async fn remove_user(State(auth): State<Arc<Auth>>, Extension(by): Extension<Principal>, from: Source, Path(name): Path<String>) -> Response {
     let n = name.clone();
-    match change(&auth, move |p| p.remove_user(&n)).await {
+    match change(&auth, Change::new("user_remove", &name, &by.user, &from.0), move |p| p.remove_user(&n)).await {
         Ok(()) => {
             tracing::info!(user = %name, by = %by.user, "user removed");
             Json(json!({"removed": name})).into_response()
@@ -317,10 +357,10 @@ struct NewToken {
     description: String,
 }
 
-async fn create_token(State(auth): State<Arc<Auth>>, Extension(by): Extension<Principal>, Json(b): Json<NewToken>) -> Response {
+async fn create_token(State(auth): State<Arc<Auth>>, Extension(by): Extension<Principal>, from: Source, Json(b): Json<NewToken>) -> Response {
     let expires_ms = b.expires_in_ms.map(|d| now_ms().saturating_add(d.max(0)));
     let user = b.user.clone();
-    match change(&auth, move |p| p.create_token(&b.user, expires_ms, &b.description)).await {
+    match change(&auth, Change::new("token_create", &user, &by.user, &from.0), move |p| p.create_token(&b.user, expires_ms, &b.description)).await {
         Ok((token, id)) => {
             tracing::info!(token_id = %id, user = %user, by = %by.user, "token created");
             (StatusCode::CREATED, Json(json!({"id": id, "user": user, "token": token, "expires_ms": expires_ms}))).into_response()
@@ -329,9 +369,9 @@ async fn create_token(State(auth): State<Arc<Auth>>, Extension(by): Extension<Pr
     }
 }
 
-async fn revoke_token(State(auth): State<Arc<Auth>>, Extension(by): Extension<Principal>, Path(id): Path<String>) -> Response {
+async fn revoke_token(State(auth): State<Arc<Auth>>, Extension(by): Extension<Principal>, from: Source, Path(id): Path<String>) -> Response {
     let i = id.clone();
-    match change(&auth, move |p| p.revoke(&i)).await {
+    match change(&auth, Change::new("token_revoke", &id, &by.user, &from.0), move |p| p.revoke(&i)).await {
         Ok(()) => {
             tracing::info!(token_id = %id, by = %by.user, "token revoked");
             Json(json!({"revoked": id})).into_response()
@@ -348,7 +388,7 @@ pub fn ensure_first_admin(store: &AuthStore) -> Result<Option<String>, sluice_au
     }
     let password = sluice_auth::secret::random_password()?;
     let pw = password.clone();
-    let created = store.update(move |p| {
+    let created = store.update(Change::new("user_add", "admin", "sluice", "first start"), move |p| {
         if !p.users.is_empty() {
             return Ok(false);
         }

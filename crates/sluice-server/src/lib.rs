@@ -7,6 +7,7 @@
 //! dashboard.
 
 pub mod adapters;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod guard;
@@ -76,6 +77,7 @@ pub struct Server {
     http_stop: oneshot::Sender<()>,
     http_task: tokio::task::JoinHandle<()>,
     retention_task: tokio::task::JoinHandle<()>,
+    audit_task: tokio::task::JoinHandle<()>,
     flush_task: tokio::task::JoinHandle<()>,
     kafka: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
     first_admin_password: Option<String>,
@@ -139,12 +141,14 @@ impl Server {
                 if let Err(e) = sessions.load() {
                     tracing::warn!(error = %e, "cannot read the heart-rate sessions table; the live view starts empty");
                 }
-                Ok((log, gateway, lake, sessions))
+                let audit = Arc::new(audit::Audit::open(&log, &data)?);
+                Ok((log, gateway, lake, sessions, audit))
             })
             .await
             .map_err(|e| ServerError::Job(e.to_string()))??
         };
-        let (log, gateway, lake, sessions) = opened;
+        let (log, gateway, lake, sessions, audit) = opened;
+        let audit_task = audit::spawn_forwarder(audit.clone(), Arc::new(sluice_auth::AuthStore::new(&data)));
         let live = Arc::new(LiveViews::new(sessions.clone()));
         let checkpoints = data.join("checkpoints");
         let connectors: Arc<dyn Connectors> = Arc::new(adapters::ServerConnectors { log: log.clone(), lake, gateway: gateway.clone(), staging: checkpoints.join("staging") });
@@ -224,7 +228,7 @@ impl Server {
                 auto_create_topics: config.kafka.auto_create_topics,
                 group_initial_rebalance_delay_ms: config.kafka.group_initial_rebalance_delay_ms as i64,
                 protected_topics: Box::new(move |t: &str| t.starts_with("__") || protected.contains(t)),
-                read_only_topics: { let gw = gateway.clone(); Box::new(move |t: &str| gw.writer_of(t).is_some()) },
+                read_only_topics: { let gw = gateway.clone(); Box::new(move |t: &str| t.starts_with("__") || gw.writer_of(t).is_some()) },
                 record_check: { let gw = gateway.clone(); Box::new(move |t: &str| gw.record_check(t)) },
                 limits: config.kafka.limits(),
             };
@@ -268,13 +272,14 @@ impl Server {
             let created = tokio::task::spawn_blocking(move || auth::ensure_first_admin(&store).map(|pw| (pw, store))).await;
             let (password, store) = created.map_err(|e| ServerError::Auth(e.to_string()))?.map_err(|e| ServerError::Auth(e.to_string()))?;
             first_admin_password = password;
-            let a = Arc::new(auth::Auth::new(store, config.auth.session_ttl_ms, config.auth.max_concurrent_logins));
+            let a = Arc::new(auth::Auth::new(store, audit.clone(), config.auth.session_ttl_ms, config.auth.max_concurrent_logins));
             routes = routes.merge(auth::router(a.clone()));
             auth = Some(a);
         }
         let mut router = routes
             .layer(axum::middleware::from_fn_with_state(sse_slots, guard::sse_slots))
-            .layer(axum::middleware::from_fn_with_state(policy, guard::guard));
+            .layer(axum::middleware::from_fn_with_state(policy, guard::guard))
+            .layer(axum::middleware::from_fn_with_state(audit, audit::middleware));
         if let Some(a) = auth {
             // Outermost: an unauthenticated request is refused before its body is read.
             router = router.layer(axum::middleware::from_fn_with_state(a, auth::authorize));
@@ -289,7 +294,7 @@ impl Server {
             let _ = stop_rx.await;
         }));
         tracing::info!(%addr, data_dir = %data.display(), "sluice is serving");
-        Ok(Server { addr, data_dir: data, log, sessions, pipelines, http_stop, http_task, retention_task, flush_task, kafka, first_admin_password })
+        Ok(Server { addr, data_dir: data, log, sessions, pipelines, http_stop, http_task, retention_task, flush_task, audit_task, kafka, first_admin_password })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -337,6 +342,7 @@ impl Server {
     /// the pipelines' last checkpoint, fsync the log.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         self.retention_task.abort();
+        self.audit_task.abort();
         self.flush_task.abort();
         if let Some((_, task)) = &self.kafka {
             task.abort();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use sluice_auth::store::now_ms;
+use sluice_auth::store::{now_ms, Change};
 use sluice_auth::{AuthStore, Role};
 
 /// Where the principals file is: the data directory of a config.
@@ -113,12 +113,18 @@ fn ms_text(ms: Option<i64>) -> String {
     ms.and_then(chrono::DateTime::from_timestamp_millis).map_or_else(|| "never".into(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
 }
 
+/// The CLI's principal in the audit trail: `local:<os user>`.
+fn local(action: &str, target: &str) -> Change {
+    let who = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    Change::new(action, target, &format!("local:{who}"), "cli")
+}
+
 pub fn run_users(args: UsersArgs) -> anyhow::Result<()> {
     let store = args.at.store()?;
     match args.command {
         UsersCommand::Add { name, role, password_stdin, no_password } => {
             let pw = if no_password { None } else { Some(read_password(password_stdin)?) };
-            store.update(|p| p.add_user(&name, role, pw.as_deref()))?;
+            store.update(local("user_add", &name), |p| p.add_user(&name, role, pw.as_deref()))?;
             println!("added user {name} ({role})");
         }
         UsersCommand::List => {
@@ -130,15 +136,15 @@ pub fn run_users(args: UsersArgs) -> anyhow::Result<()> {
         }
         UsersCommand::Passwd { name, password_stdin } => {
             let pw = read_password(password_stdin)?;
-            store.update(|p| p.set_password(&name, &pw))?;
+            store.update(local("user_passwd", &name), |p| p.set_password(&name, &pw))?;
             println!("changed the password of {name}");
         }
         UsersCommand::Role { name, role } => {
-            store.update(|p| p.set_role(&name, role))?;
+            store.update(local("user_role", &name), |p| p.set_role(&name, role))?;
             println!("{name} is now {role}");
         }
         UsersCommand::Remove { name } => {
-            store.update(|p| p.remove_user(&name))?;
+            store.update(local("user_remove", &name), |p| p.remove_user(&name))?;
             println!("removed user {name} and their tokens");
         }
     }
@@ -150,7 +156,7 @@ pub fn run_tokens(args: TokensArgs) -> anyhow::Result<()> {
     match args.command {
         TokensCommand::Create { user, expires_in_days, description } => {
             let expires = expires_in_days.map(|d| now_ms().saturating_add(i64::from(d) * 86_400_000));
-            let (token, id) = store.update(|p| p.create_token(&user, expires, &description))?;
+            let (token, id) = store.update(local("token_create", &user), |p| p.create_token(&user, expires, &description))?;
             eprintln!("token {id} for {user}, expires {}; it is shown only now:", ms_text(expires));
             println!("{token}");
         }
@@ -162,7 +168,7 @@ pub fn run_tokens(args: TokensArgs) -> anyhow::Result<()> {
             }
         }
         TokensCommand::Revoke { id } => {
-            store.update(|p| p.revoke(&id))?;
+            store.update(local("token_revoke", &id), |p| p.revoke(&id))?;
             println!("revoked token {id}");
         }
     }
