@@ -5,8 +5,10 @@
 //! - [`role`]: roles (viewer, operator, admin), permissions, and [`role::http_access`].
 //! - [`secret`]: password hashes (Argon2id), API tokens and session secrets.
 //! - [`store`]: the principals file in the data directory.
+//! - [`sasl`]: SASL PLAIN and SCRAM for the Kafka listener.
 
 pub mod role;
+pub mod sasl;
 pub mod secret;
 pub mod store;
 

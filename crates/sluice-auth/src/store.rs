@@ -2,7 +2,9 @@
 //!
 //! ```json
 //! {"version": 1,
-//!  "users": [{"name": "ana", "role": "operator", "password": "$argon2id$v=19$…", "created_ms": 1764470000000}],
+//!  "users": [{"name": "ana", "role": "operator", "password": "$argon2id$v=19$…",
+//!             "scram": [{"mechanism": "SCRAM-SHA-256", "iterations": 4096, "salt": "…", "stored_key": "…", "server_key": "…"}, …],
+//!             "created_ms": 1764470000000}],
 //!  "tokens": [{"id": "9f2c…", "user": "ana", "sha256": "5e88…", "created_ms": 1764470000000,
 //!              "expires_ms": null, "description": "watch gateway"}]}
 //! ```
@@ -41,6 +43,9 @@ pub struct User {
     pub role: Role,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// SCRAM credentials for the Kafka listener, made with the password.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scram: Vec<crate::sasl::ScramCredential>,
     pub created_ms: i64,
 }
 
@@ -114,16 +119,19 @@ impl Principals {
         if self.user(name).is_some() {
             return Err(AuthError::Invalid(format!("user {name:?} already exists; change its password with `sluice users passwd {name}`")));
         }
+        let scram = password.map(crate::sasl::scram_credentials).transpose()?.unwrap_or_default();
         let password = password.map(secret::hash_password).transpose()?;
-        self.users.push(User { name: name.into(), role, password, created_ms: now_ms() });
+        self.users.push(User { name: name.into(), role, password, scram, created_ms: now_ms() });
         Ok(())
     }
 
     /// Sets a user's password. Errors: no such user.
     pub fn set_password(&mut self, name: &str, password: &str) -> Result<(), AuthError> {
         let hash = secret::hash_password(password)?;
+        let scram = crate::sasl::scram_credentials(password)?;
         let u = self.users.iter_mut().find(|u| u.name == name).ok_or_else(|| no_user(name))?;
         u.password = Some(hash);
+        u.scram = scram;
         Ok(())
     }
 

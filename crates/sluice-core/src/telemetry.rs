@@ -75,6 +75,11 @@ pub const LISTENER_TIMEOUTS_TOTAL: &str = "sluice_listener_timeouts_total";
 /// Labels: `reason` (`host_not_allowed`, `cross_origin`, `unsupported_media_type`,
 /// `unauthenticated`, `forbidden`, `csrf_failed`, `login_failed`).
 pub const HTTP_REFUSED_REQUESTS_TOTAL: &str = "sluice_http_refused_requests_total";
+/// Kafka requests refused before their handler. Labels: `reason` (`authorization`:
+/// the principal's role lacks the permission).
+pub const KAFKA_REFUSED_REQUESTS_TOTAL: &str = "sluice_kafka_refused_requests_total";
+/// Kafka SASL authentications. Labels: `mechanism`, `result` (`ok`, `failed`).
+pub const KAFKA_AUTHENTICATIONS_TOTAL: &str = "sluice_kafka_authentications_total";
 /// Dashboard logins (`POST /v1/login`). Labels: `result` (`ok`, `failed`).
 pub const AUTH_LOGINS_TOTAL: &str = "sluice_auth_logins_total";
 /// Throttle time handed to clients over a quota, ms. Labels: `quota` (`produce`,
@@ -106,6 +111,8 @@ pub fn describe() {
     describe_counter!(LISTENER_REFUSED_CONNECTIONS_TOTAL, Unit::Count, "Connections closed at accept because of a connection cap.");
     describe_counter!(HTTP_REFUSED_REQUESTS_TOTAL, Unit::Count, "HTTP requests refused before any route (host, origin, content type, authentication, permission).");
     describe_counter!(AUTH_LOGINS_TOTAL, Unit::Count, "Dashboard logins, by result.");
+    describe_counter!(KAFKA_REFUSED_REQUESTS_TOTAL, Unit::Count, "Kafka requests refused before their handler (authorization).");
+    describe_counter!(KAFKA_AUTHENTICATIONS_TOTAL, Unit::Count, "Kafka SASL authentications, by mechanism and result.");
     describe_gauge!(LISTENER_OPEN_CONNECTIONS, Unit::Count, "Open connections of a listener.");
     describe_gauge!(LISTENER_MAX_CONNECTIONS, Unit::Count, "Connection cap of a listener (0: none).");
     describe_gauge!(LISTENER_INFLIGHT_REQUEST_BYTES, Unit::Bytes, "Bytes of requests held now.");

@@ -19,6 +19,7 @@
 pub mod coordinator;
 pub mod idempotence;
 pub mod handlers;
+pub mod sasl;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,6 +63,9 @@ pub struct KafkaOptions {
     pub record_check: RecordChecks,
     /// Connection limits and timeouts of the listener.
     pub limits: ListenerLimits,
+    /// SASL authentication, and role-based authorization of every request; `None`: the
+    /// listener is open to anyone who can reach it.
+    pub sasl: Option<sasl::KafkaSasl>,
 }
 
 /// Limits of the Kafka listener and the state clients create, so that no client can
@@ -413,6 +417,7 @@ impl KafkaServer {
         let (mut reader, writer) = stream.into_split();
         let (tx, rx) = tokio::sync::mpsc::channel::<Pending>(MAX_IN_FLIGHT);
         let writer = tokio::spawn(write_replies(writer, rx));
+        let mut auth = sasl::ConnAuth::default();
         let result = async {
             loop {
                 let Some((mut buf, memory)) = self.read_frame(&mut reader).await? else { return Ok(()) };
@@ -421,7 +426,36 @@ impl KafkaServer {
                 let read_at = std::time::Instant::now();
                 let correlation_id = header.correlation_id;
                 let api = ApiKey::try_from(header.request_api_key).ok();
-                let (reply, header_version, mute) = self.clone().handle(header, buf, peer, request_bytes).await?;
+                let role = match (&self.options.sasl, api) {
+                    (None, _) | (Some(_), Some(ApiKey::ApiVersions)) => None,
+                    (Some(sasl), Some(key @ (ApiKey::SaslHandshake | ApiKey::SaslAuthenticate))) => {
+                        let version = header.request_api_version;
+                        let (body, close) = self.sasl_request(sasl, &mut auth, key, version, buf, peer).await?;
+                        let header_version = key.response_header_version(version);
+                        let reply = handlers::Reply::Ready(Some(body));
+                        if tx.send(Pending { correlation_id, header_version, reply, api, read_at, _memory: memory }).await.is_err() {
+                            return Ok(());
+                        }
+                        if close {
+                            // The answer goes out now; the close waits, as Kafka's
+                            // `connection.failed.authentication.delay.ms` (KIP-306), so the
+                            // client reads the error before the connection drops.
+                            tokio::time::sleep(std::time::Duration::from_millis(sasl::FAILED_AUTHENTICATION_DELAY_MS)).await;
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    (Some(_), _) => match &auth.principal {
+                        Some((_, role)) => Some(*role),
+                        None => {
+                            return Err(ConnectionError::Decode(format!(
+                                "{api:?} before SASL authentication: this listener needs security.protocol=SASL_PLAINTEXT and a sasl.mechanism ({})",
+                                sluice_auth::sasl::MECHANISMS.join(", ")
+                            )))
+                        }
+                    },
+                };
+                let (reply, header_version, mute) = self.clone().handle(header, buf, peer, request_bytes, role).await?;
                 if tx.send(Pending { correlation_id, header_version, reply, api, read_at, _memory: memory }).await.is_err() {
                     return Ok(()); // the writer stopped: its error is reported below
                 }
@@ -439,7 +473,7 @@ impl KafkaServer {
     }
 
     /// Decodes and starts one request; returns its reply and response header version.
-    async fn handle(self: Arc<Self>, header: RequestHeader, mut body: Bytes, peer: SocketAddr, request_bytes: usize) -> Result<(handlers::Reply, i16, std::time::Duration), ConnectionError> {
+    async fn handle(self: Arc<Self>, header: RequestHeader, mut body: Bytes, peer: SocketAddr, request_bytes: usize, role: Option<sluice_auth::Role>) -> Result<(handlers::Reply, i16, std::time::Duration), ConnectionError> {
         let api_key = ApiKey::try_from(header.request_api_key).map_err(|_| ConnectionError::Decode(format!("unknown API key {}", header.request_api_key)))?;
         let version = header.request_api_version;
         let supported = handlers::supported(api_key);
@@ -451,7 +485,7 @@ impl KafkaServer {
         if body.has_remaining() {
             tracing::debug!(?api_key, version, left = body.remaining(), "request had trailing bytes");
         }
-        let caller = handlers::Caller { client_id: header.client_id.as_deref().unwrap_or("").to_string(), host: format!("/{}", peer.ip()), request_bytes };
+        let caller = handlers::Caller { client_id: header.client_id.as_deref().unwrap_or("").to_string(), host: format!("/{}", peer.ip()), request_bytes, role };
         let (reply, mute) = handlers::handle(self, request, version, caller).await?;
         Ok((reply, api_key.response_header_version(version), mute))
     }

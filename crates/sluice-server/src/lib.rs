@@ -120,7 +120,7 @@ impl Server {
         let data = config.data_dir.clone();
         let mut listeners = vec![("http.addr", config.http.addr.as_str(), config.auth.enabled)];
         if config.kafka.enabled {
-            listeners.push(("kafka.addr", config.kafka.addr.as_str(), false));
+            listeners.push(("kafka.addr", config.kafka.addr.as_str(), config.auth.enabled));
         }
         config::check_exposure(&listeners, config.insecure)?;
         http::prometheus();
@@ -214,6 +214,12 @@ impl Server {
             pipelines.add_broken(spec, e);
         }
 
+        let kafka_sasl = if config.auth.enabled {
+            let store = Arc::new(sluice_auth::AuthStore::new(&data));
+            Some(Arc::new(sluice_auth::sasl::SaslServer::new(store).map_err(|e| ServerError::Auth(e.to_string()))?))
+        } else {
+            None
+        };
         let kafka = if config.kafka.enabled {
             let listener = tokio::net::TcpListener::bind(&config.kafka.addr)
                 .await
@@ -231,6 +237,24 @@ impl Server {
                 read_only_topics: { let gw = gateway.clone(); Box::new(move |t: &str| t.starts_with("__") || gw.writer_of(t).is_some()) },
                 record_check: { let gw = gateway.clone(); Box::new(move |t: &str| gw.record_check(t)) },
                 limits: config.kafka.limits(),
+                sasl: match &kafka_sasl {
+                    Some(server) => {
+                        let audit = audit.clone();
+                        Some(sluice_kafka::sasl::KafkaSasl {
+                            server: server.clone(),
+                            on_login: Box::new(move |e: sluice_kafka::sasl::LoginEvent| {
+                                let (action, who) = match &e.failure {
+                                    None => ("login", e.user.clone()),
+                                    Some(_) => ("login_failed", if e.user.is_empty() { "unknown".to_string() } else { e.user.clone() }),
+                                };
+                                let event = audit::AuditEvent::new(action, &who, &e.peer.to_string(), &format!("kafka {}", e.mechanism));
+                                let audit = audit.clone();
+                                tokio::spawn(async move { audit.record(event).await });
+                            }),
+                        })
+                    }
+                    None => None,
+                },
             };
             let server = Arc::new(sluice_kafka::KafkaServer::new(log.clone(), gateway.offsets().clone(), options));
             gateway.set_membership(Arc::new(adapters::KafkaMembership(server.clone())));

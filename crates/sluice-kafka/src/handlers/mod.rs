@@ -4,6 +4,7 @@
 //! wait asynchronously for their rebalance.
 
 pub mod admin;
+pub mod authz;
 pub mod data;
 pub mod groups;
 pub mod unsupported;
@@ -44,6 +45,9 @@ const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    // Answered by the connection itself (`crate::sasl`), with SASL enabled.
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The versions sluice handles for an API, within what the codec knows; None if not served.
@@ -97,6 +101,9 @@ pub struct Caller {
     pub client_id: String,
     pub host: String,
     pub request_bytes: usize,
+    /// The authenticated principal's role; `None` when the listener has no authentication
+    /// (then every request is allowed).
+    pub role: Option<sluice_auth::Role>,
 }
 
 /// A response body: ready now, or being finished on another task. `None` when no
@@ -118,6 +125,18 @@ fn join_error(e: tokio::task::JoinError) -> ConnectionError {
 /// `throttle_time_ms` set, and is then not read for that long (KIP-219).
 pub async fn handle(server: Arc<KafkaServer>, request: RequestKind, version: i16, caller: Caller) -> Result<(Reply, std::time::Duration), ConnectionError> {
     let none = std::time::Duration::ZERO;
+    if let Some(role) = caller.role {
+        let need = authz::needed(&request);
+        if !role.allows(need) {
+            if let Some(refused) = authz::refusal(&request) {
+                tracing::info!(client = %caller.client_id, %role, permission = %need, "kafka request refused: the role lacks the permission");
+                metrics::counter!(sluice_core::telemetry::KAFKA_REFUSED_REQUESTS_TOTAL, "reason" => "authorization").increment(1);
+                let mut out = BytesMut::new();
+                refused.encode(&mut out, version).map_err(|e| ConnectionError::Decode(format!("encoding the response: {e}")))?;
+                return Ok((Reply::Ready(Some(out)), none));
+            }
+        }
+    }
     match request {
         RequestKind::JoinGroup(r) => encode(&groups::join(&server, r, version, caller.client_id, caller.host).await, version).map(|b| (Reply::Ready(Some(b)), none)),
         RequestKind::SyncGroup(r) => encode(&groups::sync(&server, r).await, version).map(|b| (Reply::Ready(Some(b)), none)),

@@ -20,6 +20,7 @@ pub async fn spawn_server(log: Arc<Log>, limits: ListenerLimits) -> (Arc<KafkaSe
         read_only_topics: Box::new(|_| false),
         record_check: Box::new(|_| None),
         limits,
+        sasl: None,
     };
     let server = Arc::new(KafkaServer::new(log, offsets, options));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -1,0 +1,150 @@
+//! Which permission each Kafka request needs ([`needed`]), and the answer to a principal
+//! whose role lacks it ([`refusal`]): the API's own response with Kafka's authorization
+//! error in every entry (TOPIC_AUTHORIZATION_FAILED for topics,
+//! GROUP_AUTHORIZATION_FAILED for groups, CLUSTER_AUTHORIZATION_FAILED for the cluster),
+//! as a Kafka broker with ACLs answers (the Kafka protocol guide, "Error Codes").
+//!
+//! | request | permission |
+//! |---|---|
+//! | ApiVersions, Metadata, FindCoordinator, ListGroups, DescribeGroups, DescribeConfigs | `read` |
+//! | ListOffsets | `read` |
+//! | Produce, InitProducerId | `produce` |
+//! | Fetch | `consume` (`admin` for internal `__` topics such as `__audit`) |
+//! | JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch | `consume` |
+//! | CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs, IncrementalAlterConfigs, DeleteGroups | `manage` |
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::*;
+use sluice_auth::Permission;
+
+use super::code;
+
+/// The permission a request needs.
+pub fn needed(request: &RequestKind) -> Permission {
+    use Permission::*;
+    match request {
+        RequestKind::Produce(_) | RequestKind::InitProducerId(_) => Produce,
+        RequestKind::Fetch(r) if r.topics.iter().any(|t| t.topic.0.starts_with("__")) => Admin,
+        RequestKind::Fetch(_)
+        | RequestKind::JoinGroup(_)
+        | RequestKind::SyncGroup(_)
+        | RequestKind::Heartbeat(_)
+        | RequestKind::LeaveGroup(_)
+        | RequestKind::OffsetCommit(_)
+        | RequestKind::OffsetFetch(_) => Consume,
+        RequestKind::CreateTopics(_)
+        | RequestKind::DeleteTopics(_)
+        | RequestKind::CreatePartitions(_)
+        | RequestKind::AlterConfigs(_)
+        | RequestKind::IncrementalAlterConfigs(_)
+        | RequestKind::DeleteGroups(_) => Manage,
+        _ => Read,
+    }
+}
+
+/// The response refusing `request` for lack of permission; `None` for requests every role
+/// may send.
+pub fn refusal(request: &RequestKind) -> Option<ResponseKind> {
+    let topic = code(ResponseError::TopicAuthorizationFailed);
+    let group = code(ResponseError::GroupAuthorizationFailed);
+    let cluster = code(ResponseError::ClusterAuthorizationFailed);
+    let why = Some(kafka_protocol::protocol::StrBytes::from_static_str("the principal's role lacks the permission (see `sluice users list`)"));
+    Some(match request {
+        RequestKind::Produce(r) => ResponseKind::Produce(ProduceResponse::default().with_responses(
+            r.topic_data
+                .iter()
+                .map(|t| {
+                    produce_response::TopicProduceResponse::default().with_name(t.name.clone()).with_partition_responses(
+                        t.partition_data.iter().map(|p| produce_response::PartitionProduceResponse::default().with_index(p.index).with_error_code(topic).with_base_offset(-1)).collect(),
+                    )
+                })
+                .collect(),
+        )),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(FetchResponse::default().with_responses(
+            r.topics
+                .iter()
+                .map(|t| {
+                    let parts = t.partitions.iter().map(|p| fetch_response::PartitionData::default().with_partition_index(p.partition).with_error_code(topic).with_high_watermark(-1));
+                    fetch_response::FetchableTopicResponse::default().with_topic(t.topic.clone()).with_topic_id(t.topic_id).with_partitions(parts.collect())
+                })
+                .collect(),
+        )),
+        RequestKind::InitProducerId(_) => ResponseKind::InitProducerId(InitProducerIdResponse::default().with_error_code(cluster).with_producer_id(ProducerId(-1)).with_producer_epoch(-1)),
+        RequestKind::JoinGroup(_) => ResponseKind::JoinGroup(JoinGroupResponse::default().with_error_code(group).with_generation_id(-1)),
+        RequestKind::SyncGroup(_) => ResponseKind::SyncGroup(SyncGroupResponse::default().with_error_code(group)),
+        RequestKind::Heartbeat(_) => ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(group)),
+        RequestKind::LeaveGroup(_) => ResponseKind::LeaveGroup(LeaveGroupResponse::default().with_error_code(group)),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(OffsetCommitResponse::default().with_topics(
+            r.topics
+                .iter()
+                .map(|t| {
+                    let parts = t.partitions.iter().map(|p| offset_commit_response::OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(group));
+                    offset_commit_response::OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(parts.collect())
+                })
+                .collect(),
+        )),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(
+            OffsetFetchResponse::default()
+                .with_error_code(group)
+                .with_groups(r.groups.iter().map(|g| offset_fetch_response::OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_error_code(group)).collect()),
+        ),
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(
+            DeleteGroupsResponse::default().with_results(r.groups_names.iter().map(|g| delete_groups_response::DeletableGroupResult::default().with_group_id(g.clone()).with_error_code(group)).collect()),
+        ),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(
+            r.topics.iter().map(|t| create_topics_response::CreatableTopicResult::default().with_name(t.name.clone()).with_error_code(topic).with_error_message(why.clone()).with_num_partitions(-1).with_replication_factor(-1)).collect(),
+        )),
+        RequestKind::DeleteTopics(r) => {
+            let names = r.topic_names.iter().cloned().map(Some).chain(r.topics.iter().map(|t| t.name.clone()));
+            ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(names.map(|n| delete_topics_response::DeletableTopicResult::default().with_name(n).with_error_code(topic).with_error_message(why.clone())).collect()))
+        }
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(CreatePartitionsResponse::default().with_results(
+            r.topics.iter().map(|t| create_partitions_response::CreatePartitionsTopicResult::default().with_name(t.name.clone()).with_error_code(topic).with_error_message(why.clone())).collect(),
+        )),
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(
+            r.resources
+                .iter()
+                .map(|x| {
+                    let c = if x.resource_type == 2 { topic } else { cluster };
+                    alter_configs_response::AlterConfigsResourceResponse::default().with_resource_type(x.resource_type).with_resource_name(x.resource_name.clone()).with_error_code(c).with_error_message(why.clone())
+                })
+                .collect(),
+        )),
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::default().with_responses(
+            r.resources
+                .iter()
+                .map(|x| {
+                    let c = if x.resource_type == 2 { topic } else { cluster };
+                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_resource_type(x.resource_type)
+                        .with_resource_name(x.resource_name.clone())
+                        .with_error_code(c)
+                        .with_error_message(why.clone())
+                })
+                .collect(),
+        )),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_auth::Role;
+
+    #[test]
+    fn roles_get_what_their_permission_allows() {
+        let produce = RequestKind::Produce(ProduceRequest::default());
+        let delete = RequestKind::DeleteTopics(DeleteTopicsRequest::default());
+        let fetch_audit = RequestKind::Fetch(FetchRequest::default().with_topics(vec![fetch_request::FetchTopic::default().with_topic(super::super::topic_name("__audit"))]));
+        let metadata = RequestKind::Metadata(MetadataRequest::default());
+        assert!(!Role::Viewer.allows(needed(&produce)) && Role::Operator.allows(needed(&produce)));
+        assert!(!Role::Operator.allows(needed(&delete)) && Role::Admin.allows(needed(&delete)));
+        assert!(!Role::Operator.allows(needed(&fetch_audit)));
+        assert!(Role::Viewer.allows(needed(&metadata)));
+        assert!(refusal(&metadata).is_none());
+        for r in [produce, delete, fetch_audit] {
+            assert!(refusal(&r).is_some());
+        }
+    }
+}
