@@ -66,6 +66,9 @@ pub struct KafkaOptions {
     /// SASL authentication, and role-based authorization of every request; `None`: the
     /// listener is open to anyone who can reach it.
     pub sasl: Option<sasl::KafkaSasl>,
+    /// TLS: every connection starts with a TLS handshake (`SSL`, or `SASL_SSL` with
+    /// [`KafkaOptions::sasl`]); `None`: plain TCP.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Limits of the Kafka listener and the state clients create, so that no client can
@@ -310,7 +313,19 @@ impl KafkaServer {
                     let Some(slot) = self.caps.admit_counted("kafka", peer) else { continue }; // dropping the stream closes it
                     let server = self.clone();
                     tokio::spawn(async move {
-                        match server.connection(stream, peer).await {
+                        let served = match server.options.tls.clone() {
+                            None => server.connection(stream, peer).await,
+                            Some(tls) => {
+                                let _ = stream.set_nodelay(true);
+                                // The handshake must finish within the request read timeout.
+                                match sluice_core::net::within(server.options.limits.request_read_timeout_ms, tls.accept(stream)).await {
+                                    Ok(Ok(s)) => server.connection(s, peer).await,
+                                    Ok(Err(e)) => Err(ConnectionError::Decode(format!("TLS handshake failed (a client without TLS?): {e}"))),
+                                    Err(_) => Err(ConnectionError::SlowRequest(server.options.limits.request_read_timeout_ms)),
+                                }
+                            }
+                        };
+                        match served {
                             Err(e @ (ConnectionError::Idle(_) | ConnectionError::SlowRequest(_))) => {
                                 let reason = if matches!(e, ConnectionError::Idle(_)) { "idle" } else { "slow_request" };
                                 metrics::counter!(sluice_core::telemetry::LISTENER_TIMEOUTS_TOTAL, "listener" => "kafka", "reason" => reason).increment(1);
@@ -412,9 +427,9 @@ impl KafkaServer {
     /// writes in order and then waits for durability on another task, so the next requests
     /// can be read meanwhile and pipelined produce requests share one fdatasync (group
     /// commit). Responses are written in request order, as the protocol requires.
-    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) -> Result<(), ConnectionError> {
-        stream.set_nodelay(true)?;
-        let (mut reader, writer) = stream.into_split();
+    async fn connection<S: Connection>(self: Arc<Self>, stream: S, peer: SocketAddr) -> Result<(), ConnectionError> {
+        stream.nodelay()?;
+        let (mut reader, writer) = tokio::io::split(stream);
         let (tx, rx) = tokio::sync::mpsc::channel::<Pending>(MAX_IN_FLIGHT);
         let writer = tokio::spawn(write_replies(writer, rx));
         let mut auth = sasl::ConnAuth::default();
@@ -491,6 +506,24 @@ impl KafkaServer {
     }
 }
 
+/// A client connection: plain TCP or TLS over TCP.
+pub trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {
+    /// Turns Nagle's algorithm off on the socket (responses go out at once).
+    fn nodelay(&self) -> std::io::Result<()>;
+}
+
+impl Connection for TcpStream {
+    fn nodelay(&self) -> std::io::Result<()> {
+        self.set_nodelay(true)
+    }
+}
+
+impl Connection for tokio_rustls::server::TlsStream<TcpStream> {
+    fn nodelay(&self) -> std::io::Result<()> {
+        Ok(()) // set before the handshake
+    }
+}
+
 /// Most requests of one connection in flight at once (read but not yet answered).
 const MAX_IN_FLIGHT: usize = 64;
 
@@ -527,7 +560,7 @@ fn closed(_: tokio::sync::AcquireError) -> ConnectionError {
 }
 
 /// Writes replies in request order until the reader is done and every reply is sent.
-async fn write_replies(mut writer: tokio::net::tcp::OwnedWriteHalf, mut replies: tokio::sync::mpsc::Receiver<Pending>) -> Result<(), ConnectionError> {
+async fn write_replies(mut writer: impl tokio::io::AsyncWrite + Unpin, mut replies: tokio::sync::mpsc::Receiver<Pending>) -> Result<(), ConnectionError> {
     use sluice_core::telemetry as t;
     while let Some(Pending { correlation_id, header_version, reply, api, read_at, _memory }) = replies.recv().await {
         let api = api.map(|k| format!("{k:?}")).unwrap_or_else(|| "unknown".into());

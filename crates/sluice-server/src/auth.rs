@@ -4,7 +4,7 @@
 //! page and assets, `/login`, `POST /v1/login`, `/healthz`) presents either
 //! - an API token, `Authorization: Bearer sluice_<id>_<secret>` (`sluice tokens create`), or
 //! - a login session cookie, `sluice_session`, set by `POST /v1/login` (the dashboard's
-//!   login page). The cookie is `HttpOnly` and `SameSite=Strict`. A state-changing
+//!   login page). The cookie is `HttpOnly`, `SameSite=Strict`, and `Secure` under TLS. A state-changing
 //!   request (any method but GET and HEAD) with the cookie must also send the session's
 //!   CSRF token in `X-CSRF-Token` (OWASP's synchronizer-token pattern); `POST /v1/login`
 //!   returns it. The guard's Origin check ([`crate::guard`]) applies as well.
@@ -62,11 +62,14 @@ pub struct Auth {
     /// Bounds the Argon2id password checks running at once.
     logins: tokio::sync::Semaphore,
     audit: Arc<crate::audit::Audit>,
+    /// Mark the login cookie `Secure` (the listener serves HTTPS).
+    secure_cookie: bool,
 }
 
 impl Auth {
-    pub fn new(store: AuthStore, audit: Arc<crate::audit::Audit>, ttl_ms: u64, max_concurrent_logins: usize) -> Auth {
-        Auth { store, sessions: Mutex::new(HashMap::new()), ttl_ms: ttl_ms.min(i64::MAX as u64) as i64, logins: tokio::sync::Semaphore::new(max_concurrent_logins.max(1)), audit }
+    pub fn new(store: AuthStore, audit: Arc<crate::audit::Audit>, ttl_ms: u64, max_concurrent_logins: usize, secure_cookie: bool) -> Auth {
+        let logins = tokio::sync::Semaphore::new(max_concurrent_logins.max(1));
+        Auth { store, sessions: Mutex::new(HashMap::new()), ttl_ms: ttl_ms.min(i64::MAX as u64) as i64, logins, audit, secure_cookie }
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, LoginSession>> {
@@ -240,7 +243,8 @@ async fn login(State(auth): State<Arc<Auth>>, from: Source, Json(b): Json<LoginB
     tracing::info!(user = %name, source = %from.0, "login");
     auth.audit.record(crate::audit::AuditEvent::new("login", &name, &from.0, &name)).await;
     let max_age = auth.ttl_ms / 1000;
-    let cookie = format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}");
+    let secure = if auth.secure_cookie { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
     let mut r = Json(json!({"user": name, "role": role, "csrf": csrf, "expires_ms": now_ms().saturating_add(auth.ttl_ms)})).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);

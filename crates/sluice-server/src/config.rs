@@ -144,6 +144,9 @@ pub struct HttpConfig {
     /// besides the API's own origin.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// TLS (HTTPS): the certificate and key PEM files; none: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsSection>,
 }
 
 fn header_read_timeout_ms() -> u64 {
@@ -195,6 +198,10 @@ fn retention_check_interval_ms() -> u64 {
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaSection {
     pub enabled: bool,
+    /// TLS (`SSL`, or `SASL_SSL` with `[auth] enabled`): the certificate and key PEM
+    /// files; none: plain TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsSection>,
     pub addr: String,
     pub advertised_host: String,
     #[serde(default)]
@@ -250,6 +257,7 @@ impl Default for KafkaSection {
         let limits = sluice_kafka::ListenerLimits::default();
         KafkaSection {
             enabled: true,
+            tls: None,
             addr: "127.0.0.1:9092".into(),
             advertised_host: String::new(),
             advertised_port: 0,

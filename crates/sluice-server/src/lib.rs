@@ -16,6 +16,7 @@ pub mod listen;
 pub mod live;
 pub mod pipelines;
 pub mod sessions;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,6 +66,8 @@ pub enum ServerError {
     Job(String),
     #[error("authentication: {0}")]
     Auth(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A running server.
@@ -78,9 +81,12 @@ pub struct Server {
     http_task: tokio::task::JoinHandle<()>,
     retention_task: tokio::task::JoinHandle<()>,
     audit_task: tokio::task::JoinHandle<()>,
+    tls_task: tokio::task::JoinHandle<()>,
     flush_task: tokio::task::JoinHandle<()>,
     kafka: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
     first_admin_password: Option<String>,
+    /// The HTTP listener serves HTTPS.
+    https: bool,
 }
 
 /// Flushes topics under the `interval` durability policy (checked every 50 ms).
@@ -214,6 +220,12 @@ impl Server {
             pipelines.add_broken(spec, e);
         }
 
+        // TLS: certificates load now (a bad file stops the start, naming it) and reload on SIGHUP.
+        let load_tls = |t: &Option<tls::TlsSection>| t.as_ref().map(tls::Reloadable::load).transpose().map_err(|e| ServerError::Tls(e.to_string()));
+        let (http_cert, kafka_cert) = (load_tls(&config.http.tls)?, load_tls(&config.kafka.tls)?);
+        let tls_task = tls::spawn_reloader(http_cert.iter().chain(kafka_cert.iter()).cloned().collect());
+        let acceptor = |c: &Option<Arc<tls::Reloadable>>, alpn: &[&[u8]]| c.clone().map(|c| tls::acceptor(c, alpn)).transpose().map_err(|e| ServerError::Tls(e.to_string()));
+        let (http_tls, kafka_tls) = (acceptor(&http_cert, &[b"http/1.1"])?, acceptor(&kafka_cert, &[])?);
         let kafka_sasl = if config.auth.enabled {
             let store = Arc::new(sluice_auth::AuthStore::new(&data));
             Some(Arc::new(sluice_auth::sasl::SaslServer::new(store).map_err(|e| ServerError::Auth(e.to_string()))?))
@@ -237,6 +249,7 @@ impl Server {
                 read_only_topics: { let gw = gateway.clone(); Box::new(move |t: &str| t.starts_with("__") || gw.writer_of(t).is_some()) },
                 record_check: { let gw = gateway.clone(); Box::new(move |t: &str| gw.record_check(t)) },
                 limits: config.kafka.limits(),
+                tls: kafka_tls,
                 sasl: match &kafka_sasl {
                     Some(server) => {
                         let audit = audit.clone();
@@ -296,7 +309,7 @@ impl Server {
             let created = tokio::task::spawn_blocking(move || auth::ensure_first_admin(&store).map(|pw| (pw, store))).await;
             let (password, store) = created.map_err(|e| ServerError::Auth(e.to_string()))?.map_err(|e| ServerError::Auth(e.to_string()))?;
             first_admin_password = password;
-            let a = Arc::new(auth::Auth::new(store, audit.clone(), config.auth.session_ttl_ms, config.auth.max_concurrent_logins));
+            let a = Arc::new(auth::Auth::new(store, audit.clone(), config.auth.session_ttl_ms, config.auth.max_concurrent_logins, config.http.tls.is_some()));
             routes = routes.merge(auth::router(a.clone()));
             auth = Some(a);
         }
@@ -314,15 +327,24 @@ impl Server {
             .map_err(|source| ServerError::Bind { flag: "--http-addr", addr: config.http.addr.clone(), source })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { flag: "--http-addr", addr: config.http.addr.clone(), source })?;
         let (http_stop, stop_rx) = oneshot::channel::<()>();
-        let http_task = tokio::spawn(listen::serve(listener, router, limits, caps, async move {
+        let http_task = tokio::spawn(listen::serve(listener, router, limits, caps, http_tls, async move {
             let _ = stop_rx.await;
         }));
         tracing::info!(%addr, data_dir = %data.display(), "sluice is serving");
-        Ok(Server { addr, data_dir: data, log, sessions, pipelines, http_stop, http_task, retention_task, flush_task, audit_task, kafka, first_admin_password })
+        Ok(Server { addr, data_dir: data, log, sessions, pipelines, http_stop, http_task, retention_task, flush_task, audit_task, tls_task, kafka, first_admin_password, https: config.http.tls.is_some() })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `https` when the HTTP listener serves TLS, else `http`.
+    pub fn http_scheme(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The password of the user `admin`, when this start created it (authentication on, no
@@ -367,6 +389,7 @@ impl Server {
     pub async fn shutdown(self) -> Result<(), ServerError> {
         self.retention_task.abort();
         self.audit_task.abort();
+        self.tls_task.abort();
         self.flush_task.abort();
         if let Some((_, task)) = &self.kafka {
             task.abort();

@@ -38,7 +38,7 @@ pub struct HttpLimits {
 
 /// Serves `router` on `listener` until `stop` resolves, then shuts down gracefully.
 /// Connections count in `caps` (shared, so that `/metrics` can sample them).
-pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, caps: ConnectionCaps, stop: impl std::future::Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, caps: ConnectionCaps, tls: Option<tokio_rustls::TlsAcceptor>, stop: impl std::future::Future<Output = ()>) {
     let (closing_tx, closing_rx) = watch::channel(false);
     let mut backoff = AcceptBackoff::default();
     let mut stop = std::pin::pin!(stop);
@@ -68,29 +68,21 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, ca
             req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
             tower::Service::call(&mut routes.clone(), req)
         }));
-        let mut closing = closing_rx.clone();
+        let closing = closing_rx.clone();
         let header_timeout = limits.header_read_timeout_ms;
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new());
-            builder.header_read_timeout((header_timeout > 0).then(|| Duration::from_millis(header_timeout)));
-            let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = async { let _ = closing.wait_for(|c| *c).await.map(|_| ()); } => {
-                    conn.as_mut().graceful_shutdown();
-                    match tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await {
-                        Ok(r) => r,
-                        Err(_) => return, // a response still streaming (SSE): dropped
+            match tls {
+                None => serve_connection(stream, service, header_timeout, closing, peer).await,
+                Some(tls) => {
+                    // The handshake counts against the header timeout: a client that opens a
+                    // connection and sends nothing is dropped either way.
+                    match sluice_core::net::within(header_timeout, tls.accept(stream)).await {
+                        Ok(Ok(s)) => serve_connection(s, service, header_timeout, closing, peer).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed (plain HTTP to the HTTPS listener?)"),
+                        Err(_) => metrics::counter!(t::LISTENER_TIMEOUTS_TOTAL, "listener" => "http", "reason" => "header").increment(1),
                     }
                 }
-            };
-            if let Err(e) = result {
-                if e.is_timeout() {
-                    metrics::counter!(t::LISTENER_TIMEOUTS_TOTAL, "listener" => "http", "reason" => "header").increment(1);
-                }
-                tracing::debug!(%peer, error = %e, "http connection ended");
             }
         });
     }
@@ -102,6 +94,38 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, ca
     }
     if caps.open() > 0 {
         tracing::info!(open = caps.open(), "http connections (WebSockets) still open after the shutdown grace period are left to end with the process");
+    }
+}
+
+/// Serves one connection (plain or TLS) with hyper's HTTP/1.1 until it ends, or until the
+/// listener closes and the grace period is over.
+async fn serve_connection<S, Svc>(stream: S, service: Svc, header_timeout: u64, mut closing: watch::Receiver<bool>, peer: std::net::SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = axum::response::Response> + Send + 'static,
+    Svc::Future: Send + 'static,
+    Svc::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new());
+    builder.header_read_timeout((header_timeout > 0).then(|| Duration::from_millis(header_timeout)));
+    let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { let _ = closing.wait_for(|c| *c).await.map(|_| ()); } => {
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await {
+                Ok(r) => r,
+                Err(_) => return, // a response still streaming (SSE): dropped
+            }
+        }
+    };
+    if let Err(e) = result {
+        if e.is_timeout() {
+            metrics::counter!(t::LISTENER_TIMEOUTS_TOTAL, "listener" => "http", "reason" => "header").increment(1);
+        }
+        tracing::debug!(%peer, error = %e, "http connection ended");
     }
 }
 

@@ -42,11 +42,29 @@ enum Command {
     Users(users::UsersArgs),
     /// Create, list and revoke API tokens (works with or without a running server).
     Tokens(users::TokensArgs),
+    /// TLS certificates for trying TLS out.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Print the effective configuration (or, with --defaults, the documented defaults).
     Config(ConfigArgs),
     /// Benchmarks; each prints figures to compare with this machine's own limits.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Make a CA and a server certificate it signs: DIR/ca.pem, DIR/server.pem and
+    /// DIR/server-key.pem. For development and tests; use certificates from your CA in
+    /// production.
+    Dev {
+        /// Directory to write the files to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Names and IP addresses the server certificate is valid for.
+        #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
+        hosts: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -165,7 +183,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         eprintln!("sluice: it is shown only now: log in at /login, then change it with `sluice users passwd admin`.");
         eprintln!("sluice: admin password: {pw}");
     }
-    eprintln!("sluice: serving on http://{} (dashboard at /, metrics at /metrics); Ctrl-C stops", server.addr());
+    eprintln!("sluice: serving on {}://{} (dashboard at /, metrics at /metrics); Ctrl-C stops", server.http_scheme(), server.addr());
     if let Some(k) = server.kafka_addr() {
         eprintln!("sluice: Kafka protocol on {k} (bootstrap_servers='{k}')");
     }
@@ -219,6 +237,14 @@ fn main() -> std::process::ExitCode {
             Command::Groups(args) => tokio::task::spawn_blocking(move || groups::run(args)).await?,
             Command::Topics(args) => tokio::task::spawn_blocking(move || topics::run(args)).await?,
             Command::Pipelines(args) => tokio::task::spawn_blocking(move || pipelines::run(args)).await?,
+            Command::Certs(CertsCommand::Dev { out, hosts }) => {
+                let written = sluice_server::tls::dev_certs(&out, &hosts)?;
+                for p in &written {
+                    println!("{}", p.display());
+                }
+                eprintln!("sluice: set [http.tls] and [kafka.tls] cert = server.pem, key = server-key.pem; clients trust ca.pem");
+                Ok(())
+            }
             Command::Users(args) => tokio::task::spawn_blocking(move || users::run_users(args)).await?,
             Command::Tokens(args) => tokio::task::spawn_blocking(move || users::run_tokens(args)).await?,
             Command::Bench(BenchCommand::Log(args)) => tokio::task::spawn_blocking(move || bench_log::run(args)).await?,

@@ -31,6 +31,7 @@ fn server(dir: &std::path::Path) -> Arc<KafkaServer> {
         record_check: Box::new(|_| None),
         limits: Default::default(),
         sasl: None,
+        tls: None,
     };
     Arc::new(KafkaServer::new(log, offsets, options))
 }

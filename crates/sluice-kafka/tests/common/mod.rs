@@ -21,6 +21,7 @@ pub async fn spawn_server(log: Arc<Log>, limits: ListenerLimits) -> (Arc<KafkaSe
         record_check: Box::new(|_| None),
         limits,
         sasl: None,
+        tls: None,
     };
     let server = Arc::new(KafkaServer::new(log, offsets, options));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
