@@ -8,11 +8,11 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-step "system packages (chromium for the dashboard test, strace for the ack-after-fsync test)"
-if ! command -v chromium >/dev/null 2>&1 || ! command -v strace >/dev/null 2>&1; then
+step "system packages (chromium for the dashboard tests, strace for the ack-after-fsync test, curl for the HTTPS test)"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v strace >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   as_root apt-get update -qq
-  as_root apt-get install -y -qq chromium strace >/dev/null
+  as_root apt-get install -y -qq chromium strace curl >/dev/null
 fi
 chromium --version
 

@@ -142,6 +142,7 @@ def test_cli_changes_apply_to_a_running_server(tmp_path):
     try:
         t = token_for(s, "ola", "operator")
         assert call(s, t, "POST", f"/v1/topics/{TOPIC}/records", READING).status_code == 200
+        assert requests.get(s.url + "/v1/topics", headers={"Authorization": f"bearer {t}"}, timeout=10).status_code == 200, "the scheme is case-insensitive"
         listed = cli(s, "tokens", "list")
         token_id = t.split("_")[1]
         assert token_id in listed and t.split("_")[2] not in listed, "the list shows ids, never tokens"

@@ -80,7 +80,9 @@ impl Auth {
     /// invalid one (the reason). With a session cookie, also its CSRF token.
     fn identify(&self, headers: &HeaderMap) -> Result<Option<(Principal, Option<String>)>, String> {
         if let Some(v) = headers.get(header::AUTHORIZATION) {
-            let token = v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).ok_or("the Authorization header must be `Bearer <token>`")?;
+            // The scheme name is case-insensitive (RFC 9110, section 11.1).
+            let token = v.to_str().ok().and_then(|v| v.split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim());
+            let token = token.ok_or("the Authorization header must be `Bearer <token>`")?;
             let read = |p: Result<Arc<sluice_auth::Principals>, sluice_auth::AuthError>| {
                 let p = p.map_err(|e| format!("cannot read the principals file: {e}"))?;
                 Ok::<_, String>(p.by_token(token, now_ms()).map(|u| Principal { user: u.name.clone(), role: u.role }))

@@ -308,6 +308,18 @@ pub fn check_exposure(listeners: &[(&str, &str, bool)], insecure: bool) -> Resul
     Ok(())
 }
 
+/// Listeners that others can reach and that carry credentials in clear text: `(setting,
+/// address, authenticated, tls)` entries that are authenticated, have no TLS, and bind a
+/// non-loopback address. For a warning at start.
+pub fn cleartext_credentials(listeners: &[(&str, &str, bool, bool)]) -> Vec<String> {
+    use std::net::ToSocketAddrs;
+    listeners
+        .iter()
+        .filter(|(_, addr, authenticated, tls)| *authenticated && !*tls && addr.to_socket_addrs().is_ok_and(|mut a| a.any(|a| !a.ip().is_loopback())))
+        .map(|(setting, addr, _, _)| format!("{setting} = {addr:?}"))
+        .collect()
+}
+
 /// A configuration problem, naming where it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -450,6 +462,8 @@ mod tests {
         assert!(e.contains("[auth] enabled = true"), "{e}");
         assert!(check_exposure(&[("http.addr", "0.0.0.0:8080", true)], false).is_ok(), "an authenticated listener may be exposed");
         assert!(check_exposure(&[("http.addr", "0.0.0.0:8080", false)], true).is_ok());
+        let warned = cleartext_credentials(&[("http.addr", "0.0.0.0:8080", true, false), ("kafka.addr", "0.0.0.0:9092", true, true), ("x", "127.0.0.1:1", true, false)]);
+        assert_eq!(warned, vec!["http.addr = \"0.0.0.0:8080\"".to_string()]);
     }
     use super::*;
 

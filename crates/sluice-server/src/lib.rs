@@ -129,6 +129,10 @@ impl Server {
             listeners.push(("kafka.addr", config.kafka.addr.as_str(), config.auth.enabled));
         }
         config::check_exposure(&listeners, config.insecure)?;
+        let with_tls = [("http.addr", config.http.addr.as_str(), config.auth.enabled, config.http.tls.is_some()), ("kafka.addr", config.kafka.addr.as_str(), config.auth.enabled && config.kafka.enabled, config.kafka.tls.is_some())];
+        for l in config::cleartext_credentials(&with_tls) {
+            tracing::warn!(listener = %l, "passwords and tokens reach this listener in clear text over the network: set its tls cert and key (see `sluice certs dev`)");
+        }
         http::prometheus();
         // Recovery reads (and may truncate) files: off the async workers.
         let opened = {
