@@ -125,3 +125,15 @@ def test_the_dashboard_logs_in_over_https(tmp_path):
             browser.close()
     finally:
         s.stop()
+
+
+def test_a_bad_certificate_stops_the_start_naming_the_file(tmp_path):
+    import os
+    missing = tmp_path / "nope.pem"
+    env = {**os.environ, "SLUICE_HTTP__TLS__CERT": str(missing), "SLUICE_HTTP__TLS__KEY": str(missing)}
+    from conftest import free_port
+    r = subprocess.run([str(BIN), "serve", "--data-dir", str(tmp_path / "d"), "--http-addr", f"127.0.0.1:{free_port()}", "--kafka-addr", f"127.0.0.1:{free_port()}"],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert str(missing) in r.stderr and "sluice certs dev" in r.stderr, r.stderr
+    assert not (tmp_path / "d").exists(), "nothing was opened before refusing"

@@ -232,6 +232,12 @@ impl AuthStore {
         self.load(false)
     }
 
+    /// The copy read last, without touching the file (for async code: keep it fresh with
+    /// [`AuthStore::current`] on a blocking thread).
+    pub fn cached(&self) -> Arc<Principals> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).principals.clone()
+    }
+
     /// [`AuthStore::current`], checking the file now: for a credential the cached copy
     /// does not know, which may have been made a moment ago.
     pub fn fresh(&self) -> Result<Arc<Principals>, AuthError> {

@@ -77,20 +77,23 @@ impl Auth {
     }
 
     /// The principal of a request's credentials: `Ok(None)` without any, `Err` for an
-    /// invalid one (the reason). With a session cookie, also its CSRF token.
-    fn identify(&self, headers: &HeaderMap) -> Result<Option<(Principal, Option<String>)>, String> {
+    /// invalid one (the reason). With a session cookie, also its CSRF token. Reads the
+    /// in-memory copy of the principals ([`spawn_refresher`] keeps it fresh); only a token
+    /// it does not know is looked up in the file, on a blocking thread.
+    async fn identify(self: &Arc<Self>, headers: &HeaderMap) -> Result<Option<(Principal, Option<String>)>, String> {
         if let Some(v) = headers.get(header::AUTHORIZATION) {
             // The scheme name is case-insensitive (RFC 9110, section 11.1).
             let token = v.to_str().ok().and_then(|v| v.split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim());
-            let token = token.ok_or("the Authorization header must be `Bearer <token>`")?;
-            let read = |p: Result<Arc<sluice_auth::Principals>, sluice_auth::AuthError>| {
-                let p = p.map_err(|e| format!("cannot read the principals file: {e}"))?;
-                Ok::<_, String>(p.by_token(token, now_ms()).map(|u| Principal { user: u.name.clone(), role: u.role }))
-            };
-            // A token the cached copy does not know may have been made a moment ago.
-            let found = match read(self.store.current())? {
+            let token = token.ok_or("the Authorization header must be `Bearer <token>`")?.to_string();
+            let find = |p: &sluice_auth::Principals, token: &str| p.by_token(token, now_ms()).map(|u| Principal { user: u.name.clone(), role: u.role });
+            let found = match find(&self.store.cached(), &token) {
                 Some(p) => Some(p),
-                None => read(self.store.fresh())?,
+                // A token the cached copy does not know may have been made a moment ago.
+                None => {
+                    let me = self.clone();
+                    let fresh = tokio::task::spawn_blocking(move || me.store.fresh().map(|p| find(&p, &token))).await;
+                    fresh.map_err(|e| e.to_string())?.map_err(|e| format!("cannot read the principals file: {e}"))?
+                }
             };
             return found.map(|p| Some((p, None))).ok_or_else(|| "the token is unknown, revoked or expired".into());
         }
@@ -103,8 +106,8 @@ impl Auth {
                 _ => return Err("the login session has expired; log in again".into()),
             }
         };
-        // The role is read now, so a changed role or a removed user applies at once.
-        let principals = self.store.current().map_err(|e| format!("cannot read the principals file: {e}"))?;
+        // The role is read per request, so a changed role or a removed user applies at once.
+        let principals = self.store.cached();
         let u = principals.user(&user).ok_or("the logged-in user no longer exists")?;
         Ok(Some((Principal { user: u.name.clone(), role: u.role }, Some(csrf))))
     }
@@ -163,10 +166,10 @@ pub async fn authorize(State(auth): State<Arc<Auth>>, req: Request, next: Next) 
 
 /// [`authorize`]'s check: the answer, and for a refusal, the principal to audit (the user,
 /// or `anonymous`).
-async fn check(auth: &Auth, mut req: Request, next: Next) -> (Response, Option<String>) {
+async fn check(auth: &Arc<Auth>, mut req: Request, next: Next) -> (Response, Option<String>) {
     let access = http_access(req.method().as_str(), req.uri().path());
     let what = format!("{} {}", req.method(), req.uri().path());
-    let identified = auth.identify(req.headers());
+    let identified = auth.identify(req.headers()).await;
     let needed = match access {
         Access::Public => None,
         Access::Needs(p) => Some(p),
@@ -225,13 +228,15 @@ struct LoginBody {
 
 async fn login(State(auth): State<Arc<Auth>>, from: Source, Json(b): Json<LoginBody>) -> Response {
     let Ok(_permit) = auth.logins.acquire().await else { return internal("the server is stopping".into()) };
-    let principals = match auth.store.fresh() {
-        Ok(p) => p,
-        Err(e) => return internal(format!("cannot read the principals file: {e}")),
-    };
     let user = b.user.clone();
-    let checked = tokio::task::spawn_blocking(move || principals.by_password(&b.user, &b.password).map(|u| (u.name.clone(), u.role))).await;
-    let Ok(Some((name, role))) = checked else {
+    let a = auth.clone();
+    let checked = tokio::task::spawn_blocking(move || a.store.fresh().map(|p| p.by_password(&b.user, &b.password).map(|u| (u.name.clone(), u.role)))).await;
+    let checked = match checked {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return internal(format!("cannot read the principals file: {e}")),
+        Err(e) => return internal(e.to_string()),
+    };
+    let Some((name, role)) = checked else {
         metrics::counter!(t::AUTH_LOGINS_TOTAL, "result" => "failed").increment(1);
         tracing::warn!(user = %user, source = %from.0, "failed login");
         auth.audit.record(crate::audit::AuditEvent::new("login_failed", &user, &from.0, &user)).await;
@@ -310,10 +315,8 @@ async fn change<T: Send + 'static>(
 }
 
 async fn list_users(State(auth): State<Arc<Auth>>) -> Response {
-    match auth.store.current() {
-        Ok(p) => Json(json!({"users": p.users.iter().map(|u| json!({"name": u.name, "role": u.role, "password": u.password.is_some(), "created_ms": u.created_ms})).collect::<Vec<_>>()})).into_response(),
-        Err(e) => internal(e.to_string()),
-    }
+    let p = auth.store.cached();
+    Json(json!({"users": p.users.iter().map(|u| json!({"name": u.name, "role": u.role, "password": u.password.is_some(), "created_ms": u.created_ms})).collect::<Vec<_>>()})).into_response()
 }
 
 #[derive(Deserialize)]
@@ -347,10 +350,8 @@ async fn remove_user(State(auth): State<Arc<Auth>>, Extension(by): Extension<Pri
 }
 
 async fn list_tokens(State(auth): State<Arc<Auth>>) -> Response {
-    match auth.store.current() {
-        Ok(p) => Json(json!({"tokens": p.tokens.iter().map(|t| json!({"id": t.id, "user": t.user, "created_ms": t.created_ms, "expires_ms": t.expires_ms, "description": t.description})).collect::<Vec<_>>()})).into_response(),
-        Err(e) => internal(e.to_string()),
-    }
+    let p = auth.store.cached();
+    Json(json!({"tokens": p.tokens.iter().map(|t| json!({"id": t.id, "user": t.user, "created_ms": t.created_ms, "expires_ms": t.expires_ms, "description": t.description})).collect::<Vec<_>>()})).into_response()
 }
 
 #[derive(Deserialize)]
@@ -384,6 +385,21 @@ async fn revoke_token(State(auth): State<Arc<Auth>>, Extension(by): Extension<Pr
         }
         Err(r) => r,
     }
+}
+
+/// Re-reads the principals file when it changed, every [`sluice_auth::store::RELOAD_CHECK_MS`],
+/// on a blocking thread, so that requests only read the in-memory copy.
+pub fn spawn_refresher(auth: Arc<Auth>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(sluice_auth::store::RELOAD_CHECK_MS));
+        loop {
+            tick.tick().await;
+            let a = auth.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.store.current().map(|_| ())).await {
+                tracing::warn!(error = %e, "cannot read the principals file; the last good copy stays in use");
+            }
+        }
+    })
 }
 
 /// On first start with authentication on and no users: creates the user `admin` with a

@@ -82,6 +82,7 @@ pub struct Server {
     retention_task: tokio::task::JoinHandle<()>,
     audit_task: tokio::task::JoinHandle<()>,
     tls_task: tokio::task::JoinHandle<()>,
+    auth_task: Option<tokio::task::JoinHandle<()>>,
     flush_task: tokio::task::JoinHandle<()>,
     kafka: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
     first_admin_password: Option<String>,
@@ -133,6 +134,14 @@ impl Server {
         for l in config::cleartext_credentials(&with_tls) {
             tracing::warn!(listener = %l, "passwords and tokens reach this listener in clear text over the network: set its tls cert and key (see `sluice certs dev`)");
         }
+        // TLS certificates load first (a bad file stops the start before anything is
+        // opened, naming the file), off the async workers; they reload on SIGHUP.
+        let (http_cert, kafka_cert) = {
+            let (h, k) = (config.http.tls.clone(), config.kafka.tls.clone());
+            let load = move |t: Option<tls::TlsSection>| t.as_ref().map(tls::Reloadable::load).transpose();
+            let loaded = tokio::task::spawn_blocking(move || Ok::<_, tls::TlsError>((load(h)?, load(k)?))).await;
+            loaded.map_err(|e| ServerError::Tls(e.to_string()))?.map_err(|e| ServerError::Tls(e.to_string()))?
+        };
         http::prometheus();
         // Recovery reads (and may truncate) files: off the async workers.
         let opened = {
@@ -224,9 +233,6 @@ impl Server {
             pipelines.add_broken(spec, e);
         }
 
-        // TLS: certificates load now (a bad file stops the start, naming it) and reload on SIGHUP.
-        let load_tls = |t: &Option<tls::TlsSection>| t.as_ref().map(tls::Reloadable::load).transpose().map_err(|e| ServerError::Tls(e.to_string()));
-        let (http_cert, kafka_cert) = (load_tls(&config.http.tls)?, load_tls(&config.kafka.tls)?);
         let tls_task = tls::spawn_reloader(http_cert.iter().chain(kafka_cert.iter()).cloned().collect());
         let acceptor = |c: &Option<Arc<tls::Reloadable>>, alpn: &[&[u8]]| c.clone().map(|c| tls::acceptor(c, alpn)).transpose().map_err(|e| ServerError::Tls(e.to_string()));
         let (http_tls, kafka_tls) = (acceptor(&http_cert, &[b"http/1.1"])?, acceptor(&kafka_cert, &[])?);
@@ -308,6 +314,7 @@ impl Server {
         let mut routes = sluice_gateway::http::router(gateway, routes).merge(http::router(app)).merge(pipelines::router(pipelines.clone()));
         let mut first_admin_password = None;
         let mut auth = None;
+        let mut auth_task = None;
         if config.auth.enabled {
             let store = sluice_auth::AuthStore::new(&data);
             let created = tokio::task::spawn_blocking(move || auth::ensure_first_admin(&store).map(|pw| (pw, store))).await;
@@ -315,6 +322,7 @@ impl Server {
             first_admin_password = password;
             let a = Arc::new(auth::Auth::new(store, audit.clone(), config.auth.session_ttl_ms, config.auth.max_concurrent_logins, config.http.tls.is_some()));
             routes = routes.merge(auth::router(a.clone()));
+            auth_task = Some(auth::spawn_refresher(a.clone()));
             auth = Some(a);
         }
         let mut router = routes
@@ -335,7 +343,7 @@ impl Server {
             let _ = stop_rx.await;
         }));
         tracing::info!(%addr, data_dir = %data.display(), "sluice is serving");
-        Ok(Server { addr, data_dir: data, log, sessions, pipelines, http_stop, http_task, retention_task, flush_task, audit_task, tls_task, kafka, first_admin_password, https: config.http.tls.is_some() })
+        Ok(Server { addr, data_dir: data, log, sessions, pipelines, http_stop, http_task, retention_task, flush_task, audit_task, tls_task, auth_task, kafka, first_admin_password, https: config.http.tls.is_some() })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -394,6 +402,9 @@ impl Server {
         self.retention_task.abort();
         self.audit_task.abort();
         self.tls_task.abort();
+        if let Some(t) = &self.auth_task {
+            t.abort();
+        }
         self.flush_task.abort();
         if let Some((_, task)) = &self.kafka {
             task.abort();

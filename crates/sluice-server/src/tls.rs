@@ -110,9 +110,12 @@ pub fn spawn_reloader(certs: Vec<Arc<Reloadable>>) -> tokio::task::JoinHandle<()
         };
         while hup.recv().await.is_some() {
             for c in &certs {
-                match c.reload() {
-                    Ok(()) => tracing::info!(cert = %c.files().cert.display(), "TLS certificate reloaded"),
-                    Err(e) => tracing::error!(error = %e, "TLS certificate not reloaded; the previous one stays in use"),
+                // Reading the files is blocking I/O: off the async workers.
+                let r = c.clone();
+                match tokio::task::spawn_blocking(move || r.reload()).await {
+                    Ok(Ok(())) => tracing::info!(cert = %c.files().cert.display(), "TLS certificate reloaded"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "TLS certificate not reloaded; the previous one stays in use"),
+                    Err(e) => tracing::error!(error = %e, "the TLS reload task failed"),
                 }
             }
         }
