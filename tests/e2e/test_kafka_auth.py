@@ -159,3 +159,23 @@ def test_a_non_loopback_kafka_listener_is_allowed_with_authentication(tmp_path):
         assert requests.get(s.url + "/healthz", timeout=10).status_code == 200
     finally:
         s.stop()
+
+
+def test_repeated_failed_logins_lock_the_address_out(tmp_path, caplog):
+    from kafka import KafkaProducer, errors
+    s, _ = start(tmp_path)
+    try:
+        users(s)
+        for _ in range(10):
+            assert requests.post(s.url + "/v1/login", json={"user": "ola", "password": "guess"}, timeout=30).status_code == 401
+        r = requests.post(s.url + "/v1/login", json={"user": "ola", "password": PASSWORD}, timeout=30)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_failed_logins", r.text
+        assert int(r.headers["Retry-After"]) > 0
+        # The Kafka listener shares the lockout: even the right password is refused.
+        caplog.clear()
+        with pytest.raises(errors.KafkaError):
+            KafkaProducer(bootstrap_servers=f"127.0.0.1:{s.kafka_port}", security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+                          sasl_plain_username="ola", sasl_plain_password=PASSWORD, bootstrap_timeout_ms=3000, max_block_ms=3000)
+        assert any("too many failed logins" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records][-3:]
+    finally:
+        s.stop()

@@ -6,11 +6,13 @@
 //! - [`secret`]: password hashes (Argon2id), API tokens and session secrets.
 //! - [`store`]: the principals file in the data directory.
 //! - [`sasl`]: SASL PLAIN and SCRAM for the Kafka listener.
+//! - [`throttle`]: failed-login lockout per client address.
 
 pub mod role;
 pub mod sasl;
 pub mod secret;
 pub mod store;
+pub mod throttle;
 
 pub use role::{http_access, Access, Permission, Role};
 pub use store::{AuthStore, Principals, Token, User};

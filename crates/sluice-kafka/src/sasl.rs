@@ -38,6 +38,8 @@ pub struct LoginEvent {
 /// SASL settings of the listener.
 pub struct KafkaSasl {
     pub server: Arc<SaslServer>,
+    /// Failed logins by address: a locked-out address is refused without a password check.
+    pub throttle: Arc<sluice_auth::throttle::LoginThrottle>,
     /// Called after each completed or failed exchange.
     pub on_login: Box<dyn Fn(LoginEvent) + Send + Sync>,
 }
@@ -89,6 +91,12 @@ impl KafkaServer {
                         .with_error_message(Some(StrBytes::from_static_str("SaslAuthenticate before SaslHandshake")));
                     return encode(&resp, version).map(|b| (b, true));
                 };
+                if let Err(wait_ms) = sasl.throttle.check(peer.ip(), sluice_auth::store::now_ms()) {
+                    let resp = SaslAuthenticateResponse::default()
+                        .with_error_code(handlers::code(ResponseError::SaslAuthenticationFailed))
+                        .with_error_message(Some(StrBytes::from_string(format!("too many failed logins from {}; retry in {} s", peer.ip(), (wait_ms + 999) / 1000))));
+                    return encode(&resp, version).map(|b| (b, true));
+                }
                 let input = r.auth_bytes;
                 // PLAIN checks an Argon2id hash: tens of ms of CPU, off the async workers.
                 let (exchange, step) = tokio::task::spawn_blocking(move || {
@@ -108,6 +116,7 @@ impl KafkaServer {
                         resp.auth_bytes = Bytes::from(response);
                         metrics::counter!(sluice_core::telemetry::KAFKA_AUTHENTICATIONS_TOTAL, "mechanism" => mechanism.clone(), "result" => "ok").increment(1);
                         tracing::info!(%peer, %user, %role, %mechanism, "kafka client authenticated");
+                        sasl.throttle.record(peer.ip(), true, sluice_auth::store::now_ms());
                         (sasl.on_login)(LoginEvent { user: user.clone(), peer, mechanism, failure: None });
                         auth.principal = Some((user, role));
                         false
@@ -115,6 +124,7 @@ impl KafkaServer {
                     Step::Failed(reason) => {
                         metrics::counter!(sluice_core::telemetry::KAFKA_AUTHENTICATIONS_TOTAL, "mechanism" => mechanism.clone(), "result" => "failed").increment(1);
                         tracing::warn!(%peer, %reason, %mechanism, "kafka SASL authentication failed");
+                        sasl.throttle.record(peer.ip(), false, sluice_auth::store::now_ms());
                         (sasl.on_login)(LoginEvent { user: String::new(), peer, mechanism, failure: Some(reason.clone()) });
                         resp.error_code = handlers::code(ResponseError::SaslAuthenticationFailed);
                         resp.error_message = Some(StrBytes::from_string(format!("authentication failed: {reason}")));

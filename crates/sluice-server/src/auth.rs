@@ -64,12 +64,14 @@ pub struct Auth {
     audit: Arc<crate::audit::Audit>,
     /// Mark the login cookie `Secure` (the listener serves HTTPS).
     secure_cookie: bool,
+    /// Failed logins by address (shared with the Kafka listener's SASL).
+    pub throttle: Arc<sluice_auth::throttle::LoginThrottle>,
 }
 
 impl Auth {
-    pub fn new(store: AuthStore, audit: Arc<crate::audit::Audit>, ttl_ms: u64, max_concurrent_logins: usize, secure_cookie: bool) -> Auth {
+    pub fn new(store: AuthStore, audit: Arc<crate::audit::Audit>, ttl_ms: u64, max_concurrent_logins: usize, secure_cookie: bool, throttle: Arc<sluice_auth::throttle::LoginThrottle>) -> Auth {
         let logins = tokio::sync::Semaphore::new(max_concurrent_logins.max(1));
-        Auth { store, sessions: Mutex::new(HashMap::new()), ttl_ms: ttl_ms.min(i64::MAX as u64) as i64, logins, audit, secure_cookie }
+        Auth { store, sessions: Mutex::new(HashMap::new()), ttl_ms: ttl_ms.min(i64::MAX as u64) as i64, logins, audit, secure_cookie, throttle }
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, LoginSession>> {
@@ -227,6 +229,16 @@ struct LoginBody {
 }
 
 async fn login(State(auth): State<Arc<Auth>>, from: Source, Json(b): Json<LoginBody>) -> Response {
+    let ip = from.0.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
+    if let Some(Err(wait_ms)) = ip.map(|ip| auth.throttle.check(ip, now_ms())) {
+        metrics::counter!(t::AUTH_LOGINS_TOTAL, "result" => "locked_out").increment(1);
+        let secs = (wait_ms + 999) / 1000;
+        let mut r = refuse(StatusCode::TOO_MANY_REQUESTS, "too_many_failed_logins", format!("too many failed logins from {}; retry in {secs} s", from.0), None);
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     let Ok(_permit) = auth.logins.acquire().await else { return internal("the server is stopping".into()) };
     let user = b.user.clone();
     let a = auth.clone();
@@ -236,6 +248,9 @@ async fn login(State(auth): State<Arc<Auth>>, from: Source, Json(b): Json<LoginB
         Ok(Err(e)) => return internal(format!("cannot read the principals file: {e}")),
         Err(e) => return internal(e.to_string()),
     };
+    if let Some(ip) = ip {
+        auth.throttle.record(ip, checked.is_some(), now_ms());
+    }
     let Some((name, role)) = checked else {
         metrics::counter!(t::AUTH_LOGINS_TOTAL, "result" => "failed").increment(1);
         tracing::warn!(user = %user, source = %from.0, "failed login");

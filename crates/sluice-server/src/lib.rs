@@ -236,6 +236,7 @@ impl Server {
         let tls_task = tls::spawn_reloader(http_cert.iter().chain(kafka_cert.iter()).cloned().collect());
         let acceptor = |c: &Option<Arc<tls::Reloadable>>, alpn: &[&[u8]]| c.clone().map(|c| tls::acceptor(c, alpn)).transpose().map_err(|e| ServerError::Tls(e.to_string()));
         let (http_tls, kafka_tls) = (acceptor(&http_cert, &[b"http/1.1"])?, acceptor(&kafka_cert, &[])?);
+        let login_throttle = Arc::new(sluice_auth::throttle::LoginThrottle::default());
         let kafka_sasl = if config.auth.enabled {
             let store = Arc::new(sluice_auth::AuthStore::new(&data));
             Some(Arc::new(sluice_auth::sasl::SaslServer::new(store).map_err(|e| ServerError::Auth(e.to_string()))?))
@@ -265,6 +266,7 @@ impl Server {
                         let audit = audit.clone();
                         Some(sluice_kafka::sasl::KafkaSasl {
                             server: server.clone(),
+                            throttle: login_throttle.clone(),
                             on_login: Box::new(move |e: sluice_kafka::sasl::LoginEvent| {
                                 let (action, who) = match &e.failure {
                                     None => ("login", e.user.clone()),
@@ -320,7 +322,7 @@ impl Server {
             let created = tokio::task::spawn_blocking(move || auth::ensure_first_admin(&store).map(|pw| (pw, store))).await;
             let (password, store) = created.map_err(|e| ServerError::Auth(e.to_string()))?.map_err(|e| ServerError::Auth(e.to_string()))?;
             first_admin_password = password;
-            let a = Arc::new(auth::Auth::new(store, audit.clone(), config.auth.session_ttl_ms, config.auth.max_concurrent_logins, config.http.tls.is_some()));
+            let a = Arc::new(auth::Auth::new(store, audit.clone(), config.auth.session_ttl_ms, config.auth.max_concurrent_logins, config.http.tls.is_some(), login_throttle.clone()));
             routes = routes.merge(auth::router(a.clone()));
             auth_task = Some(auth::spawn_refresher(a.clone()));
             auth = Some(a);
