@@ -249,6 +249,18 @@ def test_cli_clients_send_the_token(tmp_path):
         s.stop()
 
 
+def audit_events(s, admin_token, until, timeout=10):
+    """The records of `__audit`, read as an admin, once one satisfies `until` (or after `timeout` s)."""
+    deadline = time.time() + timeout
+    while True:
+        r = call(s, admin_token, "GET", "/v1/topics/__audit/partitions/0/records?offset=0&max=1000")
+        assert r.status_code == 200, r.text
+        events = [json.loads(x["value"]) if isinstance(x["value"], str) else x["value"] for x in r.json()["records"]]
+        if any(until(e) for e in events) or time.time() > deadline:
+            return events
+        time.sleep(0.3)
+
+
 def test_the_audit_topic_records_who_did_what_from_where(tmp_path):
     s, admin_pw = start(tmp_path)
     try:
@@ -267,15 +279,8 @@ def test_the_audit_topic_records_who_did_what_from_where(tmp_path):
         assert call(s, admin, "POST", "/v1/topics/__audit/records", {"x": 1}).status_code == 403
         assert call(s, admin, "DELETE", "/v1/topics/__audit").status_code == 409
         assert call(s, operator, "GET", "/v1/topics/__audit/partitions/0/records").status_code == 403
-        deadline = time.time() + 10
-        while True:
-            r = call(s, admin, "GET", "/v1/topics/__audit/partitions/0/records?offset=0&max=1000")
-            assert r.status_code == 200, r.text
-            events = [json.loads(x["value"]) if isinstance(x["value"], str) else x["value"] for x in r.json()["records"]]
-            actions = [(e["action"], e["principal"], e["target"], e.get("status")) for e in events]
-            if ("token_create", "ada", "vic", None) in actions or time.time() > deadline:
-                break
-            time.sleep(0.3)
+        events = audit_events(s, admin, lambda e: (e["action"], e["principal"], e["target"]) == ("token_create", "ada", "vic"))
+        actions = [(e["action"], e["principal"], e["target"], e.get("status")) for e in events]
         for want in [
             ("user_add", "sluice", "admin", None),  # the first admin, made at the first start
             ("login_failed", "vic", "vic", None),

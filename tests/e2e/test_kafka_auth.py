@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from conftest import TOPIC
-from test_auth import call, cli, start, token_for
+from test_auth import audit_events, call, cli, start, token_for
 
 READING = {"playerId": "k1", "heartbeat": 120, "createdAt": 1_700_000_000_000}
 PASSWORD = "kafka-secret-1"
@@ -136,14 +136,9 @@ def test_kafka_python_scram_and_wrong_passwords(tmp_path, caplog):
             KafkaProducer(bootstrap_servers=bs, bootstrap_timeout_ms=3000, max_block_ms=3000)
         # Failed logins are audited, with the client's address.
         admin = token_for(s, "root", "admin")
-        deadline = time.time() + 10
-        while True:
-            r = call(s, admin, "GET", "/v1/topics/__audit/partitions/0/records?offset=0&max=1000").json()
-            events = [json.loads(x["value"]) if isinstance(x["value"], str) else x["value"] for x in r["records"]]
-            failed = [e for e in events if e["action"] == "login_failed" and e["target"].startswith("kafka ")]
-            if failed or time.time() > deadline:
-                break
-            time.sleep(0.3)
+        kafka_failure = lambda e: e["action"] == "login_failed" and e["target"].startswith("kafka ")
+        events = audit_events(s, admin, kafka_failure)
+        failed = [e for e in events if kafka_failure(e)]
         assert failed and failed[0]["source"].startswith("127.0.0.1:"), events
         assert any(e["action"] == "login" and e["principal"] == "ola" and e["target"] == "kafka SCRAM-SHA-512" for e in events)
     finally:
