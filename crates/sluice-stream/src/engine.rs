@@ -19,6 +19,7 @@ use sluice_core::time::now_ms;
 
 use crate::checkpoint::{recovery_plan, CheckpointStore, Manifest, Resume};
 use crate::pipeline::Planned;
+use crate::reader::Waker;
 use crate::runner::{Cmd, Connectors, Observer, PipelineStatus, RunSettings, Runner};
 use crate::StreamError;
 
@@ -35,6 +36,8 @@ pub struct CheckpointRecord {
     pub id: u64,
     /// From the barrier to the manifest committed, ms.
     pub duration_ms: f64,
+    /// Of that, until every pipeline answered the barrier (its state written and synced), ms.
+    pub barrier_ms: f64,
     /// Bytes of state changes written, over every pipeline.
     pub written_bytes: u64,
     /// Keys whose state was written, over every pipeline.
@@ -44,9 +47,27 @@ pub struct CheckpointRecord {
 /// How many [`CheckpointRecord`]s the engine keeps.
 const HISTORY: usize = 4096;
 
+/// The sending end of a pipeline thread's commands: each command also wakes the thread
+/// from its wait for input.
+#[derive(Clone)]
+struct Commands {
+    tx: Sender<Cmd>,
+    wake: Option<Waker>,
+}
+
+impl Commands {
+    fn send(&self, cmd: Cmd) -> Result<(), std::sync::mpsc::SendError<Cmd>> {
+        self.tx.send(cmd)?;
+        if let Some(w) = &self.wake {
+            w.wake();
+        }
+        Ok(())
+    }
+}
+
 struct Handle {
     planned: Planned,
-    cmds: Sender<Cmd>,
+    cmds: Commands,
     status: Arc<PipelineStatus>,
     thread: Option<JoinHandle<()>>,
 }
@@ -231,6 +252,7 @@ impl Inner {
             Resume::From(cp) => Some(Runner::new(planned.clone(), Some(cp), inner.connectors.as_ref(), inner.store.dir().to_path_buf(), inner.observer.clone(), request, inner.settings.run.clone(), status.clone())),
             Resume::Fresh => Some(Runner::new(planned.clone(), None, inner.connectors.as_ref(), inner.store.dir().to_path_buf(), inner.observer.clone(), request, inner.settings.run.clone(), status.clone())),
         };
+        let mut wake = None;
         let thread = match runner {
             None => None,
             Some(Err(e)) => {
@@ -238,9 +260,13 @@ impl Inner {
                 tracing::error!(pipeline = %name, error = %crate::error_chain(&e), "the pipeline could not start");
                 None
             }
-            Some(Ok(r)) => Some(std::thread::Builder::new().name(format!("pipeline-{name}")).spawn(move || r.run(rx)).map_err(|e| StreamError::Eval(format!("cannot start a thread: {e}")))?),
+            Some(Ok(r)) => {
+                wake = Some(r.waker());
+                Some(std::thread::Builder::new().name(format!("pipeline-{name}")).spawn(move || r.run(rx)).map_err(|e| StreamError::Eval(format!("cannot start a thread: {e}")))?)
+            }
         };
-        inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(name, Handle { planned, cmds: tx, status, thread });
+        let cmds = Commands { tx, wake };
+        inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(name, Handle { planned, cmds, status, thread });
         Ok(())
     }
 
@@ -295,7 +321,7 @@ impl Inner {
         let mut manifest = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
         manifest.id += 1;
         let id = manifest.id;
-        let targets: Vec<(String, Sender<Cmd>, Arc<PipelineStatus>)> = self
+        let targets: Vec<(String, Commands, Arc<PipelineStatus>)> = self
             .pipelines
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -324,6 +350,7 @@ impl Inner {
                 Err(_) => tracing::warn!(pipeline = %name, "pipeline did not answer a checkpoint barrier; it keeps its last checkpoint"),
             }
         }
+        let barrier_ms = started.elapsed().as_secs_f64() * 1000.0;
         let names: Vec<String> = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
         manifest.pipelines.retain(|n, _| names.contains(n));
         manifest.committed_at_ms = now_ms();
@@ -349,7 +376,7 @@ impl Inner {
         metrics::counter!(t::CHECKPOINTS_TOTAL).increment(1);
         metrics::histogram!(t::CHECKPOINT_DURATION_MS).record(duration_ms);
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        h.push_back(CheckpointRecord { id, duration_ms, written_bytes: written, changed_keys: changed });
+        h.push_back(CheckpointRecord { id, duration_ms, barrier_ms, written_bytes: written, changed_keys: changed });
         while h.len() > HISTORY {
             h.pop_front();
         }

@@ -12,7 +12,7 @@
 //! batches, are read and not yet handed over, which bounds memory.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -34,6 +34,28 @@ pub(crate) struct Fetched {
     pub decoded: Decoded,
 }
 
+/// What reaches the pipeline thread on its readers' channel.
+pub(crate) enum Feed {
+    Chunk(Result<Fetched, String>),
+    /// Stop waiting for input: a command was sent to the pipeline, or a reader exited.
+    Wake,
+}
+
+/// Wakes the pipeline thread when it waits for input, so that a command sent to it (a
+/// checkpoint barrier, a commit, a drain) is handled now rather than after its wait.
+#[derive(Clone)]
+pub(crate) struct Waker {
+    tx: Sender<Feed>,
+    woken: Arc<AtomicBool>,
+}
+
+impl Waker {
+    pub fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        let _ = self.tx.send(Feed::Wake);
+    }
+}
+
 /// What the readers share: where each partition's next chunk starts.
 struct Claims {
     /// Per partition: the next offset to read, and the next chunk's sequence number.
@@ -51,6 +73,8 @@ struct Shared {
     room: Condvar,
     stop: AtomicBool,
     limit: usize,
+    /// Reader threads still running.
+    alive: AtomicUsize,
 }
 
 fn lock(m: &Mutex<Claims>) -> MutexGuard<'_, Claims> {
@@ -59,7 +83,11 @@ fn lock(m: &Mutex<Claims>) -> MutexGuard<'_, Claims> {
 
 /// The pipeline's end of its readers.
 pub(crate) struct ReadAhead {
-    rx: Receiver<Result<Fetched, String>>,
+    rx: Receiver<Feed>,
+    /// For [`ReadAhead::waker`].
+    tx: Sender<Feed>,
+    /// Set by [`Waker::wake`]: a command waits (see [`ReadAhead::woken`]).
+    woken: Arc<AtomicBool>,
     shared: Arc<Shared>,
     /// Chunks received ahead of an earlier chunk of their partition, by (partition, seq).
     early: BTreeMap<(u32, u64), Fetched>,
@@ -77,6 +105,7 @@ impl ReadAhead {
             room: Condvar::new(),
             stop: AtomicBool::new(false),
             limit: limit.max(1),
+            alive: AtomicUsize::new(readers.max(1)),
         });
         let (tx, rx) = std::sync::mpsc::channel();
         for me in 0..readers.max(1) {
@@ -86,11 +115,28 @@ impl ReadAhead {
                 .spawn(move || read_loop(source, decoder, batch_records, tx, shared))
                 .map_err(|e| StreamError::Eval(format!("cannot start a reader thread: {e}")))?;
         }
-        Ok(ReadAhead { rx, shared, early: BTreeMap::new(), expect: vec![0; offsets.len()] })
+        Ok(ReadAhead { rx, tx, woken: Arc::new(AtomicBool::new(false)), shared, early: BTreeMap::new(), expect: vec![0; offsets.len()] })
+    }
+
+    /// Something that ends [`ReadAhead::next`]'s wait from another thread.
+    pub fn waker(&self) -> Waker {
+        Waker { tx: self.tx.clone(), woken: self.woken.clone() }
+    }
+
+    /// Whether a command was sent since [`ReadAhead::clear_woken`]: the pipeline then stops
+    /// taking input and handles it, so that a barrier does not wait behind a whole poll.
+    pub fn woken(&self) -> bool {
+        self.woken.load(Ordering::Acquire)
+    }
+
+    /// Called before the pipeline reads its commands.
+    pub fn clear_woken(&self) {
+        self.woken.store(false, Ordering::Release);
     }
 
     /// The next chunk, in order, of a partition not marked in `skip`. Waits up to `wait`
-    /// for one (None: does not wait). Errors: a reader failed, or every reader stopped.
+    /// for one (None: does not wait), or until woken ([`Waker`]). Errors: a reader failed,
+    /// or every reader stopped.
     pub fn next(&mut self, skip: &[bool], wait: Option<Duration>) -> Result<Option<Fetched>, StreamError> {
         let deadline = wait.map(|w| Instant::now() + w);
         loop {
@@ -100,16 +146,20 @@ impl ReadAhead {
             if let Some(f) = self.take_in_order(skip) {
                 return Ok(Some(f));
             }
+            if self.shared.alive.load(Ordering::Acquire) == 0 {
+                return Err(StreamError::Source("the reader threads stopped".into()));
+            }
             let Some(left) = deadline.map(|d| d.saturating_duration_since(Instant::now())).filter(|l| !l.is_zero()) else { return Ok(None) };
             match self.rx.recv_timeout(left) {
+                Ok(Feed::Wake) | Err(RecvTimeoutError::Timeout) => return Ok(None),
                 Ok(r) => self.receive(r)?,
-                Err(RecvTimeoutError::Timeout) => return Ok(None),
                 Err(RecvTimeoutError::Disconnected) => return Err(StreamError::Source("the reader threads stopped".into())),
             }
         }
     }
 
-    fn receive(&mut self, r: Result<Fetched, String>) -> Result<(), StreamError> {
+    fn receive(&mut self, r: Feed) -> Result<(), StreamError> {
+        let Feed::Chunk(r) = r else { return Ok(()) };
         let f = r.map_err(|e| StreamError::Source(e.into()))?;
         self.early.insert((f.partition, f.seq), f);
         Ok(())
@@ -165,7 +215,19 @@ fn claim(source: &dyn Source, shared: &Shared, batch_records: usize) -> Result<O
     Ok(None)
 }
 
-fn read_loop(source: Arc<dyn Source>, mut decoder: BatchDecoder, batch_records: usize, tx: Sender<Result<Fetched, String>>, shared: Arc<Shared>) {
+/// Counts a reader thread out when it ends, even by a panic, and wakes the pipeline so
+/// that it notices when none is left.
+struct Alive(Arc<Shared>, Sender<Feed>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.alive.fetch_sub(1, Ordering::AcqRel);
+        let _ = self.1.send(Feed::Wake);
+    }
+}
+
+fn read_loop(source: Arc<dyn Source>, mut decoder: BatchDecoder, batch_records: usize, tx: Sender<Feed>, shared: Arc<Shared>) {
+    let _alive = Alive(shared.clone(), tx.clone());
     while !shared.stop.load(Ordering::Acquire) {
         let (partition, seq, chunk) = match claim(source.as_ref(), &shared, batch_records) {
             Ok(Some(c)) => c,
@@ -174,18 +236,18 @@ fn read_loop(source: Arc<dyn Source>, mut decoder: BatchDecoder, batch_records: 
                 continue;
             }
             Err(e) => {
-                let _ = tx.send(Err(e));
+                let _ = tx.send(Feed::Chunk(Err(e)));
                 return;
             }
         };
         let decoded = match decoder.decode(partition, &chunk) {
             Ok(d) => d,
             Err(e) => {
-                let _ = tx.send(Err(e.to_string()));
+                let _ = tx.send(Feed::Chunk(Err(e.to_string())));
                 return;
             }
         };
-        if tx.send(Ok(Fetched { partition, seq, chunk, decoded })).is_err() {
+        if tx.send(Feed::Chunk(Ok(Fetched { partition, seq, chunk, decoded }))).is_err() {
             return;
         }
     }

@@ -18,7 +18,7 @@ use sluice_core::time::{format_ms, now_ms};
 
 use crate::checkpoint::PipelineCheckpoint;
 use crate::decode::{BatchDecoder, SourceChunk};
-use crate::reader::{Fetched, ReadAhead};
+use crate::reader::{Fetched, ReadAhead, Waker};
 use crate::operator::{Chain, Ctx, Hook, Rows, SideOutput};
 use crate::pipeline::{Planned, StartPosition, ALERTS_TOPIC};
 use crate::state::{self, StateFiles, StateWriter};
@@ -293,6 +293,12 @@ impl Runner {
         &self.p.spec.name
     }
 
+    /// Ends the pipeline thread's wait for input, so that a command sent to it is handled
+    /// at once (without it, a barrier or a commit could wait out a whole poll).
+    pub(crate) fn waker(&self) -> Waker {
+        self.reader.waker()
+    }
+
     /// Runs until [`Cmd::Exit`] or an error (then the status says why).
     pub(crate) fn run(mut self, cmds: Receiver<Cmd>) {
         self.status.set_state("running");
@@ -325,6 +331,7 @@ impl Runner {
 
     fn run_loop(&mut self, cmds: &Receiver<Cmd>) -> Result<(), StreamError> {
         loop {
+            self.reader.clear_woken();
             loop {
                 match cmds.try_recv() {
                     Ok(Cmd::Exit) | Err(TryRecvError::Disconnected) => {
@@ -336,7 +343,10 @@ impl Runner {
                 }
             }
             self.poll(Duration::from_millis(10))?;
-            self.after_poll()?;
+            // A command waiting (a barrier) goes first; the timers run on the next round.
+            if !self.reader.woken() {
+                self.after_poll()?;
+            }
             if let Some((targets, _)) = &self.draining {
                 let reached = targets.iter().enumerate().all(|(p, &end)| self.offsets.get(p).copied().unwrap_or(0) >= end);
                 if reached {
@@ -389,7 +399,8 @@ impl Runner {
         // partition's batches (as when reading each partition once per poll).
         let mut seen = vec![false; parts.max(1)];
         let mut wait = Some(wait);
-        while let Some(f) = self.reader.next(&seen, wait.take())? {
+        while !self.reader.woken() {
+            let Some(f) = self.reader.next(&seen, wait.take())? else { break };
             let pi = f.partition as usize;
             if seen.len() <= pi {
                 seen.resize(pi + 1, false);

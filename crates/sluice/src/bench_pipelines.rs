@@ -252,6 +252,7 @@ async fn sluice_once(args: &PipelinesArgs, scenario: &str, dir: &Path, ndjson: O
     let started = Instant::now();
     let p2 = pipelines.clone();
     tokio::task::spawn_blocking(move || p2.create(spec).map(|_| ()).map_err(|e| anyhow::anyhow!("{e}"))).await??;
+    eprintln!("  created in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
     let p3 = pipelines.clone();
     let n2 = name.clone();
     tokio::task::spawn_blocking(move || p3.drain(&n2).map(|_| ()).map_err(|e| anyhow::anyhow!("{e}"))).await??;
@@ -363,6 +364,8 @@ async fn live(args: &PipelinesArgs, dir: &Path) -> anyhow::Result<()> {
     );
     let in_order: Vec<String> = history.iter().map(|c| format!("{:.0}", c.duration_ms)).collect();
     println!("live: checkpoint durations in order, ms: {}", in_order.join(" "));
+    let barriers: Vec<String> = history.iter().map(|c| format!("{:.0}", c.barrier_ms)).collect();
+    println!("live: of which until the pipeline answered the barrier (state written and synced), ms: {}", barriers.join(" "));
     println!(
         "live: per checkpoint {:.1} MB written for {avg_changed:.0} of {keys} keys; the whole state is {:.1} MB, so the changed keys' state is {:.1} MB: written / changed = {:.2}; open windows {}, peak RSS {:.0} MB",
         avg_written / 1e6,
