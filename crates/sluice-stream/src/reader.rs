@@ -62,6 +62,8 @@ struct Claims {
     next: Vec<(u64, u64)>,
     /// The partition to try first (round robin).
     turn: usize,
+    /// Per partition: a reader is reading it now.
+    reading: Vec<bool>,
     /// Chunks claimed and not yet handed to the pipeline, and their stored bytes.
     outstanding: usize,
     outstanding_bytes: usize,
@@ -69,7 +71,8 @@ struct Claims {
 
 struct Shared {
     claims: Mutex<Claims>,
-    /// Signalled when the pipeline takes a chunk (room under the limit) or stops.
+    /// Signalled when the pipeline takes a chunk (room under the limit), a read ends, or
+    /// the readers stop.
     room: Condvar,
     stop: AtomicBool,
     limit: usize,
@@ -101,7 +104,7 @@ impl ReadAhead {
     /// chunks ahead of the pipeline. Errors: a thread cannot be started.
     pub fn start(source: Arc<dyn Source>, decoder: &BatchDecoder, offsets: &[u64], batch_records: usize, readers: usize, limit: usize, name: &str) -> Result<ReadAhead, StreamError> {
         let shared = Arc::new(Shared {
-            claims: Mutex::new(Claims { next: offsets.iter().map(|&o| (o, 0)).collect(), turn: 0, outstanding: 0, outstanding_bytes: 0 }),
+            claims: Mutex::new(Claims { next: offsets.iter().map(|&o| (o, 0)).collect(), reading: vec![false; offsets.len()], turn: 0, outstanding: 0, outstanding_bytes: 0 }),
             room: Condvar::new(),
             stop: AtomicBool::new(false),
             limit: limit.max(1),
@@ -177,7 +180,7 @@ impl ReadAhead {
         c.outstanding -= 1;
         c.outstanding_bytes -= f.chunk.buf.len();
         drop(c);
-        self.shared.room.notify_one();
+        self.shared.room.notify_all();
         Some(f)
     }
 }
@@ -189,30 +192,74 @@ impl Drop for ReadAhead {
     }
 }
 
-/// Claims the next chunk: the first partition, from the round robin's turn, with records
-/// at its next offset. Reads it under the lock (cheap beside decoding).
-fn claim(source: &dyn Source, shared: &Shared, batch_records: usize) -> Result<Option<(u32, u64, SourceChunk)>, String> {
+/// What [`claim`] found.
+enum Claim {
+    Chunk(u32, u64, SourceChunk),
+    /// Every partition with data is being read by another reader.
+    Busy,
+    /// No partition has data past its next offset.
+    Empty,
+}
+
+/// Claims and reads the next chunk: the first partition, from the round robin's turn, that
+/// has records at its next offset and that no other reader is reading. The partition is
+/// marked while it is read, outside the lock, so that readers read different partitions
+/// at once (holding the lock through the read made the other reader wait: about 15 % of
+/// two cores idle).
+fn claim(source: &dyn Source, shared: &Shared, batch_records: usize) -> Result<Claim, String> {
+    let (p, start) = {
+        let mut c = lock(&shared.claims);
+        while (c.outstanding >= shared.limit || c.outstanding_bytes >= READ_AHEAD_BYTES) && !shared.stop.load(Ordering::Acquire) {
+            c = shared.room.wait_timeout(c, Duration::from_millis(100)).map_or_else(|e| e.into_inner().0, |r| r.0);
+        }
+        let parts = source.partition_count() as usize;
+        if c.next.len() < parts {
+            c.next.resize(parts, (0, 0));
+        }
+        if c.reading.len() < parts {
+            c.reading.resize(parts, false);
+        }
+        let mut found = None;
+        let mut busy = false;
+        for k in 0..parts {
+            let p = (c.turn + k) % parts;
+            if c.reading[p] {
+                busy = true;
+                continue;
+            }
+            let start = source.start_offset(p as u32).max(c.next[p].0);
+            if start >= source.end_offset(p as u32) {
+                continue;
+            }
+            c.reading[p] = true;
+            c.turn = p + 1;
+            found = Some((p, start));
+            break;
+        }
+        match found {
+            Some(f) => f,
+            None => return Ok(if busy { Claim::Busy } else { Claim::Empty }),
+        }
+    };
+    let read = source.read(p as u32, start, batch_records);
     let mut c = lock(&shared.claims);
-    while (c.outstanding >= shared.limit || c.outstanding_bytes >= READ_AHEAD_BYTES) && !shared.stop.load(Ordering::Acquire) {
-        c = shared.room.wait_timeout(c, Duration::from_millis(100)).map_or_else(|e| e.into_inner().0, |r| r.0);
-    }
-    let parts = source.partition_count() as usize;
-    if c.next.len() < parts {
-        c.next.resize(parts, (0, 0));
-    }
-    for k in 0..parts {
-        let p = (c.turn + k) % parts;
-        let start = source.start_offset(p as u32).max(c.next[p].0);
-        let chunk = source.read(p as u32, start, batch_records).map_err(|e| crate::error_chain(e.as_ref()))?;
-        let Some(last) = chunk.records.last().map(|r| r.offset) else { continue };
-        let seq = c.next[p].1;
-        c.next[p] = (last + 1, seq + 1);
-        c.turn = p + 1;
-        c.outstanding += 1;
-        c.outstanding_bytes += chunk.buf.len();
-        return Ok(Some((p as u32, seq, chunk)));
-    }
-    Ok(None)
+    c.reading[p] = false;
+    let claimed = match read {
+        Err(e) => Err(crate::error_chain(e.as_ref())),
+        Ok(chunk) => match chunk.records.last().map(|r| r.offset) {
+            None => Ok(Claim::Empty),
+            Some(last) => {
+                let seq = c.next[p].1;
+                c.next[p] = (last + 1, seq + 1);
+                c.outstanding += 1;
+                c.outstanding_bytes += chunk.buf.len();
+                Ok(Claim::Chunk(p as u32, seq, chunk))
+            }
+        },
+    };
+    drop(c);
+    shared.room.notify_all();
+    claimed
 }
 
 /// Counts a reader thread out when it ends, even by a panic, and wakes the pipeline so
@@ -230,8 +277,16 @@ fn read_loop(source: Arc<dyn Source>, mut decoder: BatchDecoder, batch_records: 
     let _alive = Alive(shared.clone(), tx.clone());
     while !shared.stop.load(Ordering::Acquire) {
         let (partition, seq, chunk) = match claim(source.as_ref(), &shared, batch_records) {
-            Ok(Some(c)) => c,
-            Ok(None) => {
+            Ok(Claim::Chunk(p, seq, chunk)) => (p, seq, chunk),
+            Ok(Claim::Busy) => {
+                // Until the other reader's read ends (it signals `room`).
+                let c = lock(&shared.claims);
+                if c.reading.iter().any(|&r| r) {
+                    drop(shared.room.wait_timeout(c, Duration::from_millis(1)));
+                }
+                continue;
+            }
+            Ok(Claim::Empty) => {
                 source.wait(Duration::from_millis(10));
                 continue;
             }

@@ -4,7 +4,7 @@
 //! committed that checkpoint (see [`crate::checkpoint`] and [`crate::engine`]).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -569,8 +569,7 @@ impl Runner {
     fn write_ahead(&mut self, now: i64) -> Result<(), StreamError> {
         let name = self.p.spec.name.clone();
         for (i, op) in self.chain.ops.iter_mut().enumerate() {
-            let (open, keys) = self.ahead[i].take().map_or((None, 0), |(f, k)| (Some(f), k));
-            let mut w = StateWriter::to_file(self.dir.join(ahead_path(&name, i, op.name())), open);
+            let (mut w, keys) = next_change_file(&self.dir, &mut self.ahead[i], &name, i, op.name());
             op.presnapshot(now, &mut w)?;
             let keys = keys + w.changed_keys;
             self.ahead[i] = w.into_file().map(|f| (f, keys));
@@ -610,8 +609,7 @@ impl Runner {
             let s = op.stats();
             state_keys += s.keys;
             open += s.open_windows;
-            let (open, ahead_keys) = self.ahead[i].take().map_or((None, 0), |(f, k)| (Some(f), k));
-            let mut w = StateWriter::to_file(self.dir.join(ahead_path(&name, i, op.name())), open);
+            let (mut w, ahead_keys) = next_change_file(&self.dir, &mut self.ahead[i], &name, i, op.name());
             op.snapshot(&mut w)?;
             changed_keys += w.changed_keys + ahead_keys;
             // A file exists when state was written ahead or now.
@@ -745,6 +743,13 @@ fn lower_priority() {
 /// The checkpoint id of a delta file name (`…/delta-<id>.arrow`).
 /// The temporary name of an operator's next change file (relative to the checkpoints
 /// directory); a crash leaves it unnamed by any manifest, and the next one truncates it.
+/// The writer of operator `op_index`'s next change file, appending to what was written
+/// ahead of the barrier (`ahead`, taken), and how many keys that was.
+fn next_change_file(dir: &Path, ahead: &mut Option<(state::StateFileWriter, u64)>, pipeline: &str, op_index: usize, op_name: &str) -> (StateWriter, u64) {
+    let (open, keys) = ahead.take().map_or((None, 0), |(f, k)| (Some(f), k));
+    (StateWriter::to_file(dir.join(ahead_path(pipeline, op_index, op_name)), open), keys)
+}
+
 fn ahead_path(pipeline: &str, op_index: usize, op_name: &str) -> String {
     format!("state/{pipeline}/{op_index}-{op_name}/delta-next.arrow.tmp")
 }
