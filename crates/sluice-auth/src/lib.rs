@@ -2,18 +2,21 @@
 //! route needs. No network: the server (`sluice-server`'s `auth` module) enforces it, and
 //! the CLI (`sluice users`, `sluice tokens`) changes it.
 //!
+//! - [`acl`]: limits of a user to certain topics and pipelines (names or prefixes).
 //! - [`role`]: roles (viewer, operator, admin), permissions, and [`role::http_access`].
 //! - [`secret`]: password hashes (Argon2id), API tokens and session secrets.
 //! - [`store`]: the principals file in the data directory.
 //! - [`sasl`]: SASL PLAIN and SCRAM for the Kafka listener.
 //! - [`throttle`]: failed-login lockout per client address.
 
+pub mod acl;
 pub mod role;
 pub mod sasl;
 pub mod secret;
 pub mod store;
 pub mod throttle;
 
+pub use acl::{http_resource, Limits, Pattern, Resource};
 pub use role::{http_access, Access, Permission, Role};
 pub use store::{AuthStore, Principals, Token, User};
 

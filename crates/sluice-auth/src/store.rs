@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::acl::Limits;
 use crate::role::Role;
 use crate::secret;
 use crate::AuthError;
@@ -47,6 +48,9 @@ pub struct User {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scram: Vec<crate::sasl::ScramCredential>,
     pub created_ms: i64,
+    /// The topics and pipelines the role applies to (default: every one).
+    #[serde(default, skip_serializing_if = "Limits::is_unlimited")]
+    pub limits: Limits,
 }
 
 /// An API token of a user, as stored: never the token itself.
@@ -71,7 +75,8 @@ pub struct Change {
     /// 1, 2, … in the order of the changes.
     pub seq: u64,
     pub time_ms: i64,
-    /// `user_add`, `user_remove`, `user_passwd`, `user_role`, `token_create`, `token_revoke`.
+    /// `user_add`, `user_remove`, `user_passwd`, `user_role`, `user_acl`, `token_create`,
+    /// `token_revoke`.
     pub action: String,
     /// The user or token id changed.
     pub target: String,
@@ -79,12 +84,20 @@ pub struct Change {
     pub principal: String,
     /// Where from: a client address, or `cli` / `first start`.
     pub source: String,
+    /// What it was changed to, where that is not a secret (a role, limits as JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Change {
     /// A change to describe (its `seq` and time are set when it is recorded).
     pub fn new(action: &str, target: &str, principal: &str, source: &str) -> Change {
-        Change { seq: 0, time_ms: 0, action: action.into(), target: target.into(), principal: principal.into(), source: source.into() }
+        Change { seq: 0, time_ms: 0, action: action.into(), target: target.into(), principal: principal.into(), source: source.into(), detail: None }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Change {
+        self.detail = Some(detail.into());
+        self
     }
 }
 
@@ -121,7 +134,7 @@ impl Principals {
         }
         let scram = password.map(crate::sasl::scram_credentials).transpose()?.unwrap_or_default();
         let password = password.map(secret::hash_password).transpose()?;
-        self.users.push(User { name: name.into(), role, password, scram, created_ms: now_ms() });
+        self.users.push(User { name: name.into(), role, password, scram, created_ms: now_ms(), limits: Limits::default() });
         Ok(())
     }
 
@@ -138,6 +151,13 @@ impl Principals {
     /// Sets a user's role. Errors: no such user.
     pub fn set_role(&mut self, name: &str, role: Role) -> Result<(), AuthError> {
         self.users.iter_mut().find(|u| u.name == name).ok_or_else(|| no_user(name))?.role = role;
+        Ok(())
+    }
+
+    /// Limits a user to certain topics and pipelines (`Limits::default()`: none). Errors: no
+    /// such user.
+    pub fn set_limits(&mut self, name: &str, limits: Limits) -> Result<(), AuthError> {
+        self.users.iter_mut().find(|u| u.name == name).ok_or_else(|| no_user(name))?.limits = limits;
         Ok(())
     }
 

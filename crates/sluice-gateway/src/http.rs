@@ -160,8 +160,25 @@ fn ingested_body(topic: &str, r: &Ingested) -> Value {
     })
 }
 
-async fn list_topics(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({"topics": s.gateway.describe()}))
+/// Which topics a request's principal may use, when the server limits it (a request
+/// extension set by the server's authorization; absent: every topic).
+pub trait TopicAccess: Send + Sync {
+    fn allows(&self, topic: &str) -> bool;
+    /// Why `topic` is refused, for the 403 answer.
+    fn refusal(&self, topic: &str) -> String;
+}
+
+/// The request extension carrying a [`TopicAccess`].
+#[derive(Clone)]
+pub struct TopicScope(pub Arc<dyn TopicAccess>);
+
+/// Topics, less those the principal may not use (as Kafka's Metadata hides them).
+async fn list_topics(State(s): State<AppState>, scope: Option<axum::Extension<TopicScope>>) -> Json<Value> {
+    let mut topics = s.gateway.describe();
+    if let Some(axum::Extension(scope)) = scope {
+        topics.retain(|t| t["name"].as_str().is_some_and(|n| scope.0.allows(n)));
+    }
+    Json(json!({"topics": topics}))
 }
 
 async fn post_records(
@@ -253,11 +270,14 @@ async fn describe_topic(State(s): State<AppState>, Path(topic): Path<String>) ->
     }
 }
 
-async fn create_topic(State(s): State<AppState>, body: Result<Json<NewTopic>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn create_topic(State(s): State<AppState>, scope: Option<axum::Extension<TopicScope>>, body: Result<Json<NewTopic>, axum::extract::rejection::JsonRejection>) -> Response {
     let req = match body {
         Ok(Json(r)) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()),
     };
+    if let Some(axum::Extension(scope)) = scope.filter(|x| !x.0 .0.allows(&req.name)) {
+        return error(StatusCode::FORBIDDEN, "forbidden", scope.0.refusal(&req.name));
+    }
     let defaults = sluice_log::Retention::default();
     let retention = sluice_log::Retention { ms: req.retention_ms.unwrap_or(defaults.ms), bytes: req.retention_bytes.unwrap_or(defaults.bytes) };
     let schema = match req.schema.as_ref().map(|s| s.resolve()).transpose() {

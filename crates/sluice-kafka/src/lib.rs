@@ -441,7 +441,7 @@ impl KafkaServer {
                 let read_at = std::time::Instant::now();
                 let correlation_id = header.correlation_id;
                 let api = ApiKey::try_from(header.request_api_key).ok();
-                let role = match (&self.options.sasl, api) {
+                let grant = match (&self.options.sasl, api) {
                     (None, _) | (Some(_), Some(ApiKey::ApiVersions)) => None,
                     (Some(sasl), Some(key @ (ApiKey::SaslHandshake | ApiKey::SaslAuthenticate))) => {
                         let version = header.request_api_version;
@@ -460,8 +460,11 @@ impl KafkaServer {
                         }
                         continue;
                     }
-                    (Some(_), _) => match &auth.principal {
-                        Some((_, role)) => Some(*role),
+                    (Some(sasl), _) => match &auth.principal {
+                        Some((user, _)) => match (sasl.principal)(user) {
+                            Some(grant) => Some(grant),
+                            None => return Err(ConnectionError::Decode(format!("user {user:?} was removed: closing its connection"))),
+                        },
                         None => {
                             return Err(ConnectionError::Decode(format!(
                                 "{api:?} before SASL authentication: this listener needs security.protocol=SASL_PLAINTEXT and a sasl.mechanism ({})",
@@ -470,7 +473,7 @@ impl KafkaServer {
                         }
                     },
                 };
-                let (reply, header_version, mute) = self.clone().handle(header, buf, peer, request_bytes, role).await?;
+                let (reply, header_version, mute) = self.clone().handle(header, buf, peer, request_bytes, grant).await?;
                 if tx.send(Pending { correlation_id, header_version, reply, api, read_at, _memory: memory }).await.is_err() {
                     return Ok(()); // the writer stopped: its error is reported below
                 }
@@ -488,7 +491,7 @@ impl KafkaServer {
     }
 
     /// Decodes and starts one request; returns its reply and response header version.
-    async fn handle(self: Arc<Self>, header: RequestHeader, mut body: Bytes, peer: SocketAddr, request_bytes: usize, role: Option<sluice_auth::Role>) -> Result<(handlers::Reply, i16, std::time::Duration), ConnectionError> {
+    async fn handle(self: Arc<Self>, header: RequestHeader, mut body: Bytes, peer: SocketAddr, request_bytes: usize, grant: Option<(sluice_auth::Role, sluice_auth::Limits)>) -> Result<(handlers::Reply, i16, std::time::Duration), ConnectionError> {
         let api_key = ApiKey::try_from(header.request_api_key).map_err(|_| ConnectionError::Decode(format!("unknown API key {}", header.request_api_key)))?;
         let version = header.request_api_version;
         let supported = handlers::supported(api_key);
@@ -500,7 +503,7 @@ impl KafkaServer {
         if body.has_remaining() {
             tracing::debug!(?api_key, version, left = body.remaining(), "request had trailing bytes");
         }
-        let caller = handlers::Caller { client_id: header.client_id.as_deref().unwrap_or("").to_string(), host: format!("/{}", peer.ip()), request_bytes, role };
+        let caller = handlers::Caller { client_id: header.client_id.as_deref().unwrap_or("").to_string(), host: format!("/{}", peer.ip()), request_bytes, grant };
         let (reply, mute) = handlers::handle(self, request, version, caller).await?;
         Ok((reply, api_key.response_header_version(version), mute))
     }

@@ -42,6 +42,10 @@ pub struct KafkaSasl {
     pub throttle: Arc<sluice_auth::throttle::LoginThrottle>,
     /// Called after each completed or failed exchange.
     pub on_login: Box<dyn Fn(LoginEvent) + Send + Sync>,
+    /// An authenticated user's current role and topic limits, read for every request (no
+    /// I/O: an in-memory copy), so that a changed role or ACL applies to open connections;
+    /// `None`: the user was removed.
+    pub principal: Box<dyn Fn(&str) -> Option<(sluice_auth::Role, sluice_auth::Limits)> + Send + Sync>,
 }
 
 /// A connection's authentication state.

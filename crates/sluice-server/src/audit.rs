@@ -10,7 +10,8 @@
 //!
 //! - `action`: `login`, `login_failed`; `topic_delete`, `topic_alter`, `schema_set`,
 //!   `group_delete`, `pipeline_delete`, `pipeline_drain` (HTTP, with the answer's
-//!   `status`, refusals included); `user_add`, `user_remove`, `user_passwd`, `user_role`,
+//!   `status`, refusals included); `user_add`, `user_remove`, `user_passwd`, `user_role`, `user_acl` (with the limits in
+//!   `detail`),
 //!   `token_create`, `token_revoke` (from the principals' change log, [`forward_changes`],
 //!   whether made by the CLI or over HTTP).
 //! - `principal`: the user, `anonymous` without authentication, `local:<os user>` for the
@@ -52,11 +53,14 @@ pub struct AuditEvent {
     /// The principals' change number, for changes forwarded from the change log.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// What a principals' change set (a role, a user's limits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl AuditEvent {
     pub fn new(action: &str, principal: &str, source: &str, target: &str) -> AuditEvent {
-        AuditEvent { time_ms: now_ms(), action: action.into(), principal: principal.into(), source: source.into(), target: target.into(), status: None, seq: None }
+        AuditEvent { time_ms: now_ms(), action: action.into(), principal: principal.into(), source: source.into(), target: target.into(), status: None, seq: None, detail: None }
     }
 }
 
@@ -118,7 +122,7 @@ impl Audit {
 }
 
 fn change_event(c: Change) -> AuditEvent {
-    AuditEvent { time_ms: c.time_ms, action: c.action, principal: c.principal, source: c.source, target: c.target, status: None, seq: Some(c.seq) }
+    AuditEvent { time_ms: c.time_ms, action: c.action, principal: c.principal, source: c.source, target: c.target, status: None, seq: Some(c.seq), detail: c.detail }
 }
 
 /// Forwards principals' changes every second (see [`Audit::forward_changes`]).

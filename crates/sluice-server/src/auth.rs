@@ -27,12 +27,12 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use sluice_auth::store::{now_ms, Change};
-use sluice_auth::{http_access, Access, AuthStore, Permission, Role};
+use sluice_auth::{http_access, http_resource, Access, AuthStore, Limits, Permission, Role};
 use sluice_core::telemetry as t;
 
 /// The login cookie's name.
@@ -45,6 +45,28 @@ pub const MAX_SESSIONS: usize = 10_000;
 pub struct Principal {
     pub user: String,
     pub role: Role,
+    /// The topics and pipelines the role applies to.
+    pub limits: Limits,
+}
+
+impl Principal {
+    fn of(u: &sluice_auth::User) -> Principal {
+        Principal { user: u.name.clone(), role: u.role, limits: u.limits.clone() }
+    }
+}
+
+impl sluice_gateway::http::TopicAccess for Principal {
+    fn allows(&self, topic: &str) -> bool {
+        self.limits.topic(topic)
+    }
+    fn refusal(&self, topic: &str) -> String {
+        self.limits.refusal(&self.user, sluice_auth::Resource::Topic(topic))
+    }
+}
+
+/// The limits of the request's principal; none when authentication is off.
+pub fn limits_of(p: &Option<Extension<Principal>>) -> Limits {
+    p.as_ref().map(|Extension(p)| p.limits.clone()).unwrap_or_default()
 }
 
 struct LoginSession {
@@ -55,7 +77,7 @@ struct LoginSession {
 
 /// The HTTP listener's authentication state.
 pub struct Auth {
-    pub store: AuthStore,
+    pub store: Arc<AuthStore>,
     /// Login sessions by the SHA-256 of their cookie secret.
     sessions: Mutex<HashMap<String, LoginSession>>,
     ttl_ms: i64,
@@ -69,7 +91,7 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(store: AuthStore, audit: Arc<crate::audit::Audit>, ttl_ms: u64, max_concurrent_logins: usize, secure_cookie: bool, throttle: Arc<sluice_auth::throttle::LoginThrottle>) -> Auth {
+    pub fn new(store: Arc<AuthStore>, audit: Arc<crate::audit::Audit>, ttl_ms: u64, max_concurrent_logins: usize, secure_cookie: bool, throttle: Arc<sluice_auth::throttle::LoginThrottle>) -> Auth {
         let logins = tokio::sync::Semaphore::new(max_concurrent_logins.max(1));
         Auth { store, sessions: Mutex::new(HashMap::new()), ttl_ms: ttl_ms.min(i64::MAX as u64) as i64, logins, audit, secure_cookie, throttle }
     }
@@ -87,7 +109,7 @@ impl Auth {
             // The scheme name is case-insensitive (RFC 9110, section 11.1).
             let token = v.to_str().ok().and_then(|v| v.split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim());
             let token = token.ok_or("the Authorization header must be `Bearer <token>`")?.to_string();
-            let find = |p: &sluice_auth::Principals, token: &str| p.by_token(token, now_ms()).map(|u| Principal { user: u.name.clone(), role: u.role });
+            let find = |p: &sluice_auth::Principals, token: &str| p.by_token(token, now_ms()).map(Principal::of);
             let found = match find(&self.store.cached(), &token) {
                 Some(p) => Some(p),
                 // A token the cached copy does not know may have been made a moment ago.
@@ -111,7 +133,7 @@ impl Auth {
         // The role is read per request, so a changed role or a removed user applies at once.
         let principals = self.store.cached();
         let u = principals.user(&user).ok_or("the logged-in user no longer exists")?;
-        Ok(Some((Principal { user: u.name.clone(), role: u.role }, Some(csrf))))
+        Ok(Some((Principal::of(u), Some(csrf))))
     }
 
     /// Starts a login session; returns (cookie secret, CSRF token).
@@ -195,6 +217,9 @@ async fn check(auth: &Arc<Auth>, mut req: Request, next: Next) -> (Response, Opt
             let message = format!("user {:?} has role {}; {what} needs permission {:?}, which role {} and above have", principal.user, principal.role, p.name(), p.least_role());
             return (refuse(StatusCode::FORBIDDEN, "forbidden", message, Some(p)), Some(principal.user));
         }
+        if let Some(r) = http_resource(req.uri().path()).filter(|r| !principal.limits.allows(*r)) {
+            return (refuse(StatusCode::FORBIDDEN, "forbidden", format!("{what}: {}", principal.limits.refusal(&principal.user, r)), Some(p)), Some(principal.user));
+        }
         let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         if let (true, Some(csrf)) = (unsafe_method, csrf) {
             let sent = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok());
@@ -203,6 +228,9 @@ async fn check(auth: &Arc<Auth>, mut req: Request, next: Next) -> (Response, Opt
                 return (refuse(StatusCode::FORBIDDEN, "csrf_failed", message, Some(p)), Some(principal.user));
             }
         }
+    }
+    if principal.limits.topics.is_some() {
+        req.extensions_mut().insert(sluice_gateway::http::TopicScope(Arc::new(principal.clone())));
     }
     req.extensions_mut().insert(principal);
     (next.run(req).await, None)
@@ -217,6 +245,7 @@ pub fn router(auth: Arc<Auth>) -> Router {
         .route("/v1/whoami", get(whoami))
         .route("/v1/users", get(list_users).post(add_user))
         .route("/v1/users/{name}", delete(remove_user))
+        .route("/v1/users/{name}/acl", put(set_acl))
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{id}", delete(revoke_token))
         .with_state(auth)
@@ -286,7 +315,7 @@ async fn logout(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
 async fn whoami(Extension(p): Extension<Principal>) -> Response {
     let permissions: Vec<&str> =
         [Permission::Read, Permission::Produce, Permission::Consume, Permission::Operate, Permission::Manage, Permission::Admin].into_iter().filter(|x| p.role.allows(*x)).map(Permission::name).collect();
-    Json(json!({"user": p.user, "role": p.role, "permissions": permissions})).into_response()
+    Json(json!({"user": p.user, "role": p.role, "permissions": permissions, "limits": p.limits})).into_response()
 }
 
 /// The client's address (`ip:port`), or `unknown`.
@@ -331,7 +360,7 @@ async fn change<T: Send + 'static>(
 
 async fn list_users(State(auth): State<Arc<Auth>>) -> Response {
     let p = auth.store.cached();
-    Json(json!({"users": p.users.iter().map(|u| json!({"name": u.name, "role": u.role, "password": u.password.is_some(), "created_ms": u.created_ms})).collect::<Vec<_>>()})).into_response()
+    Json(json!({"users": p.users.iter().map(|u| json!({"name": u.name, "role": u.role, "password": u.password.is_some(), "created_ms": u.created_ms, "limits": u.limits})).collect::<Vec<_>>()})).into_response()
 }
 
 #[derive(Deserialize)]
@@ -359,6 +388,24 @@ async fn remove_user(State(auth): State<Arc<Auth>>, Extension(by): Extension<Pri
         Ok(()) => {
             tracing::info!(user = %name, by = %by.user, "user removed");
             Json(json!({"removed": name})).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// Sets the topics and pipelines a user is limited to (`{"topics": [...], "pipelines":
+/// [...]}`; a missing or null list: every one).
+async fn set_acl(State(auth): State<Arc<Auth>>, Extension(by): Extension<Principal>, from: Source, Path(name): Path<String>, body: Result<Json<Limits>, axum::extract::rejection::JsonRejection>) -> Response {
+    let limits = match body {
+        Ok(Json(l)) => l,
+        Err(e) => return invalid(sluice_auth::AuthError::Invalid(e.body_text())),
+    };
+    let detail = serde_json::to_string(&limits).unwrap_or_default();
+    let (n, l) = (name.clone(), limits.clone());
+    match change(&auth, Change::new("user_acl", &name, &by.user, &from.0).with_detail(detail), move |p| p.set_limits(&n, l)).await {
+        Ok(()) => {
+            tracing::info!(user = %name, by = %by.user, ?limits, "user limits changed");
+            Json(json!({"user": name, "limits": limits})).into_response()
         }
         Err(r) => r,
     }

@@ -167,7 +167,10 @@ impl Server {
             .map_err(|e| ServerError::Job(e.to_string()))??
         };
         let (log, gateway, lake, sessions, audit) = opened;
-        let audit_task = audit::spawn_forwarder(audit.clone(), Arc::new(sluice_auth::AuthStore::new(&data)));
+        // One copy of the principals for the HTTP listener, the Kafka listener and the audit
+        // forwarder; the HTTP side's refresher keeps its in-memory copy current.
+        let auth_store = Arc::new(sluice_auth::AuthStore::new(&data));
+        let audit_task = audit::spawn_forwarder(audit.clone(), auth_store.clone());
         let live = Arc::new(LiveViews::new(sessions.clone()));
         let checkpoints = data.join("checkpoints");
         let connectors: Arc<dyn Connectors> = Arc::new(adapters::ServerConnectors { log: log.clone(), lake, gateway: gateway.clone(), staging: checkpoints.join("staging") });
@@ -238,8 +241,7 @@ impl Server {
         let (http_tls, kafka_tls) = (acceptor(&http_cert, &[b"http/1.1"])?, acceptor(&kafka_cert, &[])?);
         let login_throttle = Arc::new(sluice_auth::throttle::LoginThrottle::default());
         let kafka_sasl = if config.auth.enabled {
-            let store = Arc::new(sluice_auth::AuthStore::new(&data));
-            Some(Arc::new(sluice_auth::sasl::SaslServer::new(store).map_err(|e| ServerError::Auth(e.to_string()))?))
+            Some(Arc::new(sluice_auth::sasl::SaslServer::new(auth_store.clone()).map_err(|e| ServerError::Auth(e.to_string()))?))
         } else {
             None
         };
@@ -264,8 +266,10 @@ impl Server {
                 sasl: match &kafka_sasl {
                     Some(server) => {
                         let audit = audit.clone();
+                        let store = auth_store.clone();
                         Some(sluice_kafka::sasl::KafkaSasl {
                             server: server.clone(),
+                            principal: Box::new(move |user: &str| store.cached().user(user).map(|u| (u.role, u.limits.clone()))),
                             throttle: login_throttle.clone(),
                             on_login: Box::new(move |e: sluice_kafka::sasl::LoginEvent| {
                                 let (action, who) = match &e.failure {
@@ -318,7 +322,7 @@ impl Server {
         let mut auth = None;
         let mut auth_task = None;
         if config.auth.enabled {
-            let store = sluice_auth::AuthStore::new(&data);
+            let store = auth_store.clone();
             let created = tokio::task::spawn_blocking(move || auth::ensure_first_admin(&store).map(|pw| (pw, store))).await;
             let (password, store) = created.map_err(|e| ServerError::Auth(e.to_string()))?.map_err(|e| ServerError::Auth(e.to_string()))?;
             first_admin_password = password;

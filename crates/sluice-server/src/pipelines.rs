@@ -31,7 +31,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -41,6 +41,7 @@ use sluice_log::Log;
 use sluice_stream::engine::{Engine, PipelineView};
 use sluice_stream::functions::FunctionConfig;
 use sluice_stream::pipeline::{self, PipelineSpec, Planned, SpecError};
+use crate::auth::{limits_of, Principal};
 use sluice_stream::sql::Catalog;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
@@ -290,15 +291,23 @@ pub fn router(p: Arc<Pipelines>) -> Router {
         .with_state(p)
 }
 
-async fn list(State(p): State<Arc<Pipelines>>) -> Json<Value> {
-    Json(json!({"pipelines": p.list()}))
+/// Pipelines, less those the principal is not limited to.
+async fn list(State(p): State<Arc<Pipelines>>, who: Option<Extension<Principal>>) -> Json<Value> {
+    let limits = limits_of(&who);
+    let mut all = p.list();
+    all.retain(|v| v["name"].as_str().is_some_and(|n| limits.pipeline(n)));
+    Json(json!({"pipelines": all}))
 }
 
-async fn create(State(p): State<Arc<Pipelines>>, body: Result<Json<Value>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn create(State(p): State<Arc<Pipelines>>, who: Option<Extension<Principal>>, body: Result<Json<Value>, axum::extract::rejection::JsonRejection>) -> Response {
     let spec = match body.map_err(|e| e.body_text()).and_then(|Json(b)| spec_from(b)) {
         Ok(s) => s,
         Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "invalid_request", "message": e}}))).into_response(),
     };
+    if let Some(Extension(who)) = who.filter(|Extension(w)| !w.limits.pipeline(&spec.name)) {
+        let message = who.limits.refusal(&who.user, sluice_auth::Resource::Pipeline(&spec.name));
+        return (StatusCode::FORBIDDEN, Json(json!({"error": {"code": "forbidden", "message": message}}))).into_response();
+    }
     match tokio::task::spawn_blocking(move || p.create(spec)).await {
         Ok(Ok(v)) => (StatusCode::CREATED, Json(v)).into_response(),
         Ok(Err(e)) => e.response(),

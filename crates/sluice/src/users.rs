@@ -66,6 +66,36 @@ enum UsersCommand {
     Role { name: String, role: Role },
     /// Remove a user and every token of theirs.
     Remove { name: String },
+    /// Limit a user's role to certain topics and pipelines (Kafka-style ACLs), or show the
+    /// limits. A pattern is a name, or a prefix ending in `*` (`team-a.*`). Each list given
+    /// replaces that list; a list not given stays as it is.
+    Acl {
+        name: String,
+        /// A topic (or topic prefix) the user may use. Repeat for more; `--topic ''`
+        /// alone: no topic at all.
+        #[arg(long = "topic", value_name = "PATTERN")]
+        topics: Vec<String>,
+        /// A pipeline (or prefix) the user may see and run. Repeat for more.
+        #[arg(long = "pipeline", value_name = "PATTERN")]
+        pipelines: Vec<String>,
+        /// Remove every limit: the role applies to every topic and pipeline again.
+        #[arg(long, conflicts_with_all = ["topics", "pipelines"])]
+        clear: bool,
+    },
+}
+
+/// Patterns from the command line (`''` alone: an empty list, so nothing matches).
+fn patterns(given: &[String]) -> anyhow::Result<Vec<sluice_auth::Pattern>> {
+    given.iter().filter(|g| !g.is_empty()).map(|g| g.parse::<sluice_auth::Pattern>().map_err(|e| anyhow::anyhow!("{e}"))).collect()
+}
+
+fn limits_text(l: &sluice_auth::Limits) -> String {
+    let list = |ps: &Option<Vec<sluice_auth::Pattern>>| match ps {
+        None => "every one".to_string(),
+        Some(ps) if ps.is_empty() => "none".to_string(),
+        Some(ps) => ps.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+    };
+    format!("topics: {}; pipelines: {}", list(&l.topics), list(&l.pipelines))
 }
 
 #[derive(Args)]
@@ -129,9 +159,10 @@ pub fn run_users(args: UsersArgs) -> anyhow::Result<()> {
         }
         UsersCommand::List => {
             let p = store.current()?;
-            println!("{:<24} {:<9} {:<9} created", "name", "role", "password");
+            println!("{:<24} {:<9} {:<9} {:<20} limits", "name", "role", "password", "created");
             for u in &p.users {
-                println!("{:<24} {:<9} {:<9} {}", u.name, u.role.name(), if u.password.is_some() { "yes" } else { "no" }, ms_text(Some(u.created_ms)));
+                let limits = if u.limits.is_unlimited() { "-".to_string() } else { limits_text(&u.limits) };
+                println!("{:<24} {:<9} {:<9} {:<20} {limits}", u.name, u.role.name(), if u.password.is_some() { "yes" } else { "no" }, ms_text(Some(u.created_ms)));
             }
         }
         UsersCommand::Passwd { name, password_stdin } => {
@@ -140,12 +171,31 @@ pub fn run_users(args: UsersArgs) -> anyhow::Result<()> {
             println!("changed the password of {name}");
         }
         UsersCommand::Role { name, role } => {
-            store.update(local("user_role", &name), |p| p.set_role(&name, role))?;
+            store.update(local("user_role", &name).with_detail(role.name()), |p| p.set_role(&name, role))?;
             println!("{name} is now {role}");
         }
         UsersCommand::Remove { name } => {
             store.update(local("user_remove", &name), |p| p.remove_user(&name))?;
             println!("removed user {name} and their tokens");
+        }
+        UsersCommand::Acl { name, topics, pipelines, clear } => {
+            let current = store.current()?;
+            let user = current.user(&name).ok_or_else(|| anyhow::anyhow!("no user {name:?} (see `sluice users list`)"))?;
+            if !clear && topics.is_empty() && pipelines.is_empty() {
+                println!("{name} ({}): {}", user.role, limits_text(&user.limits));
+                return Ok(());
+            }
+            let mut limits = if clear { sluice_auth::Limits::default() } else { user.limits.clone() };
+            if !topics.is_empty() {
+                limits.topics = Some(patterns(&topics)?);
+            }
+            if !pipelines.is_empty() {
+                limits.pipelines = Some(patterns(&pipelines)?);
+            }
+            let detail = serde_json::to_string(&limits)?;
+            let text = limits_text(&limits);
+            store.update(local("user_acl", &name).with_detail(detail), |p| p.set_limits(&name, limits))?;
+            println!("{name} is now limited to {text}");
         }
     }
     Ok(())

@@ -18,6 +18,52 @@ use kafka_protocol::messages::*;
 use sluice_auth::Permission;
 
 use super::code;
+use crate::KafkaServer;
+
+/// The topics a request names, to check against a principal's limits
+/// ([`sluice_auth::Limits`]). Metadata is not refused but filtered ([`metadata_within`]).
+pub fn topics(request: &RequestKind) -> Vec<&str> {
+    fn configs(types_names: Vec<(i8, &str)>) -> Vec<&str> {
+        // Resource type 2 is a topic (the Kafka protocol guide, DescribeConfigs).
+        types_names.into_iter().filter(|(ty, _)| *ty == 2).map(|(_, n)| n).collect()
+    }
+    match request {
+        RequestKind::Produce(r) => r.topic_data.iter().map(|t| t.name.0.as_str()).collect(),
+        RequestKind::Fetch(r) => r.topics.iter().map(|t| t.topic.0.as_str()).collect(),
+        RequestKind::ListOffsets(r) => r.topics.iter().map(|t| t.name.0.as_str()).collect(),
+        RequestKind::OffsetCommit(r) => r.topics.iter().map(|t| t.name.0.as_str()).collect(),
+        RequestKind::OffsetFetch(r) => {
+            let old = r.topics.iter().flatten().map(|t| t.name.0.as_str());
+            old.chain(r.groups.iter().flat_map(|g| g.topics.iter().flatten()).map(|t| t.name.0.as_str())).collect()
+        }
+        RequestKind::CreateTopics(r) => r.topics.iter().map(|t| t.name.0.as_str()).collect(),
+        RequestKind::DeleteTopics(r) => r.topic_names.iter().map(|t| t.0.as_str()).chain(r.topics.iter().filter_map(|t| t.name.as_ref()).map(|t| t.0.as_str())).collect(),
+        RequestKind::CreatePartitions(r) => r.topics.iter().map(|t| t.name.0.as_str()).collect(),
+        RequestKind::DescribeConfigs(r) => configs(r.resources.iter().map(|x| (x.resource_type, x.resource_name.as_str())).collect()),
+        RequestKind::AlterConfigs(r) => configs(r.resources.iter().map(|x| (x.resource_type, x.resource_name.as_str())).collect()),
+        RequestKind::IncrementalAlterConfigs(r) => configs(r.resources.iter().map(|x| (x.resource_type, x.resource_name.as_str())).collect()),
+        _ => Vec::new(),
+    }
+}
+
+/// A Metadata answer for a principal limited to some topics: topics outside the limits are
+/// left out of a request for every topic, and get TOPIC_AUTHORIZATION_FAILED when the
+/// request names them (and are not auto-created), as Kafka answers a principal that may
+/// not describe a topic.
+pub fn metadata_within(server: &KafkaServer, mut r: MetadataRequest, limits: &sluice_auth::Limits) -> MetadataResponse {
+    let mut refused = Vec::new();
+    if let Some(ts) = r.topics.as_mut() {
+        let (ok, bad): (Vec<_>, Vec<_>) = std::mem::take(ts).into_iter().partition(|t| t.name.as_ref().is_none_or(|n| limits.topic(n.0.as_str())));
+        *ts = ok;
+        refused = bad.into_iter().filter_map(|t| t.name).collect();
+    }
+    let mut resp = super::data::metadata(server, r);
+    resp.topics.retain(|t| t.name.as_ref().is_some_and(|n| limits.topic(n.0.as_str())));
+    for name in refused {
+        resp.topics.push(metadata_response::MetadataResponseTopic::default().with_name(Some(name)).with_error_code(code(ResponseError::TopicAuthorizationFailed)));
+    }
+    resp
+}
 
 /// The permission a request needs.
 pub fn needed(request: &RequestKind) -> Permission {
@@ -131,6 +177,21 @@ pub fn refusal(request: &RequestKind) -> Option<ResponseKind> {
 mod tests {
     use super::*;
     use sluice_auth::Role;
+
+    #[test]
+    fn requests_name_their_topics() {
+        let name = super::super::topic_name;
+        let produce = RequestKind::Produce(ProduceRequest::default().with_topic_data(vec![produce_request::TopicProduceData::default().with_name(name("a"))]));
+        assert_eq!(topics(&produce), vec!["a"]);
+        let configs = RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
+            describe_configs_request::DescribeConfigsResource::default().with_resource_type(2).with_resource_name("t".into()),
+            describe_configs_request::DescribeConfigsResource::default().with_resource_type(4).with_resource_name("1".into()),
+        ]));
+        assert_eq!(topics(&configs), vec!["t"], "broker resources are not topics");
+        let delete = RequestKind::DeleteTopics(DeleteTopicsRequest::default().with_topic_names(vec![name("x")]).with_topics(vec![delete_topics_request::DeleteTopicState::default().with_name(Some(name("y")))]));
+        assert_eq!(topics(&delete), vec!["x", "y"]);
+        assert!(topics(&RequestKind::Metadata(MetadataRequest::default())).is_empty());
+    }
 
     #[test]
     fn roles_get_what_their_permission_allows() {

@@ -101,9 +101,9 @@ pub struct Caller {
     pub client_id: String,
     pub host: String,
     pub request_bytes: usize,
-    /// The authenticated principal's role; `None` when the listener has no authentication
-    /// (then every request is allowed).
-    pub role: Option<sluice_auth::Role>,
+    /// The authenticated principal's role and topic limits; `None` when the listener has no
+    /// authentication (then every request is allowed).
+    pub grant: Option<(sluice_auth::Role, sluice_auth::Limits)>,
 }
 
 /// A response body: ready now, or being finished on another task. `None` when no
@@ -125,19 +125,31 @@ fn join_error(e: tokio::task::JoinError) -> ConnectionError {
 /// `throttle_time_ms` set, and is then not read for that long (KIP-219).
 pub async fn handle(server: Arc<KafkaServer>, request: RequestKind, version: i16, caller: Caller) -> Result<(Reply, std::time::Duration), ConnectionError> {
     let none = std::time::Duration::ZERO;
-    if let Some(role) = caller.role {
+    let mut limits = None;
+    if let Some((role, l)) = &caller.grant {
         let need = authz::needed(&request);
-        if !role.allows(need) {
+        // A request naming a topic outside the principal's limits is refused whole.
+        let outside = l.topics.as_ref().and_then(|_| authz::topics(&request).into_iter().find(|t| !l.topic(t)).map(str::to_string));
+        if !role.allows(need) || outside.is_some() {
             if let Some(refused) = authz::refusal(&request) {
-                tracing::info!(client = %caller.client_id, %role, permission = %need, "kafka request refused: the role lacks the permission");
+                match &outside {
+                    Some(t) => tracing::info!(client = %caller.client_id, topic = %t, "kafka request refused: the topic is outside the principal's limits"),
+                    None => tracing::info!(client = %caller.client_id, %role, permission = %need, "kafka request refused: the role lacks the permission"),
+                }
                 metrics::counter!(sluice_core::telemetry::KAFKA_REFUSED_REQUESTS_TOTAL, "reason" => "authorization").increment(1);
                 let mut out = BytesMut::new();
                 refused.encode(&mut out, version).map_err(|e| ConnectionError::Decode(format!("encoding the response: {e}")))?;
                 return Ok((Reply::Ready(Some(out)), none));
             }
         }
+        limits = l.topics.is_some().then(|| l.clone());
     }
     match request {
+        RequestKind::Metadata(r) if limits.is_some() => {
+            let l = limits.unwrap_or_default();
+            let resp = tokio::task::spawn_blocking(move || authz::metadata_within(&server, r, &l)).await.map_err(join_error)?;
+            encode(&resp, version).map(|b| (Reply::Ready(Some(b)), none))
+        }
         RequestKind::JoinGroup(r) => encode(&groups::join(&server, r, version, caller.client_id, caller.host).await, version).map(|b| (Reply::Ready(Some(b)), none)),
         RequestKind::SyncGroup(r) => encode(&groups::sync(&server, r).await, version).map(|b| (Reply::Ready(Some(b)), none)),
         RequestKind::Produce(r) => {

@@ -174,13 +174,15 @@ async fn every_api_answers_at_every_served_version() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path());
     let mut checked = 0;
-    // Without authentication, and as a viewer (whose refusals must encode at every version too).
-    for role in [None, Some(sluice_auth::Role::Viewer)] {
+    // Without authentication, as a viewer, and as an admin limited to topics that do not
+    // exist (refusals, and the filtered Metadata, must encode at every version too).
+    let limited = sluice_auth::Limits { topics: Some(vec!["nothing-*".parse().unwrap()]), pipelines: None };
+    for role in [None, Some((sluice_auth::Role::Viewer, Default::default())), Some((sluice_auth::Role::Admin, limited))] {
     for (round, &(key, _, _)) in APIS.iter().enumerate() {
         let (lo, hi) = supported(key).unwrap();
         for version in lo..=hi {
             for request in requests(key, version, round) {
-                let caller = Caller { client_id: "test".into(), host: "/127.0.0.1".into(), request_bytes: 0, role };
+                let caller = Caller { client_id: "test".into(), host: "/127.0.0.1".into(), request_bytes: 0, grant: role.clone() };
                 let reply = handle(server.clone(), request, version, caller).await.map(|(r, _)| r);
                 let body = match reply {
                     Ok(Reply::Ready(b)) => Ok(b),
@@ -210,7 +212,7 @@ async fn join_and_sync_succeed_at_every_served_version() {
         let protocols = vec![("range".to_string(), Bytes::from_static(b"m"))];
         let seed = JoinRequest { client_id: "c".into(), session_timeout_ms: 10_000, rebalance_timeout_ms: 10_000, protocol_type: "consumer".into(), protocols, ..Default::default() };
         let Join::Waiting { member_id } = server.with_group(&group, |g| g.join(seed, sluice_core::time::now_ms(), 0)) else { panic!("seed join") };
-        let caller = || Caller { client_id: "c".into(), host: "/127.0.0.1".into(), request_bytes: 0, role: None };
+        let caller = || Caller { client_id: "c".into(), host: "/127.0.0.1".into(), request_bytes: 0, grant: None };
         if version <= jhi {
             let join = JoinGroupRequest::default()
                 .with_group_id(GroupId(s(&group)))
