@@ -76,5 +76,21 @@ def test_a_limited_user_sees_and_uses_only_its_topics_and_pipelines(tmp_path):
         details = [json.loads(e["detail"]) for e in events]
         assert {"topics": ["team-c.*"], "pipelines": ["heart_*"]} in details and {"pipelines": ["nothing"]} in details, details
         assert call(s, tia, "PUT", "/v1/users/tia/acl", {}).status_code == 403, "only admins change limits"
+
+        # Deletions over Kafka are audited, refused ones too, with the user and address.
+        a = AdminClient(conf(s, "tia"))
+        try:
+            a.delete_topics([other])[other].result(15)
+            raise AssertionError("an operator deleted a topic")
+        except Exception as e:
+            assert e.args[0].name() == "TOPIC_AUTHORIZATION_FAILED", e
+        cli(s, "users", "add", "ada", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n")
+        ada = AdminClient(conf(s, "ada"))  # kept: a destroyed client fails its futures
+        ada.delete_topics([other])[other].result(15)
+        deleted = lambda e: e["action"] == "topic_delete" and e["target"] == other
+        events = [e for e in audit_events(s, admin, lambda e: deleted(e) and e["principal"] == "ada") if deleted(e)]
+        got = {(e["principal"], e["detail"]) for e in events}
+        assert got == {("tia", "kafka DeleteTopics: refused"), ("ada", "kafka DeleteTopics")}, events
+        assert all(e["source"] == "127.0.0.1" for e in events), events
     finally:
         s.stop()

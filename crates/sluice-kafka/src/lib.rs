@@ -69,6 +69,25 @@ pub struct KafkaOptions {
     /// TLS: every connection starts with a TLS handshake (`SSL`, or `SASL_SSL` with
     /// [`KafkaOptions::sasl`]); `None`: plain TCP.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Called for each topic or group a deleting or altering request names (for the audit
+    /// topic), after it is answered, refused ones too.
+    pub on_admin: Box<dyn Fn(AdminEvent) + Send + Sync>,
+}
+
+/// A deletion or alteration made (or refused) over the Kafka protocol.
+#[derive(Debug, Clone)]
+pub struct AdminEvent {
+    /// `topic_delete`, `topic_alter` (configs, partitions) or `group_delete`.
+    pub action: &'static str,
+    pub target: String,
+    /// The authenticated user; `None` without authentication.
+    pub user: Option<String>,
+    /// The client's address (`/ip`).
+    pub host: String,
+    /// The request's API name, as `DeleteTopics`.
+    pub api: &'static str,
+    /// Refused for lack of permission or outside the user's limits.
+    pub refused: bool,
 }
 
 /// Limits of the Kafka listener and the state clients create, so that no client can
@@ -441,6 +460,7 @@ impl KafkaServer {
                 let read_at = std::time::Instant::now();
                 let correlation_id = header.correlation_id;
                 let api = ApiKey::try_from(header.request_api_key).ok();
+                let user = auth.principal.as_ref().map(|(u, _)| u.clone());
                 let grant = match (&self.options.sasl, api) {
                     (None, _) | (Some(_), Some(ApiKey::ApiVersions)) => None,
                     (Some(sasl), Some(key @ (ApiKey::SaslHandshake | ApiKey::SaslAuthenticate))) => {
@@ -473,7 +493,7 @@ impl KafkaServer {
                         }
                     },
                 };
-                let (reply, header_version, mute) = self.clone().handle(header, buf, peer, request_bytes, grant).await?;
+                let (reply, header_version, mute) = self.clone().handle(header, buf, peer, request_bytes, grant.map(|g| (user.unwrap_or_default(), g))).await?;
                 if tx.send(Pending { correlation_id, header_version, reply, api, read_at, _memory: memory }).await.is_err() {
                     return Ok(()); // the writer stopped: its error is reported below
                 }
@@ -491,7 +511,7 @@ impl KafkaServer {
     }
 
     /// Decodes and starts one request; returns its reply and response header version.
-    async fn handle(self: Arc<Self>, header: RequestHeader, mut body: Bytes, peer: SocketAddr, request_bytes: usize, grant: Option<(sluice_auth::Role, sluice_auth::Limits)>) -> Result<(handlers::Reply, i16, std::time::Duration), ConnectionError> {
+    async fn handle(self: Arc<Self>, header: RequestHeader, mut body: Bytes, peer: SocketAddr, request_bytes: usize, grant: Option<(String, (sluice_auth::Role, sluice_auth::Limits))>) -> Result<(handlers::Reply, i16, std::time::Duration), ConnectionError> {
         let api_key = ApiKey::try_from(header.request_api_key).map_err(|_| ConnectionError::Decode(format!("unknown API key {}", header.request_api_key)))?;
         let version = header.request_api_version;
         let supported = handlers::supported(api_key);
@@ -503,7 +523,7 @@ impl KafkaServer {
         if body.has_remaining() {
             tracing::debug!(?api_key, version, left = body.remaining(), "request had trailing bytes");
         }
-        let caller = handlers::Caller { client_id: header.client_id.as_deref().unwrap_or("").to_string(), host: format!("/{}", peer.ip()), request_bytes, grant };
+        let caller = handlers::Caller { client_id: header.client_id.as_deref().unwrap_or("").to_string(), host: format!("/{}", peer.ip()), request_bytes, user: grant.as_ref().map(|(u, _)| u.clone()), grant: grant.map(|(_, g)| g) };
         let (reply, mute) = handlers::handle(self, request, version, caller).await?;
         Ok((reply, api_key.response_header_version(version), mute))
     }

@@ -263,6 +263,15 @@ impl Server {
                 record_check: { let gw = gateway.clone(); Box::new(move |t: &str| gw.record_check(t)) },
                 limits: config.kafka.limits(),
                 tls: kafka_tls,
+                on_admin: {
+                    let audit = audit.clone();
+                    Box::new(move |e: sluice_kafka::AdminEvent| {
+                        let mut event = audit::AuditEvent::new(e.action, e.user.as_deref().unwrap_or("anonymous"), e.host.trim_start_matches('/'), &e.target);
+                        event.detail = Some(format!("kafka {}{}", e.api, if e.refused { ": refused" } else { "" }));
+                        let audit = audit.clone();
+                        tokio::spawn(async move { audit.record(event).await });
+                    })
+                },
                 sasl: match &kafka_sasl {
                     Some(server) => {
                         let audit = audit.clone();

@@ -46,6 +46,20 @@ pub fn topics(request: &RequestKind) -> Vec<&str> {
     }
 }
 
+/// The audited action of a request (for the audit topic), its API's name, and its
+/// targets: deleting topics or groups, and altering topics (configs, partitions).
+pub fn audited(request: &RequestKind) -> Option<(&'static str, &'static str, Vec<String>)> {
+    let names = |v: Vec<&str>| v.into_iter().map(str::to_string).collect::<Vec<_>>();
+    Some(match request {
+        RequestKind::DeleteTopics(_) => ("topic_delete", "DeleteTopics", names(topics(request))),
+        RequestKind::CreatePartitions(_) => ("topic_alter", "CreatePartitions", names(topics(request))),
+        RequestKind::AlterConfigs(_) => ("topic_alter", "AlterConfigs", names(topics(request))),
+        RequestKind::IncrementalAlterConfigs(_) => ("topic_alter", "IncrementalAlterConfigs", names(topics(request))),
+        RequestKind::DeleteGroups(r) => ("group_delete", "DeleteGroups", r.groups_names.iter().map(|g| g.0.to_string()).collect()),
+        _ => return None,
+    })
+}
+
 /// A Metadata answer for a principal limited to some topics: topics outside the limits are
 /// left out of a request for every topic, and get TOPIC_AUTHORIZATION_FAILED when the
 /// request names them (and are not auto-created), as Kafka answers a principal that may

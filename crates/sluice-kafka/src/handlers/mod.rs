@@ -104,6 +104,9 @@ pub struct Caller {
     /// The authenticated principal's role and topic limits; `None` when the listener has no
     /// authentication (then every request is allowed).
     pub grant: Option<(sluice_auth::Role, sluice_auth::Limits)>,
+    /// The authenticated user (`None` without authentication): also the key of the byte-rate
+    /// quotas, which are per client id without it.
+    pub user: Option<String>,
 }
 
 /// A response body: ready now, or being finished on another task. `None` when no
@@ -124,6 +127,17 @@ fn join_error(e: tokio::task::JoinError) -> ConnectionError {
 /// a client over its produce or fetch byte-rate quota gets its response at once, with
 /// `throttle_time_ms` set, and is then not read for that long (KIP-219).
 pub async fn handle(server: Arc<KafkaServer>, request: RequestKind, version: i16, caller: Caller) -> Result<(Reply, std::time::Duration), ConnectionError> {
+    let Some((action, api, targets)) = authz::audited(&request) else { return dispatch(server, request, version, caller).await.map(|(r, m, _)| (r, m)) };
+    let (user, host) = (caller.user.clone(), caller.host.clone());
+    let (reply, mute, refused) = dispatch(server.clone(), request, version, caller).await?;
+    for target in targets {
+        (server.options.on_admin)(crate::AdminEvent { action, target, user: user.clone(), host: host.clone(), api, refused });
+    }
+    Ok((reply, mute))
+}
+
+/// [`handle`], and whether the request was refused for lack of permission.
+async fn dispatch(server: Arc<KafkaServer>, request: RequestKind, version: i16, caller: Caller) -> Result<(Reply, std::time::Duration, bool), ConnectionError> {
     let none = std::time::Duration::ZERO;
     let mut limits = None;
     if let Some((role, l)) = &caller.grant {
@@ -139,12 +153,12 @@ pub async fn handle(server: Arc<KafkaServer>, request: RequestKind, version: i16
                 metrics::counter!(sluice_core::telemetry::KAFKA_REFUSED_REQUESTS_TOTAL, "reason" => "authorization").increment(1);
                 let mut out = BytesMut::new();
                 refused.encode(&mut out, version).map_err(|e| ConnectionError::Decode(format!("encoding the response: {e}")))?;
-                return Ok((Reply::Ready(Some(out)), none));
+                return Ok((Reply::Ready(Some(out)), none, true));
             }
         }
         limits = l.topics.is_some().then(|| l.clone());
     }
-    match request {
+    let answered = match request {
         RequestKind::Metadata(r) if limits.is_some() => {
             let l = limits.unwrap_or_default();
             let resp = tokio::task::spawn_blocking(move || authz::metadata_within(&server, r, &l)).await.map_err(join_error)?;
@@ -154,7 +168,7 @@ pub async fn handle(server: Arc<KafkaServer>, request: RequestKind, version: i16
         RequestKind::SyncGroup(r) => encode(&groups::sync(&server, r).await, version).map(|b| (Reply::Ready(Some(b)), none)),
         RequestKind::Produce(r) => {
             let acks = r.acks;
-            let throttle = server.quota_use(Quota::Produce, &caller.client_id, caller.request_bytes as u64);
+            let throttle = server.quota_use(Quota::Produce, caller.user.as_deref().unwrap_or(&caller.client_id), caller.request_bytes as u64);
             let written = tokio::task::spawn_blocking(move || data::produce_write(&server, r)).await.map_err(join_error)?;
             let reply = Reply::Later(tokio::task::spawn_blocking(move || {
                 let mut resp = written.complete();
@@ -169,12 +183,13 @@ pub async fn handle(server: Arc<KafkaServer>, request: RequestKind, version: i16
         RequestKind::Fetch(r) => {
             let mut resp = data::fetch(server.clone(), r).await.map_err(join_error)?;
             let bytes: usize = resp.responses.iter().flat_map(|t| &t.partitions).map(|p| p.records.as_ref().map_or(0, |r| r.len())).sum();
-            let throttle = server.quota_use(Quota::Fetch, &caller.client_id, bytes as u64);
+            let throttle = server.quota_use(Quota::Fetch, caller.user.as_deref().unwrap_or(&caller.client_id), bytes as u64);
             resp.throttle_time_ms = throttle.as_millis().min(i32::MAX as u128) as i32;
             encode(&resp, version).map(|b| (Reply::Ready(Some(b)), throttle))
         }
         other => tokio::task::spawn_blocking(move || blocking(&server, other, version)).await.map_err(join_error)?.map(|b| (Reply::Ready(b), none)),
-    }
+    };
+    answered.map(|(reply, mute)| (reply, mute, false))
 }
 
 /// The byte-rate quotas of the Kafka listener.

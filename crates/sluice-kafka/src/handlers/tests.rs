@@ -17,6 +17,10 @@ fn s(v: &str) -> StrBytes {
 }
 
 fn server(dir: &std::path::Path) -> Arc<KafkaServer> {
+    server_with(dir, Box::new(|_| {}))
+}
+
+fn server_with(dir: &std::path::Path, on_admin: Box<dyn Fn(crate::AdminEvent) + Send + Sync>) -> Arc<KafkaServer> {
     let log = Arc::new(sluice_log::Log::open(dir, sluice_log::LogConfig::default()).unwrap());
     log.create_topic("t", 2).unwrap();
     let offsets = Arc::new(sluice_log::OffsetStore::open(&log).unwrap());
@@ -32,6 +36,7 @@ fn server(dir: &std::path::Path) -> Arc<KafkaServer> {
         limits: Default::default(),
         sasl: None,
         tls: None,
+        on_admin,
     };
     Arc::new(KafkaServer::new(log, offsets, options))
 }
@@ -182,7 +187,7 @@ async fn every_api_answers_at_every_served_version() {
         let (lo, hi) = supported(key).unwrap();
         for version in lo..=hi {
             for request in requests(key, version, round) {
-                let caller = Caller { client_id: "test".into(), host: "/127.0.0.1".into(), request_bytes: 0, grant: role.clone() };
+                let caller = Caller { client_id: "test".into(), host: "/127.0.0.1".into(), request_bytes: 0, grant: role.clone(), user: role.as_ref().map(|_| "u".to_string()) };
                 let reply = handle(server.clone(), request, version, caller).await.map(|(r, _)| r);
                 let body = match reply {
                     Ok(Reply::Ready(b)) => Ok(b),
@@ -212,7 +217,7 @@ async fn join_and_sync_succeed_at_every_served_version() {
         let protocols = vec![("range".to_string(), Bytes::from_static(b"m"))];
         let seed = JoinRequest { client_id: "c".into(), session_timeout_ms: 10_000, rebalance_timeout_ms: 10_000, protocol_type: "consumer".into(), protocols, ..Default::default() };
         let Join::Waiting { member_id } = server.with_group(&group, |g| g.join(seed, sluice_core::time::now_ms(), 0)) else { panic!("seed join") };
-        let caller = || Caller { client_id: "c".into(), host: "/127.0.0.1".into(), request_bytes: 0, grant: None };
+        let caller = || Caller { client_id: "c".into(), host: "/127.0.0.1".into(), request_bytes: 0, grant: None, user: None };
         if version <= jhi {
             let join = JoinGroupRequest::default()
                 .with_group_id(GroupId(s(&group)))
@@ -264,4 +269,22 @@ fn oversized_batch_reads_each_batch_length_and_never_panics() {
     assert_eq!(oversized_batch(&forged, 1_048_588), Some(i32::MAX as usize + 12));
     forged[8..12].copy_from_slice(&(-5i32).to_be_bytes());
     assert_eq!(oversized_batch(&forged, 1_048_588), None);
+}
+
+#[tokio::test]
+async fn deletions_are_reported_for_the_audit_refused_ones_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let server = server_with(dir.path(), Box::new(move |e| sink.lock().unwrap().push((e.action, e.target, e.user, e.api, e.refused))));
+    let delete = || RequestKind::DeleteTopics(DeleteTopicsRequest::default().with_topic_names(vec![super::topic_name("t")]));
+    for (role, user) in [(sluice_auth::Role::Viewer, "vic"), (sluice_auth::Role::Admin, "ada")] {
+        let caller = Caller { client_id: "c".into(), host: "/127.0.0.1".into(), request_bytes: 0, grant: Some((role, Default::default())), user: Some(user.into()) };
+        handle(server.clone(), delete(), 4, caller).await.unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, vec![
+        ("topic_delete", "t".to_string(), Some("vic".to_string()), "DeleteTopics", true),
+        ("topic_delete", "t".to_string(), Some("ada".to_string()), "DeleteTopics", false),
+    ]);
 }

@@ -22,6 +22,7 @@ pub async fn spawn_server(log: Arc<Log>, limits: ListenerLimits) -> (Arc<KafkaSe
         limits,
         sasl: None,
         tls: None,
+        on_admin: Box::new(|_| {}),
     };
     let server = Arc::new(KafkaServer::new(log, offsets, options));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
