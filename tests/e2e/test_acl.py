@@ -77,6 +77,13 @@ def test_a_limited_user_sees_and_uses_only_its_topics_and_pipelines(tmp_path):
         assert {"topics": ["team-c.*"], "pipelines": ["heart_*"]} in details and {"pipelines": ["nothing"]} in details, details
         assert call(s, tia, "PUT", "/v1/users/tia/acl", {}).status_code == 403, "only admins change limits"
 
+        # A limited admin cannot route a topic outside its limits through a pipeline.
+        lim = token_for(s, "lim", "admin")
+        cli(s, "users", "acl", "lim", "--topic", "team-a.*")
+        r = call(s, lim, "POST", "/v1/pipelines", {"name": "sneaky", "sql": f'SELECT * FROM "{TOPIC}" WHERE heartbeat > 100'})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden" and TOPIC in r.json()["error"]["message"], r.text
+        assert "sneaky" not in [p["name"] for p in call(s, admin, "GET", "/v1/pipelines").json()["pipelines"]]
+
         # Deletions over Kafka are audited, refused ones too, with the user and address.
         a = AdminClient(conf(s, "tia"))
         try:

@@ -63,6 +63,9 @@ pub enum PipelineError {
     Disabled,
     #[error("{0}")]
     Failed(String),
+    /// The principal's limits do not include a topic the pipeline reads or writes.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl PipelineError {
@@ -75,6 +78,7 @@ impl PipelineError {
             PipelineError::Configured(_) => (StatusCode::CONFLICT, "pipeline_in_config"),
             PipelineError::Disabled => (StatusCode::SERVICE_UNAVAILABLE, "pipelines_disabled"),
             PipelineError::Failed(_) => (StatusCode::SERVICE_UNAVAILABLE, "pipeline_failed"),
+            PipelineError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
         };
         let mut err = json!({"code": code, "message": self.to_string()});
         if let PipelineError::Spec(SpecError::Sql(e)) = self {
@@ -144,6 +148,13 @@ impl Pipelines {
 
     /// Creates, persists and starts a pipeline.
     pub fn create(&self, spec: PipelineSpec) -> Result<Value, PipelineError> {
+        self.create_as(spec, None)
+    }
+
+    /// [`Pipelines::create`] for a user limited to certain topics (`(user, limits)`): the
+    /// pipeline's source topic and output topics must all be within the limits, so that a
+    /// pipeline cannot read or write a topic its creator may not.
+    pub fn create_as(&self, spec: PipelineSpec, by: Option<(&str, &sluice_auth::Limits)>) -> Result<Value, PipelineError> {
         let _g = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let engine = self.engine()?;
         let broken = self.broken.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&spec.name);
@@ -151,6 +162,12 @@ impl Pipelines {
             return Err(PipelineError::Exists(spec.name));
         }
         let planned = Self::plan(&self.gateway, &self.functions, &spec)?;
+        if let Some((user, limits)) = by {
+            let topics = std::iter::once(planned.plan.source.clone()).chain(spec.stream_names());
+            if let Some(t) = topics.into_iter().find(|t| !limits.topic(t)) {
+                return Err(PipelineError::Forbidden(limits.refusal(user, sluice_auth::Resource::Topic(&t))));
+            }
+        }
         for name in spec.stream_names() {
             if self.gateway.is_configured(&name) || self.gateway.writer_of(&name).is_some_and(|w| w != spec.name) {
                 return Err(PipelineError::Spec(SpecError::Invalid { name: spec.name.clone(), reason: format!("its output topic {name:?} is another topic's name") }));
@@ -304,11 +321,12 @@ async fn create(State(p): State<Arc<Pipelines>>, who: Option<Extension<Principal
         Ok(s) => s,
         Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "invalid_request", "message": e}}))).into_response(),
     };
-    if let Some(Extension(who)) = who.filter(|Extension(w)| !w.limits.pipeline(&spec.name)) {
-        let message = who.limits.refusal(&who.user, sluice_auth::Resource::Pipeline(&spec.name));
+    if let Some(Extension(w)) = who.as_ref().filter(|Extension(w)| !w.limits.pipeline(&spec.name)) {
+        let message = w.limits.refusal(&w.user, sluice_auth::Resource::Pipeline(&spec.name));
         return (StatusCode::FORBIDDEN, Json(json!({"error": {"code": "forbidden", "message": message}}))).into_response();
     }
-    match tokio::task::spawn_blocking(move || p.create(spec)).await {
+    let by = who.map(|Extension(w)| (w.user, w.limits)).filter(|(_, l)| !l.is_unlimited());
+    match tokio::task::spawn_blocking(move || p.create_as(spec, by.as_ref().map(|(u, l)| (u.as_str(), l)))).await {
         Ok(Ok(v)) => (StatusCode::CREATED, Json(v)).into_response(),
         Ok(Err(e)) => e.response(),
         Err(e) => PipelineError::Failed(e.to_string()).response(),
