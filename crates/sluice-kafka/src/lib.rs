@@ -460,7 +460,6 @@ impl KafkaServer {
                 let read_at = std::time::Instant::now();
                 let correlation_id = header.correlation_id;
                 let api = ApiKey::try_from(header.request_api_key).ok();
-                let user = auth.principal.as_ref().map(|(u, _)| u.clone());
                 let grant = match (&self.options.sasl, api) {
                     (None, _) | (Some(_), Some(ApiKey::ApiVersions)) => None,
                     (Some(sasl), Some(key @ (ApiKey::SaslHandshake | ApiKey::SaslAuthenticate))) => {
@@ -493,7 +492,8 @@ impl KafkaServer {
                         }
                     },
                 };
-                let (reply, header_version, mute) = self.clone().handle(header, buf, peer, request_bytes, grant.map(|g| (user.unwrap_or_default(), g))).await?;
+                let user = grant.as_ref().and_then(|_| auth.principal.as_ref()).map(|(u, _)| u.clone());
+                let (reply, header_version, mute) = self.clone().handle(header, buf, peer, request_bytes, user, grant).await?;
                 if tx.send(Pending { correlation_id, header_version, reply, api, read_at, _memory: memory }).await.is_err() {
                     return Ok(()); // the writer stopped: its error is reported below
                 }
@@ -511,7 +511,7 @@ impl KafkaServer {
     }
 
     /// Decodes and starts one request; returns its reply and response header version.
-    async fn handle(self: Arc<Self>, header: RequestHeader, mut body: Bytes, peer: SocketAddr, request_bytes: usize, grant: Option<(String, (sluice_auth::Role, sluice_auth::Limits))>) -> Result<(handlers::Reply, i16, std::time::Duration), ConnectionError> {
+    async fn handle(self: Arc<Self>, header: RequestHeader, mut body: Bytes, peer: SocketAddr, request_bytes: usize, user: Option<String>, grant: Option<(sluice_auth::Role, sluice_auth::Limits)>) -> Result<(handlers::Reply, i16, std::time::Duration), ConnectionError> {
         let api_key = ApiKey::try_from(header.request_api_key).map_err(|_| ConnectionError::Decode(format!("unknown API key {}", header.request_api_key)))?;
         let version = header.request_api_version;
         let supported = handlers::supported(api_key);
@@ -523,7 +523,7 @@ impl KafkaServer {
         if body.has_remaining() {
             tracing::debug!(?api_key, version, left = body.remaining(), "request had trailing bytes");
         }
-        let caller = handlers::Caller { client_id: header.client_id.as_deref().unwrap_or("").to_string(), host: format!("/{}", peer.ip()), request_bytes, user: grant.as_ref().map(|(u, _)| u.clone()), grant: grant.map(|(_, g)| g) };
+        let caller = handlers::Caller { client_id: header.client_id.as_deref().unwrap_or("").to_string(), host: format!("/{}", peer.ip()), request_bytes, user, grant };
         let (reply, mute) = handlers::handle(self, request, version, caller).await?;
         Ok((reply, api_key.response_header_version(version), mute))
     }

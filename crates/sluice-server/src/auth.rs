@@ -258,7 +258,7 @@ struct LoginBody {
 }
 
 async fn login(State(auth): State<Arc<Auth>>, from: Source, Json(b): Json<LoginBody>) -> Response {
-    let ip = from.0.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
+    let ip = from.1;
     if let Some(Err(wait_ms)) = ip.map(|ip| auth.throttle.check(ip, now_ms())) {
         metrics::counter!(t::AUTH_LOGINS_TOTAL, "result" => "locked_out").increment(1);
         let secs = (wait_ms + 999) / 1000;
@@ -318,13 +318,15 @@ async fn whoami(Extension(p): Extension<Principal>) -> Response {
     Json(json!({"user": p.user, "role": p.role, "permissions": permissions, "limits": p.limits})).into_response()
 }
 
-/// The client's address (`ip:port`), or `unknown`.
-pub struct Source(pub String);
+/// The client's address as text (`ip:port`, or `unknown`), and its IP when known (for the
+/// failed-login throttle).
+pub struct Source(pub String, pub Option<std::net::IpAddr>);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Source {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Source, Self::Rejection> {
-        Ok(Source(source_of(&parts.extensions)))
+        let ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        Ok(Source(source_of(&parts.extensions), ip))
     }
 }
 
