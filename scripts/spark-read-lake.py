@@ -1,7 +1,10 @@
 """Reads sluice's lake with Apache Spark, without sluice: a manual check, kept out of CI
-because pyspark is large (it needs Java 17).
+because pyspark is large (it needs Java 17). With the `delta-spark` package, Spark reads
+the tables as Delta (`spark.read.format("delta")`); without it (as here, where Maven is out
+of reach), it reads exactly the Parquet files the Delta log names, listed by the
+`deltalake` package, with `date` from the Hive-style folders.
 
-    python3 -m venv /tmp/spark && /tmp/spark/bin/pip install pyspark==4.3.0
+    python3 -m venv /tmp/spark && /tmp/spark/bin/pip install pyspark==4.3.0 deltalake
     cargo run --release -- demo --exit
     /tmp/spark/bin/python scripts/spark-read-lake.py sluice-data/lake
 """
@@ -13,8 +16,16 @@ lake = sys.argv[1] if len(sys.argv) > 1 else "sluice-data/lake"
 spark = (SparkSession.builder.master("local[2]").config("spark.sql.shuffle.partitions", "2")
          .config("spark.ui.enabled", "false").getOrCreate())
 spark.sparkContext.setLogLevel("ERROR")
-raw = spark.read.parquet(f"{lake}/heartbeat_raw")
-sessions = spark.read.parquet(f"{lake}/heart_rate")
+from deltalake import DeltaTable
+
+
+def read(table):
+    files = DeltaTable(f"{lake}/{table}").file_uris()
+    return spark.read.option("basePath", f"{lake}/{table}").parquet(*files)
+
+
+raw = read("heartbeat_raw")
+sessions = read("heart_rate")
 raw.printSchema()
 sessions.printSchema()
 print("raw rows", raw.count(), "sessions", sessions.count())

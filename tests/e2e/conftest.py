@@ -15,6 +15,21 @@ DATA = ROOT / "examples" / "data"
 TOPIC = "heartbeat-raw-topic"
 
 
+def lake_table(data_dir, name):
+    """A lake table as a pyarrow Table, read through its Delta log by the `deltalake` package
+    (only committed files; `date` is the partition column). Empty list-like if absent."""
+    from deltalake import DeltaTable
+    path = Path(data_dir) / "lake" / name
+    if not (path / "_delta_log").is_dir():
+        return None
+    return DeltaTable(str(path)).to_pyarrow_table()
+
+
+def lake_rows(data_dir, name):
+    t = lake_table(data_dir, name)
+    return [] if t is None else t.to_pylist()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 import reference
-from conftest import DATA, TOPIC, Sluice
+from conftest import DATA, TOPIC, Sluice, lake_table
 
 PLAYERS = {
     "run": DATA / "20210119_run_garmin_fenix6.tcx",
@@ -77,12 +77,12 @@ def check_exactly_once(server, per_player):
         got = reference.api_sessions_as_ms(server.sessions(player)["closed"])
         assert got == want, f"{player}: sessions differ from the reference (lost or double-counted readings)"
         assert server.sessions(player)["open"] == []
-    raw = str(server.data_dir / "lake" / "heartbeat_raw" / "**" / "*.parquet")
     con = duckdb.connect()
+    con.register("raw", lake_table(server.data_dir, "heartbeat_raw"))
     rows, distinct_pos = con.execute(
-        f"SELECT count(*), count(DISTINCT (\"partition\", \"offset\")) FROM read_parquet('{raw}', hive_partitioning = true)").fetchone()
+        "SELECT count(*), count(DISTINCT (\"partition\", \"offset\")) FROM raw").fetchone()
     assert rows == distinct_pos, "a log position was written to the raw table twice"
-    stored = set(con.execute(f"SELECT player_id, epoch_ms(created_at) FROM read_parquet('{raw}', hive_partitioning = true)").fetchall())
+    stored = set(con.execute("SELECT player_id, epoch_ms(created_at) FROM raw").fetchall())
     for player, r in per_player.items():
         missing = [t for t, _ in r if (player, t) not in stored]
         assert not missing, f"{player}: {len(missing)} acknowledged readings are not in the raw table"

@@ -11,10 +11,9 @@ import shutil
 import threading
 import time
 
-import pyarrow.dataset as ds
 import requests
 
-from conftest import TOPIC, Sluice
+from conftest import TOPIC, Sluice, lake_rows
 
 BASE = 1_700_000_040_000
 PLAYERS = [f"crash-{i:02d}" for i in range(20)]
@@ -67,7 +66,7 @@ class Producer(threading.Thread):
 def tables(s):
     out = {}
     for name, key in TABLES.items():
-        rows = ds.dataset(s.data_dir / "lake" / name, format="parquet", partitioning="hive").to_table().to_pylist()
+        rows = lake_rows(s.data_dir, name)
         for r in rows:
             r.pop("date", None)
         out[name] = sorted(rows, key=lambda r: tuple(str(r[k]) for k in key) + (str(sorted(r.items())),))

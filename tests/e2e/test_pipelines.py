@@ -7,11 +7,10 @@ import threading
 import time
 from collections import defaultdict
 
-import pyarrow.dataset as ds
 import requests
 from kafka import KafkaConsumer
 
-from conftest import TOPIC, Sluice
+from conftest import TOPIC, Sluice, lake_rows
 
 BASE = 1_700_000_040_000  # a minute boundary (epoch ms)
 
@@ -42,10 +41,7 @@ def drain(s, name):
 
 
 def table(s, name):
-    path = s.data_dir / "lake" / name
-    if not path.exists():
-        return []
-    return ds.dataset(path, format="parquet", partitioning="hive").to_table().to_pylist()
+    return lake_rows(s.data_dir, name)
 
 
 def ms(t):

@@ -1,9 +1,8 @@
 """The heart-rate job against an independent reference on the real recordings, through
 the real path: `sluice replay` → WebSocket → log → job → lake and /v1/sessions."""
-import pyarrow.dataset as ds
 
 import reference
-from conftest import DATA
+from conftest import DATA, lake_rows
 
 FILES = [
     "20210119_run_garmin_fenix6.tcx",
@@ -32,7 +31,7 @@ def test_sessions_match_the_reference_on_every_real_recording(sluice):
     assert r.returncode == 0, r.stderr
     assert "0 rejected" in r.stdout
     sluice.drain()
-    lake = ds.dataset(sluice.data_dir / "lake" / "heart_rate", format="parquet", partitioning="hive").to_table().to_pylist()
+    lake = lake_rows(sluice.data_dir, "heart_rate")
     for path in paths:
         player = path.stem
         want = reference.sessions(reference.read(path))

@@ -112,6 +112,7 @@ pub fn http_access(method: &str, path: &str) -> Access {
         (["metrics"], true) | (["v1", "whoami"], true) => Needs(Read),
         (["v1", "sessions"] | ["v1", "sessions", "stream"], true) => Needs(Read),
         (["v1", "query"], _) => Needs(Read),
+        (["v1", "tables"] | ["v1", "tables", _] | ["v1", "tables", _, "history"], true) => Needs(Read),
         (["v1", "topics"] | ["v1", "topics", _] | ["v1", "topics", _, "schema"], true) => Needs(Read),
         (["v1", "topics", _, "records"], false) | (["v1", "topics", _, "ws"], true) => Needs(Produce),
         // Internal topics (`__audit`, `__consumer_offsets`) are for admins to read.

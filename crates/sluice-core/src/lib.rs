@@ -23,10 +23,16 @@ pub mod time;
 /// An error and its sources, joined with ": " (for logs and API messages).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
+    let mut last = s.clone();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        // Some errors (DataFusion's) print their source in their own message too.
+        let text = c.to_string();
+        if !last.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        last = text;
         cur = c.source();
     }
     s

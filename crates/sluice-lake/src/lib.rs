@@ -1,34 +1,34 @@
-//! sluice-lake: pipeline output as typed Parquet tables, readable without sluice by
-//! pyarrow, DuckDB, Spark, pandas or Polars.
+//! sluice-lake: pipeline output as Delta Lake tables, readable without sluice by Spark,
+//! DuckDB, pyarrow, pandas, Polars and the `deltalake` package, and queryable with SQL.
 //!
-//! Every pipeline writes a table named after it. Layout (Hive-style `date=` partitions, by
-//! the UTC date of the table's first timestamp column, else of the commit):
+//! Every pipeline output writes a table named after it, `<root>/<table>/`, a Delta table
+//! partitioned by `date` (the UTC date of the table's first timestamp column, else of the
+//! commit). See [`delta`] for the layout and the commit protocol, [`query`] for SQL.
 //!
-//! ```text
-//! <root>/<table>/date=YYYY-MM-DD/part-<checkpoint id, 20 digits>.parquet
-//! <root>/_staging/<table>/<checkpoint id>/date=.../part-....parquet   (not yet committed)
-//! ```
-//!
-//! Files are written into `_staging` (ignored by readers: Spark, pyarrow and DuckDB's hive
-//! readers skip `_`-prefixed paths when reading a table directory), fsync'd, and moved into
-//! their table only after the checkpoint that produced them is committed (see
-//! `sluice_stream::checkpoint`). A table directory therefore only ever holds committed
-//! output, each file written once: the per-checkpoint file list is what a transaction log
-//! (Delta Lake) records, which keeps a later move to Delta simple.
+//! Exactly-once: at a checkpoint barrier, a sink writes the checkpoint's rows as Parquet
+//! data files that no Delta commit names yet ([`Lake::stage_table`]); the handles (their
+//! `add` actions) go into the checkpoint manifest. Once the checkpoint is committed, one
+//! Delta commit adds them with a `txn` action (`appId` `sluice/<pipeline>`, `version` the
+//! checkpoint id) ([`Lake::publish`]). After a crash, the latest checkpoint is published
+//! again; the `txn` makes a commit that already happened a no-op.
 //!
 //! Types: as the pipeline produced them, except timestamps, which are stored as
-//! microseconds, UTC (Parquet `TIMESTAMP(isAdjustedToUTC=true, MICROS)`), which Spark,
-//! DuckDB and pandas all read as instants. Compression: snappy.
+//! microseconds, UTC (Parquet `TIMESTAMP(isAdjustedToUTC=true, MICROS)`, Delta
+//! `timestamp`). Compression: snappy.
 
+pub mod delta;
+pub mod format;
+pub mod maintain;
+pub mod query;
 pub mod schema;
 mod write;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
-pub use write::Lake;
+pub use write::{check_table_name, stored_schema, to_stored, Lake, MIN_VACUUM_RETENTION_MS};
 
-/// Staging directory name (under the lake root).
+/// Staging directory of earlier releases (under the lake root); read only to publish what
+/// such a release staged before it was upgraded.
 pub const STAGING: &str = "_staging";
 
 /// Errors of the lake, with the file they concern.
@@ -52,14 +52,26 @@ pub enum LakeError {
     MissingStaged { path: PathBuf },
     #[error("unexpected column {column} in {path}: {reason}")]
     Schema { path: PathBuf, column: String, reason: String },
+    #[error("Delta table {table:?}: {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+    #[error("no lake table {0:?}; `sluice tables list` shows the tables")]
+    NoTable(String),
+    #[error("a staged-file handle is not valid: {0}")]
+    Handle(String),
+    #[error("query failed")]
+    Query(#[source] datafusion::error::DataFusionError),
+    #[error("a vacuum retention of {0} ms could delete files of checkpoints that are not committed yet; use at least 3600000 (1 h)")]
+    Retention(u64),
+    #[error("the lake is shutting down")]
+    Closed,
 }
 
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LakeError + '_ {
     move |source| LakeError::Io { path: path.to_path_buf(), source }
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), LakeError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 /// Every `.parquet` file of a table, skipping `_`- and `.`-prefixed entries, sorted.

@@ -51,3 +51,41 @@ pub fn read_sessions_file(path: &Path) -> Result<Vec<SessionSummary>, LakeError>
     }
     Ok(out)
 }
+
+/// Sessions as rows of the sessions table's columns (no `date`): what `open_sessions`, the
+/// live state of the heart-rate pipeline, looks like to SQL.
+pub fn sessions_batch(sessions: &[SessionSummary]) -> RecordBatch {
+    use arrow_array::ArrayRef;
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
+    let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let f64s = |g: &dyn Fn(&SessionSummary) -> f64| Arc::new(Float64Array::from_iter_values(sessions.iter().map(g))) as ArrayRef;
+    let schema = Schema::new(vec![
+        Field::new("player_id", DataType::Utf8, false),
+        Field::new("session_start", ts(), false),
+        Field::new("session_end", ts(), false),
+        Field::new("low_s", DataType::Float64, false),
+        Field::new("moderate_s", DataType::Float64, false),
+        Field::new("high_s", DataType::Float64, false),
+        Field::new("samples", DataType::Int64, false),
+        Field::new("avg_hr", DataType::Float64, false),
+        Field::new("min_hr", DataType::Float64, false),
+        Field::new("max_hr", DataType::Float64, false),
+        Field::new("hr_max", DataType::Float64, false),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(sessions.iter().map(|s| s.player_id.as_str()))),
+        Arc::new(TimestampMicrosecondArray::from_iter_values(sessions.iter().map(|s| s.session_start_ms * 1000)).with_timezone("UTC")),
+        Arc::new(TimestampMicrosecondArray::from_iter_values(sessions.iter().map(|s| s.session_end_ms * 1000)).with_timezone("UTC")),
+        f64s(&|s| s.zones.low as f64 / 1000.0),
+        f64s(&|s| s.zones.moderate as f64 / 1000.0),
+        f64s(&|s| s.zones.high as f64 / 1000.0),
+        Arc::new(Int64Array::from_iter_values(sessions.iter().map(|s| s.samples as i64))),
+        f64s(&|s| s.avg_hr),
+        f64s(&|s| s.min_hr),
+        f64s(&|s| s.max_hr),
+        f64s(&|s| s.hr_max),
+    ];
+    // The columns match the schema by construction.
+    RecordBatch::try_new(Arc::new(schema), columns).unwrap_or_else(|e| unreachable!("sessions batch: {e}"))
+}

@@ -1,23 +1,43 @@
 //! Staging, publishing, retention and reading of lake tables.
 
-use std::collections::BTreeMap;
-use std::fs::File;
+use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::{Array, ArrayRef, RecordBatch, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use deltalake::kernel::Add;
+use deltalake::DeltaTable;
 use sluice_core::model::SessionSummary;
 use sluice_core::time::date_of_ms;
 
-use crate::{io, schema, sync_dir, table_files, LakeError, STAGING};
+use crate::delta::{self, DataFile};
+use crate::{io, schema, table_files, LakeError, STAGING};
 
-/// The lake under one root directory.
+/// The shortest vacuum retention, ms (1 h): files a pipeline staged for a checkpoint are
+/// referenced by no Delta version until the checkpoint commits, so a vacuum with a shorter
+/// retention could delete them from under it.
+pub const MIN_VACUUM_RETENTION_MS: u64 = 3_600_000;
+
+/// The lake under one root directory: one Delta table per folder.
+///
+/// Its methods block the calling thread (pipeline threads, the CLI); they run the Delta
+/// operations on the lake's own single-threaded I/O runtime, so they may also be called
+/// from inside another Tokio runtime.
 pub struct Lake {
     root: PathBuf,
+    rt: Option<tokio::runtime::Runtime>,
+    /// Loaded tables, refreshed incrementally after each commit.
+    tables: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<DeltaTable>>>>>,
+}
+
+impl Drop for Lake {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Checks a table name: 1–200 characters of `[A-Za-z0-9._-]`, not starting with `_` or `.`.
@@ -55,162 +75,294 @@ pub fn to_stored(batch: &RecordBatch) -> Result<RecordBatch, LakeError> {
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
-/// The date partition of each row: by the batch's first timestamp column, else `today`.
-fn dates(batch: &RecordBatch, today: &str) -> Result<Vec<String>, LakeError> {
+/// The date partition of each row, in days since the epoch (UTC): by the batch's first
+/// timestamp column, else `now_ms`.
+fn days(batch: &RecordBatch, now_ms: i64) -> Result<Vec<i32>, LakeError> {
+    let day = |ms: i64| ms.div_euclid(86_400_000) as i32;
     let Some(i) = batch.schema().fields().iter().position(|f| matches!(f.data_type(), DataType::Timestamp(_, _))) else {
-        return Ok(vec![today.to_string(); batch.num_rows()]);
+        return Ok(vec![day(now_ms); batch.num_rows()]);
     };
     let ms = arrow_cast::cast(batch.column(i), &DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())))?;
     let ms = ms.as_any().downcast_ref::<TimestampMillisecondArray>().ok_or_else(|| LakeError::Schema { path: PathBuf::new(), column: batch.schema().field(i).name().clone(), reason: "not a timestamp".into() })?;
-    Ok((0..ms.len()).map(|r| if ms.is_valid(r) { date_of_ms(ms.value(r)) } else { today.to_string() }).collect())
+    Ok((0..ms.len()).map(|r| day(if ms.is_valid(r) { ms.value(r) } else { now_ms })).collect())
 }
 
 impl Lake {
+    /// Opens the lake at `root` (an absolute or relative local path), converting in place
+    /// any table folder written by an earlier release as plain Parquet (see
+    /// [`delta::convert`]).
     pub fn open(root: &Path) -> Result<Lake, LakeError> {
-        std::fs::create_dir_all(root.join(STAGING)).map_err(io(root))?;
-        Ok(Lake { root: root.to_path_buf() })
+        std::fs::create_dir_all(root).map_err(io(root))?;
+        let root = std::path::absolute(root).map_err(io(root))?;
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("lake-io").enable_all().build().map_err(io(&root))?;
+        let lake = Lake { root, rt: Some(rt), tables: Mutex::new(HashMap::new()) };
+        lake.migrate()?;
+        Ok(lake)
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    fn staging_dir(&self, table: &str, id: u64) -> PathBuf {
-        self.root.join(STAGING).join(table).join(format!("{id:020}"))
+    /// Runs `f` to completion on the lake's runtime and waits for it.
+    pub(crate) fn run<T: Send + 'static>(&self, f: impl Future<Output = Result<T, LakeError>> + Send + 'static) -> Result<T, LakeError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let Some(rt) = self.rt.as_ref() else { return Err(LakeError::Closed) };
+        rt.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        rx.recv().map_err(|_| LakeError::Closed)?
     }
 
-    /// Writes the rows of checkpoint `id` for `table` as fsync'd Parquet files under
-    /// `_staging`, one file per date. Returns their paths relative to the root (empty when
-    /// there are no rows). `now_ms` dates rows of tables without a timestamp column.
-    pub fn stage_table(&self, table: &str, id: u64, batches: &[RecordBatch], now_ms: i64) -> Result<Vec<String>, LakeError> {
-        check_table_name(table)?;
-        let dir = self.staging_dir(table, id);
-        if dir.exists() {
-            // A retry of the same checkpoint: start clean.
-            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
-        }
-        let today = date_of_ms(now_ms);
-        let mut by_date: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
-        for b in batches.iter().filter(|b| b.num_rows() > 0) {
-            let stored = to_stored(b)?;
-            let d = dates(b, &today)?;
-            let mut start = 0;
-            while start < d.len() {
-                let mut end = start + 1;
-                while end < d.len() && d[end] == d[start] {
-                    end += 1;
-                }
-                by_date.entry(d[start].clone()).or_default().push(stored.slice(start, end - start));
-                start = end;
-            }
-        }
-        let file = format!("part-{id:020}.parquet");
-        let mut staged = Vec::new();
-        for (date, parts) in by_date {
-            let rel = format!("{STAGING}/{table}/{id:020}/date={date}/{file}");
-            self.write_file(&rel, &parts)?;
-            staged.push(rel);
-        }
-        if !staged.is_empty() {
-            sync_tree(&dir)?;
-        }
-        Ok(staged)
+    fn slot(&self, table: &str) -> Arc<tokio::sync::Mutex<Option<DeltaTable>>> {
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        tables.entry(table.to_string()).or_default().clone()
     }
 
-    fn write_file(&self, rel: &str, batches: &[RecordBatch]) -> Result<(), LakeError> {
-        let path = self.root.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
+    /// Names of the lake's tables (folders with a Delta log), sorted.
+    pub fn table_names(&self) -> Result<Vec<String>, LakeError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.root).map_err(io(&self.root))? {
+            let entry = entry.map_err(io(&self.root))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !name.starts_with(['_', '.']) && entry.path().join("_delta_log").is_dir() {
+                out.push(name);
+            }
         }
-        let file = File::create(&path).map_err(io(&path))?;
-        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-        let perr = |source| LakeError::Parquet { path: path.clone(), source };
-        let mut writer = ArrowWriter::try_new(file.try_clone().map_err(io(&path))?, batches[0].schema(), Some(props)).map_err(perr)?;
-        for b in batches {
-            writer.write(b).map_err(perr)?;
-        }
-        writer.close().map_err(perr)?;
-        file.sync_all().map_err(io(&path))
+        out.sort();
+        Ok(out)
     }
 
-    /// Moves staged files into their tables (idempotent: a file already moved is skipped).
-    pub fn publish(&self, staged: &[String]) -> Result<(), LakeError> {
-        let mut done = Vec::new();
-        for rel in staged {
-            let src = self.root.join(rel);
-            // `_staging/<table>/<id>/date=.../part-...` → `<table>/date=.../part-...`
-            let parts: Vec<_> = Path::new(rel).components().collect();
-            if parts.len() < 4 {
-                return Err(LakeError::MissingStaged { path: src });
-            }
-            let target_rel: PathBuf = std::iter::once(parts[1]).chain(parts[3..].iter().copied()).collect();
-            let dst = self.root.join(&target_rel);
-            if src.exists() {
-                let parent = dst.parent().unwrap_or(&self.root).to_path_buf();
-                std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-                std::fs::rename(&src, &dst).map_err(io(&dst))?;
-                sync_dir(&parent)?;
-            } else if !dst.exists() {
-                return Err(LakeError::MissingStaged { path: src });
-            }
-            done.push(parts[..3].iter().collect::<PathBuf>());
-        }
-        done.dedup();
-        for dir in done {
-            // Only this table's sink stages under `_staging/<table>/<id>`.
-            let dir = self.root.join(dir);
-            let _ = std::fs::remove_dir_all(&dir);
-            if let Some(table) = dir.parent() {
-                let _ = std::fs::remove_dir(table);
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes staging directories of checkpoints with an id greater than `id` (uncommitted
-    /// output of a crashed run) and leftovers of committed ones.
-    pub fn discard_after(&self, id: u64) -> Result<(), LakeError> {
-        let staging = self.root.join(STAGING);
-        for table in std::fs::read_dir(&staging).map_err(io(&staging))? {
-            let table = table.map_err(io(&staging))?.path();
-            if !table.is_dir() {
+    /// Converts plain-Parquet table folders (no `_delta_log`) to Delta tables, and drops the
+    /// `_staging` folder of earlier releases once it holds nothing.
+    fn migrate(&self) -> Result<(), LakeError> {
+        for entry in std::fs::read_dir(&self.root).map_err(io(&self.root))? {
+            let entry = entry.map_err(io(&self.root))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            let path = entry.path();
+            if name.starts_with(['_', '.']) || !path.is_dir() || path.join("_delta_log").exists() {
                 continue;
             }
-            for entry in std::fs::read_dir(&table).map_err(io(&table))? {
-                let path = entry.map_err(io(&table))?.path();
-                let staged_id = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok());
-                if staged_id.is_some_and(|s| s > id) {
-                    tracing::info!(dir = %path.display(), "discarding output of an uncommitted checkpoint");
-                }
-                std::fs::remove_dir_all(&path).map_err(io(&path))?;
+            let files = table_files(&path)?;
+            if files.is_empty() {
+                continue;
             }
-            let _ = std::fs::remove_dir(&table);
+            tracing::info!(table = %name, files = files.len(), "converting a plain-Parquet lake table to Delta in place");
+            let root = self.root.clone();
+            let t = self.run(async move { delta::convert(&root, &name).await })?;
+            let _ = t;
+        }
+        let staging = self.root.join(STAGING);
+        if staging.is_dir() && table_files(&staging).map(|f| f.is_empty()).unwrap_or(false) {
+            let _ = std::fs::remove_dir_all(&staging);
         }
         Ok(())
     }
 
-    /// Deletes a table's date partitions whose whole day is older than `retention_ms` at
-    /// `now_ms`. Returns the partitions deleted.
+    /// Writes the rows of checkpoint `id` for `table` as Parquet data files of the Delta
+    /// table (created on first use; new nullable columns are added to its schema), not yet
+    /// committed. Returns handles for [`Lake::publish`]: each file's `add` action as JSON
+    /// (empty when there are no rows). `now_ms` dates rows of tables without a timestamp
+    /// column.
+    pub fn stage_table(&self, table: &str, _id: u64, batches: &[RecordBatch], now_ms: i64) -> Result<Vec<String>, LakeError> {
+        check_table_name(table)?;
+        let mut dated = Vec::new();
+        for b in batches.iter().filter(|b| b.num_rows() > 0) {
+            dated.push(delta::add_date_column(&to_stored(b)?, days(b, now_ms)?)?);
+        }
+        if dated.is_empty() {
+            return Ok(Vec::new());
+        }
+        let slot = self.slot(table);
+        let (root, name) = (self.root.clone(), table.to_string());
+        let adds = self.run(async move {
+            let mut guard = slot.lock().await;
+            let schema = dated[0].schema();
+            let t = delta::ensure(&root, &name, &schema).await?;
+            let adds = delta::write_files(&t, &name, &dated).await?;
+            *guard = Some(t);
+            Ok(adds)
+        })?;
+        adds.iter().map(|a| serde_json::to_string(a).map_err(|e| LakeError::Handle(e.to_string()))).collect()
+    }
+
+    /// Commits the files staged for checkpoint `id` by `pipeline` in one Delta commit with a
+    /// `txn` (app id `sluice/<pipeline>`, version `id`). Idempotent: a checkpoint the table's
+    /// `txn` already records is skipped. Handles of earlier releases (paths under
+    /// `_staging/`) are moved into the table and added as they are.
+    pub fn publish(&self, table: &str, pipeline: &str, id: u64, staged: &[String]) -> Result<(), LakeError> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let mut adds = Vec::new();
+        for h in staged {
+            if h.starts_with(STAGING) {
+                adds.push(self.legacy_add(h)?);
+            } else {
+                adds.push(serde_json::from_str::<Add>(h).map_err(|e| LakeError::Handle(format!("{e} in {h:.200}")))?);
+            }
+        }
+        let slot = self.slot(table);
+        let (root, name, pipeline) = (self.root.clone(), table.to_string(), pipeline.to_string());
+        self.run(async move {
+            let mut guard = slot.lock().await;
+            let mut t = match guard.take() {
+                Some(t) => t,
+                None => delta::load(&root, &name).await?.ok_or_else(|| LakeError::Handle(format!("table {name:?} has no Delta log, but checkpoint {id} staged files for it")))?,
+            };
+            let r = delta::commit(&mut t, &name, &pipeline, id, adds).await;
+            *guard = Some(t);
+            r.map(|_| ())
+        })
+    }
+
+    /// Moves a file staged by an earlier release into its table and describes it as an
+    /// `add` action (no statistics).
+    fn legacy_add(&self, rel: &str) -> Result<Add, LakeError> {
+        let src = self.root.join(rel);
+        // `_staging/<table>/<id>/date=D/part-....parquet` → `<table>/date=D/part-....parquet`
+        let parts: Vec<String> = Path::new(rel).components().map(|c| c.as_os_str().to_string_lossy().to_string()).collect();
+        if parts.len() < 5 {
+            return Err(LakeError::MissingStaged { path: src });
+        }
+        let in_table = format!("{}/{}", parts[3], parts[4..].join("/"));
+        let dst = self.root.join(&parts[1]).join(&in_table);
+        if src.exists() {
+            let parent = dst.parent().unwrap_or(&self.root).to_path_buf();
+            std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+            std::fs::rename(&src, &dst).map_err(io(&dst))?;
+        } else if !dst.exists() {
+            return Err(LakeError::MissingStaged { path: src });
+        }
+        let meta = std::fs::metadata(&dst).map_err(io(&dst))?;
+        let date = parts[3].strip_prefix("date=").map(str::to_string);
+        Ok(Add {
+            path: in_table,
+            size: meta.len() as i64,
+            partition_values: [(delta::DATE.to_string(), date)].into_iter().collect(),
+            modification_time: sluice_core::time::now_ms(),
+            data_change: true,
+            ..Default::default()
+        })
+    }
+
+    /// Uncommitted output is never referenced by a Delta log, so nothing is to be done at
+    /// recovery; [`Lake::vacuum`] deletes its files.
+    pub fn discard_after(&self, _id: u64) -> Result<(), LakeError> {
+        Ok(())
+    }
+
+    /// Removes a table's date partitions whose whole day is older than `retention_ms` at
+    /// `now_ms` (a Delta `remove` of their files; vacuum deletes them later). Returns the
+    /// files removed.
     pub fn apply_retention(&self, table: &str, retention_ms: i64, now_ms: i64) -> Result<usize, LakeError> {
         if retention_ms < 0 {
             return Ok(0);
         }
-        let dir = self.root.join(table);
-        if !dir.exists() {
-            return Ok(0);
-        }
         // A partition's rows are all before the end of its day.
         let cutoff = date_of_ms(now_ms.saturating_sub(retention_ms).saturating_sub(86_400_000));
-        let mut deleted = 0;
-        for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
-            let path = entry.map_err(io(&dir))?.path();
-            let Some(date) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("date=")) else { continue };
-            if date < cutoff.as_str() {
-                std::fs::remove_dir_all(&path).map_err(io(&path))?;
-                deleted += 1;
+        let slot = self.slot(table);
+        let (root, name) = (self.root.clone(), table.to_string());
+        self.run(async move {
+            let mut guard = slot.lock().await;
+            let Some(mut t) = (match guard.take() {
+                Some(t) => Some(t),
+                None => delta::load(&root, &name).await?,
+            }) else {
+                return Ok(0);
+            };
+            let r = delta::remove_dates_before(&mut t, &name, &cutoff).await;
+            *guard = Some(t);
+            r
+        })
+    }
+
+    /// The table at its latest version (or `version`), loaded fresh.
+    pub fn table(&self, table: &str, version: Option<i64>) -> Result<DeltaTable, LakeError> {
+        let (root, name) = (self.root.clone(), table.to_string());
+        self.run(async move {
+            let mut t = delta::load(&root, &name).await?.ok_or_else(|| LakeError::NoTable(name.clone()))?;
+            if let Some(v) = version {
+                t.load_version(v.max(0) as u64).await.map_err(delta::delta_err(&name))?;
+            }
+            Ok(t)
+        })
+    }
+
+    /// The data files of a table's latest version (empty if the table does not exist).
+    pub fn files(&self, table: &str) -> Result<Vec<DataFile>, LakeError> {
+        match self.table(table, None) {
+            Ok(t) => delta::files(&t, table),
+            Err(LakeError::NoTable(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The commit history of a table, newest first (see [`delta::history`]).
+    pub fn history(&self, table: &str, limit: Option<usize>) -> Result<Vec<serde_json::Value>, LakeError> {
+        let t = self.table(table, None)?;
+        let name = table.to_string();
+        self.run(async move { delta::history(&t, &name, limit).await })
+    }
+
+    /// Deletes files no version within `retention_ms` references. Returns their paths.
+    ///
+    /// Errors: a retention under [`MIN_VACUUM_RETENTION_MS`] (it could delete the files a
+    /// running pipeline staged but has not committed yet).
+    pub fn vacuum(&self, table: &str, retention_ms: u64, dry_run: bool) -> Result<Vec<String>, LakeError> {
+        if retention_ms < MIN_VACUUM_RETENTION_MS {
+            return Err(LakeError::Retention(retention_ms));
+        }
+        let t = self.table(table, None)?;
+        let name = table.to_string();
+        self.run(async move { delta::vacuum(t, &name, retention_ms, dry_run).await.map(|(_, f)| f) })
+    }
+
+    /// Compacts a table's small files into files of about `target_bytes` (see
+    /// [`crate::maintain::optimize`]).
+    pub fn optimize(&self, table: &str, target_bytes: u64, min_files: usize) -> Result<crate::maintain::OptimizeReport, LakeError> {
+        let slot = self.slot(table);
+        let (root, name) = (self.root.clone(), table.to_string());
+        self.run(async move {
+            let mut guard = slot.lock().await;
+            let mut t = match guard.take() {
+                Some(t) => t,
+                None => delta::load(&root, &name).await?.ok_or_else(|| LakeError::NoTable(name.clone()))?,
+            };
+            t.update_incremental(None).await.map_err(delta::delta_err(&name))?;
+            let r = crate::maintain::optimize(&mut t, &name, target_bytes, min_files).await;
+            *guard = Some(t);
+            r
+        })
+    }
+
+    /// The background policy, for every table: compaction of a date's small files once
+    /// there are `compact_min_files` of them, then vacuum of files unreferenced for
+    /// `vacuum_retention_ms`. (Delta log checkpoints are written by the commits themselves,
+    /// every 100 versions.) Returns what it did, `""` if nothing.
+    pub fn maintain(&self, compact_min_files: usize, vacuum_retention_ms: u64) -> Result<String, LakeError> {
+        let mut report = Vec::new();
+        for table in self.table_names()? {
+            let o = self.optimize(&table, crate::maintain::TARGET_FILE_BYTES, compact_min_files)?;
+            if o.files_removed > 0 {
+                report.push(format!("{table}: compacted {} files into {}", o.files_removed, o.files_added));
+            }
+            let v = self.vacuum(&table, vacuum_retention_ms.max(MIN_VACUUM_RETENTION_MS), false)?;
+            if !v.is_empty() {
+                report.push(format!("{table}: vacuum deleted {} files", v.len()));
             }
         }
-        Ok(deleted)
+        Ok(report.join("; "))
+    }
+
+    /// Writes a checkpoint of a table's Delta log at its latest version.
+    pub fn checkpoint(&self, table: &str) -> Result<i64, LakeError> {
+        let t = self.table(table, None)?;
+        let name = table.to_string();
+        self.run(async move {
+            delta::checkpoint(&t, &name).await?;
+            Ok(t.version().map_or(0, |v| v as i64))
+        })
     }
 
     /// Every committed session of a heart-rate sessions table, sorted by player then start.
@@ -222,28 +374,20 @@ impl Lake {
     }
 
     /// Calls `f` with every committed session of a heart-rate sessions table, one file at a
-    /// time (only one file's sessions are held at once), in no particular order.
+    /// time (only one file's sessions are held at once), in no particular order. Only files
+    /// of the table's current Delta version are read.
     pub fn visit_sessions(&self, table: &str, mut f: impl FnMut(SessionSummary)) -> Result<(), LakeError> {
-        for file in table_files(&self.root.join(table))? {
-            schema::read_sessions_file(&file)?.into_iter().for_each(&mut f);
+        let dir = self.root.join(table);
+        for file in self.files(table)? {
+            schema::read_sessions_file(&dir.join(percent_decode(&file.path)))?.into_iter().for_each(&mut f);
         }
         Ok(())
     }
 }
 
-/// fsyncs every directory in a tree, deepest first, so new entries survive a crash.
-fn sync_tree(dir: &Path) -> Result<(), LakeError> {
-    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-        let path = entry.map_err(io(dir))?.path();
-        if path.is_dir() {
-            sync_tree(&path)?;
-        }
-    }
-    sync_dir(dir)?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
+/// Decodes the `%XX` escapes of a Delta `add` path.
+pub(crate) fn percent_decode(path: &str) -> String {
+    percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned()
 }
 
 #[cfg(test)]
@@ -269,26 +413,86 @@ mod tests {
     }
 
     #[test]
-    fn staged_output_is_invisible_until_published() {
+    fn staged_output_is_invisible_until_published_once() {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path()).unwrap();
         let day = 86_400_000;
         let staged = lake.stage_table("t", 3, &[rows(&[0, 1, day])], 0).unwrap();
         assert_eq!(staged.len(), 2, "one file per date: {staged:?}");
-        assert!(table_files(&dir.path().join("t")).unwrap().is_empty());
-        lake.publish(&staged).unwrap();
-        lake.publish(&staged).unwrap(); // idempotent
-        assert_eq!(table_files(&dir.path().join("t")).unwrap().len(), 2);
-        assert!(dir.path().join("t/date=1970-01-02/part-00000000000000000003.parquet").exists());
+        assert!(lake.files("t").unwrap().is_empty(), "staged files are in no add action");
+        lake.publish("t", "p", 3, &staged).unwrap();
+        lake.publish("t", "p", 3, &staged).unwrap(); // a retry after a crash: skipped by txn
+        let files = lake.files("t").unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files.iter().filter_map(|f| f.rows).sum::<usize>(), 3);
+        let history = lake.history("t", None).unwrap();
+        assert_eq!(history.len(), 2, "create, then one commit: {history:?}");
+        assert_eq!(history[0]["operation"], "STREAMING UPDATE");
         assert_eq!(lake.apply_retention("t", 0, 3 * day).unwrap(), 2);
+        assert!(lake.files("t").unwrap().is_empty());
     }
 
     #[test]
-    fn uncommitted_staging_is_discarded() {
+    fn vacuum_deletes_files_of_uncommitted_checkpoints_and_compaction_keeps_rows() {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path()).unwrap();
-        let staged = lake.stage_table("t", 5, &[rows(&[0])], 0).unwrap();
-        lake.discard_after(4).unwrap();
-        assert!(matches!(lake.publish(&staged), Err(LakeError::MissingStaged { .. })));
+        for id in 1..=3 {
+            let s = lake.stage_table("t", id, &[rows(&[id as i64, id as i64 + 1])], 0).unwrap();
+            lake.publish("t", "p", id, &s).unwrap();
+        }
+        let orphan = lake.stage_table("t", 4, &[rows(&[9])], 0).unwrap();
+        assert_eq!(orphan.len(), 1);
+        assert!(matches!(lake.vacuum("t", 0, false), Err(LakeError::Retention(0))), "short retentions are refused");
+        let report = lake.optimize("t", 1 << 20, 2).unwrap();
+        assert_eq!((report.files_removed, report.files_added), (3, 1));
+        let files = lake.files("t").unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].rows, Some(6));
+        // Vacuum with no retention: the three compacted files and the orphan go.
+        let t = lake.table("t", None).unwrap();
+        let deleted = lake.run(async move { delta::vacuum(t, "t", 0, false).await.map(|(_, d)| d) }).unwrap();
+        assert_eq!(deleted.len(), 4, "{deleted:?}");
+        let (root, _) = (dir.path().to_path_buf(), ());
+        let on_disk = table_files(&root.join("t")).unwrap();
+        assert_eq!(on_disk.len(), 1, "{on_disk:?}");
+        assert_eq!(lake.files("t").unwrap()[0].rows, Some(6));
+    }
+
+    #[test]
+    fn a_new_nullable_column_evolves_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        let s = lake.stage_table("t", 1, &[rows(&[0])], 0).unwrap();
+        lake.publish("t", "p", 1, &s).unwrap();
+        let b = rows(&[1]);
+        let mut fields: Vec<Field> = b.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("extra", DataType::Utf8, true));
+        let mut cols = b.columns().to_vec();
+        cols.push(Arc::new(StringArray::from(vec![Some("x")])));
+        let wider = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+        let s = lake.stage_table("t", 2, &[wider], 0).unwrap();
+        lake.publish("t", "p", 2, &s).unwrap();
+        let t = lake.table("t", None).unwrap();
+        let schema = delta::arrow_schema(&t, "t").unwrap();
+        assert!(schema.field_with_name("extra").unwrap().is_nullable());
+        assert_eq!(lake.files("t").unwrap().len(), 2, "no file rewritten");
+    }
+
+    #[test]
+    fn plain_parquet_tables_are_converted_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("old/date=1970-01-01");
+        std::fs::create_dir_all(&part).unwrap();
+        let file = std::fs::File::create(part.join("part-00000000000000000001.parquet")).unwrap();
+        let b = to_stored(&rows(&[0, 1])).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, b.schema(), None).unwrap();
+        w.write(&b).unwrap();
+        w.close().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        assert_eq!(lake.table_names().unwrap(), vec!["old".to_string()]);
+        let files = lake.files("old").unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].date.as_deref(), Some("1970-01-01"));
+        assert_eq!(files[0].rows, Some(2));
     }
 }

@@ -64,6 +64,7 @@ impl Source for LogSource {
 /// A lake table as a pipeline sink.
 pub struct LakeSink {
     lake: Arc<Lake>,
+    pipeline: String,
     table: String,
     retention_ms: i64,
     last_retention_ms: i64,
@@ -74,14 +75,14 @@ impl Sink for LakeSink {
         Ok(self.lake.stage_table(&self.table, id, batches, sluice_core::time::now_ms())?)
     }
 
-    fn publish(&mut self, _id: u64, staged: &[String]) -> Result<(), BoxError> {
-        self.lake.publish(staged)?;
+    fn publish(&mut self, id: u64, staged: &[String]) -> Result<(), BoxError> {
+        self.lake.publish(&self.table, &self.pipeline, id, staged)?;
         let now = sluice_core::time::now_ms();
         if self.retention_ms >= 0 && now - self.last_retention_ms >= 60_000 {
             self.last_retention_ms = now;
             let n = self.lake.apply_retention(&self.table, self.retention_ms, now)?;
             if n > 0 {
-                tracing::info!(table = %self.table, partitions = n, "lake retention deleted date partitions");
+                tracing::info!(table = %self.table, files = n, "lake retention removed the files of expired date partitions");
             }
         }
         Ok(())
@@ -220,7 +221,7 @@ impl Connectors for ServerConnectors {
 
     fn sink(&self, pipeline: &str, name: &str, retention_ms: i64) -> Result<Box<dyn Sink>, BoxError> {
         if let Some(table) = name.strip_prefix("lake:") {
-            return Ok(Box::new(LakeSink { lake: self.lake.clone(), table: table.into(), retention_ms, last_retention_ms: 0 }));
+            return Ok(Box::new(LakeSink { lake: self.lake.clone(), pipeline: pipeline.into(), table: table.into(), retention_ms, last_retention_ms: 0 }));
         }
         if let Some(topic) = name.strip_prefix("topic:") {
             if self.gateway.is_configured(topic) {

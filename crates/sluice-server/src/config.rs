@@ -33,6 +33,30 @@ pub struct Config {
     pub heart_rate: HeartRateSection,
     #[serde(default)]
     pub pipelines: Vec<PipelineSpec>,
+    #[serde(default)]
+    pub lake: LakeSection,
+}
+
+/// The `[lake]` table: SQL limits and table maintenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeSection {
+    /// A query (`POST /v1/query`, `sluice query`) is cut off after this long, ms.
+    pub query_timeout_ms: u64,
+    /// Memory a query's operators may hold (sorts, aggregations, joins), bytes.
+    pub query_memory_bytes: usize,
+    /// How often the maintenance policy looks at every table, ms (0: never).
+    pub maintenance_interval_ms: u64,
+    /// The policy compacts a date partition once it has this many small files.
+    pub compact_min_files: usize,
+    /// Vacuum deletes data files no version of the last this-long references, ms.
+    pub vacuum_retention_ms: u64,
+}
+
+impl Default for LakeSection {
+    fn default() -> Self {
+        LakeSection { query_timeout_ms: 30_000, query_memory_bytes: 512 << 20, maintenance_interval_ms: 3_600_000, compact_min_files: 10, vacuum_retention_ms: 7 * 86_400_000 }
+    }
 }
 
 /// The `[stream]` table: how the engine runs every pipeline.

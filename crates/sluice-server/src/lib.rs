@@ -15,6 +15,7 @@ pub mod http;
 pub mod listen;
 pub mod live;
 pub mod pipelines;
+pub mod query;
 pub mod sessions;
 pub mod tls;
 
@@ -84,10 +85,34 @@ pub struct Server {
     tls_task: tokio::task::JoinHandle<()>,
     auth_task: Option<tokio::task::JoinHandle<()>>,
     flush_task: tokio::task::JoinHandle<()>,
+    maintenance_task: Option<tokio::task::JoinHandle<()>>,
     kafka: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
     first_admin_password: Option<String>,
     /// The HTTP listener serves HTTPS.
     https: bool,
+}
+
+/// Runs the lake's maintenance policy every `maintenance_interval_ms` (see
+/// [`sluice_lake::Lake::maintain`]), on a blocking thread.
+fn spawn_lake_maintenance(lake: Arc<Lake>, config: config::LakeSection) -> Option<tokio::task::JoinHandle<()>> {
+    if config.maintenance_interval_ms == 0 {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let period = std::time::Duration::from_millis(config.maintenance_interval_ms);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tick.tick().await;
+            let lake = lake.clone();
+            let (retention, min_files) = (config.vacuum_retention_ms, config.compact_min_files);
+            match tokio::task::spawn_blocking(move || lake.maintain(min_files, retention)).await {
+                Ok(Ok(report)) if !report.is_empty() => tracing::info!(%report, "lake maintenance"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "lake maintenance failed; it runs again next interval"),
+                Err(e) => tracing::warn!(error = %e, "lake maintenance panicked"),
+            }
+        }
+    }))
 }
 
 /// Flushes topics under the `interval` durability policy (checked every 50 ms).
@@ -173,6 +198,8 @@ impl Server {
         let audit_task = audit::spawn_forwarder(audit.clone(), auth_store.clone());
         let live = Arc::new(LiveViews::new(sessions.clone()));
         let checkpoints = data.join("checkpoints");
+        let query_lake = lake.clone();
+        let maintenance_task = spawn_lake_maintenance(lake.clone(), config.lake.clone());
         let connectors: Arc<dyn Connectors> = Arc::new(adapters::ServerConnectors { log: log.clone(), lake, gateway: gateway.clone(), staging: checkpoints.join("staging") });
         let functions = config.heart_rate.functions();
         let configured: std::collections::BTreeSet<String> = config.pipelines.iter().map(|p| p.name.clone()).collect();
@@ -327,6 +354,13 @@ impl Server {
         };
         let app = Arc::new(App { log: log.clone(), sessions: sessions.clone(), pipelines: pipelines.clone(), limits });
         let mut routes = sluice_gateway::http::router(gateway, routes).merge(http::router(app)).merge(pipelines::router(pipelines.clone()));
+        let query_service = query::QueryService {
+            lake: query_lake,
+            sessions: sessions.clone(),
+            limits: sluice_lake::query::QueryLimits { memory_bytes: config.lake.query_memory_bytes, ..Default::default() },
+            timeout: std::time::Duration::from_millis(config.lake.query_timeout_ms),
+        };
+        routes = routes.merge(query::router(Arc::new(query_service)));
         let mut first_admin_password = None;
         let mut auth = None;
         let mut auth_task = None;
@@ -358,7 +392,7 @@ impl Server {
             let _ = stop_rx.await;
         }));
         tracing::info!(%addr, data_dir = %data.display(), "sluice is serving");
-        Ok(Server { addr, data_dir: data, log, sessions, pipelines, http_stop, http_task, retention_task, flush_task, audit_task, tls_task, auth_task, kafka, first_admin_password, https: config.http.tls.is_some() })
+        Ok(Server { addr, data_dir: data, log, sessions, pipelines, http_stop, http_task, retention_task, flush_task, maintenance_task, audit_task, tls_task, auth_task, kafka, first_admin_password, https: config.http.tls.is_some() })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -421,6 +455,9 @@ impl Server {
             t.abort();
         }
         self.flush_task.abort();
+        if let Some(t) = &self.maintenance_task {
+            t.abort();
+        }
         if let Some((_, task)) = &self.kafka {
             task.abort();
         }

@@ -51,7 +51,7 @@ pub async fn run(mut config: Config, speed: f64, exit: bool) -> anyhow::Result<(
         done.as_secs_f64(),
         total as f64 / done.as_secs_f64().max(1e-9)
     );
-    println!("Sessions table: {}/heart_rate (Parquet, by date); dashboard: {url}/", lake.root().display());
+    println!("Sessions table: {}/heart_rate (Delta Lake, by date); dashboard: {url}/", lake.root().display());
     if !exit {
         println!("Serving the dashboard at {url}/ until Ctrl-C.");
         crate::shutdown_signal().await;

@@ -1,6 +1,8 @@
 //! The `sluice` command: clap plus wiring. Everything it runs lives in the library crates.
 
 mod bench;
+mod tables;
+mod bench_lake;
 mod bench_log;
 mod bench_pipelines;
 mod demo;
@@ -38,6 +40,11 @@ enum Command {
     Groups(groups::GroupsArgs),
     /// Create, list, describe, drain and drop the SQL pipelines of a running server.
     Pipelines(pipelines::PipelinesArgs),
+    /// List, describe, compact, vacuum and show the history of the lake's Delta tables
+    /// (works on the data directory, with or without a running server).
+    Tables(tables::TablesArgs),
+    /// Run SQL over the lake's tables and print the answer (`--server` asks a running server).
+    Query(tables::QueryArgs),
     /// Add, list and remove users and their roles (works with or without a running server).
     Users(users::UsersArgs),
     /// Create, list and revoke API tokens (works with or without a running server).
@@ -81,6 +88,9 @@ enum BenchCommand {
     Log(bench_log::LogArgs),
     /// SQL pipelines from the log to committed output (events/s, checkpoints, peak RSS), beside Spark on the same input.
     Pipelines(bench_pipelines::PipelinesArgs),
+    /// The Delta lake: commit latency, table open time after many commits, query time over
+    /// 10M readings, beside the Python deltalake package and DuckDB on the same files.
+    Lake(bench_lake::LakeArgs),
 }
 
 /// Where configuration comes from; flags override the file and SLUICE_* variables.
@@ -145,8 +155,12 @@ impl ServerArgs {
     }
 }
 
+/// `default` for sluice's own targets. The Delta libraries log every snapshot load at info
+/// (and a table that does not exist yet as an error, which we handle); their failures reach
+/// us as errors, so only their warnings are shown. `RUST_LOG` overrides all of it.
 fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let directives = format!("{default},buoyant_kernel=off,buoyant_kernel_engine=warn,deltalake_core=warn,datafusion=warn");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
     use std::io::IsTerminal;
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
 }
@@ -245,10 +259,13 @@ fn main() -> std::process::ExitCode {
                 eprintln!("sluice: set [http.tls] and [kafka.tls] cert = server.pem, key = server-key.pem; clients trust ca.pem");
                 Ok(())
             }
+            Command::Tables(args) => tokio::task::spawn_blocking(move || tables::run_tables(args)).await?,
+            Command::Query(args) => tables::run_query(args).await,
             Command::Users(args) => tokio::task::spawn_blocking(move || users::run_users(args)).await?,
             Command::Tokens(args) => tokio::task::spawn_blocking(move || users::run_tokens(args)).await?,
             Command::Bench(BenchCommand::Log(args)) => tokio::task::spawn_blocking(move || bench_log::run(args)).await?,
             Command::Bench(BenchCommand::Pipelines(args)) => bench_pipelines::run(args).await,
+            Command::Bench(BenchCommand::Lake(args)) => bench_lake::run(args).await,
             Command::Bench(BenchCommand::Pipeline { config, args }) => {
                 bench::pipeline(ServerArgs { config, data_dir: None, http_addr: None, kafka_addr: None, insecure: false }.load()?, args).await
             }
@@ -265,7 +282,17 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let chain: Vec<&(dyn std::error::Error + 'static)> = e.chain().collect();
+            let mut text = chain[0].to_string();
+            for w in chain.windows(2) {
+                // Some errors (DataFusion's) print their source in their own message too.
+                let (outer, inner) = (w[0].to_string(), w[1].to_string());
+                if !outer.contains(&inner) {
+                    text.push_str(": ");
+                    text.push_str(&inner);
+                }
+            }
+            eprintln!("error: {text}");
             std::process::ExitCode::FAILURE
         }
     }

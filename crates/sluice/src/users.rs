@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use sluice_auth::store::{now_ms, Change};
 use sluice_auth::{AuthStore, Role};
 
-/// Where the principals file is: the data directory of a config.
+/// Which data directory a command works on: that of a config (principals file, lake).
 #[derive(Args, Clone)]
 pub struct Where {
     /// Config file (TOML) whose `data_dir` to use.
@@ -21,13 +21,17 @@ pub struct Where {
 }
 
 impl Where {
-    fn store(&self) -> anyhow::Result<AuthStore> {
+    /// The effective configuration (defaults, the file, `SLUICE_*`, `--data-dir`).
+    pub(crate) fn config(&self) -> anyhow::Result<sluice_server::config::Config> {
         let mut overrides = Vec::new();
         if let Some(d) = &self.data_dir {
             overrides.push(("data_dir", toml::Value::String(d.display().to_string())));
         }
-        let c = sluice_server::config::load(self.config.as_deref(), std::env::vars(), &overrides)?;
-        Ok(AuthStore::new(&c.data_dir))
+        Ok(sluice_server::config::load(self.config.as_deref(), std::env::vars(), &overrides)?)
+    }
+
+    fn store(&self) -> anyhow::Result<AuthStore> {
+        Ok(AuthStore::new(&self.config()?.data_dir))
     }
 }
 

@@ -104,6 +104,14 @@ impl SqlError {
                 }
             }
         }
+        // An unknown column: point at it.
+        if let Some(rest) = text.strip_prefix("No field named ") {
+            let word: String = rest.trim_start_matches('"').chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let e = SqlError::at_word(text.clone(), sql, &word);
+            if e.line.is_some() {
+                return e;
+            }
+        }
         // Otherwise point at the first quoted name of the message that the SQL contains.
         let quoted = text.split(['"', '\'']).skip(1).step_by(2);
         let named = text.split_whitespace().map(|w| w.trim_matches(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-' || c == '.')));
@@ -170,5 +178,8 @@ mod tests {
         assert_eq!(find_word("SELECT a,\n  bad FROM t", "bad"), Some((2, 3)));
         assert_eq!(find_word("SELECT abad", "bad"), None);
         assert_eq!(parser_position("Expected: x, found: y at Line: 2, Column: 5"), Some((2, 5, "Expected: x, found: y".into())));
+        let e = DataFusionError::SchemaError(Box::new(datafusion_common::SchemaError::FieldNotFound { field: Box::new(datafusion_common::Column::from_name("nope")), valid_fields: vec![] }), Box::new(None));
+        let e = SqlError::from_datafusion(&e, "SELECT a,\n  NOPE FROM t");
+        assert_eq!((e.line, e.column), (Some(2), Some(3)), "{e}");
     }
 }

@@ -1,0 +1,251 @@
+//! SQL over the lake with DataFusion: every Delta table is a table of that name, read only
+//! through the files its Delta log names, with its `date` partitions pruned by `WHERE`
+//! filters on `date` before any file is opened.
+//!
+//! Time travel: the quoted name `"<table>@<version>"` reads the table as of a Delta version,
+//! and `"<table>@<RFC 3339 time>"` as of a time (`SELECT * FROM "heart_rate@3"`).
+//!
+//! Limits ([`QueryLimits`]): a memory pool bounds what operators may hold (sorts,
+//! aggregates, joins), and the caller bounds the time. Results stream as record batches.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, BooleanArray, Date32Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::delta::{self, DataFile, DATE};
+use crate::write::percent_decode;
+use crate::LakeError;
+
+/// Bounds on one query.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    /// Memory operators may hold, bytes; past it a query fails with "Resources exhausted".
+    pub memory_bytes: usize,
+    /// Rows per output batch.
+    pub batch_rows: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits { memory_bytes: 512 << 20, batch_rows: 8192 }
+    }
+}
+
+/// A table's version: latest, a Delta version, or as of a time (ms since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AsOf {
+    Latest,
+    Version(i64),
+    TimeMs(i64),
+}
+
+/// Splits `"table@3"` / `"table@2026-11-30T10:00:00Z"` into the table and its version.
+pub fn parse_table_ref(name: &str) -> Result<(&str, AsOf), String> {
+    let Some((table, at)) = name.split_once('@') else { return Ok((name, AsOf::Latest)) };
+    if let Ok(v) = at.parse::<i64>() {
+        return Ok((table, AsOf::Version(v)));
+    }
+    chrono::DateTime::parse_from_rfc3339(at).map(|t| (table, AsOf::TimeMs(t.timestamp_millis()))).map_err(|e| format!("{name:?}: after '@' comes a Delta version or an RFC 3339 time ({e})"))
+}
+
+/// A Delta table version as a DataFusion table: the files of that version, nothing else.
+#[derive(Debug)]
+pub struct DeltaProvider {
+    table_dir: PathBuf,
+    file_schema: SchemaRef,
+    schema: SchemaRef,
+    files: Vec<DataFile>,
+}
+
+impl DeltaProvider {
+    /// `schema` is the table's (data columns, then `date`); `files` its data files.
+    pub fn new(table_dir: &Path, schema: &Schema, files: Vec<DataFile>) -> DeltaProvider {
+        let file_schema: Vec<Field> = schema.fields().iter().filter(|f| f.name() != DATE).map(|f| f.as_ref().clone()).collect();
+        let mut all = file_schema.clone();
+        all.push(Field::new(DATE, DataType::Date32, true));
+        DeltaProvider { table_dir: table_dir.to_path_buf(), file_schema: Arc::new(Schema::new(file_schema)), schema: Arc::new(Schema::new(all)), files }
+    }
+
+    /// Which files may hold rows passing `filters` (those on `date` alone).
+    fn prune(&self, state: &dyn Session, filters: &[Expr]) -> DfResult<Vec<bool>> {
+        let date_schema = Arc::new(Schema::new(vec![Field::new(DATE, DataType::Date32, true)]));
+        let days: Date32Array = self.files.iter().map(|f| f.date.as_deref().and_then(parse_day)).collect();
+        let batch = RecordBatch::try_new(date_schema.clone(), vec![Arc::new(days) as ArrayRef])?;
+        let df_schema = DFSchema::try_from(date_schema)?;
+        let mut keep = vec![true; self.files.len()];
+        for f in filters.iter().filter(|f| on_date_only(f)) {
+            let expr = state.create_physical_expr(f.clone(), &df_schema)?;
+            let result = expr.evaluate(&batch)?.into_array(batch.num_rows())?;
+            let mask = result.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| DataFusionError::Plan("a filter on date is not a boolean".into()))?;
+            for (i, k) in keep.iter_mut().enumerate() {
+                *k &= mask.is_valid(i) && mask.value(i);
+            }
+        }
+        Ok(keep)
+    }
+}
+
+pub(crate) fn parse_day(d: &str) -> Option<i32> {
+    let date = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()?;
+    Some((date - chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days() as i32)
+}
+
+fn on_date_only(e: &Expr) -> bool {
+    let cols = e.column_refs();
+    !cols.is_empty() && cols.iter().all(|c| c.name == DATE)
+}
+
+#[async_trait::async_trait]
+impl TableProvider for DeltaProvider {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters.iter().map(|f| if on_date_only(f) { TableProviderFilterPushDown::Exact } else { TableProviderFilterPushDown::Inexact }).collect())
+    }
+
+    async fn scan(&self, state: &dyn Session, projection: Option<&Vec<usize>>, filters: &[Expr], limit: Option<usize>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let keep = self.prune(state, filters)?;
+        let mut files: Vec<PartitionedFile> = Vec::new();
+        for (f, k) in self.files.iter().zip(keep) {
+            if !k {
+                continue;
+            }
+            let path = self.table_dir.join(percent_decode(&f.path));
+            let mut pf = PartitionedFile::new(path.to_string_lossy().trim_start_matches('/').to_string(), f.size);
+            pf.partition_values = vec![ScalarValue::Date32(f.date.as_deref().and_then(parse_day))];
+            files.push(pf);
+        }
+        if files.is_empty() {
+            let schema = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => self.schema.clone(),
+            };
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        let groups = state.config().target_partitions().max(1);
+        let mut file_groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups.min(files.len())];
+        let n = file_groups.len();
+        for (i, f) in files.into_iter().enumerate() {
+            file_groups[i % n].push(f);
+        }
+        let table_schema = TableSchema::builder(self.file_schema.clone()).with_table_partition_cols(vec![Arc::new(Field::new(DATE, DataType::Date32, true))]).build();
+        let source = Arc::new(ParquetSource::new(table_schema));
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+            .with_file_groups(file_groups.into_iter().map(FileGroup::new).collect())
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+/// Which tables a query may see (a user limited to certain pipelines sees their tables).
+pub type TableFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// The lake's tables, resolved by name when a query names them.
+struct LakeSchema {
+    root: PathBuf,
+    extra: HashMap<String, Arc<dyn TableProvider>>,
+    allow: Option<TableFilter>,
+}
+
+impl std::fmt::Debug for LakeSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LakeSchema").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+impl LakeSchema {
+    fn allowed(&self, table: &str) -> bool {
+        self.allow.as_ref().is_none_or(|a| a(table))
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.extra.keys().filter(|t| self.allowed(t)).cloned().collect();
+        if let Ok(dir) = std::fs::read_dir(&self.root) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !name.starts_with(['_', '.']) && e.path().join("_delta_log").is_dir() && self.allowed(&name) {
+                    out.push(name);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+#[async_trait::async_trait]
+impl SchemaProvider for LakeSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.names()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(t) = self.extra.get(name).filter(|_| self.allowed(name)) {
+            return Ok(Some(t.clone()));
+        }
+        let (table, as_of) = parse_table_ref(name).map_err(DataFusionError::Plan)?;
+        if crate::check_table_name(table).is_err() || !self.allowed(table) {
+            return Ok(None);
+        }
+        let Some(mut t) = delta::load(&self.root, table).await.map_err(|e| DataFusionError::External(Box::new(e)))? else { return Ok(None) };
+        match as_of {
+            AsOf::Latest => {}
+            AsOf::Version(v) => t.load_version(v.max(0) as u64).await.map_err(|e| DataFusionError::Plan(format!("table {table:?} as of version {v}: {e}")))?,
+            AsOf::TimeMs(ms) => {
+                let at = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+                t.load_with_datetime(at).await.map_err(|e| DataFusionError::Plan(format!("table {table:?} as of {at}: {e}")))?
+            }
+        }
+        let schema = delta::arrow_schema(&t, table).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let files = delta::files(&t, table).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(Some(Arc::new(DeltaProvider::new(&self.root.join(table), &schema, files))))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        parse_table_ref(name).is_ok_and(|(t, _)| self.allowed(t) && (self.extra.contains_key(t) || self.root.join(t).join("_delta_log").is_dir()))
+    }
+}
+
+/// A query context over the lake at `root`, with `extra` tables (e.g. live pipeline state),
+/// showing only the tables `allow` passes (all, when `None`).
+pub fn context(root: &Path, extra: HashMap<String, Arc<dyn TableProvider>>, allow: Option<TableFilter>, limits: QueryLimits) -> Result<SessionContext, LakeError> {
+    let runtime = RuntimeEnvBuilder::new().with_memory_limit(limits.memory_bytes, 1.0).build_arc().map_err(LakeError::Query)?;
+    let config = SessionConfig::new().with_batch_size(limits.batch_rows).with_information_schema(true);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let catalog = ctx.catalog("datafusion").ok_or_else(|| LakeError::Query(DataFusionError::Plan("no default catalog".into())))?;
+    catalog.register_schema("public", Arc::new(LakeSchema { root: root.to_path_buf(), extra, allow })).map_err(LakeError::Query)?;
+    Ok(ctx)
+}
+
+/// Plans and starts `sql`; its rows stream from the result.
+pub async fn execute(ctx: &SessionContext, sql: &str) -> Result<SendableRecordBatchStream, LakeError> {
+    // Read-only: no CREATE, INSERT, COPY TO or SET.
+    let options = datafusion::execution::context::SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    let df = ctx.sql_with_options(sql, options).await.map_err(LakeError::Query)?;
+    df.execute_stream().await.map_err(LakeError::Query)
+}
