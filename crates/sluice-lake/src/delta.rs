@@ -111,26 +111,8 @@ pub fn evolve(table: &Schema, batch: &Schema) -> Result<Option<Schema>, String> 
 /// Creates the table with `schema` (which includes [`DATE`]) if it does not exist, and adds
 /// new nullable columns of `schema` to an existing one. Returns the loaded table.
 pub async fn ensure(root: &Path, table: &str, schema: &SchemaRef) -> Result<DeltaTable, LakeError> {
-    if let Some(mut t) = load(root, table).await? {
-        let current: Schema = t.snapshot().map_err(delta_err(table))?.schema().as_ref().try_into_arrow().map_err(|e: arrow_schema::ArrowError| LakeError::Arrow(e))?;
-        match evolve(&current, schema) {
-            Ok(None) => {}
-            Ok(Some(merged)) => {
-                let kernel: StructType = (&merged).try_into_kernel().map_err(LakeError::Arrow)?;
-                let snapshot = t.snapshot().map_err(delta_err(table))?;
-                let metadata = snapshot.metadata().clone().with_schema(&kernel).map_err(|e| delta_err(table)(e.into()))?;
-                let added: Vec<_> = kernel.fields().skip(current.fields().len()).cloned().collect();
-                tracing::info!(table, columns = ?added.iter().map(|f| f.name()).collect::<Vec<_>>(), "adding nullable columns to the lake table (schema evolution)");
-                CommitBuilder::default()
-                    .with_actions(vec![Action::Metadata(metadata)])
-                    .build(Some(snapshot), t.log_store(), DeltaOperation::AddColumn { fields: added })
-                    .await
-                    .map_err(delta_err(table))?;
-                t.update_incremental(None).await.map_err(delta_err(table))?;
-            }
-            Err(reason) => return Err(LakeError::Schema { path: root.join(table), column: String::new(), reason }),
-        }
-        return Ok(t);
+    if let Some(t) = load(root, table).await? {
+        return evolve_to(t, root, table, schema).await;
     }
     std::fs::create_dir_all(root.join(table)).map_err(crate::io(&root.join(table)))?;
     let kernel: StructType = schema.as_ref().try_into_kernel().map_err(LakeError::Arrow)?;
@@ -147,6 +129,30 @@ pub async fn ensure(root: &Path, table: &str, schema: &SchemaRef) -> Result<Delt
     Ok(t)
 }
 
+/// Adds the new nullable columns of `schema` to the loaded table `t` (schema evolution, an
+/// `ADD COLUMN` commit); errors name a column whose type changed.
+pub async fn evolve_to(mut t: DeltaTable, root: &Path, table: &str, schema: &SchemaRef) -> Result<DeltaTable, LakeError> {
+    let current: Schema = t.snapshot().map_err(delta_err(table))?.schema().as_ref().try_into_arrow().map_err(LakeError::Arrow)?;
+    match evolve(&current, schema) {
+        Ok(None) => Ok(t),
+        Ok(Some(merged)) => {
+            let kernel: StructType = (&merged).try_into_kernel().map_err(LakeError::Arrow)?;
+            let snapshot = t.snapshot().map_err(delta_err(table))?;
+            let metadata = snapshot.metadata().clone().with_schema(&kernel).map_err(|e| delta_err(table)(e.into()))?;
+            let added: Vec<_> = kernel.fields().skip(current.fields().len()).cloned().collect();
+            tracing::info!(table, columns = ?added.iter().map(|f| f.name()).collect::<Vec<_>>(), "adding nullable columns to the lake table (schema evolution)");
+            CommitBuilder::default()
+                .with_actions(vec![Action::Metadata(metadata)])
+                .build(Some(snapshot), t.log_store(), DeltaOperation::AddColumn { fields: added })
+                .await
+                .map_err(delta_err(table))?;
+            t.update_incremental(None).await.map_err(delta_err(table))?;
+            Ok(t)
+        }
+        Err(reason) => Err(LakeError::Schema { path: root.join(table), column: String::new(), reason }),
+    }
+}
+
 /// Writes `batches` (which carry [`DATE`]) as Parquet data files of the table, one or more
 /// per date, and returns their `add` actions, not yet committed.
 pub async fn write_files(table: &DeltaTable, name: &str, batches: &[RecordBatch]) -> Result<Vec<Add>, LakeError> {
@@ -160,22 +166,27 @@ pub async fn write_files(table: &DeltaTable, name: &str, batches: &[RecordBatch]
 
 /// Commits `adds` as checkpoint `id` of `pipeline`, unless the table's `txn` for the
 /// pipeline already records `id` or a later one (then the commit happened before a crash
-/// and is skipped). Returns whether it committed.
-pub async fn commit(table: &mut DeltaTable, name: &str, pipeline: &str, id: u64, adds: Vec<Add>) -> Result<bool, LakeError> {
+/// and is skipped). `known` is the pipeline's `txn` version if the caller knows it (it is
+/// read from the log otherwise). Returns the pipeline's `txn` version afterwards.
+pub async fn commit(table: &mut DeltaTable, name: &str, pipeline: &str, id: u64, adds: Vec<Add>, known: Option<i64>) -> Result<i64, LakeError> {
     let app = app_id(pipeline);
     let snapshot = table.snapshot().map_err(delta_err(name))?;
-    let done = snapshot.transaction_version(table.log_store().as_ref(), &app).await.map_err(delta_err(name))?;
-    if done.is_some_and(|v| v >= id as i64) {
-        return Ok(false);
+    let done = match known {
+        Some(v) => Some(v),
+        None => snapshot.transaction_version(table.log_store().as_ref(), &app).await.map_err(delta_err(name))?,
+    };
+    if let Some(v) = done.filter(|&v| v >= id as i64) {
+        return Ok(v);
     }
     let props = CommitProperties::default().with_application_transaction(Transaction::new_with_last_update(&app, id as i64, Some(sluice_core::time::now_ms())));
-    CommitBuilder::from(props)
+    let done = CommitBuilder::from(props)
         .with_actions(adds.into_iter().map(Action::Add).collect())
         .build(Some(snapshot), table.log_store(), DeltaOperation::StreamingUpdate { output_mode: OutputMode::Append, query_id: app.clone(), epoch_id: id as i64 })
         .await
         .map_err(delta_err(name))?;
-    table.update_incremental(None).await.map_err(delta_err(name))?;
-    Ok(true)
+    // The commit's own snapshot: no second listing of the log.
+    table.state = Some(done.snapshot());
+    Ok(id as i64)
 }
 
 /// Removes (logically: `remove` actions, files deleted later by vacuum) every file of a

@@ -18,6 +18,7 @@
 
 pub mod delta;
 pub mod format;
+pub mod local;
 pub mod maintain;
 pub mod query;
 pub mod schema;

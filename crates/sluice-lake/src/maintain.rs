@@ -23,17 +23,27 @@ use crate::LakeError;
 /// Default target size of compacted files, bytes (as Delta's `OPTIMIZE`: 100 MiB).
 pub const TARGET_FILE_BYTES: u64 = 100 << 20;
 
-/// Which files to rewrite together: per date, files under `target` bytes, packed in path
-/// order into bins of at most `target` bytes; only bins of `min_files` (at least 2) or
-/// more files are kept, so that a background policy does not rewrite a growing file for
-/// every new small one.
+/// Auto-compaction (as Delta's auto compaction after a write): files under this size count
+/// as small, and are packed into files of up to this size, bytes (8 MiB).
+pub const AUTO_COMPACT_BYTES: u64 = 8 << 20;
+
+/// Auto-compaction runs after a commit once a date partition holds this many small files
+/// (Delta's `minNumFiles` default). It bounds the files a table version lists, which is
+/// what each commit's cost grows with: a table committed every second would otherwise
+/// gather 3,600 files an hour.
+pub const AUTO_COMPACT_MIN_FILES: usize = 50;
+
+/// Which files to rewrite together: per date with at least `min_files` (at least 2) files
+/// under `target` bytes (so that a policy does not rewrite a growing file for every new
+/// small one), those files packed in path order into bins of at most `target` bytes; bins
+/// of one file are left alone.
 pub fn plan_bins(files: &[DataFile], target: u64, min_files: usize) -> Vec<Vec<DataFile>> {
     let mut by_date: BTreeMap<Option<String>, Vec<&DataFile>> = BTreeMap::new();
     for f in files.iter().filter(|f| f.size < target) {
         by_date.entry(f.date.clone()).or_default().push(f);
     }
     let mut bins = Vec::new();
-    for (_, mut small) in by_date {
+    for (_, mut small) in by_date.into_iter().filter(|(_, small)| small.len() >= min_files.max(2)) {
         small.sort_by(|a, b| a.path.cmp(&b.path));
         let mut bin: Vec<DataFile> = Vec::new();
         let mut bytes = 0;
@@ -47,7 +57,7 @@ pub fn plan_bins(files: &[DataFile], target: u64, min_files: usize) -> Vec<Vec<D
         }
         bins.push(bin);
     }
-    bins.retain(|b| b.len() >= min_files.max(2));
+    bins.retain(|b| b.len() >= 2);
     bins
 }
 
@@ -135,6 +145,20 @@ pub async fn optimize(table: &mut DeltaTable, name: &str, target: u64, min_files
     Ok(report)
 }
 
+/// Compacts the table if a date partition holds `min_files` files under
+/// [`AUTO_COMPACT_BYTES`]; `None` when none does.
+pub async fn auto_compact(table: &mut DeltaTable, name: &str, min_files: usize) -> Result<Option<OptimizeReport>, LakeError> {
+    let files = delta::files(table, name)?;
+    let mut small: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+    for f in files.iter().filter(|f| f.size < AUTO_COMPACT_BYTES) {
+        *small.entry(f.date.as_deref()).or_default() += 1;
+    }
+    if small.values().all(|&n| n < min_files.max(2)) {
+        return Ok(None);
+    }
+    optimize(table, name, AUTO_COMPACT_BYTES, min_files).await.map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +175,7 @@ mod tests {
         // d1: a+b fit in 100, c alone is dropped; e is big; d2 and d3 have one file each.
         assert_eq!(names, vec![vec!["a", "b"]]);
         assert!(plan_bins(&[f("a", 10, "d"), f("b", 10, "e")], 100, 2).is_empty(), "files of different dates never merge");
-        assert!(plan_bins(&files, 100, 3).is_empty(), "no bin of three small files");
+        assert_eq!(plan_bins(&files, 100, 3).len(), 1, "d1 has three small files: a and b go together");
+        assert!(plan_bins(&files, 100, 4).is_empty(), "no date has four small files");
     }
 }

@@ -29,8 +29,22 @@ pub struct Lake {
     root: PathBuf,
     rt: Option<tokio::runtime::Runtime>,
     /// Loaded tables, refreshed incrementally after each commit.
-    tables: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<DeltaTable>>>>>,
+    tables: Mutex<HashMap<String, Slot>>,
+    /// Auto-compaction: after a commit, a date partition with this many files under
+    /// [`crate::maintain::AUTO_COMPACT_BYTES`] is compacted at once (0: never).
+    auto_compact_min_files: std::sync::atomic::AtomicUsize,
 }
+
+/// One table as this process last saw it.
+#[derive(Default)]
+struct Loaded {
+    table: Option<DeltaTable>,
+    /// `txn` versions per pipeline, once read from the log or committed here (only this
+    /// pipeline commits with its app id, so they stay true).
+    txn: HashMap<String, i64>,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Loaded>>;
 
 impl Drop for Lake {
     fn drop(&mut self) {
@@ -92,16 +106,22 @@ impl Lake {
     /// any table folder written by an earlier release as plain Parquet (see
     /// [`delta::convert`]).
     pub fn open(root: &Path) -> Result<Lake, LakeError> {
+        crate::local::register();
         std::fs::create_dir_all(root).map_err(io(root))?;
         let root = std::path::absolute(root).map_err(io(root))?;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("lake-io").enable_all().build().map_err(io(&root))?;
-        let lake = Lake { root, rt: Some(rt), tables: Mutex::new(HashMap::new()) };
+        let lake = Lake { root, rt: Some(rt), tables: Mutex::new(HashMap::new()), auto_compact_min_files: crate::maintain::AUTO_COMPACT_MIN_FILES.into() };
         lake.migrate()?;
         Ok(lake)
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Sets the auto-compaction threshold (see [`crate::maintain::AUTO_COMPACT_MIN_FILES`]).
+    pub fn set_auto_compact_min_files(&self, n: usize) {
+        self.auto_compact_min_files.store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Runs `f` to completion on the lake's runtime and waits for it.
@@ -114,7 +134,7 @@ impl Lake {
         rx.recv().map_err(|_| LakeError::Closed)?
     }
 
-    fn slot(&self, table: &str) -> Arc<tokio::sync::Mutex<Option<DeltaTable>>> {
+    fn slot(&self, table: &str) -> Slot {
         let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         tables.entry(table.to_string()).or_default().clone()
     }
@@ -178,10 +198,13 @@ impl Lake {
         let adds = self.run(async move {
             let mut guard = slot.lock().await;
             let schema = dated[0].schema();
-            let t = delta::ensure(&root, &name, &schema).await?;
-            let adds = delta::write_files(&t, &name, &dated).await?;
-            *guard = Some(t);
-            Ok(adds)
+            let t = match guard.table.take() {
+                Some(t) => delta::evolve_to(t, &root, &name, &schema).await?,
+                None => delta::ensure(&root, &name, &schema).await?,
+            };
+            let adds = delta::write_files(&t, &name, &dated).await;
+            guard.table = Some(t);
+            adds
         })?;
         adds.iter().map(|a| serde_json::to_string(a).map_err(|e| LakeError::Handle(e.to_string()))).collect()
     }
@@ -203,16 +226,27 @@ impl Lake {
             }
         }
         let slot = self.slot(table);
+        let auto = self.auto_compact_min_files.load(std::sync::atomic::Ordering::Relaxed);
         let (root, name, pipeline) = (self.root.clone(), table.to_string(), pipeline.to_string());
         self.run(async move {
             let mut guard = slot.lock().await;
-            let mut t = match guard.take() {
+            let mut t = match guard.table.take() {
                 Some(t) => t,
                 None => delta::load(&root, &name).await?.ok_or_else(|| LakeError::Handle(format!("table {name:?} has no Delta log, but checkpoint {id} staged files for it")))?,
             };
-            let r = delta::commit(&mut t, &name, &pipeline, id, adds).await;
-            *guard = Some(t);
-            r.map(|_| ())
+            let known = guard.txn.get(&pipeline).copied();
+            let r = delta::commit(&mut t, &name, &pipeline, id, adds, known).await;
+            if r.is_ok() && auto > 0 {
+                // The data is committed; a failed compaction only leaves files to vacuum.
+                match crate::maintain::auto_compact(&mut t, &name, auto).await {
+                    Ok(Some(report)) => tracing::debug!(table = %name, removed = report.files_removed, added = report.files_added, "auto-compaction"),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(table = %name, error = %sluice_core::error_chain(&e), "auto-compaction failed; the table keeps its small files until the next one"),
+                }
+            }
+            guard.table = Some(t);
+            guard.txn.insert(pipeline, r?);
+            Ok(())
         })
     }
 
@@ -265,14 +299,14 @@ impl Lake {
         let (root, name) = (self.root.clone(), table.to_string());
         self.run(async move {
             let mut guard = slot.lock().await;
-            let Some(mut t) = (match guard.take() {
+            let Some(mut t) = (match guard.table.take() {
                 Some(t) => Some(t),
                 None => delta::load(&root, &name).await?,
             }) else {
                 return Ok(0);
             };
             let r = delta::remove_dates_before(&mut t, &name, &cutoff).await;
-            *guard = Some(t);
+            guard.table = Some(t);
             r
         })
     }
@@ -325,13 +359,15 @@ impl Lake {
         let (root, name) = (self.root.clone(), table.to_string());
         self.run(async move {
             let mut guard = slot.lock().await;
-            let mut t = match guard.take() {
+            let mut t = match guard.table.take() {
                 Some(t) => t,
                 None => delta::load(&root, &name).await?.ok_or_else(|| LakeError::NoTable(name.clone()))?,
             };
-            t.update_incremental(None).await.map_err(delta::delta_err(&name))?;
-            let r = crate::maintain::optimize(&mut t, &name, target_bytes, min_files).await;
-            *guard = Some(t);
+            let r = match t.update_incremental(None).await {
+                Ok(()) => crate::maintain::optimize(&mut t, &name, target_bytes, min_files).await,
+                Err(e) => Err(delta::delta_err(&name)(e)),
+            };
+            guard.table = Some(t);
             r
         })
     }
@@ -456,6 +492,22 @@ mod tests {
         let on_disk = table_files(&root.join("t")).unwrap();
         assert_eq!(on_disk.len(), 1, "{on_disk:?}");
         assert_eq!(lake.files("t").unwrap()[0].rows, Some(6));
+    }
+
+    #[test]
+    fn auto_compaction_bounds_the_files_of_a_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        lake.set_auto_compact_min_files(3);
+        for id in 1..=7 {
+            let s = lake.stage_table("t", id, &[rows(&[id as i64, id as i64 + 100])], 0).unwrap();
+            lake.publish("t", "p", id, &s).unwrap();
+            assert!(lake.files("t").unwrap().len() < 3, "after commit {id}");
+        }
+        let files = lake.files("t").unwrap();
+        assert_eq!(files.iter().filter_map(|f| f.rows).sum::<usize>(), 14);
+        let ops: Vec<String> = lake.history("t", None).unwrap().iter().map(|c| c["operation"].as_str().unwrap_or("").to_string()).collect();
+        assert_eq!(ops.iter().filter(|o| *o == "OPTIMIZE").count(), 3, "{ops:?}");
     }
 
     #[test]

@@ -49,13 +49,16 @@ pub struct LakeSection {
     pub maintenance_interval_ms: u64,
     /// The policy compacts a date partition once it has this many small files.
     pub compact_min_files: usize,
+    /// After a commit, a date partition with this many files under 8 MiB is compacted at
+    /// once (0: never).
+    pub auto_compact_min_files: usize,
     /// Vacuum deletes data files no version of the last this-long references, ms.
     pub vacuum_retention_ms: u64,
 }
 
 impl Default for LakeSection {
     fn default() -> Self {
-        LakeSection { query_timeout_ms: 30_000, query_memory_bytes: 512 << 20, maintenance_interval_ms: 3_600_000, compact_min_files: 10, vacuum_retention_ms: 7 * 86_400_000 }
+        LakeSection { query_timeout_ms: 30_000, query_memory_bytes: 512 << 20, maintenance_interval_ms: 3_600_000, compact_min_files: 10, auto_compact_min_files: 50, vacuum_retention_ms: 7 * 86_400_000 }
     }
 }
 

@@ -198,6 +198,7 @@ impl Server {
         let audit_task = audit::spawn_forwarder(audit.clone(), auth_store.clone());
         let live = Arc::new(LiveViews::new(sessions.clone()));
         let checkpoints = data.join("checkpoints");
+        lake.set_auto_compact_min_files(config.lake.auto_compact_min_files);
         let query_lake = lake.clone();
         let maintenance_task = spawn_lake_maintenance(lake.clone(), config.lake.clone());
         let connectors: Arc<dyn Connectors> = Arc::new(adapters::ServerConnectors { log: log.clone(), lake, gateway: gateway.clone(), staging: checkpoints.join("staging") });
