@@ -23,8 +23,8 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 step "build (release)"
 cargo build --release --locked
 
-step "rust tests"
-cargo test --release --locked --workspace
+step "rust tests (the S3 ones against moto_server from .venv)"
+SLUICE_REQUIRE_S3_TESTS=1 cargo test --release --locked --workspace
 
 step "end-to-end tests (real binary, real clients, real browser)"
 E2E_SLUICE_BIN="$PWD/target/release/sluice" .venv/bin/python -m pytest -q -p no:cacheprovider tests/e2e

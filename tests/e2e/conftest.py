@@ -9,25 +9,34 @@ from pathlib import Path
 import pytest
 import requests
 
+import lakes
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("E2E_SLUICE_BIN", ROOT / "target" / "release" / "sluice"))
 DATA = ROOT / "examples" / "data"
 TOPIC = "heartbeat-raw-topic"
 
 
-def lake_table(data_dir, name):
+def lake_table(where, name):
     """A lake table as a pyarrow Table, read through its Delta log by the `deltalake` package
-    (only committed files; `date` is the partition column). Empty list-like if absent."""
-    from deltalake import DeltaTable
-    path = Path(data_dir) / "lake" / name
-    if not (path / "_delta_log").is_dir():
-        return None
-    return DeltaTable(str(path)).to_pyarrow_table()
+    (only committed files; `date` is the partition column); None if absent. `where` is a
+    `lakes.LakeLoc` or a data directory (whose `lake/` folder is the lake)."""
+    lake = where if isinstance(where, lakes.LakeLoc) else lakes.local(where)
+    t = lake.table(name)
+    return None if t is None else t.to_pyarrow_table()
 
 
-def lake_rows(data_dir, name):
-    t = lake_table(data_dir, name)
+def lake_rows(where, name):
+    t = lake_table(where, name)
     return [] if t is None else t.to_pylist()
+
+
+@pytest.fixture(scope="session")
+def moto():
+    """An S3-API server (moto) on loopback for the whole test session."""
+    server = lakes.Moto()
+    yield server
+    server.stop()
 
 
 def free_port():
@@ -39,13 +48,14 @@ def free_port():
 class Sluice:
     """One `sluice serve` process on a data directory; restartable."""
 
-    def __init__(self, data_dir, env=None, log_path=None):
+    def __init__(self, data_dir, env=None, log_path=None, lake=None):
         self.data_dir = Path(data_dir)
+        self.lake = lake or lakes.local(self.data_dir)
         self.port = free_port()
         self.kafka_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.verify = True  # requests' `verify`: a CA file for a TLS listener
-        self.env = {**os.environ, "RUST_LOG": "info", "SLUICE_KAFKA__ADDR": f"127.0.0.1:{self.kafka_port}", **(env or {})}
+        self.env = {**os.environ, "RUST_LOG": "info", "SLUICE_KAFKA__ADDR": f"127.0.0.1:{self.kafka_port}", **self.lake.env, **(env or {})}
         self.log_path = Path(log_path or self.data_dir.parent / "sluice.log")
         self.proc = None
         self.extra_args = []

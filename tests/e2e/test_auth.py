@@ -15,8 +15,8 @@ READING = {"playerId": "p1", "heartbeat": 120, "createdAt": 1_700_000_000_000}
 JSON = {"Content-Type": "application/json"}
 
 
-def start(tmp_path):
-    s = Sluice(tmp_path / "data", env={"SLUICE_AUTH__ENABLED": "true", "SLUICE_STREAM__IDLE_TIMEOUT_MS": "0"})
+def start(tmp_path, lake=None):
+    s = Sluice(tmp_path / "data", env={"SLUICE_AUTH__ENABLED": "true", "SLUICE_STREAM__IDLE_TIMEOUT_MS": "0"}, lake=lake)
     s.start()
     m = re.search(r"admin password: (\S+)", s.log_path.read_text())
     assert m, "the first start printed the admin password"

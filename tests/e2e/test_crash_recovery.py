@@ -78,7 +78,7 @@ def check_exactly_once(server, per_player):
         assert got == want, f"{player}: sessions differ from the reference (lost or double-counted readings)"
         assert server.sessions(player)["open"] == []
     con = duckdb.connect()
-    con.register("raw", lake_table(server.data_dir, "heartbeat_raw"))
+    con.register("raw", lake_table(server.lake, "heartbeat_raw"))
     rows, distinct_pos = con.execute(
         "SELECT count(*), count(DISTINCT (\"partition\", \"offset\")) FROM raw").fetchone()
     assert rows == distinct_pos, "a log position was written to the raw table twice"

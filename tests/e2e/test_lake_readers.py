@@ -1,27 +1,37 @@
 """The lake written by `sluice demo --exit`: Delta tables read back without sluice by the
 `deltalake` package, pyarrow, pandas, Polars and DuckDB, and SQL through `sluice query`
-compared with DuckDB on the same committed files."""
+compared with DuckDB on the same committed files. Every test runs twice: with the lake on
+the local disk, and on an S3-API server (moto) on loopback."""
 import datetime as dt
 import json
+import os
 import subprocess
 
 import duckdb
 import polars as pl
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
 
+import lakes
 import reference
 from conftest import BIN, DATA
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+@pytest.fixture(scope="module", params=["local", "s3"])
+def demo(tmp_path_factory, request):
     data = tmp_path_factory.mktemp("lake") / "data"
+    lake = request.getfixturevalue("moto").new_lake() if request.param == "s3" else lakes.local(data)
     r = subprocess.run([str(BIN), "demo", "--exit", "--data-dir", str(data), "--http-addr", "127.0.0.1:0"],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, env={**os.environ, **lake.env})
     assert r.returncode == 0, r.stderr
-    return data, r.stdout
+    assert f"Sessions table: {lake.uri}/heart_rate" in r.stdout.replace("file://", ""), r.stdout
+    return data, r.stdout, lake
+
+
+def cli(demo, *args):
+    data, _, lake = demo
+    return subprocess.run([str(BIN), *args, "--data-dir", str(data)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **lake.env})
 
 
 def expected():
@@ -32,14 +42,13 @@ def expected():
 
 
 def test_every_reader_sees_the_reference_sessions(demo):
-    data, stdout = demo
+    data, stdout, lake = demo
     files, expected_sessions, n_readings = expected()
     n_sessions = sum(len(s) for s in expected_sessions.values())
     for player, sessions in expected_sessions.items():
         assert sum(1 for line in stdout.splitlines() if line.startswith(player + " ")) == len(sessions), stdout
 
-    lake = data / "lake"
-    raw_dt = DeltaTable(str(lake / "heartbeat_raw"))
+    raw_dt = lake.table("heartbeat_raw")
     assert raw_dt.metadata().partition_columns == ["date"]
     raw = raw_dt.to_pyarrow_table()
     assert raw.num_rows == n_readings
@@ -50,7 +59,7 @@ def test_every_reader_sees_the_reference_sessions(demo):
     for row in raw.select(["created_at", "date"]).to_pylist()[:200]:
         assert row["created_at"].astimezone(dt.timezone.utc).date() == row["date"]
 
-    ses_dt = DeltaTable(str(lake / "heart_rate"))
+    ses_dt = lake.table("heart_rate")
     sessions = ses_dt.to_pyarrow_table()
     assert sessions.num_rows == n_sessions
     assert sessions.schema.field("session_start").type == pa.timestamp("us", tz="UTC")
@@ -60,33 +69,27 @@ def test_every_reader_sees_the_reference_sessions(demo):
         return sorted((r["player_id"], round(r["low_s"] * 1000), round(r["moderate_s"] * 1000), round(r["high_s"] * 1000)) for r in rows)
     want = sorted((p, s["low_ms"], s["moderate_ms"], s["high_ms"]) for p, ss in expected_sessions.items() for s in ss)
     assert as_ms(sessions.to_pylist()) == want
-    assert as_ms(pl.read_delta(str(lake / "heart_rate")).to_dicts()) == want
+    assert as_ms(pl.read_delta(lake.table_uri("heart_rate"), storage_options=lake.storage_options).to_dicts()) == want
     assert as_ms(ses_dt.to_pandas().to_dict("records")) == want
     assert as_ms(ses_dt.to_pyarrow_dataset().to_table().to_pylist()) == want
 
     # DuckDB over exactly the files the Delta log names.
     con = duckdb.connect()
-    con.execute(f"CREATE VIEW raw AS SELECT * FROM read_parquet({raw_dt.file_uris()!r})")
+    con.register("raw", lake.read_files(raw_dt.file_uris()))
     (count, players, dup) = con.execute(
         "SELECT count(*), count(DISTINCT player_id), count(*) - count(DISTINCT (player_id, created_at)) FROM raw").fetchone()
     assert (count, players, dup) == (n_readings, len(files), 0)
 
 
 def test_history_has_one_streaming_commit_per_checkpoint_with_its_txn(demo):
-    data, _ = demo
-    table = data / "lake" / "heart_rate"
-    history = DeltaTable(str(table)).history()
+    lake = demo[2]
+    history = lake.table("heart_rate").history()
     streaming = [h for h in history if h["operation"] == "STREAMING UPDATE"]
     assert streaming, history
     assert history[-1]["operation"] == "CREATE TABLE"
     # The txn actions in the log: one per streaming commit, app id per pipeline, checkpoint
     # ids strictly increasing with the table version.
-    txns = []
-    for f in sorted((table / "_delta_log").glob("*.json")):
-        for line in f.read_text().splitlines():
-            action = json.loads(line)
-            if "txn" in action:
-                txns.append((int(f.stem), action["txn"]["appId"], action["txn"]["version"]))
+    txns = [(v, a["txn"]["appId"], a["txn"]["version"]) for v, a in lake.log_actions("heart_rate") if "txn" in a]
     assert len(txns) == len(streaming)
     assert {app for _, app, _ in txns} == {"sluice/heart_rate"}
     ids = [v for _, _, v in txns]
@@ -113,13 +116,13 @@ QUERIES = [
 
 @pytest.mark.parametrize("sql", QUERIES)
 def test_sluice_query_equals_duckdb(demo, sql):
-    data, _ = demo
-    r = subprocess.run([str(BIN), "query", sql, "--format", "json", "--data-dir", str(data)], capture_output=True, text=True, timeout=120)
+    lake = demo[2]
+    r = cli(demo, "query", sql, "--format", "json")
     assert r.returncode == 0, r.stderr
     ours = [tuple(row.values()) for row in json.loads(r.stdout)["rows"]]
     con = duckdb.connect()
     for name in ("heartbeat_raw", "heart_rate"):
-        con.register(name, DeltaTable(str(data / "lake" / name)).to_pyarrow_table())
+        con.register(name, lake.table(name).to_pyarrow_table())
     theirs = con.execute(sql).fetchall()
     assert len(ours) == len(theirs) and ours, (ours[:5], theirs[:5])
     for a, b in zip(ours, theirs):
@@ -135,24 +138,28 @@ def norm(x):
 
 
 def test_query_errors_name_the_position_and_reason(demo):
-    data, _ = demo
-    r = subprocess.run([str(BIN), "query", "SELECT player_id FROM heart_rate WHERE", "--data-dir", str(data)], capture_output=True, text=True, timeout=60)
+    r = cli(demo, "query", "SELECT player_id FROM heart_rate WHERE")
     assert r.returncode != 0
     assert "line 1, column 39" in r.stderr and "ends too early" in r.stderr, r.stderr
-    r = subprocess.run([str(BIN), "query", "SELECT nope FROM heart_rate", "--data-dir", str(data)], capture_output=True, text=True, timeout=60)
+    r = cli(demo, "query", "SELECT nope FROM heart_rate")
     assert r.returncode != 0 and "line 1, column 8" in r.stderr and "nope" in r.stderr, r.stderr
-    r = subprocess.run([str(BIN), "query", "COPY heart_rate TO '/tmp/x.parquet'", "--data-dir", str(data)], capture_output=True, text=True, timeout=60)
+    r = cli(demo, "query", "COPY heart_rate TO '/tmp/x.parquet'")
     assert r.returncode != 0, "queries are read-only"
 
 
 def test_time_travel_and_tables_cli(demo):
-    data, _ = demo
-    r = subprocess.run([str(BIN), "tables", "history", "heart_rate", "--data-dir", str(data)], capture_output=True, text=True, timeout=60)
+    r = cli(demo, "tables", "history", "heart_rate")
     assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
     assert "STREAMING UPDATE" in r.stdout and "CREATE TABLE" in r.stdout
-    r = subprocess.run([str(BIN), "query", 'SELECT count(*) AS n FROM "heart_rate@0"', "--format", "csv", "--data-dir", str(data)],
-                       capture_output=True, text=True, timeout=60)
+    assert lines[-1].split()[0] == "0" and lines[1].split()[0] == str(len(lines) - 2), "versions, newest first"
+    r = cli(demo, "query", 'SELECT count(*) AS n FROM "heart_rate@0"', "--format", "csv")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["n", "0"], "version 0 is the empty table"
-    r = subprocess.run([str(BIN), "tables", "list", "--data-dir", str(data)], capture_output=True, text=True, timeout=60)
+    r = cli(demo, "tables", "list")
     assert r.returncode == 0 and "heart_rate" in r.stdout and "heartbeat_raw" in r.stdout, r.stdout + r.stderr
+    r = cli(demo, "tables", "optimize", "heartbeat_raw")
+    # The demo commits one file per date: nothing to bin-pack, but the table is read.
+    assert r.returncode == 0 and "nothing to compact" in r.stdout, r.stdout + r.stderr
+    r = cli(demo, "tables", "vacuum", "heartbeat_raw", "--retention-ms", "3600000", "--dry-run")
+    assert r.returncode == 0 and "0 files would be deleted" in r.stdout, "the compacted files are within the retention: " + r.stdout

@@ -1,13 +1,16 @@
 """`POST /v1/query` and `/v1/tables` on a running server: the three answer formats carry
 the same rows, errors name the position, `open_sessions` is the live state, and a user
-limited to certain pipelines sees only their tables."""
+limited to certain pipelines sees only their tables. With the lake on the local disk, and
+on an S3-API server (moto)."""
 import csv
 import io
 import json
 import time
 
 import pyarrow as pa
+import pytest
 import requests
+
 
 import reference
 from conftest import DATA, TOPIC
@@ -30,8 +33,9 @@ def query(s, token, sql, accept=None):
     return requests.post(f"{s.url}/v1/query", data=json.dumps({"sql": sql}), headers=headers, timeout=60)
 
 
-def test_query_api_formats_errors_live_state_and_limits(tmp_path):
-    s, _ = start(tmp_path)
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_query_api_formats_errors_live_state_and_limits(tmp_path, request, store):
+    s, _ = start(tmp_path, request.getfixturevalue("moto").new_lake() if store == "s3" else None)
     try:
         admin = token_for(s, "root", "admin")
         yoga = reference.read(DATA / "20210323_yoga.tcx")

@@ -20,7 +20,6 @@
 //! Files of a checkpoint that was never committed are in the table's folders but in no
 //! `add` action: readers never see them and `vacuum` removes them.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Date32Array, RecordBatch};
@@ -32,8 +31,8 @@ use deltalake::protocol::{DeltaOperation, OutputMode, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 pub use deltalake::DeltaTable;
 use futures_util::StreamExt;
-use url::Url;
 
+use crate::store::Root;
 use crate::LakeError;
 
 /// The partition column every lake table has: the UTC date of the row's first timestamp
@@ -49,18 +48,12 @@ pub(crate) fn delta_err(table: &str) -> impl FnOnce(deltalake::DeltaTableError) 
     move |source| LakeError::Delta { table: table.to_string(), source }
 }
 
-/// The URL of a table directory.
-pub fn table_url(root: &Path, table: &str) -> Result<Url, LakeError> {
-    let dir = root.join(table);
-    Url::from_directory_path(&dir).map_err(|_| LakeError::Schema { path: dir, column: String::new(), reason: "the lake root must be an absolute path".into() })
-}
-
 /// Loads a table; `Ok(None)` when `<root>/<table>` holds no Delta log.
-pub async fn load(root: &Path, table: &str) -> Result<Option<DeltaTable>, LakeError> {
-    if !root.join(table).join("_delta_log").is_dir() {
+pub async fn load(root: &Root, table: &str) -> Result<Option<DeltaTable>, LakeError> {
+    if !root.has_log(table).await? {
         return Ok(None);
     }
-    let url = table_url(root, table)?;
+    let url = root.table_url(table)?;
     let t = deltalake::open_table(url).await.map_err(delta_err(table))?;
     Ok(Some(t))
 }
@@ -110,13 +103,16 @@ pub fn evolve(table: &Schema, batch: &Schema) -> Result<Option<Schema>, String> 
 
 /// Creates the table with `schema` (which includes [`DATE`]) if it does not exist, and adds
 /// new nullable columns of `schema` to an existing one. Returns the loaded table.
-pub async fn ensure(root: &Path, table: &str, schema: &SchemaRef) -> Result<DeltaTable, LakeError> {
+pub async fn ensure(root: &Root, table: &str, schema: &SchemaRef) -> Result<DeltaTable, LakeError> {
     if let Some(t) = load(root, table).await? {
-        return evolve_to(t, root, table, schema).await;
+        return evolve_to(t, table, schema).await;
     }
-    std::fs::create_dir_all(root.join(table)).map_err(crate::io(&root.join(table)))?;
+    if let Some(dir) = root.local_dir() {
+        // The kernel opens a local table location only if its folder exists.
+        std::fs::create_dir_all(dir.join(table)).map_err(crate::io(&dir.join(table)))?;
+    }
     let kernel: StructType = schema.as_ref().try_into_kernel().map_err(LakeError::Arrow)?;
-    let t = DeltaTable::try_from_url(table_url(root, table)?)
+    let created = DeltaTable::try_from_url(root.table_url(table)?)
         .await
         .map_err(delta_err(table))?
         .create()
@@ -124,14 +120,33 @@ pub async fn ensure(root: &Path, table: &str, schema: &SchemaRef) -> Result<Delt
         .with_columns(kernel.fields().cloned())
         .with_partition_columns([DATE])
         .with_save_mode(SaveMode::Ignore)
-        .await
-        .map_err(delta_err(table))?;
-    Ok(t)
+        // A lost race for version 0 must fail, not retry as a second CREATE at version 1.
+        .with_commit_properties(CommitProperties::default().with_max_retries(0))
+        .await;
+    match created {
+        Ok(t) => Ok(t),
+        // Another writer created it first (its version 0 won the put-if-absent).
+        Err(e) => match load(root, table).await? {
+            Some(t) => evolve_to(t, table, schema).await,
+            None => Err(delta_err(table)(e)),
+        },
+    }
+}
+
+/// Whether `e` is a commit that lost to a concurrent writer's schema or protocol change
+/// (reload the table and try again). Appends of other writers are retried by the commit
+/// itself and never get here.
+pub fn lost_to_metadata_change(e: &LakeError) -> bool {
+    use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
+    matches!(
+        e,
+        LakeError::Delta { source: deltalake::DeltaTableError::Transaction { source: TransactionError::CommitConflict(CommitConflictError::MetadataChanged | CommitConflictError::ProtocolChanged(_)) }, .. }
+    )
 }
 
 /// Adds the new nullable columns of `schema` to the loaded table `t` (schema evolution, an
 /// `ADD COLUMN` commit); errors name a column whose type changed.
-pub async fn evolve_to(mut t: DeltaTable, root: &Path, table: &str, schema: &SchemaRef) -> Result<DeltaTable, LakeError> {
+pub async fn evolve_to(mut t: DeltaTable, table: &str, schema: &SchemaRef) -> Result<DeltaTable, LakeError> {
     let current: Schema = t.snapshot().map_err(delta_err(table))?.schema().as_ref().try_into_arrow().map_err(LakeError::Arrow)?;
     match evolve(&current, schema) {
         Ok(None) => Ok(t),
@@ -149,7 +164,7 @@ pub async fn evolve_to(mut t: DeltaTable, root: &Path, table: &str, schema: &Sch
             t.update_incremental(None).await.map_err(delta_err(table))?;
             Ok(t)
         }
-        Err(reason) => Err(LakeError::Schema { path: root.join(table), column: String::new(), reason }),
+        Err(reason) => Err(LakeError::Schema { path: table.into(), column: String::new(), reason }),
     }
 }
 
@@ -246,13 +261,20 @@ pub fn arrow_schema(table: &DeltaTable, name: &str) -> Result<Schema, LakeError>
 }
 
 /// The commit history, newest first, as the JSON of each `commitInfo` (operation,
-/// timestamp ms, version, operationParameters), at most `limit`.
+/// timestamp ms, operationParameters) with its `version`, at most `limit`.
 pub async fn history(table: &DeltaTable, name: &str, limit: Option<usize>) -> Result<Vec<serde_json::Value>, LakeError> {
     let mut out = Vec::new();
     let mut stream = table.history(limit);
+    // The commits come newest first and without gaps, from the loaded version down.
+    let mut version: i64 = table.version().map_or(0, |v| v as i64);
     while let Some(c) = stream.next().await {
         let c = c.map_err(delta_err(name))?;
-        out.push(serde_json::to_value(&c).unwrap_or_default());
+        let mut v = serde_json::to_value(&c).unwrap_or_default();
+        if let Some(o) = v.as_object_mut().filter(|o| o.get("version").is_none_or(|v| v.is_null())) {
+            o.insert("version".into(), version.into());
+        }
+        version -= 1;
+        out.push(v);
     }
     Ok(out)
 }
@@ -280,9 +302,9 @@ pub async fn vacuum(table: DeltaTable, name: &str, retention_ms: u64, dry_run: b
 /// Converts a folder of Hive-partitioned (`date=…/`) Parquet files, as earlier releases
 /// wrote, into a Delta table in place (Delta's CONVERT TO DELTA): every file is added to
 /// version 0, none is rewritten.
-pub async fn convert(root: &Path, table: &str) -> Result<DeltaTable, LakeError> {
+pub async fn convert(root: &Root, table: &str) -> Result<DeltaTable, LakeError> {
     use deltalake::kernel::{DataType as DeltaType, PrimitiveType, StructField};
-    let url = table_url(root, table)?;
+    let url = root.table_url(table)?;
     deltalake::operations::convert_to_delta::ConvertToDeltaBuilder::new()
         .with_location(url.to_string())
         .with_partition_schema([StructField::new(DATE, DeltaType::Primitive(PrimitiveType::Date), true)])

@@ -22,10 +22,12 @@ pub mod local;
 pub mod maintain;
 pub mod query;
 pub mod schema;
+pub mod store;
 mod write;
 
 use std::path::{Path, PathBuf};
 
+pub use store::{Root, StorageOptions};
 pub use write::{check_table_name, stored_schema, to_stored, Lake, MIN_VACUUM_RETENTION_MS};
 
 /// Staging directory of earlier releases (under the lake root); read only to publish what
@@ -67,6 +69,14 @@ pub enum LakeError {
     Query(#[source] datafusion::error::DataFusionError),
     #[error("a vacuum retention of {0} ms could delete files of checkpoints that are not committed yet; use at least 3600000 (1 h)")]
     Retention(u64),
+    #[error("lake location {location:?}: {reason}")]
+    Location { location: String, reason: String },
+    #[error("object store error on {path}: {source}")]
+    Store {
+        path: String,
+        #[source]
+        source: deltalake::logstore::object_store::Error,
+    },
     #[error("the lake is shutting down")]
     Closed,
 }

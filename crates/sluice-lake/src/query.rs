@@ -9,7 +9,6 @@
 //! aggregates, joins), and the caller bounds the time. Results stream as record batches.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, BooleanArray, Date32Array, RecordBatch};
@@ -30,6 +29,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::delta::{self, DataFile, DATE};
+use crate::store::Root;
 use crate::write::percent_decode;
 use crate::LakeError;
 
@@ -68,19 +68,21 @@ pub fn parse_table_ref(name: &str) -> Result<(&str, AsOf), String> {
 /// A Delta table version as a DataFusion table: the files of that version, nothing else.
 #[derive(Debug)]
 pub struct DeltaProvider {
-    table_dir: PathBuf,
+    root: Root,
+    table: String,
     file_schema: SchemaRef,
     schema: SchemaRef,
     files: Vec<DataFile>,
 }
 
 impl DeltaProvider {
-    /// `schema` is the table's (data columns, then `date`); `files` its data files.
-    pub fn new(table_dir: &Path, schema: &Schema, files: Vec<DataFile>) -> DeltaProvider {
+    /// `schema` is the table's (data columns, then `date`); `files` its data files. The
+    /// query context must have [`Root::store`] registered (as [`context`] does).
+    pub fn new(root: &Root, table: &str, schema: &Schema, files: Vec<DataFile>) -> DeltaProvider {
         let file_schema: Vec<Field> = schema.fields().iter().filter(|f| f.name() != DATE).map(|f| f.as_ref().clone()).collect();
         let mut all = file_schema.clone();
         all.push(Field::new(DATE, DataType::Date32, true));
-        DeltaProvider { table_dir: table_dir.to_path_buf(), file_schema: Arc::new(Schema::new(file_schema)), schema: Arc::new(Schema::new(all)), files }
+        DeltaProvider { root: root.clone(), table: table.to_string(), file_schema: Arc::new(Schema::new(file_schema)), schema: Arc::new(Schema::new(all)), files }
     }
 
     /// Which files may hold rows passing `filters` (those on `date` alone).
@@ -133,8 +135,8 @@ impl TableProvider for DeltaProvider {
             if !k {
                 continue;
             }
-            let path = self.table_dir.join(percent_decode(&f.path));
-            let mut pf = PartitionedFile::new(path.to_string_lossy().trim_start_matches('/').to_string(), f.size);
+            let path = self.root.path_in_table(&self.table, &percent_decode(&f.path));
+            let mut pf = PartitionedFile::new(path.to_string(), f.size);
             pf.partition_values = vec![ScalarValue::Date32(f.date.as_deref().and_then(parse_day))];
             files.push(pf);
         }
@@ -153,7 +155,7 @@ impl TableProvider for DeltaProvider {
         }
         let table_schema = TableSchema::builder(self.file_schema.clone()).with_table_partition_cols(vec![Arc::new(Field::new(DATE, DataType::Date32, true))]).build();
         let source = Arc::new(ParquetSource::new(table_schema));
-        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(self.root.store_url())?, source)
             .with_file_groups(file_groups.into_iter().map(FileGroup::new).collect())
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
@@ -167,7 +169,9 @@ pub type TableFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// The lake's tables, resolved by name when a query names them.
 struct LakeSchema {
-    root: PathBuf,
+    root: Root,
+    /// The lake's tables when the context was made.
+    tables: Vec<String>,
     extra: HashMap<String, Arc<dyn TableProvider>>,
     allow: Option<TableFilter>,
 }
@@ -184,16 +188,9 @@ impl LakeSchema {
     }
 
     fn names(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.extra.keys().filter(|t| self.allowed(t)).cloned().collect();
-        if let Ok(dir) = std::fs::read_dir(&self.root) {
-            for e in dir.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if !name.starts_with(['_', '.']) && e.path().join("_delta_log").is_dir() && self.allowed(&name) {
-                    out.push(name);
-                }
-            }
-        }
+        let mut out: Vec<String> = self.extra.keys().chain(&self.tables).filter(|t| self.allowed(t)).cloned().collect();
         out.sort();
+        out.dedup();
         out
     }
 }
@@ -223,22 +220,25 @@ impl SchemaProvider for LakeSchema {
         }
         let schema = delta::arrow_schema(&t, table).map_err(|e| DataFusionError::External(Box::new(e)))?;
         let files = delta::files(&t, table).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(Some(Arc::new(DeltaProvider::new(&self.root.join(table), &schema, files))))
+        Ok(Some(Arc::new(DeltaProvider::new(&self.root, table, &schema, files))))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        parse_table_ref(name).is_ok_and(|(t, _)| self.allowed(t) && (self.extra.contains_key(t) || self.root.join(t).join("_delta_log").is_dir()))
+        parse_table_ref(name).is_ok_and(|(t, _)| self.allowed(t) && (self.extra.contains_key(t) || self.tables.iter().any(|n| n == t)))
     }
 }
 
 /// A query context over the lake at `root`, with `extra` tables (e.g. live pipeline state),
-/// showing only the tables `allow` passes (all, when `None`).
-pub fn context(root: &Path, extra: HashMap<String, Arc<dyn TableProvider>>, allow: Option<TableFilter>, limits: QueryLimits) -> Result<SessionContext, LakeError> {
+/// showing only the tables `allow` passes (all, when `None`). Lists the lake's tables.
+pub async fn context(root: &Root, extra: HashMap<String, Arc<dyn TableProvider>>, allow: Option<TableFilter>, limits: QueryLimits) -> Result<SessionContext, LakeError> {
+    let tables = root.table_names().await?;
     let runtime = RuntimeEnvBuilder::new().with_memory_limit(limits.memory_bytes, 1.0).build_arc().map_err(LakeError::Query)?;
+    let store_url = url::Url::parse(&root.store_url()).map_err(|e| LakeError::Location { location: root.store_url(), reason: e.to_string() })?;
+    runtime.register_object_store(&store_url, root.store());
     let config = SessionConfig::new().with_batch_size(limits.batch_rows).with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     let catalog = ctx.catalog("datafusion").ok_or_else(|| LakeError::Query(DataFusionError::Plan("no default catalog".into())))?;
-    catalog.register_schema("public", Arc::new(LakeSchema { root: root.to_path_buf(), extra, allow })).map_err(LakeError::Query)?;
+    catalog.register_schema("public", Arc::new(LakeSchema { root: root.clone(), tables, extra, allow })).map_err(LakeError::Query)?;
     Ok(ctx)
 }
 

@@ -2,14 +2,15 @@
 //! `player_id, session_start, session_end, low_s, moderate_s, high_s, samples, avg_hr,
 //! min_hr, max_hr, hr_max`, timestamps in µs UTC, durations in seconds.
 
-use std::fs::File;
 use std::path::Path;
+
+use bytes::Bytes;
 
 use arrow_array::{Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_core::model::{SessionSummary, ZoneMs};
 
-use crate::{io, LakeError};
+use crate::LakeError;
 
 fn column<'a, T: 'static>(batch: &'a RecordBatch, path: &Path, name: &str) -> Result<&'a T, LakeError> {
     batch
@@ -18,11 +19,10 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, path: &Path, name: &str) -> Re
         .ok_or_else(|| LakeError::Schema { path: path.to_path_buf(), column: name.into(), reason: "missing or of another type".into() })
 }
 
-/// Reads every session row of one Parquet file.
-pub fn read_sessions_file(path: &Path) -> Result<Vec<SessionSummary>, LakeError> {
-    let file = File::open(path).map_err(io(path))?;
+/// Reads every session row of one Parquet file, `bytes` (named `path` in errors).
+pub fn read_sessions(bytes: Bytes, path: &Path) -> Result<Vec<SessionSummary>, LakeError> {
     let perr = |source| LakeError::Parquet { path: path.to_path_buf(), source };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?.build().map_err(perr)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?.build().map_err(perr)?;
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch?;

@@ -13,6 +13,7 @@ use sluice_core::model::SessionSummary;
 use sluice_core::time::date_of_ms;
 
 use crate::delta::{self, DataFile};
+use crate::store::Root;
 use crate::{io, schema, table_files, LakeError, STAGING};
 
 /// The shortest vacuum retention, ms (1 h): files a pipeline staged for a checkpoint are
@@ -20,13 +21,14 @@ use crate::{io, schema, table_files, LakeError, STAGING};
 /// retention could delete them from under it.
 pub const MIN_VACUUM_RETENTION_MS: u64 = 3_600_000;
 
-/// The lake under one root directory: one Delta table per folder.
+/// The lake under one root (a local folder or an object-store prefix, see [`Root`]): one
+/// Delta table per folder.
 ///
 /// Its methods block the calling thread (pipeline threads, the CLI); they run the Delta
 /// operations on the lake's own single-threaded I/O runtime, so they may also be called
 /// from inside another Tokio runtime.
 pub struct Lake {
-    root: PathBuf,
+    root: Root,
     rt: Option<tokio::runtime::Runtime>,
     /// Loaded tables, refreshed incrementally after each commit.
     tables: Mutex<HashMap<String, Slot>>,
@@ -42,6 +44,17 @@ struct Loaded {
     /// `txn` versions per pipeline, once read from the log or committed here (only this
     /// pipeline commits with its app id, so they stay true).
     txn: HashMap<String, i64>,
+}
+
+impl Loaded {
+    /// The table this process last saw, else as loaded now (`None`: no Delta log). The
+    /// caller puts it back.
+    async fn take(&mut self, root: &Root, name: &str) -> Result<Option<DeltaTable>, LakeError> {
+        match self.table.take() {
+            Some(t) => Ok(Some(t)),
+            None => delta::load(root, name).await,
+        }
+    }
 }
 
 type Slot = Arc<tokio::sync::Mutex<Loaded>>;
@@ -102,20 +115,25 @@ fn days(batch: &RecordBatch, now_ms: i64) -> Result<Vec<i32>, LakeError> {
 }
 
 impl Lake {
-    /// Opens the lake at `root` (an absolute or relative local path), converting in place
-    /// any table folder written by an earlier release as plain Parquet (see
-    /// [`delta::convert`]).
+    /// Opens the lake in the local folder `root` (absolute or relative; created if
+    /// missing), converting in place any table folder written by an earlier release as
+    /// plain Parquet (see [`delta::convert`]).
     pub fn open(root: &Path) -> Result<Lake, LakeError> {
-        crate::local::register();
-        std::fs::create_dir_all(root).map_err(io(root))?;
-        let root = std::path::absolute(root).map_err(io(root))?;
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("lake-io").enable_all().build().map_err(io(&root))?;
+        Lake::open_at(Root::local(root)?)
+    }
+
+    /// Opens the lake at `root`, a local folder or an object-store prefix (see
+    /// [`Root::open`]). Local lakes are migrated as by [`Lake::open`].
+    pub fn open_at(root: Root) -> Result<Lake, LakeError> {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("lake-io").enable_all().build().map_err(io(Path::new("lake-io runtime")))?;
         let lake = Lake { root, rt: Some(rt), tables: Mutex::new(HashMap::new()), auto_compact_min_files: crate::maintain::AUTO_COMPACT_MIN_FILES.into() };
-        lake.migrate()?;
+        if let Some(dir) = lake.root.local_dir().map(Path::to_path_buf) {
+            lake.migrate(&dir)?;
+        }
         Ok(lake)
     }
 
-    pub fn root(&self) -> &Path {
+    pub fn root(&self) -> &Root {
         &self.root
     }
 
@@ -141,23 +159,16 @@ impl Lake {
 
     /// Names of the lake's tables (folders with a Delta log), sorted.
     pub fn table_names(&self) -> Result<Vec<String>, LakeError> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.root).map_err(io(&self.root))? {
-            let entry = entry.map_err(io(&self.root))?;
-            let name = entry.file_name().to_string_lossy().to_string();
-            if !name.starts_with(['_', '.']) && entry.path().join("_delta_log").is_dir() {
-                out.push(name);
-            }
-        }
-        out.sort();
-        Ok(out)
+        let root = self.root.clone();
+        self.run(async move { root.table_names().await })
     }
 
-    /// Converts plain-Parquet table folders (no `_delta_log`) to Delta tables, and drops the
-    /// `_staging` folder of earlier releases once it holds nothing.
-    fn migrate(&self) -> Result<(), LakeError> {
-        for entry in std::fs::read_dir(&self.root).map_err(io(&self.root))? {
-            let entry = entry.map_err(io(&self.root))?;
+    /// Converts the plain-Parquet table folders (no `_delta_log`) of the local lake `dir` to
+    /// Delta tables, and drops the `_staging` folder of earlier releases once it holds
+    /// nothing.
+    fn migrate(&self, dir: &Path) -> Result<(), LakeError> {
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
             let name = entry.file_name().to_string_lossy().to_string();
             let path = entry.path();
             if name.starts_with(['_', '.']) || !path.is_dir() || path.join("_delta_log").exists() {
@@ -172,7 +183,7 @@ impl Lake {
             let t = self.run(async move { delta::convert(&root, &name).await })?;
             let _ = t;
         }
-        let staging = self.root.join(STAGING);
+        let staging = dir.join(STAGING);
         if staging.is_dir() && table_files(&staging).map(|f| f.is_empty()).unwrap_or(false) {
             let _ = std::fs::remove_dir_all(&staging);
         }
@@ -199,7 +210,11 @@ impl Lake {
             let mut guard = slot.lock().await;
             let schema = dated[0].schema();
             let t = match guard.table.take() {
-                Some(t) => delta::evolve_to(t, &root, &name, &schema).await?,
+                Some(t) => match delta::evolve_to(t, &name, &schema).await {
+                    // Another writer changed the schema since: evolve from its version.
+                    Err(e) if delta::lost_to_metadata_change(&e) => delta::ensure(&root, &name, &schema).await?,
+                    r => r?,
+                },
                 None => delta::ensure(&root, &name, &schema).await?,
             };
             let adds = delta::write_files(&t, &name, &dated).await;
@@ -230,12 +245,19 @@ impl Lake {
         let (root, name, pipeline) = (self.root.clone(), table.to_string(), pipeline.to_string());
         self.run(async move {
             let mut guard = slot.lock().await;
-            let mut t = match guard.table.take() {
-                Some(t) => t,
-                None => delta::load(&root, &name).await?.ok_or_else(|| LakeError::Handle(format!("table {name:?} has no Delta log, but checkpoint {id} staged files for it")))?,
-            };
+            let mut t = guard.take(&root, &name).await?.ok_or_else(|| LakeError::Handle(format!("table {name:?} has no Delta log, but checkpoint {id} staged files for it")))?;
             let known = guard.txn.get(&pipeline).copied();
-            let r = delta::commit(&mut t, &name, &pipeline, id, adds, known).await;
+            let mut r = delta::commit(&mut t, &name, &pipeline, id, adds.clone(), known).await;
+            for _ in 0..3 {
+                match &r {
+                    // Another writer evolved the schema first: commit over the new version.
+                    Err(e) if delta::lost_to_metadata_change(e) => {
+                        t.update_incremental(None).await.map_err(delta::delta_err(&name))?;
+                        r = delta::commit(&mut t, &name, &pipeline, id, adds.clone(), known).await;
+                    }
+                    _ => break,
+                }
+            }
             if r.is_ok() && auto > 0 {
                 // The data is committed; a failed compaction only leaves files to vacuum.
                 match crate::maintain::auto_compact(&mut t, &name, auto).await {
@@ -253,16 +275,18 @@ impl Lake {
     /// Moves a file staged by an earlier release into its table and describes it as an
     /// `add` action (no statistics).
     fn legacy_add(&self, rel: &str) -> Result<Add, LakeError> {
-        let src = self.root.join(rel);
+        // Earlier releases only had local lakes.
+        let root = self.root.local_dir().ok_or_else(|| LakeError::Handle(format!("{rel}: a staged file of an earlier release, but the lake is not local")))?;
+        let src = root.join(rel);
         // `_staging/<table>/<id>/date=D/part-....parquet` → `<table>/date=D/part-....parquet`
         let parts: Vec<String> = Path::new(rel).components().map(|c| c.as_os_str().to_string_lossy().to_string()).collect();
         if parts.len() < 5 {
             return Err(LakeError::MissingStaged { path: src });
         }
         let in_table = format!("{}/{}", parts[3], parts[4..].join("/"));
-        let dst = self.root.join(&parts[1]).join(&in_table);
+        let dst = root.join(&parts[1]).join(&in_table);
         if src.exists() {
-            let parent = dst.parent().unwrap_or(&self.root).to_path_buf();
+            let parent = dst.parent().unwrap_or(root).to_path_buf();
             std::fs::create_dir_all(&parent).map_err(io(&parent))?;
             std::fs::rename(&src, &dst).map_err(io(&dst))?;
         } else if !dst.exists() {
@@ -299,10 +323,7 @@ impl Lake {
         let (root, name) = (self.root.clone(), table.to_string());
         self.run(async move {
             let mut guard = slot.lock().await;
-            let Some(mut t) = (match guard.table.take() {
-                Some(t) => Some(t),
-                None => delta::load(&root, &name).await?,
-            }) else {
+            let Some(mut t) = guard.take(&root, &name).await? else {
                 return Ok(0);
             };
             let r = delta::remove_dates_before(&mut t, &name, &cutoff).await;
@@ -359,10 +380,7 @@ impl Lake {
         let (root, name) = (self.root.clone(), table.to_string());
         self.run(async move {
             let mut guard = slot.lock().await;
-            let mut t = match guard.table.take() {
-                Some(t) => t,
-                None => delta::load(&root, &name).await?.ok_or_else(|| LakeError::NoTable(name.clone()))?,
-            };
+            let mut t = guard.take(&root, &name).await?.ok_or_else(|| LakeError::NoTable(name.clone()))?;
             let r = match t.update_incremental(None).await {
                 Ok(()) => crate::maintain::optimize(&mut t, &name, target_bytes, min_files).await,
                 Err(e) => Err(delta::delta_err(&name)(e)),
@@ -413,9 +431,11 @@ impl Lake {
     /// time (only one file's sessions are held at once), in no particular order. Only files
     /// of the table's current Delta version are read.
     pub fn visit_sessions(&self, table: &str, mut f: impl FnMut(SessionSummary)) -> Result<(), LakeError> {
-        let dir = self.root.join(table);
         for file in self.files(table)? {
-            schema::read_sessions_file(&dir.join(percent_decode(&file.path)))?.into_iter().for_each(&mut f);
+            let (root, name, rel) = (self.root.clone(), table.to_string(), percent_decode(&file.path));
+            let label = PathBuf::from(format!("{table}/{rel}"));
+            let bytes = self.run(async move { root.get(&name, &rel).await })?;
+            schema::read_sessions(bytes, &label)?.into_iter().for_each(&mut f);
         }
         Ok(())
     }

@@ -37,10 +37,15 @@ pub struct Config {
     pub lake: LakeSection,
 }
 
-/// The `[lake]` table: SQL limits and table maintenance.
+/// The `[lake]` table: where the lake is, SQL limits and table maintenance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LakeSection {
+    /// A local path or an object-store URL (`s3://bucket/prefix`); empty: `<data_dir>/lake`.
+    pub location: String,
+    /// Settings of the object store, by `object_store` key (`aws_endpoint`, `aws_region`,
+    /// …), over the `AWS_*` environment variables. Never logged.
+    pub storage_options: sluice_lake::StorageOptions,
     /// A query (`POST /v1/query`, `sluice query`) is cut off after this long, ms.
     pub query_timeout_ms: u64,
     /// Memory a query's operators may hold (sorts, aggregations, joins), bytes.
@@ -58,7 +63,7 @@ pub struct LakeSection {
 
 impl Default for LakeSection {
     fn default() -> Self {
-        LakeSection { query_timeout_ms: 30_000, query_memory_bytes: 512 << 20, maintenance_interval_ms: 3_600_000, compact_min_files: 10, auto_compact_min_files: 50, vacuum_retention_ms: 7 * 86_400_000 }
+        LakeSection { location: String::new(), storage_options: Default::default(), query_timeout_ms: 30_000, query_memory_bytes: 512 << 20, maintenance_interval_ms: 3_600_000, compact_min_files: 10, auto_compact_min_files: 50, vacuum_retention_ms: 7 * 86_400_000 }
     }
 }
 
@@ -455,6 +460,20 @@ pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>, ov
 }
 
 impl Config {
+    /// Where the lake is: `[lake] location`, else `<data_dir>/lake`.
+    pub fn lake_location(&self) -> String {
+        if self.lake.location.is_empty() {
+            self.data_dir.join("lake").to_string_lossy().into_owned()
+        } else {
+            self.lake.location.clone()
+        }
+    }
+
+    /// Opens the lake's root (see [`sluice_lake::Root::open`]); errors name the location.
+    pub fn lake_root(&self) -> Result<sluice_lake::Root, sluice_lake::LakeError> {
+        sluice_lake::Root::open(&self.lake_location(), &self.lake.storage_options)
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         let hr = &self.heart_rate;
         if hr.hr_max_default_bpm <= 0.0 || hr.hr_max_bpm.values().any(|v| *v <= 0.0) {

@@ -75,6 +75,7 @@ pub enum ServerError {
 pub struct Server {
     addr: SocketAddr,
     data_dir: std::path::PathBuf,
+    lake: Arc<Lake>,
     log: Arc<Log>,
     sessions: Arc<SessionStore>,
     pipelines: Arc<Pipelines>,
@@ -176,7 +177,7 @@ impl Server {
                 let log_config = LogConfig { segment_bytes: config.log.segment_bytes, segment_ms: config.log.segment_ms };
                 let log = Arc::new(Log::open(&data.join("log"), log_config)?);
                 let gateway = Arc::new(Gateway::new(log.clone(), config.topics.clone(), Some(&data.join("schemas")))?);
-                let lake = Arc::new(Lake::open(&data.join("lake"))?);
+                let lake = Arc::new(Lake::open_at(config.lake_root()?)?);
                 let archive: sessions::Archive = {
                     let lake = lake.clone();
                     Box::new(move |f: &mut dyn FnMut(sluice_core::model::SessionSummary)| lake.visit_sessions(live::HEART_RATE, f).map_err(|e| error_chain(&e)))
@@ -356,7 +357,7 @@ impl Server {
         let app = Arc::new(App { log: log.clone(), sessions: sessions.clone(), pipelines: pipelines.clone(), limits });
         let mut routes = sluice_gateway::http::router(gateway, routes).merge(http::router(app)).merge(pipelines::router(pipelines.clone()));
         let query_service = query::QueryService {
-            lake: query_lake,
+            lake: query_lake.clone(),
             sessions: sessions.clone(),
             limits: sluice_lake::query::QueryLimits { memory_bytes: config.lake.query_memory_bytes, ..Default::default() },
             timeout: std::time::Duration::from_millis(config.lake.query_timeout_ms),
@@ -393,7 +394,7 @@ impl Server {
             let _ = stop_rx.await;
         }));
         tracing::info!(%addr, data_dir = %data.display(), "sluice is serving");
-        Ok(Server { addr, data_dir: data, log, sessions, pipelines, http_stop, http_task, retention_task, flush_task, maintenance_task, audit_task, tls_task, auth_task, kafka, first_admin_password, https: config.http.tls.is_some() })
+        Ok(Server { addr, data_dir: data, lake: query_lake, log, sessions, pipelines, http_stop, http_task, retention_task, flush_task, maintenance_task, audit_task, tls_task, auth_task, kafka, first_admin_password, https: config.http.tls.is_some() })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -423,6 +424,11 @@ impl Server {
     /// The data directory (log, checkpoints, lake).
     pub fn data_dir(&self) -> &std::path::Path {
         &self.data_dir
+    }
+
+    /// The lake the server's pipelines write.
+    pub fn lake(&self) -> &Arc<Lake> {
+        &self.lake
     }
 
     pub fn log(&self) -> &Arc<Log> {

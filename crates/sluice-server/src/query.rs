@@ -163,7 +163,7 @@ async fn query(State(q): State<Arc<QueryService>>, who: Option<Extension<Princip
         // Lake tables are named after pipelines' outputs; `open_sessions` is heart_rate's.
         Some(Arc::new(move |t: &str| limits.pipeline(if t == "open_sessions" { crate::live::HEART_RATE } else { t })))
     };
-    let ctx = match sluice_lake::query::context(q.lake.root(), live_tables(&q.sessions), allow, q.limits) {
+    let ctx = match sluice_lake::query::context(q.lake.root(), live_tables(&q.sessions), allow, q.limits).await {
         Ok(c) => c,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "query_failed", crate::error_chain(&e)),
     };

@@ -103,7 +103,7 @@ pub async fn pipeline(mut config: Config, args: PipelineArgs) -> anyhow::Result<
     server.drain_job().await?;
     let done = started.elapsed();
     let fsyncs: u64 = server.log().topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.fsync_count()).collect::<Vec<_>>()).sum();
-    let sessions = sluice_lake::Lake::open(&server.data_dir().join("lake"))?.read_sessions("heart_rate")?;
+    let sessions = server.lake().read_sessions("heart_rate")?;
     let committed: u64 = sessions.iter().map(|s| s.samples).sum();
     server.shutdown().await?;
     if args.data_dir.is_none() {

@@ -155,12 +155,12 @@ for q in queries:
 print(json.dumps(out))
 "#;
 
-async fn time_query(root: &Path, sql: &str) -> anyhow::Result<(f64, usize)> {
+async fn time_query(root: &sluice_lake::Root, sql: &str) -> anyhow::Result<(f64, usize)> {
     let mut times = Vec::new();
     let mut rows = 0;
     for _ in 0..3 {
         let t = Instant::now();
-        let ctx = sluice_lake::query::context(root, Default::default(), None, Default::default())?;
+        let ctx = sluice_lake::query::context(root, Default::default(), None, Default::default()).await?;
         let mut s = sluice_lake::query::execute(&ctx, sql).await?;
         rows = 0;
         while let Some(b) = s.next().await {
@@ -218,8 +218,7 @@ async fn run_in(root: &Path, args: &LakeArgs) -> anyhow::Result<()> {
         let mut times = Vec::new();
         for _ in 0..5 {
             let t = Instant::now();
-            let (r, name) = (root.to_path_buf(), table.to_string());
-            let loaded = sluice_lake::delta::load(&r, &name).await?.context("table missing")?;
+            let loaded = sluice_lake::delta::load(lake.root(), table).await?.context("table missing")?;
             // n commits of data, and the auto-compactions between them.
             anyhow::ensure!(loaded.version().is_some_and(|v| v >= n), "{table} opened at {:?}, before commit {n}", loaded.version());
             times.push(t.elapsed().as_secs_f64() * 1e3);
@@ -227,7 +226,7 @@ async fn run_in(root: &Path, args: &LakeArgs) -> anyhow::Result<()> {
         times.sort_by(f64::total_cmp);
         open.push(times[2]);
     }
-    let version = sluice_lake::delta::load(root, "open").await?.and_then(|t| t.version()).unwrap_or(0);
+    let version = sluice_lake::delta::load(lake.root(), "open").await?.and_then(|t| t.version()).unwrap_or(0);
     println!("open    after {n} commits (version {version}, with auto-compactions): {:.1} ms with Delta log checkpoints, {:.1} ms without ({removed} checkpoint files removed), median of 5", open[0], open[1]);
     if let Some(py) = &args.python {
         let v = python(py, PEER_OPEN, &[with.display().to_string(), without.display().to_string()])?;
@@ -261,7 +260,7 @@ async fn run_in(root: &Path, args: &LakeArgs) -> anyhow::Result<()> {
     println!("query   {total} readings in {} files, {:.1} MB (Parquet, snappy):", lake.files("raw")?.len(), bytes as f64 / 1e6);
     let mut ours = Vec::new();
     for (name, sql) in &queries {
-        let (ms, n) = time_query(root, sql).await?;
+        let (ms, n) = time_query(lake.root(), sql).await?;
         ours.push(ms);
         println!("        {name:<20} sluice {ms:>8.1} ms ({:.0} M readings/s, {n} rows out)", total as f64 / ms / 1e3);
     }

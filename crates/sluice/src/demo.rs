@@ -40,7 +40,7 @@ pub async fn run(mut config: Config, speed: f64, exit: bool) -> anyhow::Result<(
     let acked = started.elapsed();
     server.drain_job().await.context("closing the sessions")?;
     let done = started.elapsed();
-    let lake = sluice_lake::Lake::open(&server.data_dir().join("lake"))?;
+    let lake = server.lake().clone();
     let sessions: Vec<SessionSummary> = lake.read_sessions("heart_rate")?.into_iter().filter(|s| players.contains(&s.player_id)).collect();
     print_table(&sessions);
     let rejected: usize = stats.iter().map(|(_, s)| s.rejected).sum();
@@ -51,7 +51,7 @@ pub async fn run(mut config: Config, speed: f64, exit: bool) -> anyhow::Result<(
         done.as_secs_f64(),
         total as f64 / done.as_secs_f64().max(1e-9)
     );
-    println!("Sessions table: {}/heart_rate (Delta Lake, by date); dashboard: {url}/", lake.root().display());
+    println!("Sessions table: {}heart_rate (Delta Lake, by date); dashboard: {url}/", lake.root().url());
     if !exit {
         println!("Serving the dashboard at {url}/ until Ctrl-C.");
         crate::shutdown_signal().await;

@@ -3,22 +3,23 @@
 //! not a server is running; `sluice query --server URL` asks a running server instead,
 //! which also sees `open_sessions`.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use futures_util::StreamExt;
 use sluice_lake::format::{Encoder, Format};
-use sluice_lake::Lake;
+use sluice_lake::{Lake, Root};
 
 use crate::users::Where;
 
-/// The lake of a config's data directory.
-fn lake_root(at: &Where) -> anyhow::Result<PathBuf> {
-    let root = at.config()?.data_dir.join("lake");
-    anyhow::ensure!(root.is_dir(), "no lake at {}: has a server run with this data directory? (--data-dir, --config)", root.display());
-    Ok(root)
+/// The lake of a config (`[lake] location`, else the data directory's `lake/`).
+fn lake_root(at: &Where) -> anyhow::Result<Root> {
+    let config = at.config()?;
+    if config.lake.location.is_empty() {
+        let dir = config.data_dir.join("lake");
+        anyhow::ensure!(dir.is_dir(), "no lake at {}: has a server run with this data directory? (--data-dir, --config)", dir.display());
+    }
+    Ok(config.lake_root()?)
 }
 
 #[derive(Args)]
@@ -69,7 +70,7 @@ enum TablesCommand {
 }
 
 pub fn run_tables(args: TablesArgs) -> anyhow::Result<()> {
-    let lake = Lake::open(&lake_root(&args.at)?)?;
+    let lake = Lake::open_at(lake_root(&args.at)?)?;
     match args.command {
         TablesCommand::List => {
             println!("{:<32} {:>8} {:>7} {:>12} {:>14} {:>6}", "table", "version", "files", "rows", "bytes", "dates");
@@ -157,7 +158,7 @@ pub async fn run_query(args: QueryArgs) -> anyhow::Result<()> {
             let config = args.at.config()?;
             let root = lake_root(&args.at)?;
             let limits = sluice_lake::query::QueryLimits { memory_bytes: config.lake.query_memory_bytes, ..Default::default() };
-            let ctx = sluice_lake::query::context(&root, Default::default(), None, limits)?;
+            let ctx = sluice_lake::query::context(&root, Default::default(), None, limits).await?;
             let run = async {
                 let mut stream = match sluice_lake::query::execute(&ctx, &args.sql).await {
                     Ok(s) => s,
