@@ -40,10 +40,51 @@ use url::Url;
 use crate::LakeError;
 
 /// Settings of an object store, by `object_store` key (`aws_endpoint`, `aws_region`, …).
-/// Values may be secrets: `Debug` prints the keys alone.
-#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
+/// Values are strings; numbers and booleans are taken as their text (so that
+/// `SLUICE_LAKE__STORAGE_OPTIONS__AWS_ALLOW_HTTP=true` works). Values may be secrets:
+/// `Debug` prints the keys alone, and serializing (`sluice config`) shows `"<redacted>"` for
+/// the value of any key that names a secret, key, token or password.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct StorageOptions(pub BTreeMap<String, String>);
+
+/// Whether the value of storage option `key` may be a secret.
+pub fn is_secret_option(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["secret", "key", "token", "password", "credential"].iter().any(|s| k.contains(s))
+}
+
+impl serde::Serialize for StorageOptions {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, if is_secret_option(k) { "<redacted>" } else { v.as_str() })))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StorageOptions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            Text(String),
+            Int(i64),
+            Float(f64),
+            Bool(bool),
+        }
+        let map = BTreeMap::<String, Scalar>::deserialize(d)?;
+        Ok(StorageOptions(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Scalar::Text(s) => s,
+                        Scalar::Int(i) => i.to_string(),
+                        Scalar::Float(f) => f.to_string(),
+                        Scalar::Bool(b) => b.to_string(),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ))
+    }
+}
 
 impl std::fmt::Debug for StorageOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,8 +199,7 @@ impl Root {
             url.set_path(&format!("{}/", url.path()));
         }
         options_by_store().lock().unwrap_or_else(|e| e.into_inner()).insert(store_key(&url), options.clone());
-        let scheme = Url::parse(&format!("{}://", url.scheme())).map_err(|e| bad(e.to_string()))?;
-        let factory = deltalake::logstore::object_store_factories().get(&scheme).map(|f| f.value().clone());
+        let factory = deltalake::logstore::object_store_factories().iter().find(|f| f.key().scheme() == url.scheme()).map(|f| f.value().clone());
         let Some(factory) = factory else {
             return Err(bad(format!("no store for {:?} URLs in this build: use a local path or s3://bucket/prefix (hdfs:// needs the `hdfs` cargo feature)", url.scheme())));
         };
@@ -274,6 +314,17 @@ mod tests {
     fn options_never_show_their_values() {
         let o = StorageOptions([("aws_secret_access_key".to_string(), "hunter2".to_string())].into_iter().collect());
         assert_eq!(format!("{o:?}"), "{\"aws_secret_access_key\"}");
+        let mut o = o;
+        o.0.insert("aws_region".into(), "eu-west-1".into());
+        assert_eq!(serde_json::to_string(&o).unwrap(), r#"{"aws_region":"eu-west-1","aws_secret_access_key":"<redacted>"}"#);
+    }
+
+    #[test]
+    fn options_take_scalars_as_text() {
+        let o: StorageOptions = serde_json::from_str(r#"{"aws_allow_http": true, "aws_endpoint": "http://h:1", "n": 3}"#).unwrap();
+        assert_eq!(o.0["aws_allow_http"], "true");
+        assert_eq!(o.0["n"], "3");
+        assert_eq!(o.0["aws_endpoint"], "http://h:1");
     }
 
     #[test]

@@ -127,8 +127,11 @@ impl Lake {
     pub fn open_at(root: Root) -> Result<Lake, LakeError> {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("lake-io").enable_all().build().map_err(io(Path::new("lake-io runtime")))?;
         let lake = Lake { root, rt: Some(rt), tables: Mutex::new(HashMap::new()), auto_compact_min_files: crate::maintain::AUTO_COMPACT_MIN_FILES.into() };
-        if let Some(dir) = lake.root.local_dir().map(Path::to_path_buf) {
-            lake.migrate(&dir)?;
+        match lake.root.local_dir().map(Path::to_path_buf) {
+            Some(dir) => lake.migrate(&dir)?,
+            // Reach the store now: a wrong endpoint, bucket or credential stops the start
+            // with the store's answer, instead of failing the first checkpoint.
+            None => drop(lake.table_names()?),
         }
         Ok(lake)
     }

@@ -172,8 +172,8 @@ fn sessions_query_and_maintenance_work_on_s3() {
         batches[0].column(0).as_any().downcast_ref::<arrow_array::Int64Array>().unwrap().value(0)
     });
     assert_eq!(n, 15);
-    // A lake opened on a missing bucket says which location failed.
-    let e = moto.lake("s3://no-such-bucket/x").stage_table("t", 1, &[rows("p", 0, 1)], 0).unwrap_err();
+    // A lake on a missing bucket does not open, and says which location failed.
+    let e = Lake::open_at(Root::open("s3://no-such-bucket/x", &moto.options()).unwrap()).err().unwrap();
     assert!(sluice_core::error_chain(&e).contains("no-such-bucket"), "{}", sluice_core::error_chain(&e));
 }
 

@@ -3,7 +3,10 @@
 //! 1. Commit latency per checkpoint: `--commits` checkpoints of `--commit-rows` readings,
 //!    each staged (Parquet files written) then published (one Delta commit with its `txn`);
 //!    p50/p99 of both. Peer: the Python `deltalake` package appending the same batches
-//!    (`write_deltalake(mode="append")`, one commit each), when `--python` is given.
+//!    (`write_deltalake(mode="append")`, one commit each), when `--python` is given. With
+//!    `--s3 s3://bucket/prefix`, the same again on that store (the `AWS_*` environment
+//!    names the endpoint and credentials), the peer with `conditional_put = etag` so that
+//!    both commit by put-if-absent.
 //! 2. Table open time after `--open-commits` commits, with the Delta log checkpoints that
 //!    the commits write every 100 versions, and with those checkpoints deleted (every JSON
 //!    commit replayed). Peer: the Python `deltalake` package opening the same two tables.
@@ -41,6 +44,10 @@ pub struct LakeArgs {
     /// A Python with `deltalake` and `duckdb` (e.g. .venv/bin/python) for the peers.
     #[arg(long)]
     python: Option<PathBuf>,
+    /// Also measure commit latency on this object-store prefix (`s3://bucket/prefix`, with
+    /// the `AWS_*` environment variables; the bucket must exist and the prefix be empty).
+    #[arg(long)]
+    s3: Option<String>,
     /// Scratch directory (default: a new directory under the system temp dir, removed after).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -111,6 +118,8 @@ import json, sys, time
 import pyarrow as pa
 from deltalake import write_deltalake
 path, n, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+# On S3, commit by put-if-absent (If-None-Match) as sluice does, not by an unsafe rename.
+options = {"conditional_put": "etag"} if path.startswith("s3://") else None
 lat = []
 for c in range(1, n + 1):
     start = c * rows
@@ -118,7 +127,7 @@ for c in range(1, n + 1):
                   "created_at": pa.array([1_700_000_000_000 + (i // 1000) * 1000 for i in range(start, start + rows)], pa.timestamp("ms", tz="UTC")),
                   "heartbeat": [60.0 + ((i * 0x9E3779B97F4A7C15) % (1 << 64) >> 40) % 12000 / 100 for i in range(start, start + rows)]})
     s = time.perf_counter()
-    write_deltalake(path, t, mode="append")
+    write_deltalake(path, t, mode="append", storage_options=options)
     lat.append((time.perf_counter() - s) * 1e3)
 lat.sort()
 print(json.dumps({"p50": lat[len(lat) // 2], "p99": lat[int((len(lat) - 1) * 0.99)]}))
@@ -196,6 +205,16 @@ async fn run_in(root: &Path, args: &LakeArgs) -> anyhow::Result<()> {
     if let Some(py) = &args.python {
         let v = python(py, PEER_COMMITS, &[root.join("peer_commits").display().to_string(), commits_n.to_string(), rows.to_string()])?;
         println!("        peer: Python deltalake write_deltalake(append), files and commit together: p50 {:.1} ms p99 {:.1} ms", v["p50"].as_f64().unwrap_or(0.0), v["p99"].as_f64().unwrap_or(0.0));
+    }
+
+    if let Some(url) = &args.s3 {
+        let s3 = Arc::new(Lake::open_at(sluice_lake::Root::open(url, &Default::default())?)?);
+        let (stage, publish) = tokio::task::spawn_blocking(move || commits(&s3, "commits", commits_n, rows, "commits on S3")).await??;
+        println!("commit  on {url}: stage p50 {:.1} ms p99 {:.1} ms; Delta commit p50 {:.1} ms p99 {:.1} ms", pct(&stage, 0.5), pct(&stage, 0.99), pct(&publish, 0.5), pct(&publish, 0.99));
+        if let Some(py) = &args.python {
+            let v = python(py, PEER_COMMITS, &[format!("{}/peer_commits", url.trim_end_matches('/')), commits_n.to_string(), rows.to_string()])?;
+            println!("        peer: Python deltalake on the same store: p50 {:.1} ms p99 {:.1} ms", v["p50"].as_f64().unwrap_or(0.0), v["p99"].as_f64().unwrap_or(0.0));
+        }
     }
 
     // 2. Open time after many commits, with and without log checkpoints.
