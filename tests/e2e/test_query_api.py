@@ -5,6 +5,7 @@ on an S3-API server (moto)."""
 import csv
 import io
 import json
+import os
 import time
 
 import pyarrow as pa
@@ -99,5 +100,44 @@ def test_query_api_formats_errors_live_state_and_limits(tmp_path, request, store
         assert call(s, vic, "GET", "/v1/tables/heartbeat_raw").status_code == 404
         assert query(s, vic, "SELECT count(*) AS n FROM open_sessions").status_code == 200
         assert requests.post(f"{s.url}/v1/query", json={"sql": "SELECT 1"}, timeout=10).status_code == 401
+    finally:
+        s.stop()
+
+
+def test_query_time_and_memory_limits(tmp_path):
+    """A query past `[lake] query_timeout_ms` gets 408, one past `query_memory_bytes` a 400
+    that names the setting; both before any row, and the server keeps answering."""
+    from conftest import Sluice
+    s = Sluice(tmp_path / "data", env={"SLUICE_STREAM__IDLE_TIMEOUT_MS": "0", "SLUICE_LAKE__QUERY_TIMEOUT_MS": "1500",
+                                       "SLUICE_LAKE__QUERY_MEMORY_BYTES": "262144"}).start()
+    try:
+        readings = reference.read(DATA / "20210119_run_garmin_fenix6.tcx")
+        r = requests.post(f"{s.url}/v1/topics/{TOPIC}/records", json=[reference.event("run", t, b) for t, b in readings], timeout=30)
+        assert r.status_code == 200, r.text
+        assert requests.post(f"{s.url}/v1/pipelines/heartbeat_raw/drain", timeout=60).status_code == 200
+
+        def ask(sql):
+            return requests.post(f"{s.url}/v1/query", json={"sql": sql}, timeout=60)
+        # 1,232⁴ ≈ 2.3 trillion joined rows (of no columns, so in little memory): far past 1.5 s.
+        started = time.time()
+        r = ask("SELECT count(*) FROM heartbeat_raw a, heartbeat_raw b, heartbeat_raw c, heartbeat_raw d")
+        assert r.status_code == 408 and r.json()["error"]["code"] == "query_timeout", r.text
+        assert "query_timeout_ms" in r.json()["error"]["message"]
+        assert time.time() - started < 10, "the answer came at the limit"
+        # The query stopped with its answer: the server's CPU time stands still.
+        def cpu_s():
+            fields = open(f"/proc/{s.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        before = cpu_s()
+        time.sleep(1.5)
+        assert cpu_s() - before < 0.5, "the timed-out query kept running"
+        # Holding every pair of readings needs far more than 256 KiB.
+        r = ask("SELECT max(a.heartbeat + b.heartbeat) FROM heartbeat_raw a, heartbeat_raw b, heartbeat_raw c")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "query_resources_exhausted", r.text
+        assert "query_memory_bytes" in r.json()["error"]["message"]
+        r = ask("SELECT count(*) AS n FROM heartbeat_raw")
+        assert r.status_code == 200 and r.json()["rows"] == [{"n": len(readings)}], r.text
+        r = ask("SELECT * FROM heartbeat_raw WHERE heartbeat < 0")
+        assert r.status_code == 200 and r.json()["rows"] == [], r.text
     finally:
         s.stop()

@@ -20,6 +20,7 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SendableRecordBatchStream;
@@ -232,7 +233,11 @@ impl SchemaProvider for LakeSchema {
 /// showing only the tables `allow` passes (all, when `None`). Lists the lake's tables.
 pub async fn context(root: &Root, extra: HashMap<String, Arc<dyn TableProvider>>, allow: Option<TableFilter>, limits: QueryLimits) -> Result<SessionContext, LakeError> {
     let tables = root.table_names().await?;
-    let runtime = RuntimeEnvBuilder::new().with_memory_limit(limits.memory_bytes, 1.0).build_arc().map_err(LakeError::Query)?;
+    // No spilling: past the memory limit a query fails rather than writing temporary files
+    // (and DataFusion 55's spilling nested-loop join re-executes its inputs, which panics
+    // on a repartitioned one: apache/datafusion#24676).
+    let disk = DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled);
+    let runtime = RuntimeEnvBuilder::new().with_memory_limit(limits.memory_bytes, 1.0).with_disk_manager_builder(disk).build_arc().map_err(LakeError::Query)?;
     let store_url = url::Url::parse(&root.store_url()).map_err(|e| LakeError::Location { location: root.store_url(), reason: e.to_string() })?;
     runtime.register_object_store(&store_url, root.store());
     let config = SessionConfig::new().with_batch_size(limits.batch_rows).with_information_schema(true);

@@ -175,17 +175,46 @@ async fn query(State(q): State<Arc<QueryService>>, who: Option<Extension<Princip
             return (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "query_error", "message": e.to_string(), "line": e.line, "column": e.column}}))).into_response();
         }
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, "query_failed", crate::error_chain(&e)),
-        Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "query_timeout", format!("the query did not finish planning within {} ms ([query] timeout_ms)", q.timeout.as_millis())),
+        Err(_) => return timed_out(q.timeout),
+    };
+    // The first batch before the status: most failures (memory, time) come before any row,
+    // and then the answer is an error status rather than a cut-off 200.
+    let mut stream = stream;
+    let first = match tokio::time::timeout_at(deadline, stream.next()).await {
+        Ok(Some(Ok(b))) => Some(b),
+        Ok(None) => None,
+        Ok(Some(Err(e))) => {
+            let resources = matches!(e.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_));
+            let hint = if resources { "; the query needs more memory than [lake] query_memory_bytes: filter more rows out, or raise it" } else { "" };
+            return error(StatusCode::BAD_REQUEST, if resources { "query_resources_exhausted" } else { "query_error" }, format!("{}{hint}", crate::error_chain(&e)));
+        }
+        Err(_) => return timed_out(q.timeout),
     };
     let schema = stream.schema();
     let mut encoder = match Encoder::new(format, schema) {
         Ok(e) => e,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "query_failed", e),
     };
-    let head = Bytes::from(encoder.head());
+    let mut head = encoder.head();
+    if let Some(b) = &first {
+        match encoder.batch(b) {
+            Ok(bytes) => head.extend_from_slice(&bytes),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "query_failed", e),
+        }
+    }
+    if first.is_none() {
+        // No rows: the stream is done (and need not be polled again).
+        head.extend_from_slice(&encoder.finish());
+        return ([(header::CONTENT_TYPE, format.content_type())], Body::from(head)).into_response();
+    }
+    let head = Bytes::from(head);
     let body = async_stream(stream, encoder, deadline, q.timeout);
     let body = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(head) }).chain(body);
     ([(header::CONTENT_TYPE, format.content_type())], Body::from_stream(body)).into_response()
+}
+
+fn timed_out(limit: Duration) -> Response {
+    error(StatusCode::REQUEST_TIMEOUT, "query_timeout", format!("the query ran past its time limit of {} ms ([lake] query_timeout_ms)", limit.as_millis()))
 }
 
 fn async_stream(

@@ -167,7 +167,13 @@ pub async fn run_query(args: QueryArgs) -> anyhow::Result<()> {
                 };
                 let mut out = Vec::new();
                 while let Some(b) = stream.next().await {
-                    out.push(b.map_err(sluice_lake::LakeError::Query)?);
+                    match b {
+                        Ok(b) => out.push(b),
+                        Err(e) if matches!(e.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_)) => {
+                            anyhow::bail!("{}; the query needs more memory than [lake] query_memory_bytes ({} bytes): filter more rows out, or raise it", sluice_core::error_chain(&e), config.lake.query_memory_bytes)
+                        }
+                        Err(e) => return Err(sluice_lake::LakeError::Query(e).into()),
+                    }
                 }
                 Ok::<_, anyhow::Error>(out)
             };
