@@ -185,11 +185,11 @@ pub async fn write_files(table: &DeltaTable, name: &str, batches: &[RecordBatch]
 /// read from the log otherwise). Returns the pipeline's `txn` version afterwards.
 pub async fn commit(table: &mut DeltaTable, name: &str, pipeline: &str, id: u64, adds: Vec<Add>, known: Option<i64>) -> Result<i64, LakeError> {
     let app = app_id(pipeline);
-    let snapshot = table.snapshot().map_err(delta_err(name))?;
     let done = match known {
         Some(v) => Some(v),
-        None => snapshot.transaction_version(table.log_store().as_ref(), &app).await.map_err(delta_err(name))?,
+        None => txn_version(table, name, pipeline).await?,
     };
+    let snapshot = table.snapshot().map_err(delta_err(name))?;
     if let Some(v) = done.filter(|&v| v >= id as i64) {
         return Ok(v);
     }
@@ -202,6 +202,12 @@ pub async fn commit(table: &mut DeltaTable, name: &str, pipeline: &str, id: u64,
     // The commit's own snapshot: no second listing of the log.
     table.state = Some(done.snapshot());
     Ok(id as i64)
+}
+
+/// The last checkpoint id `pipeline` committed to the loaded table (its `txn` version).
+pub async fn txn_version(table: &DeltaTable, name: &str, pipeline: &str) -> Result<Option<i64>, LakeError> {
+    let snapshot = table.snapshot().map_err(delta_err(name))?;
+    snapshot.transaction_version(table.log_store().as_ref(), &app_id(pipeline)).await.map_err(delta_err(name))
 }
 
 /// Removes (logically: `remove` actions, files deleted later by vacuum) every file of a

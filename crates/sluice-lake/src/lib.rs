@@ -3,7 +3,9 @@
 //!
 //! Every pipeline output writes a table named after it, `<root>/<table>/`, a Delta table
 //! partitioned by `date` (the UTC date of the table's first timestamp column, else of the
-//! commit). See [`delta`] for the layout and the commit protocol, [`query`] for SQL.
+//! commit). See [`delta`] for the layout and the commit protocol, [`query`] for SQL, and
+//! [`store`] for where the root is (a local folder, or `s3://bucket/prefix` with commits by
+//! put-if-absent).
 //!
 //! Exactly-once: at a checkpoint barrier, a sink writes the checkpoint's rows as Parquet
 //! data files that no Delta commit names yet ([`Lake::stage_table`]); the handles (their
@@ -51,7 +53,7 @@ pub enum LakeError {
     },
     #[error("building a record batch failed: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
-    #[error("staged file {path} is missing and was never published; the checkpoint's output is lost")]
+    #[error("staged file {path} is missing and was never published; the checkpoint's output is lost (was the table vacuumed while the server was down longer than the retention?)")]
     MissingStaged { path: PathBuf },
     #[error("unexpected column {column} in {path}: {reason}")]
     Schema { path: PathBuf, column: String, reason: String },

@@ -28,6 +28,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use futures_util::StreamExt;
 
 use crate::delta::{self, DataFile, DATE};
 use crate::store::Root;
@@ -247,7 +248,75 @@ pub async fn context(root: &Root, extra: HashMap<String, Arc<dyn TableProvider>>
     Ok(ctx)
 }
 
-/// Plans and starts `sql`; its rows stream from the result.
+/// The runtime queries run on, apart from the caller's: DataFusion's operators yield to
+/// the scheduler only between input batches, so a runaway query (a cross join of large
+/// tables) can keep a thread busy after its caller gave up on it. Here it cannot starve the
+/// server's own tasks, and no shutdown waits for it. One per process, never dropped.
+fn query_runtime() -> Result<&'static tokio::runtime::Runtime, LakeError> {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(rt);
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).thread_name("sluice-query").enable_all().build().map_err(|e| LakeError::Io { path: "sluice-query runtime".into(), source: e })?;
+    Ok(RT.get_or_init(|| rt))
+}
+
+/// A query running on the query runtime: its schema, then its batches as they come.
+/// Dropping it cancels the query (at its next yield).
+pub struct Running {
+    pub schema: SchemaRef,
+    batches: tokio::sync::mpsc::Receiver<DfResult<RecordBatch>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Running {
+    /// The next batch; `None` at the end.
+    pub async fn next(&mut self) -> Option<DfResult<RecordBatch>> {
+        self.batches.recv().await
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Plans `sql` and starts it on the query runtime (see [`execute`] for what is allowed).
+/// Errors: the planning error. Cancel by dropping the result.
+pub async fn start(ctx: SessionContext, sql: &str) -> Result<Running, LakeError> {
+    let (plan_tx, plan_rx) = tokio::sync::oneshot::channel();
+    let (tx, batches) = tokio::sync::mpsc::channel(2);
+    let sql = sql.to_string();
+    let task = query_runtime()?.spawn(async move {
+        let mut stream = match execute(&ctx, &sql).await {
+            Ok(s) => {
+                if plan_tx.send(Ok(s.schema())).is_err() {
+                    return;
+                }
+                s
+            }
+            Err(e) => {
+                let _ = plan_tx.send(Err(e));
+                return;
+            }
+        };
+        while let Some(b) = stream.next().await {
+            if tx.send(b).await.is_err() {
+                return;
+            }
+        }
+    });
+    let task = task.abort_handle();
+    match plan_rx.await {
+        Ok(Ok(schema)) => Ok(Running { schema, batches, task }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(LakeError::Closed),
+    }
+}
+
+/// Plans and starts `sql` on the caller's runtime; its rows stream from the result.
 pub async fn execute(ctx: &SessionContext, sql: &str) -> Result<SendableRecordBatchStream, LakeError> {
     // Read-only: no CREATE, INSERT, COPY TO or SET.
     let options = datafusion::execution::context::SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);

@@ -294,6 +294,16 @@ impl Root {
         Ok(out)
     }
 
+    /// Whether a file of a table exists (`rel` relative to the table folder, not %-encoded).
+    pub async fn exists(&self, table: &str, rel: &str) -> Result<bool, LakeError> {
+        let path = self.path_in_table(table, rel);
+        match self.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(deltalake::logstore::object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.store_err(&path, e)),
+        }
+    }
+
     /// The bytes of a file of a table (`rel` relative to the table folder, not %-encoded).
     pub async fn get(&self, table: &str, rel: &str) -> Result<Bytes, LakeError> {
         let path = self.path_in_table(table, rel);

@@ -44,6 +44,9 @@ struct Loaded {
     /// `txn` versions per pipeline, once read from the log or committed here (only this
     /// pipeline commits with its app id, so they stay true).
     txn: HashMap<String, i64>,
+    /// Pipelines that have committed to the table in this process (their later checkpoints'
+    /// files were staged by this process, so they exist).
+    committed_here: std::collections::HashSet<String>,
 }
 
 impl Loaded {
@@ -249,7 +252,24 @@ impl Lake {
         self.run(async move {
             let mut guard = slot.lock().await;
             let mut t = guard.take(&root, &name).await?.ok_or_else(|| LakeError::Handle(format!("table {name:?} has no Delta log, but checkpoint {id} staged files for it")))?;
-            let known = guard.txn.get(&pipeline).copied();
+            let known = match guard.txn.get(&pipeline).copied() {
+                Some(v) => Some(v),
+                None => delta::txn_version(&t, &name, &pipeline).await?,
+            };
+            let new = known.is_none_or(|v| v < id as i64);
+            if new && !guard.committed_here.contains(&pipeline) {
+                // The first commit of this pipeline here, not yet in the log: after a
+                // restart, this publishes a checkpoint staged before it. Its files must
+                // still be there (a vacuum while the server was down longer than the
+                // retention deletes them), or the commit would name missing files and break
+                // every reader of the table.
+                for a in &adds {
+                    let rel = percent_decode(&a.path);
+                    if !root.exists(&name, &rel).await? {
+                        return Err(LakeError::MissingStaged { path: format!("{}{name}/{rel}", root.url()).into() });
+                    }
+                }
+            }
             let mut r = delta::commit(&mut t, &name, &pipeline, id, adds.clone(), known).await;
             for _ in 0..3 {
                 match &r {
@@ -270,7 +290,10 @@ impl Lake {
                 }
             }
             guard.table = Some(t);
-            guard.txn.insert(pipeline, r?);
+            guard.txn.insert(pipeline.clone(), r?);
+            if new {
+                guard.committed_here.insert(pipeline);
+            }
             Ok(())
         })
     }
@@ -305,12 +328,6 @@ impl Lake {
             data_change: true,
             ..Default::default()
         })
-    }
-
-    /// Uncommitted output is never referenced by a Delta log, so nothing is to be done at
-    /// recovery; [`Lake::vacuum`] deletes its files.
-    pub fn discard_after(&self, _id: u64) -> Result<(), LakeError> {
-        Ok(())
     }
 
     /// Removes a table's date partitions whose whole day is older than `retention_ms` at
@@ -515,6 +532,27 @@ mod tests {
         let on_disk = table_files(&root.join("t")).unwrap();
         assert_eq!(on_disk.len(), 1, "{on_disk:?}");
         assert_eq!(lake.files("t").unwrap()[0].rows, Some(6));
+    }
+
+    #[test]
+    fn a_republished_checkpoint_whose_files_are_gone_fails_unless_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        let committed = lake.stage_table("t", 1, &[rows(&[0])], 0).unwrap();
+        lake.publish("t", "p", 1, &committed).unwrap();
+        let staged = lake.stage_table("t", 2, &[rows(&[1])], 0).unwrap();
+        drop(lake);
+        // While "down": both checkpoints' files are deleted (as a vacuum after compaction
+        // would delete the committed one's, and a too-eager vacuum the staged one's).
+        for h in committed.iter().chain(&staged) {
+            let add: Add = serde_json::from_str(h).unwrap();
+            std::fs::remove_file(dir.path().join("t").join(percent_decode(&add.path))).unwrap();
+        }
+        let lake = Lake::open(dir.path()).unwrap();
+        lake.publish("t", "p", 1, &committed).unwrap(); // already in the log: skipped
+        let e = lake.publish("t", "p", 2, &staged).unwrap_err();
+        assert!(matches!(e, LakeError::MissingStaged { .. }), "{e}");
+        assert_eq!(lake.table("t", None).unwrap().version(), Some(1), "nothing naming a missing file was committed");
     }
 
     #[test]

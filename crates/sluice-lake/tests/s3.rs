@@ -56,11 +56,24 @@ fn start_moto() -> Option<Moto> {
 impl Moto {
     /// Creates a bucket (CreateBucket is a bare `PUT /<bucket>`; moto checks no signature).
     fn bucket(&self, name: &str) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(s, "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.port).unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        // Retried: the server may take the connection before it serves requests.
+        let mut last = String::new();
+        for _ in 0..50 {
+            let put = || -> std::io::Result<String> {
+                let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+                write!(s, "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.port)?;
+                let mut reply = Vec::new();
+                let _ = s.read_to_end(&mut reply);
+                Ok(String::from_utf8_lossy(&reply).into_owned())
+            };
+            match put() {
+                Ok(reply) if reply.starts_with("HTTP/1.1 200") => return,
+                Ok(reply) => last = reply,
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("CreateBucket {name} failed: {last}");
     }
 
     fn options(&self) -> StorageOptions {

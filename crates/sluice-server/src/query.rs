@@ -9,7 +9,7 @@
 //!
 //! Rows stream as the engine produces them; the whole answer is never held. A query that
 //! fails to plan gets 400 with the reason (SQL errors name the line and column); one that
-//! runs past `[query] timeout_ms` is cut off (before its first row: 408; after it: the
+//! runs past `[lake] query_timeout_ms` is cut off (before its first row: 408; after it: the
 //! stream ends early, which every client reports as a truncated response).
 //! Users limited to certain pipelines see only the tables of those pipelines.
 
@@ -168,7 +168,7 @@ async fn query(State(q): State<Arc<QueryService>>, who: Option<Extension<Princip
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "query_failed", crate::error_chain(&e)),
     };
     let deadline = tokio::time::Instant::now() + q.timeout;
-    let stream = match tokio::time::timeout_at(deadline, sluice_lake::query::execute(&ctx, &body.sql)).await {
+    let stream = match tokio::time::timeout_at(deadline, sluice_lake::query::start(ctx, &body.sql)).await {
         Ok(Ok(s)) => s,
         Ok(Err(sluice_lake::LakeError::Query(e))) => {
             let e = sluice_stream::sql::SqlError::from_datafusion(&e, &body.sql);
@@ -190,7 +190,7 @@ async fn query(State(q): State<Arc<QueryService>>, who: Option<Extension<Princip
         }
         Err(_) => return timed_out(q.timeout),
     };
-    let schema = stream.schema();
+    let schema = stream.schema.clone();
     let mut encoder = match Encoder::new(format, schema) {
         Ok(e) => e,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "query_failed", e),
@@ -218,7 +218,7 @@ fn timed_out(limit: Duration) -> Response {
 }
 
 fn async_stream(
-    stream: datafusion::execution::SendableRecordBatchStream,
+    stream: sluice_lake::query::Running,
     encoder: Encoder,
     deadline: tokio::time::Instant,
     timeout: Duration,

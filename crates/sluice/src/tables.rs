@@ -6,7 +6,6 @@
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use futures_util::StreamExt;
 use sluice_lake::format::{Encoder, Format};
 use sluice_lake::{Lake, Root};
 
@@ -152,63 +151,105 @@ pub struct QueryArgs {
 }
 
 pub async fn run_query(args: QueryArgs) -> anyhow::Result<()> {
-    let batches = match &args.server {
-        Some(server) => remote(server, &args.sql).await?,
+    let mut printer = Printer::new(args.format);
+    match &args.server {
+        Some(server) => {
+            for b in remote(server, &args.sql).await? {
+                printer.push(b)?;
+            }
+        }
         None => {
             let config = args.at.config()?;
             let root = lake_root(&args.at)?;
             let limits = sluice_lake::query::QueryLimits { memory_bytes: config.lake.query_memory_bytes, ..Default::default() };
             let ctx = sluice_lake::query::context(&root, Default::default(), None, limits).await?;
             let run = async {
-                let mut stream = match sluice_lake::query::execute(&ctx, &args.sql).await {
+                let mut stream = match sluice_lake::query::start(ctx, &args.sql).await {
                     Ok(s) => s,
                     Err(sluice_lake::LakeError::Query(e)) => anyhow::bail!("{}", sluice_stream::sql::SqlError::from_datafusion(&e, &args.sql)),
                     Err(e) => return Err(e.into()),
                 };
-                let mut out = Vec::new();
+                // JSON and CSV rows are written as they come, not held.
+                printer.start(stream.schema.clone())?;
                 while let Some(b) = stream.next().await {
                     match b {
-                        Ok(b) => out.push(b),
+                        Ok(b) => printer.push(b)?,
                         Err(e) if matches!(e.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_)) => {
                             anyhow::bail!("{}; the query needs more memory than [lake] query_memory_bytes ({} bytes): filter more rows out, or raise it", sluice_core::error_chain(&e), config.lake.query_memory_bytes)
                         }
                         Err(e) => return Err(sluice_lake::LakeError::Query(e).into()),
                     }
                 }
-                Ok::<_, anyhow::Error>(out)
+                Ok::<_, anyhow::Error>(())
             };
             tokio::time::timeout(std::time::Duration::from_millis(config.lake.query_timeout_ms), run)
                 .await
                 .map_err(|_| anyhow::anyhow!("the query ran past {} ms ([lake] query_timeout_ms)", config.lake.query_timeout_ms))??
         }
-    };
-    print(&batches, args.format)
+    }
+    printer.finish()
 }
 
-fn print(batches: &[datafusion::arrow::record_batch::RecordBatch], format: OutputFormat) -> anyhow::Result<()> {
-    use std::io::Write;
-    let format = match format {
-        OutputFormat::Table => {
-            println!("{}", pretty_format_batches(batches)?);
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+/// Prints an answer batch by batch: a table once all rows are in (its column widths need
+/// them), JSON or CSV as each batch comes.
+struct Printer {
+    format: OutputFormat,
+    held: Vec<datafusion::arrow::record_batch::RecordBatch>,
+    encoder: Option<(Encoder, Format)>,
+}
+
+impl Printer {
+    fn new(format: OutputFormat) -> Printer {
+        Printer { format, held: Vec::new(), encoder: None }
+    }
+
+    /// Writes the head of a JSON or CSV answer (so that one without rows is whole too).
+    fn start(&mut self, schema: datafusion::arrow::datatypes::SchemaRef) -> anyhow::Result<()> {
+        use std::io::Write;
+        let format = match self.format {
+            OutputFormat::Table => return Ok(()),
+            OutputFormat::Json => Format::Json,
+            OutputFormat::Csv => Format::Csv,
+        };
+        if self.encoder.is_none() {
+            let mut e = Encoder::new(format, schema).map_err(anyhow::Error::msg)?;
+            std::io::stdout().lock().write_all(&e.head())?;
+            self.encoder = Some((e, format));
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, batch: datafusion::arrow::record_batch::RecordBatch) -> anyhow::Result<()> {
+        use std::io::Write;
+        if let OutputFormat::Table = self.format {
+            self.held.push(batch);
+            return Ok(());
+        }
+        self.start(batch.schema())?;
+        let mut out = std::io::stdout().lock();
+        if let Some((e, _)) = self.encoder.as_mut() {
+            out.write_all(&e.batch(&batch).map_err(anyhow::Error::msg)?)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        use std::io::Write;
+        if let OutputFormat::Table = self.format {
+            println!("{}", pretty_format_batches(&self.held)?);
+            let rows: usize = self.held.iter().map(|b| b.num_rows()).sum();
             eprintln!("{rows} row{}", if rows == 1 { "" } else { "s" });
             return Ok(());
         }
-        OutputFormat::Json => Format::Json,
-        OutputFormat::Csv => Format::Csv,
-    };
-    let Some(first) = batches.first() else { return Ok(()) };
-    let mut e = Encoder::new(format, first.schema()).map_err(anyhow::Error::msg)?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(&e.head())?;
-    for b in batches {
-        out.write_all(&e.batch(b).map_err(anyhow::Error::msg)?)?;
+        let mut out = std::io::stdout().lock();
+        if let Some((mut e, format)) = self.encoder.take() {
+            out.write_all(&e.finish())?;
+            if format == Format::Json {
+                out.write_all(b"\n")?;
+            }
+        }
+        Ok(())
     }
-    out.write_all(&e.finish())?;
-    if format == Format::Json {
-        out.write_all(b"\n")?;
-    }
-    Ok(())
 }
 
 /// Runs the query on a server (`POST /v1/query`, answer as an Arrow IPC stream).
