@@ -263,7 +263,8 @@ fn query_runtime() -> Result<&'static tokio::runtime::Runtime, LakeError> {
 }
 
 /// A query running on the query runtime: its schema, then its batches as they come.
-/// Dropping it cancels the query (at its next yield).
+/// Dropping it cancels the query at its next yield to the scheduler; an operator looping
+/// over data it already holds (a cross join) may run on until then, on the query runtime.
 pub struct Running {
     pub schema: SchemaRef,
     batches: tokio::sync::mpsc::Receiver<DfResult<RecordBatch>>,
