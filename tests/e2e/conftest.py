@@ -55,6 +55,7 @@ class Sluice:
         self.kafka_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.verify = True  # requests' `verify`: a CA file for a TLS listener
+        self.cert = None  # requests' `cert`: (cert, key) files for a mutual-TLS listener
         self.env = {**os.environ, "RUST_LOG": "info", "SLUICE_KAFKA__ADDR": f"127.0.0.1:{self.kafka_port}", **self.lake.env, **(env or {})}
         self.log_path = Path(log_path or self.data_dir.parent / "sluice.log")
         self.proc = None
@@ -73,7 +74,7 @@ class Sluice:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sluice exited with {self.proc.returncode}; see {self.log_path}")
             try:
-                if requests.get(self.url + "/healthz", timeout=1, verify=self.verify).status_code == 200:
+                if requests.get(self.url + "/healthz", timeout=1, verify=self.verify, cert=self.cert).status_code == 200:
                     return self
             except requests.RequestException:
                 pass

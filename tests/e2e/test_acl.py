@@ -1,6 +1,7 @@
-"""Topic and pipeline limits on a user (Kafka-style ACLs by name or prefix), over the HTTP
-API and the Kafka listener with a real client: refused topics get 403 or
-TOPIC_AUTHORIZATION_FAILED, listings and Kafka Metadata leave them out, an ACL change
+"""Topic, group and pipeline limits on a user (Kafka-style ACLs by name or prefix), over the
+HTTP API and the Kafka listener with a real client: refused topics and groups get 403,
+TOPIC_AUTHORIZATION_FAILED or GROUP_AUTHORIZATION_FAILED, listings, Kafka Metadata,
+ListGroups and OffsetFetch leave them out, a pipeline's rows need its topics, an ACL change
 applies to open connections, and it is audited with the new limits."""
 import json
 import time
@@ -42,7 +43,17 @@ def test_a_limited_user_sees_and_uses_only_its_topics_and_pipelines(tmp_path):
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", r.text
         assert "team-a.*" in r.json()["error"]["message"] and "users acl" in r.json()["error"]["message"], r.text
         assert call(s, tia, "GET", f"/v1/topics/{other}/partitions/0/records").status_code == 403
-        assert call(s, tia, "GET", "/v1/sessions").status_code == 200, "heart_rate's sessions are within heart_*"
+        # heart_rate is within heart_*, but its rows are also its output topic's records,
+        # which tia may not read: its sessions, live stream and recent rows are refused.
+        for path in ["/v1/sessions", "/v1/sessions/stream", "/v1/pipelines/heart_rate/stream"]:
+            r = call(s, tia, "GET", path)
+            assert r.status_code == 403 and '"heart_rate"' in r.json()["error"]["message"], (path, r.text)
+        described = call(s, tia, "GET", "/v1/pipelines/heart_rate").json()
+        assert "recent" not in described and "heart_rate" in described["recent_hidden"], described
+        cli(s, "users", "acl", "tia", "--topic", "team-a.*", "--topic", TOPIC, "--topic", "heart_rate")
+        time.sleep(1)  # the server re-reads the principals file within 250 ms
+        assert call(s, tia, "GET", "/v1/sessions").status_code == 200
+        assert "recent" in call(s, tia, "GET", "/v1/pipelines/heart_rate").json()
 
         # Kafka: Metadata hides other topics; produce inside works, outside is refused.
         md = AdminClient(conf(s, "tia")).list_topics(timeout=15)
@@ -99,5 +110,80 @@ def test_a_limited_user_sees_and_uses_only_its_topics_and_pipelines(tmp_path):
         got = {(e["principal"], e["detail"]) for e in events}
         assert got == {("tia", "kafka DeleteTopics: refused"), ("ada", "kafka DeleteTopics")}, events
         assert all(e["source"] == "127.0.0.1" for e in events), events
+    finally:
+        s.stop()
+
+
+def test_group_limits_over_kafka_and_http(tmp_path):
+    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient
+    s, _ = start(tmp_path)
+    try:
+        admin = token_for(s, "root", "admin")
+        hidden = f"hidden-{uuid.uuid4().hex[:6]}"
+        assert call(s, admin, "POST", "/v1/topics", {"name": hidden, "partitions": 1}).status_code == 201
+        assert call(s, admin, "POST", f"/v1/topics/{TOPIC}/records", READING).status_code == 200
+        cli(s, "users", "add", "gus", "--role", "operator", "--password-stdin", stdin=PASSWORD + "\n")
+        out = cli(s, "users", "acl", "gus", "--topic", TOPIC, "--group", "app-*")
+        assert "groups: app-*" in out, out
+        gus = cli(s, "tokens", "create", "--user", "gus").strip().splitlines()[-1]
+        # Offsets that gus may not see: a group outside app-*, and a topic outside its topics
+        # in a group inside app-*.
+        for group, topic in [("other-1", TOPIC), ("app-1", hidden)]:
+            r = call(s, admin, "POST", f"/v1/groups/{group}/offsets", {"offsets": [{"topic": topic, "partition": 0, "offset": 0}]})
+            assert r.status_code == 200, r.text
+
+        def consume(group):
+            c = Consumer({**conf(s, "gus"), "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False})
+            try:
+                c.subscribe([TOPIC])
+                deadline = time.time() + 20
+                while time.time() < deadline:
+                    m = c.poll(0.5)
+                    if m is None:
+                        continue
+                    if m.error():
+                        return m.error().name()
+                    c.commit(m, asynchronous=False)
+                    return "ok"
+                return "timeout"
+            except KafkaException as e:
+                return e.args[0].name()
+            finally:
+                c.close()
+
+        assert consume("app-1") == "ok"
+        assert consume("other-2") == "GROUP_AUTHORIZATION_FAILED"
+
+        a = AdminClient(conf(s, "gus"))
+        listed = {g.group_id for g in a.list_consumer_groups().result(15).valid}
+        assert "app-1" in listed and "other-1" not in listed, listed
+        # OffsetFetch for all of app-1's topics leaves out the one gus may not see.
+        got = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions("app-1")])["app-1"].result(15)
+        assert {tp.topic for tp in got.topic_partitions} == {TOPIC}, got.topic_partitions
+        try:
+            a.list_consumer_group_offsets([ConsumerGroupTopicPartitions("other-1")])["other-1"].result(15)
+            raise AssertionError("offsets of a group outside the limits were fetched")
+        except KafkaException as e:
+            assert e.args[0].name() == "GROUP_AUTHORIZATION_FAILED", e
+        described = a.describe_consumer_groups(["other-1"])["other-1"]
+        try:
+            described.result(15)
+            raise AssertionError("a group outside the limits was described")
+        except KafkaException as e:
+            assert e.args[0].name() == "GROUP_AUTHORIZATION_FAILED", e
+
+        # HTTP: the same limits.
+        assert call(s, gus, "GET", "/v1/groups").json()["groups"] == ["app-1"]
+        assert {"app-1", "other-1"} <= set(call(s, admin, "GET", "/v1/groups").json()["groups"])
+        r = call(s, gus, "GET", "/v1/groups/other-1")
+        assert r.status_code == 403 and "app-*" in r.json()["error"]["message"], r.text
+        offsets = call(s, gus, "GET", "/v1/groups/app-1").json()["offsets"]
+        assert {o["topic"] for o in offsets} == {TOPIC}, offsets
+        assert {o["topic"] for o in call(s, admin, "GET", "/v1/groups/app-1").json()["offsets"]} == {TOPIC, hidden}
+        r = call(s, gus, "POST", "/v1/groups/app-1/offsets", {"offsets": [{"topic": hidden, "partition": 0, "offset": 0}]})
+        assert r.status_code == 403, r.text
+        assert call(s, gus, "POST", "/v1/groups/other-1/offsets", {"offsets": [{"topic": TOPIC, "partition": 0, "offset": 0}]}).status_code == 403
+        assert call(s, gus, "POST", "/v1/groups/app-1/offsets", {"offsets": [{"topic": TOPIC, "partition": 0, "offset": 0}]}).status_code == 200
     finally:
         s.stop()

@@ -98,6 +98,13 @@ def test_query_api_formats_errors_live_state_and_limits(tmp_path, request, store
         assert r.status_code == 400 and "heartbeat_raw" in r.json()["error"]["message"], r.text
         assert call(s, vic, "GET", "/v1/tables/heartbeat_raw").status_code == 404
         assert query(s, vic, "SELECT count(*) AS n FROM open_sessions").status_code == 200
+        # A table holds what its output topic of the same name holds: topic limits apply too.
+        cli(s, "users", "acl", "vic", "--topic", "heartbeat_*")
+        time.sleep(1)  # the server re-reads the principals file within 250 ms
+        assert call(s, vic, "GET", "/v1/tables").json()["tables"] == []
+        r = query(s, vic, "SELECT count(*) FROM heart_rate")
+        assert r.status_code == 400 and "heart_rate" in r.json()["error"]["message"], r.text
+        assert query(s, vic, "SELECT count(*) AS n FROM open_sessions").status_code == 400
         assert requests.post(f"{s.url}/v1/query", json={"sql": "SELECT 1"}, timeout=10).status_code == 401
     finally:
         s.stop()

@@ -1,15 +1,17 @@
-//! Resource limits on a user: the topics and pipelines their role applies to, as Kafka's
+//! Resource limits on a user: the topics, consumer groups and pipelines their role applies
+//! to, as Kafka's
 //! ACL resource patterns (Kafka documentation, "Authorization and ACLs": a `LITERAL`
 //! pattern names one resource, a `PREFIXED` pattern every resource whose name starts with
 //! it).
 //!
 //! A pattern is written as the name (`heartbeat-raw-topic`, literal), or as a prefix with a
 //! trailing `*` (`team-a.*`, prefixed); `*` alone matches every name. A user without limits
-//! (the default) reaches every topic and pipeline their role allows. With limits, a topic or
-//! pipeline outside them is refused (HTTP 403 `forbidden`, Kafka
-//! `TOPIC_AUTHORIZATION_FAILED`) and left out of listings (the Kafka Metadata response,
-//! `GET /v1/topics`, `GET /v1/pipelines`), as Kafka hides topics a principal may not
-//! describe. Users, tokens and the cluster are not resources here: those follow the role.
+//! (the default) reaches every topic, group and pipeline their role allows. With limits, a
+//! resource outside them is refused (HTTP 403 `forbidden`, Kafka `TOPIC_AUTHORIZATION_FAILED`
+//! or `GROUP_AUTHORIZATION_FAILED`) and left out of listings (the Kafka Metadata, ListGroups
+//! and OffsetFetch responses, `GET /v1/topics`, `/v1/groups`, `/v1/pipelines`), as Kafka hides
+//! what a principal may not describe. Users, tokens and the cluster are not resources here:
+//! those follow the role.
 
 use serde::{Deserialize, Serialize};
 
@@ -72,13 +74,17 @@ impl std::fmt::Display for Pattern {
     }
 }
 
-/// The topics and pipelines a user is limited to. `None`: every one.
+/// The topics, consumer groups and pipelines a user is limited to. `None`: every one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topics: Option<Vec<Pattern>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipelines: Option<Vec<Pattern>>,
+    /// Consumer groups (Kafka's `GROUP` resource): joining, committing, fetching offsets,
+    /// describing and deleting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<Pattern>>,
 }
 
 /// A resource a request names.
@@ -86,6 +92,7 @@ pub struct Limits {
 pub enum Resource<'a> {
     Topic(&'a str),
     Pipeline(&'a str),
+    Group(&'a str),
 }
 
 impl Resource<'_> {
@@ -93,19 +100,20 @@ impl Resource<'_> {
         match self {
             Resource::Topic(_) => "topic",
             Resource::Pipeline(_) => "pipeline",
+            Resource::Group(_) => "group",
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
-            Resource::Topic(n) | Resource::Pipeline(n) => n,
+            Resource::Topic(n) | Resource::Pipeline(n) | Resource::Group(n) => n,
         }
     }
 }
 
 impl Limits {
     pub fn is_unlimited(&self) -> bool {
-        self.topics.is_none() && self.pipelines.is_none()
+        self.topics.is_none() && self.pipelines.is_none() && self.groups.is_none()
     }
 
     pub fn topic(&self, name: &str) -> bool {
@@ -116,10 +124,15 @@ impl Limits {
         self.pipelines.as_ref().is_none_or(|ps| ps.iter().any(|p| p.matches(name)))
     }
 
+    pub fn group(&self, name: &str) -> bool {
+        self.groups.as_ref().is_none_or(|ps| ps.iter().any(|p| p.matches(name)))
+    }
+
     pub fn allows(&self, r: Resource) -> bool {
         match r {
             Resource::Topic(n) => self.topic(n),
             Resource::Pipeline(n) => self.pipeline(n),
+            Resource::Group(n) => self.group(n),
         }
     }
 
@@ -129,12 +142,14 @@ impl Limits {
         let (kind, patterns) = match r {
             Resource::Topic(_) => ("topics", list(&self.topics)),
             Resource::Pipeline(_) => ("pipelines", list(&self.pipelines)),
+            Resource::Group(_) => ("groups", list(&self.groups)),
         };
         format!("user {user:?} is limited to the {kind} [{patterns}], which do not include {} {:?} (an admin changes this with `sluice users acl {user}`)", r.kind(), r.name())
     }
 }
 
 /// The resource an HTTP request names in its path, if any: `/v1/topics/{t}/…` is topic `t`,
+/// `/v1/groups/{g}/…` is group `g`,
 /// `/v1/pipelines/{p}/…` and `/v1/jobs/{p}/…` are pipeline `p`, and `/v1/sessions…` (the
 /// heart-rate sessions) is pipeline `heart_rate`. Creating a topic or a pipeline names it
 /// in the body; the route checks that itself.
@@ -142,6 +157,7 @@ pub fn http_resource(path: &str) -> Option<Resource<'_>> {
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     match segs.as_slice() {
         ["v1", "topics", t, ..] => Some(Resource::Topic(t)),
+        ["v1", "groups", g, ..] => Some(Resource::Group(g)),
         ["v1", "pipelines", p, ..] | ["v1", "jobs", p, ..] => Some(Resource::Pipeline(p)),
         ["v1", "sessions", ..] => Some(Resource::Pipeline("heart_rate")),
         _ => None,
@@ -153,7 +169,7 @@ mod tests {
     use super::*;
 
     fn limits(topics: &[&str], pipelines: Option<&[&str]>) -> Limits {
-        Limits { topics: Some(topics.iter().map(|t| t.parse().unwrap()).collect()), pipelines: pipelines.map(|ps| ps.iter().map(|p| p.parse().unwrap()).collect()) }
+        Limits { topics: Some(topics.iter().map(|t| t.parse().unwrap()).collect()), pipelines: pipelines.map(|ps| ps.iter().map(|p| p.parse().unwrap()).collect()), groups: None }
     }
 
     #[test]
@@ -165,6 +181,9 @@ mod tests {
         assert!(Limits::default().topic("x") && Limits::default().is_unlimited());
         assert!(limits(&["*"], Some(&[])).topic("x") && !limits(&["*"], Some(&[])).pipeline("p"));
         assert!(l.refusal("ann", Resource::Topic("t")).contains("\"team-a.*\""));
+        let g = Limits { groups: Some(vec!["app-*".parse().unwrap()]), ..Limits::default() };
+        assert!(g.group("app-1") && !g.group("other") && g.topic("any") && !g.is_unlimited());
+        assert!(g.refusal("ann", Resource::Group("other")).contains("groups [\"app-*\"]"));
     }
 
     #[test]
@@ -186,6 +205,8 @@ mod tests {
         assert_eq!(http_resource("/v1/pipelines/p/drain"), Some(Resource::Pipeline("p")));
         assert_eq!(http_resource("/v1/jobs/heart_rate/drain"), Some(Resource::Pipeline("heart_rate")));
         assert_eq!(http_resource("/v1/sessions/stream"), Some(Resource::Pipeline("heart_rate")));
+        assert_eq!(http_resource("/v1/groups/g/offsets"), Some(Resource::Group("g")));
+        assert_eq!(http_resource("/v1/groups"), None);
         assert_eq!(http_resource("/metrics"), None);
     }
 }

@@ -2,7 +2,8 @@
 //! route needs. No network: the server (`sluice-server`'s `auth` module) enforces it, and
 //! the CLI (`sluice users`, `sluice tokens`) changes it.
 //!
-//! - [`acl`]: limits of a user to certain topics and pipelines (names or prefixes).
+//! - [`acl`]: limits of a user to certain topics, groups and pipelines (names or prefixes).
+//! - [`cert`]: the user a client certificate names (mutual TLS).
 //! - [`role`]: roles (viewer, operator, admin), permissions, and [`role::http_access`].
 //! - [`secret`]: password hashes (Argon2id), API tokens and session secrets.
 //! - [`store`]: the principals file in the data directory.
@@ -10,6 +11,7 @@
 //! - [`throttle`]: failed-login lockout per client address.
 
 pub mod acl;
+pub mod cert;
 pub mod role;
 pub mod sasl;
 pub mod secret;

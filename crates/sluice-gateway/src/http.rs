@@ -160,12 +160,14 @@ fn ingested_body(topic: &str, r: &Ingested) -> Value {
     })
 }
 
-/// Which topics a request's principal may use, when the server limits it (a request
-/// extension set by the server's authorization; absent: every topic).
+/// Which topics and consumer groups a request's principal may use, when the server limits
+/// it (a request extension set by the server's authorization; absent: every one).
 pub trait TopicAccess: Send + Sync {
     fn allows(&self, topic: &str) -> bool;
     /// Why `topic` is refused, for the 403 answer.
     fn refusal(&self, topic: &str) -> String;
+    /// Whether the principal may see and use consumer group `group`.
+    fn allows_group(&self, group: &str) -> bool;
 }
 
 /// The request extension carrying a [`TopicAccess`].
@@ -402,23 +404,52 @@ struct CommitEntry {
     metadata: String,
 }
 
-async fn list_groups(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({"groups": s.gateway.groups()}))
+/// Groups, less those the principal may not see (as Kafka's ListGroups hides them).
+async fn list_groups(State(s): State<AppState>, scope: Option<axum::Extension<TopicScope>>) -> Json<Value> {
+    let mut groups = s.gateway.groups();
+    if let Some(axum::Extension(scope)) = scope {
+        groups.retain(|g| scope.0.allows_group(g));
+    }
+    Json(json!({"groups": groups}))
 }
 
-async fn describe_group(State(s): State<AppState>, Path(group): Path<String>) -> Response {
-    let d = s.gateway.describe_group(&group);
+/// A group's offsets and members, less the topics the principal may not see (as Kafka's
+/// OffsetFetch for all topics leaves them out). The group itself was checked by the
+/// server's authorization, from the path.
+async fn describe_group(State(s): State<AppState>, scope: Option<axum::Extension<TopicScope>>, Path(group): Path<String>) -> Response {
+    let mut d = s.gateway.describe_group(&group);
+    if let Some(axum::Extension(scope)) = scope {
+        let visible = |v: &Value| v["topic"].as_str().is_some_and(|t| scope.0.allows(t));
+        if let Some(offsets) = d["offsets"].as_array_mut() {
+            offsets.retain(visible);
+        }
+        for m in d["members"].as_array_mut().into_iter().flatten() {
+            if let Some(a) = m["assignment"].as_array_mut() {
+                a.retain(visible);
+            }
+        }
+    }
     if d["offsets"].as_array().is_none_or(|a| a.is_empty()) && d.get("members").is_none() {
         return error(StatusCode::NOT_FOUND, "unknown_group", format!("group {group:?} has no committed offsets and no members"));
     }
     Json(d).into_response()
 }
 
-async fn commit_offsets(State(s): State<AppState>, Path(group): Path<String>, body: Result<Json<CommitRequest>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn commit_offsets(
+    State(s): State<AppState>,
+    scope: Option<axum::Extension<TopicScope>>,
+    Path(group): Path<String>,
+    body: Result<Json<CommitRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let req = match body {
         Ok(Json(r)) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()),
     };
+    if let Some(axum::Extension(scope)) = scope {
+        if let Some(c) = req.offsets.iter().find(|c| !scope.0.allows(&c.topic)) {
+            return error(StatusCode::FORBIDDEN, "forbidden", scope.0.refusal(&c.topic));
+        }
+    }
     for c in &req.offsets {
         let known = s.gateway.log().topic(&c.topic).is_some_and(|t| c.partition < t.partition_count());
         if !known {

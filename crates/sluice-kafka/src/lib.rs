@@ -448,10 +448,13 @@ impl KafkaServer {
     /// commit). Responses are written in request order, as the protocol requires.
     async fn connection<S: Connection>(self: Arc<Self>, stream: S, peer: SocketAddr) -> Result<(), ConnectionError> {
         stream.nodelay()?;
+        let mut auth = match &self.options.sasl {
+            Some(sasl) => sasl::ConnAuth::from_certificate(sasl, stream.peer_principal(), peer),
+            None => sasl::ConnAuth::default(),
+        };
         let (mut reader, writer) = tokio::io::split(stream);
         let (tx, rx) = tokio::sync::mpsc::channel::<Pending>(MAX_IN_FLIGHT);
         let writer = tokio::spawn(write_replies(writer, rx));
-        let mut auth = sasl::ConnAuth::default();
         let result = async {
             loop {
                 let Some((mut buf, memory)) = self.read_frame(&mut reader).await? else { return Ok(()) };
@@ -533,6 +536,11 @@ impl KafkaServer {
 pub trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {
     /// Turns Nagle's algorithm off on the socket (responses go out at once).
     fn nodelay(&self) -> std::io::Result<()>;
+    /// The user the client's certificate names (mutual TLS), or why it names none; `None`:
+    /// no client certificate.
+    fn peer_principal(&self) -> Option<Result<sluice_auth::cert::CertPrincipal, String>> {
+        None
+    }
 }
 
 impl Connection for TcpStream {
@@ -544,6 +552,10 @@ impl Connection for TcpStream {
 impl Connection for tokio_rustls::server::TlsStream<TcpStream> {
     fn nodelay(&self) -> std::io::Result<()> {
         Ok(()) // set before the handshake
+    }
+
+    fn peer_principal(&self) -> Option<Result<sluice_auth::cert::CertPrincipal, String>> {
+        self.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|der| sluice_auth::cert::principal(der))
     }
 }
 

@@ -55,6 +55,32 @@ pub(crate) struct ConnAuth {
     pub principal: Option<(String, Role)>,
     /// The mechanism chosen by SaslHandshake and its exchange so far.
     exchange: Option<(String, Exchange)>,
+    /// The principal came from the client certificate (mutual TLS); a SASL exchange may
+    /// still replace it, as Kafka's SASL_SSL takes the SASL identity.
+    pub from_certificate: bool,
+}
+
+impl ConnAuth {
+    /// The connection's state after its TLS handshake: authenticated as the user its client
+    /// certificate names, when that user exists; else as a connection that must use SASL.
+    pub(crate) fn from_certificate(sasl: &KafkaSasl, cert: Option<Result<sluice_auth::cert::CertPrincipal, String>>, peer: SocketAddr) -> ConnAuth {
+        let mut auth = ConnAuth::default();
+        match cert {
+            None => {}
+            Some(Err(reason)) => tracing::info!(%peer, %reason, "kafka client certificate names no user; the connection must authenticate with SASL"),
+            Some(Ok(p)) => match (sasl.principal)(&p.user) {
+                Some((role, _)) => {
+                    metrics::counter!(sluice_core::telemetry::KAFKA_AUTHENTICATIONS_TOTAL, "mechanism" => "SSL", "result" => "ok").increment(1);
+                    tracing::info!(%peer, user = %p.user, subject = %p.subject, %role, "kafka client authenticated by its certificate");
+                    (sasl.on_login)(LoginEvent { user: p.user.clone(), peer, mechanism: "SSL".into(), failure: None });
+                    auth.principal = Some((p.user, role));
+                    auth.from_certificate = true;
+                }
+                None => tracing::info!(%peer, user = %p.user, subject = %p.subject, "kafka client certificate names a user who does not exist; the connection must authenticate with SASL"),
+            },
+        }
+        auth
+    }
 }
 
 fn encode<T: Encodable>(msg: &T, version: i16) -> Result<BytesMut, ConnectionError> {
@@ -75,7 +101,7 @@ impl KafkaServer {
             RequestKind::SaslHandshake(r) => {
                 let mechanism = r.mechanism.to_string();
                 let mut resp = SaslHandshakeResponse::default().with_mechanisms(mechanisms());
-                if auth.principal.is_some() {
+                if auth.principal.is_some() && !auth.from_certificate {
                     resp.error_code = handlers::code(ResponseError::IllegalSaslState);
                     return encode(&resp, version).map(|b| (b, true));
                 }
@@ -123,6 +149,7 @@ impl KafkaServer {
                         sasl.throttle.record(peer.ip(), true, sluice_auth::store::now_ms());
                         (sasl.on_login)(LoginEvent { user: user.clone(), peer, mechanism, failure: None });
                         auth.principal = Some((user, role));
+                        auth.from_certificate = false;
                         false
                     }
                     Step::Failed(reason) => {

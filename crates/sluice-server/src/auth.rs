@@ -62,6 +62,9 @@ impl sluice_gateway::http::TopicAccess for Principal {
     fn refusal(&self, topic: &str) -> String {
         self.limits.refusal(&self.user, sluice_auth::Resource::Topic(topic))
     }
+    fn allows_group(&self, group: &str) -> bool {
+        self.limits.group(group)
+    }
 }
 
 /// The limits of the request's principal; none when authentication is off.
@@ -104,7 +107,10 @@ impl Auth {
     /// invalid one (the reason). With a session cookie, also its CSRF token. Reads the
     /// in-memory copy of the principals ([`spawn_refresher`] keeps it fresh); only a token
     /// it does not know is looked up in the file, on a blocking thread.
-    async fn identify(self: &Arc<Self>, headers: &HeaderMap) -> Result<Option<(Principal, Option<String>)>, String> {
+    /// The request's principal: from its bearer token, else its login cookie (with the
+    /// session's CSRF token), else its connection's client certificate (mutual TLS; the
+    /// user the certificate's CN names). `Ok(None)`: no credential at all.
+    async fn identify(self: &Arc<Self>, headers: &HeaderMap, client: Option<&crate::tls::ClientCert>) -> Result<Option<(Principal, Option<String>)>, String> {
         if let Some(v) = headers.get(header::AUTHORIZATION) {
             // The scheme name is case-insensitive (RFC 9110, section 11.1).
             let token = v.to_str().ok().and_then(|v| v.split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim());
@@ -121,7 +127,23 @@ impl Auth {
             };
             return found.map(|p| Some((p, None))).ok_or_else(|| "the token is unknown, revoked or expired".into());
         }
-        let Some(secret) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
+        let Some(secret) = cookie(headers, SESSION_COOKIE) else {
+            let Some(crate::tls::ClientCert(cert)) = client else { return Ok(None) };
+            let cert = cert.as_ref().as_ref()?;
+            let found = match self.store.cached().user(&cert.user).map(Principal::of) {
+                Some(p) => Some(p),
+                // A user the cached copy does not know may have been added a moment ago.
+                None => {
+                    let (me, user) = (self.clone(), cert.user.clone());
+                    let fresh = tokio::task::spawn_blocking(move || me.store.fresh().map(|p| p.user(&user).map(Principal::of))).await;
+                    fresh.map_err(|e| e.to_string())?.map_err(|e| format!("cannot read the principals file: {e}"))?
+                }
+            };
+            let p = found.ok_or_else(|| {
+                format!("the client certificate {:?} names user {:?}, who does not exist (add it: `sluice users add {} --role ROLE --no-password`)", cert.subject, cert.user, cert.user)
+            })?;
+            return Ok(Some((p, None)));
+        };
         let key = sluice_auth::secret::sha256_hex(secret);
         let (user, csrf) = {
             let sessions = self.sessions();
@@ -193,7 +215,7 @@ pub async fn authorize(State(auth): State<Arc<Auth>>, req: Request, next: Next) 
 async fn check(auth: &Arc<Auth>, mut req: Request, next: Next) -> (Response, Option<String>) {
     let access = http_access(req.method().as_str(), req.uri().path());
     let what = format!("{} {}", req.method(), req.uri().path());
-    let identified = auth.identify(req.headers()).await;
+    let identified = auth.identify(req.headers(), req.extensions().get::<crate::tls::ClientCert>()).await;
     let needed = match access {
         Access::Public => None,
         Access::Needs(p) => Some(p),
@@ -229,7 +251,7 @@ async fn check(auth: &Arc<Auth>, mut req: Request, next: Next) -> (Response, Opt
             }
         }
     }
-    if principal.limits.topics.is_some() {
+    if principal.limits.topics.is_some() || principal.limits.groups.is_some() {
         req.extensions_mut().insert(sluice_gateway::http::TopicScope(Arc::new(principal.clone())));
     }
     req.extensions_mut().insert(principal);

@@ -27,7 +27,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -137,7 +137,10 @@ pub const SESSIONS_PAGE: usize = 1000;
 /// Most closed sessions per page of `/v1/sessions`.
 pub const SESSIONS_PAGE_MAX: usize = 10_000;
 
-async fn sessions(State(app): State<Arc<App>>, Query(q): Query<SessionsQuery>) -> Response {
+async fn sessions(State(app): State<Arc<App>>, who: Option<axum::Extension<crate::auth::Principal>>, Query(q): Query<SessionsQuery>) -> Response {
+    if let Some(why) = app.pipelines.rows_refusal(crate::live::HEART_RATE, &who) {
+        return crate::pipelines::forbidden(why);
+    }
     let before = match q.before.as_deref().map(crate::sessions::Cursor::parse).transpose() {
         Ok(b) => b,
         Err(m) => return (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "invalid_cursor", "message": m}}))).into_response(),
@@ -158,14 +161,17 @@ async fn sessions(State(app): State<Arc<App>>, Query(q): Query<SessionsQuery>) -
     }
 }
 
-async fn stream(State(app): State<Arc<App>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn stream(State(app): State<Arc<App>>, who: Option<axum::Extension<crate::auth::Principal>>) -> Response {
+    if let Some(why) = app.pipelines.rows_refusal(crate::live::HEART_RATE, &who) {
+        return crate::pipelines::forbidden(why);
+    }
     let events = BroadcastStream::new(app.sessions.subscribe()).map(|r| {
-        Ok(match r {
+        Ok::<_, Infallible>(match r {
             Ok(e) => Event::default().event(e.name()).data(e.data().to_string()),
             Err(BroadcastStreamRecvError::Lagged(n)) => Event::default().event("resync").data(json!({"missed": n}).to_string()),
         })
     });
-    Sse::new(events).keep_alive(KeepAlive::default())
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response {

@@ -62,23 +62,32 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, ca
         let _ = stream.set_nodelay(true);
         // The slot lives as long as the socket: past an upgrade, a WebSocket keeps it.
         let stream = Counted { stream, _slot: slot };
-        // Routes see the peer's address (`ConnectInfo`), e.g. for the per-address ingest quota.
+        // Routes see the peer's address (`ConnectInfo`), e.g. for the per-address ingest
+        // quota, and the principal of its client certificate, if any (mutual TLS).
         let routes = router.clone();
-        let service = TowerToHyperService::new(tower::service_fn(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-            tower::Service::call(&mut routes.clone(), req)
-        }));
+        let service = move |client: Option<crate::tls::ClientCert>| {
+            TowerToHyperService::new(tower::service_fn(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                if let Some(c) = &client {
+                    req.extensions_mut().insert(c.clone());
+                }
+                tower::Service::call(&mut routes.clone(), req)
+            }))
+        };
         let closing = closing_rx.clone();
         let header_timeout = limits.header_read_timeout_ms;
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(stream, service, header_timeout, closing, peer).await,
+                None => serve_connection(stream, service(None), header_timeout, closing, peer).await,
                 Some(tls) => {
                     // The handshake counts against the header timeout: a client that opens a
                     // connection and sends nothing is dropped either way.
                     match sluice_core::net::within(header_timeout, tls.accept(stream)).await {
-                        Ok(Ok(s)) => serve_connection(s, service, header_timeout, closing, peer).await,
+                        Ok(Ok(s)) => {
+                            let client = crate::tls::peer_principal(s.get_ref().1).map(|p| crate::tls::ClientCert(std::sync::Arc::new(p)));
+                            serve_connection(s, service(client), header_timeout, closing, peer).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed (plain HTTP to the HTTPS listener?)"),
                         Err(_) => metrics::counter!(t::LISTENER_TIMEOUTS_TOTAL, "listener" => "http", "reason" => "header").increment(1),
                     }

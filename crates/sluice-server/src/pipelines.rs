@@ -231,6 +231,23 @@ impl Pipelines {
         self.engine.as_ref()?.pipeline(name).map(|v| self.view_json(&v, true))
     }
 
+    /// The topics a pipeline's rows come from and go to: its source, then its output
+    /// topics (one per output stream). Empty for an unknown pipeline.
+    pub fn data_topics(&self, name: &str) -> Vec<String> {
+        let Some(v) = self.engine.as_ref().and_then(|e| e.pipeline(name)) else { return Vec::new() };
+        std::iter::once(v.planned.plan.source.clone()).chain(v.planned.spec.stream_names()).collect()
+    }
+
+    /// Why the principal may not see a pipeline's rows (its live stream, its recent rows,
+    /// and the heart-rate sessions): the first of [`Self::data_topics`] outside the
+    /// principal's topic limits, so that no limit on topics is bypassed through a pipeline
+    /// over them. `None`: allowed (or authentication is off).
+    pub fn rows_refusal(&self, name: &str, who: &Option<Extension<Principal>>) -> Option<String> {
+        let Extension(w) = who.as_ref().filter(|Extension(w)| w.limits.topics.is_some())?;
+        let t = self.data_topics(name).into_iter().find(|t| !w.limits.topic(t))?;
+        Some(format!("pipeline {name:?} reads or writes topic {t:?}: {}", w.limits.refusal(&w.user, sluice_auth::Resource::Topic(&t))))
+    }
+
     /// Records in the source not read yet (sum over partitions).
     pub fn lag(&self, view: &PipelineView) -> u64 {
         let offsets = view.status.offsets.lock().map(|o| o.clone()).unwrap_or_default();
@@ -322,8 +339,7 @@ async fn create(State(p): State<Arc<Pipelines>>, who: Option<Extension<Principal
         Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "invalid_request", "message": e}}))).into_response(),
     };
     if let Some(Extension(w)) = who.as_ref().filter(|Extension(w)| !w.limits.pipeline(&spec.name)) {
-        let message = w.limits.refusal(&w.user, sluice_auth::Resource::Pipeline(&spec.name));
-        return (StatusCode::FORBIDDEN, Json(json!({"error": {"code": "forbidden", "message": message}}))).into_response();
+        return forbidden(w.limits.refusal(&w.user, sluice_auth::Resource::Pipeline(&spec.name)));
     }
     let by = who.map(|Extension(w)| (w.user, w.limits)).filter(|(_, l)| !l.is_unlimited());
     match tokio::task::spawn_blocking(move || p.create_as(spec, by.as_ref().map(|(u, l)| (u.as_str(), l)))).await {
@@ -333,11 +349,24 @@ async fn create(State(p): State<Arc<Pipelines>>, who: Option<Extension<Principal
     }
 }
 
-async fn describe(State(p): State<Arc<Pipelines>>, Path(name): Path<String>) -> Response {
+/// A pipeline's status; its `recent` rows only when the principal may read its topics
+/// ([`Pipelines::rows_refusal`]; otherwise `recent_hidden` says why).
+async fn describe(State(p): State<Arc<Pipelines>>, who: Option<Extension<Principal>>, Path(name): Path<String>) -> Response {
     match p.describe(&name) {
-        Some(v) => Json(v).into_response(),
+        Some(mut v) => {
+            if let (Some(why), Some(o)) = (p.rows_refusal(&name, &who), v.as_object_mut()) {
+                o.remove("recent");
+                o.insert("recent_hidden".into(), json!(why));
+            }
+            Json(v).into_response()
+        }
         None => PipelineError::Unknown(name).response(),
     }
+}
+
+/// 403 `forbidden`, with the reason.
+pub fn forbidden(message: String) -> Response {
+    (StatusCode::FORBIDDEN, Json(json!({"error": {"code": "forbidden", "message": message}}))).into_response()
 }
 
 async fn drop_route(State(p): State<Arc<Pipelines>>, Path(name): Path<String>) -> Response {
@@ -363,9 +392,12 @@ struct StreamQuery {
     early: bool,
 }
 
-async fn stream(State(p): State<Arc<Pipelines>>, Path(name): Path<String>, Query(q): Query<StreamQuery>) -> Response {
+async fn stream(State(p): State<Arc<Pipelines>>, who: Option<Extension<Principal>>, Path(name): Path<String>, Query(q): Query<StreamQuery>) -> Response {
     if p.engine.as_ref().and_then(|e| e.pipeline(&name)).is_none() {
         return PipelineError::Unknown(name).response();
+    }
+    if let Some(why) = p.rows_refusal(&name, &who) {
+        return forbidden(why);
     }
     let view = p.live.view(&name);
     let guard = q.early.then(|| view.early_guard());

@@ -85,13 +85,22 @@ fn table_json(name: &str, t: &DeltaTable, files: &[sluice_lake::delta::DataFile]
     })
 }
 
-/// `GET /v1/tables`: the lake's tables (those the caller's pipeline limits allow).
+/// Whether a principal with `limits` may read lake table `table`. A table is a pipeline
+/// output stream, named after it (rollup levels too), and holds what that stream's output
+/// topic of the same name holds: it needs both the pipeline limits and the topic limits.
+/// `open_sessions` is heart_rate's.
+pub fn table_visible(limits: &sluice_auth::Limits, table: &str) -> bool {
+    let t = if table == "open_sessions" { crate::live::HEART_RATE } else { table };
+    limits.pipeline(t) && limits.topic(t)
+}
+
+/// `GET /v1/tables`: the lake's tables (those the caller's limits allow, [`table_visible`]).
 async fn list_tables(State(q): State<Arc<QueryService>>, who: Option<Extension<Principal>>) -> Response {
     let limits = limits_of(&who);
     let lake = q.lake.clone();
     let tables = blocking(move || {
         let mut out = Vec::new();
-        for name in lake.table_names()?.into_iter().filter(|n| limits.pipeline(n)) {
+        for name in lake.table_names()?.into_iter().filter(|n| table_visible(&limits, n)) {
             let t = lake.table(&name, None)?;
             let files = sluice_lake::delta::files(&t, &name)?;
             out.push(table_json(&name, &t, &files));
@@ -107,7 +116,7 @@ async fn list_tables(State(q): State<Arc<QueryService>>, who: Option<Extension<P
 
 /// `GET /v1/tables/{name}`: version, columns, files.
 async fn describe_table(State(q): State<Arc<QueryService>>, who: Option<Extension<Principal>>, Path(name): Path<String>) -> Response {
-    if !limits_of(&who).pipeline(&name) {
+    if !table_visible(&limits_of(&who), &name) {
         return error(StatusCode::NOT_FOUND, "unknown_table", format!("no lake table {name:?}"));
     }
     let lake = q.lake.clone();
@@ -130,7 +139,7 @@ async fn describe_table(State(q): State<Arc<QueryService>>, who: Option<Extensio
 
 /// `GET /v1/tables/{name}/history`: the Delta commits, newest first.
 async fn table_history(State(q): State<Arc<QueryService>>, who: Option<Extension<Principal>>, Path(name): Path<String>) -> Response {
-    if !limits_of(&who).pipeline(&name) {
+    if !table_visible(&limits_of(&who), &name) {
         return error(StatusCode::NOT_FOUND, "unknown_table", format!("no lake table {name:?}"));
     }
     let lake = q.lake.clone();
@@ -160,8 +169,7 @@ async fn query(State(q): State<Arc<QueryService>>, who: Option<Extension<Princip
     let allow: Option<TableFilter> = if limits.is_unlimited() {
         None
     } else {
-        // Lake tables are named after pipelines' outputs; `open_sessions` is heart_rate's.
-        Some(Arc::new(move |t: &str| limits.pipeline(if t == "open_sessions" { crate::live::HEART_RATE } else { t })))
+        Some(Arc::new(move |t: &str| table_visible(&limits, t)))
     };
     let ctx = match sluice_lake::query::context(q.lake.root(), live_tables(&q.sessions), allow, q.limits).await {
         Ok(c) => c,

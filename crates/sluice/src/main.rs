@@ -62,8 +62,9 @@ enum Command {
 #[derive(Subcommand)]
 enum CertsCommand {
     /// Make a CA and a server certificate it signs: DIR/ca.pem, DIR/server.pem and
-    /// DIR/server-key.pem. For development and tests; use certificates from your CA in
-    /// production.
+    /// DIR/server-key.pem; with --client NAME, also a client certificate for user NAME
+    /// (DIR/NAME.pem, DIR/NAME-key.pem) for mutual TLS. For development and tests; use
+    /// certificates from your CA in production.
     Dev {
         /// Directory to write the files to (created if missing).
         #[arg(long)]
@@ -71,6 +72,9 @@ enum CertsCommand {
         /// Names and IP addresses the server certificate is valid for.
         #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
         hosts: Vec<String>,
+        /// A user to make a client certificate for (its subject is CN=NAME). Repeat for more.
+        #[arg(long = "client", value_name = "NAME")]
+        clients: Vec<String>,
     },
 }
 
@@ -251,12 +255,15 @@ fn main() -> std::process::ExitCode {
             Command::Groups(args) => tokio::task::spawn_blocking(move || groups::run(args)).await?,
             Command::Topics(args) => tokio::task::spawn_blocking(move || topics::run(args)).await?,
             Command::Pipelines(args) => tokio::task::spawn_blocking(move || pipelines::run(args)).await?,
-            Command::Certs(CertsCommand::Dev { out, hosts }) => {
-                let written = sluice_server::tls::dev_certs(&out, &hosts)?;
+            Command::Certs(CertsCommand::Dev { out, hosts, clients }) => {
+                let written = sluice_server::tls::dev_certs(&out, &hosts, &clients)?;
                 for p in &written {
                     println!("{}", p.display());
                 }
                 eprintln!("sluice: set [http.tls] and [kafka.tls] cert = server.pem, key = server-key.pem; clients trust ca.pem");
+                if !clients.is_empty() {
+                    eprintln!("sluice: for mutual TLS also set client_ca = ca.pem; a client certificate is the user its CN names (`sluice users add NAME --role R --no-password`)");
+                }
                 Ok(())
             }
             Command::Tables(args) => tokio::task::spawn_blocking(move || tables::run_tables(args)).await?,

@@ -70,7 +70,8 @@ enum UsersCommand {
     Role { name: String, role: Role },
     /// Remove a user and every token of theirs.
     Remove { name: String },
-    /// Limit a user's role to certain topics and pipelines (Kafka-style ACLs), or show the
+    /// Limit a user's role to certain topics, consumer groups and pipelines (Kafka-style
+    /// ACLs), or show the
     /// limits. A pattern is a name, or a prefix ending in `*` (`team-a.*`). Each list given
     /// replaces that list; a list not given stays as it is.
     Acl {
@@ -82,8 +83,12 @@ enum UsersCommand {
         /// A pipeline (or prefix) the user may see and run. Repeat for more.
         #[arg(long = "pipeline", value_name = "PATTERN")]
         pipelines: Vec<String>,
-        /// Remove every limit: the role applies to every topic and pipeline again.
-        #[arg(long, conflicts_with_all = ["topics", "pipelines"])]
+        /// A consumer group (or prefix) the user may join, commit for, describe and delete
+        /// (Kafka's GROUP resource). Repeat for more.
+        #[arg(long = "group", value_name = "PATTERN")]
+        groups: Vec<String>,
+        /// Remove every limit: the role applies to every topic, group and pipeline again.
+        #[arg(long, conflicts_with_all = ["topics", "pipelines", "groups"])]
         clear: bool,
     },
 }
@@ -99,7 +104,7 @@ fn limits_text(l: &sluice_auth::Limits) -> String {
         Some(ps) if ps.is_empty() => "none".to_string(),
         Some(ps) => ps.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
     };
-    format!("topics: {}; pipelines: {}", list(&l.topics), list(&l.pipelines))
+    format!("topics: {}; groups: {}; pipelines: {}", list(&l.topics), list(&l.groups), list(&l.pipelines))
 }
 
 #[derive(Args)]
@@ -182,10 +187,10 @@ pub fn run_users(args: UsersArgs) -> anyhow::Result<()> {
             store.update(local("user_remove", &name), |p| p.remove_user(&name))?;
             println!("removed user {name} and their tokens");
         }
-        UsersCommand::Acl { name, topics, pipelines, clear } => {
+        UsersCommand::Acl { name, topics, pipelines, groups, clear } => {
             let current = store.current()?;
             let user = current.user(&name).ok_or_else(|| anyhow::anyhow!("no user {name:?} (see `sluice users list`)"))?;
-            if !clear && topics.is_empty() && pipelines.is_empty() {
+            if !clear && topics.is_empty() && pipelines.is_empty() && groups.is_empty() {
                 println!("{name} ({}): {}", user.role, limits_text(&user.limits));
                 return Ok(());
             }
@@ -195,6 +200,9 @@ pub fn run_users(args: UsersArgs) -> anyhow::Result<()> {
             }
             if !pipelines.is_empty() {
                 limits.pipelines = Some(patterns(&pipelines)?);
+            }
+            if !groups.is_empty() {
+                limits.groups = Some(patterns(&groups)?);
             }
             let detail = serde_json::to_string(&limits)?;
             let text = limits_text(&limits);

@@ -12,6 +12,10 @@
 //! | Fetch | `consume` (`admin` for internal `__` topics such as `__audit`) |
 //! | JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch | `consume` |
 //! | CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs, IncrementalAlterConfigs, DeleteGroups | `manage` |
+//!
+//! A principal limited to some topics or groups ([`sluice_auth::Limits`]) is refused a
+//! request that names one outside them ([`topics`], [`groups`]); Metadata, ListGroups and
+//! OffsetFetch for all topics are answered without what lies outside.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
@@ -44,6 +48,41 @@ pub fn topics(request: &RequestKind) -> Vec<&str> {
         RequestKind::IncrementalAlterConfigs(r) => configs(r.resources.iter().map(|x| (x.resource_type, x.resource_name.as_str())).collect()),
         _ => Vec::new(),
     }
+}
+
+/// The consumer groups a request names, to check against a principal's group limits
+/// (Kafka's `GROUP` resource). ListGroups is not refused but filtered ([`groups_within`]).
+pub fn groups(request: &RequestKind) -> Vec<&str> {
+    match request {
+        RequestKind::JoinGroup(r) => vec![r.group_id.0.as_str()],
+        RequestKind::SyncGroup(r) => vec![r.group_id.0.as_str()],
+        RequestKind::Heartbeat(r) => vec![r.group_id.0.as_str()],
+        RequestKind::LeaveGroup(r) => vec![r.group_id.0.as_str()],
+        RequestKind::OffsetCommit(r) => vec![r.group_id.0.as_str()],
+        // v0–7 name one group, v8+ a list.
+        RequestKind::OffsetFetch(r) => std::iter::once(r.group_id.0.as_str()).filter(|g| !g.is_empty() || r.groups.is_empty()).chain(r.groups.iter().map(|g| g.group_id.0.as_str())).collect(),
+        RequestKind::DescribeGroups(r) => r.groups.iter().map(|g| g.0.as_str()).collect(),
+        RequestKind::DeleteGroups(r) => r.groups_names.iter().map(|g| g.0.as_str()).collect(),
+        // Key type 0 is a group (1 a transactional id); v4+ send a list of keys.
+        RequestKind::FindCoordinator(r) if r.key_type == 0 => std::iter::once(r.key.as_str()).filter(|k| !k.is_empty() || r.coordinator_keys.is_empty()).chain(r.coordinator_keys.iter().map(|k| k.as_str())).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A ListGroups answer without the groups outside the principal's limits.
+pub fn groups_within(mut resp: ListGroupsResponse, limits: &sluice_auth::Limits) -> ListGroupsResponse {
+    resp.groups.retain(|g| limits.group(g.group_id.0.as_str()));
+    resp
+}
+
+/// An OffsetFetch answer without the topics outside the principal's limits: a request for
+/// all of a group's topics (`topics` null) lists only those the principal may describe.
+pub fn offsets_within(mut resp: OffsetFetchResponse, limits: &sluice_auth::Limits) -> OffsetFetchResponse {
+    resp.topics.retain(|t| limits.topic(t.name.0.as_str()));
+    for g in &mut resp.groups {
+        g.topics.retain(|t| limits.topic(t.name.0.as_str()));
+    }
+    resp
 }
 
 /// The audited action of a request (for the audit topic), its API's name, and its
@@ -102,13 +141,13 @@ pub fn needed(request: &RequestKind) -> Permission {
     }
 }
 
-/// The response refusing `request` for lack of permission; `None` for requests every role
-/// may send.
-pub fn refusal(request: &RequestKind) -> Option<ResponseKind> {
+/// The response refusing `request` (sent at `version`) for lack of permission; `None` for
+/// requests every role may send.
+pub fn refusal(request: &RequestKind, version: i16) -> Option<ResponseKind> {
     let topic = code(ResponseError::TopicAuthorizationFailed);
     let group = code(ResponseError::GroupAuthorizationFailed);
     let cluster = code(ResponseError::ClusterAuthorizationFailed);
-    let why = Some(kafka_protocol::protocol::StrBytes::from_static_str("the principal's role lacks the permission (see `sluice users list`)"));
+    let why = Some(kafka_protocol::protocol::StrBytes::from_static_str("the principal's role or resource limits do not allow this (see `sluice users list`)"));
     Some(match request {
         RequestKind::Produce(r) => ResponseKind::Produce(ProduceResponse::default().with_responses(
             r.topic_data
@@ -147,6 +186,18 @@ pub fn refusal(request: &RequestKind) -> Option<ResponseKind> {
             OffsetFetchResponse::default()
                 .with_error_code(group)
                 .with_groups(r.groups.iter().map(|g| offset_fetch_response::OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_error_code(group)).collect()),
+        ),
+        // v4+ answer per key; earlier versions in the top-level fields.
+        RequestKind::FindCoordinator(r) if version >= 4 => {
+            let keys = r.coordinator_keys.iter().map(|k| find_coordinator_response::Coordinator::default().with_key(k.clone()).with_node_id(BrokerId(-1)).with_port(-1).with_error_code(group).with_error_message(why.clone()));
+            ResponseKind::FindCoordinator(FindCoordinatorResponse::default().with_coordinators(keys.collect()))
+        }
+        RequestKind::FindCoordinator(_) => {
+            let why = if version >= 1 { why.clone() } else { None };
+            ResponseKind::FindCoordinator(FindCoordinatorResponse::default().with_error_code(group).with_error_message(why).with_node_id(BrokerId(-1)).with_port(-1))
+        }
+        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(
+            DescribeGroupsResponse::default().with_groups(r.groups.iter().map(|g| describe_groups_response::DescribedGroup::default().with_group_id(g.clone()).with_error_code(group).with_authorized_operations(i32::MIN)).collect()),
         ),
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(
             DeleteGroupsResponse::default().with_results(r.groups_names.iter().map(|g| delete_groups_response::DeletableGroupResult::default().with_group_id(g.clone()).with_error_code(group)).collect()),
@@ -208,6 +259,27 @@ mod tests {
     }
 
     #[test]
+    fn requests_name_their_groups() {
+        let g = |n: &str| GroupId(kafka_protocol::protocol::StrBytes::from_string(n.into()));
+        assert_eq!(groups(&RequestKind::JoinGroup(JoinGroupRequest::default().with_group_id(g("a")))), vec!["a"]);
+        let old = OffsetFetchRequest::default().with_group_id(g("a"));
+        assert_eq!(groups(&RequestKind::OffsetFetch(old)), vec!["a"]);
+        let v8 = OffsetFetchRequest::default().with_groups(vec![offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(g("b")), offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(g("c"))]);
+        assert_eq!(groups(&RequestKind::OffsetFetch(v8)), vec!["b", "c"]);
+        let find = FindCoordinatorRequest::default().with_coordinator_keys(vec!["x".into(), "y".into()]);
+        assert_eq!(groups(&RequestKind::FindCoordinator(find.clone())), vec!["x", "y"]);
+        assert!(groups(&RequestKind::FindCoordinator(find.with_key_type(1))).is_empty(), "transactional ids are not groups");
+        assert_eq!(groups(&RequestKind::FindCoordinator(FindCoordinatorRequest::default().with_key("k".into()))), vec!["k"]);
+        let limits = sluice_auth::Limits { groups: Some(vec!["app-*".parse().unwrap()]), topics: Some(vec!["t".parse().unwrap()]), ..Default::default() };
+        let listed = ListGroupsResponse::default().with_groups(vec![list_groups_response::ListedGroup::default().with_group_id(g("app-1")), list_groups_response::ListedGroup::default().with_group_id(g("other"))]);
+        assert_eq!(groups_within(listed, &limits).groups.len(), 1);
+        let topic = |n: &str| offset_fetch_response::OffsetFetchResponseTopic::default().with_name(super::super::topic_name(n));
+        let fetched = offsets_within(OffsetFetchResponse::default().with_topics(vec![topic("t"), topic("u")]), &limits);
+        assert_eq!(fetched.topics.len(), 1);
+        assert!(refusal(&RequestKind::DescribeGroups(DescribeGroupsRequest::default()), 0).is_some());
+    }
+
+    #[test]
     fn roles_get_what_their_permission_allows() {
         let produce = RequestKind::Produce(ProduceRequest::default());
         let delete = RequestKind::DeleteTopics(DeleteTopicsRequest::default());
@@ -217,9 +289,9 @@ mod tests {
         assert!(!Role::Operator.allows(needed(&delete)) && Role::Admin.allows(needed(&delete)));
         assert!(!Role::Operator.allows(needed(&fetch_audit)));
         assert!(Role::Viewer.allows(needed(&metadata)));
-        assert!(refusal(&metadata).is_none());
+        assert!(refusal(&metadata, 0).is_none());
         for r in [produce, delete, fetch_audit] {
-            assert!(refusal(&r).is_some());
+            assert!(refusal(&r, 0).is_some());
         }
     }
 }

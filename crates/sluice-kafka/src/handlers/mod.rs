@@ -142,12 +142,13 @@ async fn dispatch(server: Arc<KafkaServer>, request: RequestKind, version: i16, 
     let mut limits = None;
     if let Some((role, l)) = &caller.grant {
         let need = authz::needed(&request);
-        // A request naming a topic outside the principal's limits is refused whole.
-        let outside = l.topics.as_ref().and_then(|_| authz::topics(&request).into_iter().find(|t| !l.topic(t)).map(str::to_string));
+        // A request naming a topic or group outside the principal's limits is refused whole.
+        let outside = l.topics.as_ref().and_then(|_| authz::topics(&request).into_iter().find(|t| !l.topic(t)).map(|t| ("topic", t.to_string())));
+        let outside = outside.or_else(|| l.groups.as_ref().and_then(|_| authz::groups(&request).into_iter().find(|g| !l.group(g)).map(|g| ("group", g.to_string()))));
         if !role.allows(need) || outside.is_some() {
-            if let Some(refused) = authz::refusal(&request) {
+            if let Some(refused) = authz::refusal(&request, version) {
                 match &outside {
-                    Some(t) => tracing::info!(client = %caller.client_id, topic = %t, "kafka request refused: the topic is outside the principal's limits"),
+                    Some((kind, name)) => tracing::info!(client = %caller.client_id, %kind, %name, "kafka request refused: outside the principal's limits"),
                     None => tracing::info!(client = %caller.client_id, %role, permission = %need, "kafka request refused: the role lacks the permission"),
                 }
                 metrics::counter!(sluice_core::telemetry::KAFKA_REFUSED_REQUESTS_TOTAL, "reason" => "authorization").increment(1);
@@ -156,12 +157,22 @@ async fn dispatch(server: Arc<KafkaServer>, request: RequestKind, version: i16, 
                 return Ok((Reply::Ready(Some(out)), none, true));
             }
         }
-        limits = l.topics.is_some().then(|| l.clone());
+        limits = (!l.is_unlimited()).then(|| l.clone());
     }
     let answered = match request {
-        RequestKind::Metadata(r) if limits.is_some() => {
+        RequestKind::Metadata(r) if limits.as_ref().is_some_and(|l| l.topics.is_some()) => {
             let l = limits.unwrap_or_default();
             let resp = tokio::task::spawn_blocking(move || authz::metadata_within(&server, r, &l)).await.map_err(join_error)?;
+            encode(&resp, version).map(|b| (Reply::Ready(Some(b)), none))
+        }
+        RequestKind::ListGroups(r) if limits.is_some() => {
+            let l = limits.unwrap_or_default();
+            let resp = tokio::task::spawn_blocking(move || authz::groups_within(groups::list_groups(&server, r), &l)).await.map_err(join_error)?;
+            encode(&resp, version).map(|b| (Reply::Ready(Some(b)), none))
+        }
+        RequestKind::OffsetFetch(r) if limits.is_some() => {
+            let l = limits.unwrap_or_default();
+            let resp = tokio::task::spawn_blocking(move || authz::offsets_within(groups::offset_fetch(&server, r, version), &l)).await.map_err(join_error)?;
             encode(&resp, version).map(|b| (Reply::Ready(Some(b)), none))
         }
         RequestKind::JoinGroup(r) => encode(&groups::join(&server, r, version, caller.client_id, caller.host).await, version).map(|b| (Reply::Ready(Some(b)), none)),

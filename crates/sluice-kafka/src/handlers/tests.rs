@@ -179,9 +179,10 @@ async fn every_api_answers_at_every_served_version() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path());
     let mut checked = 0;
-    // Without authentication, as a viewer, and as an admin limited to topics that do not
-    // exist (refusals, and the filtered Metadata, must encode at every version too).
-    let limited = sluice_auth::Limits { topics: Some(vec!["nothing-*".parse().unwrap()]), pipelines: None };
+    // Without authentication, as a viewer, and as an admin limited to topics and groups that
+    // do not exist (refusals, and the filtered Metadata, ListGroups and OffsetFetch, must
+    // encode at every version too).
+    let limited = sluice_auth::Limits { topics: Some(vec!["nothing-*".parse().unwrap()]), groups: Some(vec!["nothing-*".parse().unwrap()]), pipelines: None };
     for role in [None, Some((sluice_auth::Role::Viewer, Default::default())), Some((sluice_auth::Role::Admin, limited))] {
     for (round, &(key, _, _)) in APIS.iter().enumerate() {
         let (lo, hi) = supported(key).unwrap();
