@@ -1,22 +1,8 @@
 //! Splitting an ingest body and validating its records never panics, and every record is
 //! either valid or rejected with a named field.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-use sluice_core::heartbeat::validate;
-use sluice_gateway::body::split;
 
-fuzz_target!(|data: &[u8]| {
-    let ndjson = data.first().is_some_and(|b| b & 1 == 1);
-    if let Ok(items) = split(data, ndjson) {
-        for item in items {
-            match item.value {
-                Ok(v) => {
-                    if let Err(e) = validate(&v) {
-                        assert!(!e.field.is_empty() && !e.reason.is_empty());
-                    }
-                }
-                Err(e) => assert_eq!(e.field, "$"),
-            }
-        }
-    }
-});
+#[path = "../checks/ingest_body.rs"]
+mod check;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));

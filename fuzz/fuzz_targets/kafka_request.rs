@@ -2,28 +2,8 @@
 //! names, within what sluice serves) never panics or aborts on arbitrary bytes, and
 //! neither does decoding the record batches of a Produce request.
 #![no_main]
-use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, RequestKind};
-use libfuzzer_sys::fuzz_target;
 
-// The server's own entry points (`sluice_kafka::decode_header`, `decode_body`,
-// `handlers::oversized_batch`, `handlers::produced_records`). The fuzz build aborts on
-// panic, so a panic inside the decoders still shows up here as a crash; so does an
-// allocation the machine cannot give.
-fuzz_target!(|data: &[u8]| {
-    let mut buf = Bytes::copy_from_slice(data);
-    let Ok(header) = sluice_kafka::decode_header(&mut buf) else { return };
-    let Ok(key) = ApiKey::try_from(header.request_api_key) else { return };
-    let Some((lo, hi)) = sluice_kafka::handlers::supported(key) else { return };
-    if (lo..=hi).contains(&header.request_api_version) {
-        if let Ok(RequestKind::Produce(p)) = sluice_kafka::decode_body(key, &mut buf, header.request_api_version) {
-            for t in p.topic_data {
-                for pd in t.partition_data {
-                    let records = pd.records.unwrap_or_default();
-                    let _ = sluice_kafka::handlers::oversized_batch(&records, 1_048_588);
-                    let _ = sluice_kafka::handlers::produced_records(records);
-                }
-            }
-        }
-    }
-});
+#[path = "../checks/kafka_request.rs"]
+mod check;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));

@@ -1,15 +1,7 @@
 //! The recording readers (FIT, TCX, GPX) never panic on arbitrary bytes.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&kind, rest)) = data.split_first() else { return };
-    let name = match kind % 3 {
-        0 => "x.fit",
-        1 => "x.tcx",
-        _ => "x.gpx",
-    };
-    if let Ok(readings) = sluice_replay::read_bytes(name, rest) {
-        assert!(readings.windows(2).all(|w| w[0].time_ms < w[1].time_ms));
-    }
-});
+#[path = "../checks/recordings.rs"]
+mod check;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));
