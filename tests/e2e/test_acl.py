@@ -178,6 +178,7 @@ def test_group_limits_over_kafka_and_http(tmp_path):
         assert {"app-1", "other-1"} <= set(call(s, admin, "GET", "/v1/groups").json()["groups"])
         r = call(s, gus, "GET", "/v1/groups/other-1")
         assert r.status_code == 403 and "app-*" in r.json()["error"]["message"], r.text
+        assert call(s, gus, "GET", "/v1/groups/app-none").status_code == 404
         offsets = call(s, gus, "GET", "/v1/groups/app-1").json()["offsets"]
         assert {o["topic"] for o in offsets} == {TOPIC}, offsets
         assert {o["topic"] for o in call(s, admin, "GET", "/v1/groups/app-1").json()["offsets"]} == {TOPIC, hidden}

@@ -420,11 +420,11 @@ async fn describe_group(State(s): State<AppState>, scope: Option<axum::Extension
     let mut d = s.gateway.describe_group(&group);
     if let Some(axum::Extension(scope)) = scope {
         let visible = |v: &Value| v["topic"].as_str().is_some_and(|t| scope.0.allows(t));
-        if let Some(offsets) = d["offsets"].as_array_mut() {
+        if let Some(offsets) = d.get_mut("offsets").and_then(Value::as_array_mut) {
             offsets.retain(visible);
         }
-        for m in d["members"].as_array_mut().into_iter().flatten() {
-            if let Some(a) = m["assignment"].as_array_mut() {
+        for m in d.get_mut("members").and_then(Value::as_array_mut).into_iter().flatten() {
+            if let Some(a) = m.get_mut("assignment").and_then(Value::as_array_mut) {
                 a.retain(visible);
             }
         }

@@ -6,8 +6,10 @@
 //! The client names a mechanism in SaslHandshake (UNSUPPORTED_SASL_MECHANISM lists the
 //! enabled ones), then sends the mechanism's messages in SaslAuthenticate requests. A
 //! failed exchange gets SASL_AUTHENTICATION_FAILED with the reason, and the connection is
-//! closed after the answer. The authenticated user's role then decides every request
-//! ([`crate::handlers::authz`]).
+//! closed after the answer. Under mutual TLS, a connection whose client certificate names
+//! an existing user starts authenticated as that user (`ConnAuth::from_certificate`); a
+//! SASL exchange may still replace it. The authenticated user's role then decides every
+//! request ([`crate::handlers::authz`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
