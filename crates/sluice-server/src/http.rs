@@ -139,7 +139,7 @@ pub const SESSIONS_PAGE_MAX: usize = 10_000;
 
 async fn sessions(State(app): State<Arc<App>>, who: Option<axum::Extension<crate::auth::Principal>>, Query(q): Query<SessionsQuery>) -> Response {
     if let Some(why) = app.pipelines.rows_refusal(crate::live::HEART_RATE, &who) {
-        return crate::pipelines::forbidden(why);
+        return crate::pipelines::PipelineError::Forbidden(why).response();
     }
     let before = match q.before.as_deref().map(crate::sessions::Cursor::parse).transpose() {
         Ok(b) => b,
@@ -163,7 +163,7 @@ async fn sessions(State(app): State<Arc<App>>, who: Option<axum::Extension<crate
 
 async fn stream(State(app): State<Arc<App>>, who: Option<axum::Extension<crate::auth::Principal>>) -> Response {
     if let Some(why) = app.pipelines.rows_refusal(crate::live::HEART_RATE, &who) {
-        return crate::pipelines::forbidden(why);
+        return crate::pipelines::PipelineError::Forbidden(why).response();
     }
     let events = BroadcastStream::new(app.sessions.subscribe()).map(|r| {
         Ok::<_, Infallible>(match r {

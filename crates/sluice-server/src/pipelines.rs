@@ -69,7 +69,7 @@ pub enum PipelineError {
 }
 
 impl PipelineError {
-    fn response(&self) -> Response {
+    pub(crate) fn response(&self) -> Response {
         let (status, code) = match self {
             PipelineError::Spec(SpecError::Sql(_)) => (StatusCode::BAD_REQUEST, "sql_error"),
             PipelineError::Spec(SpecError::Invalid { .. }) => (StatusCode::BAD_REQUEST, "invalid_pipeline"),
@@ -163,8 +163,7 @@ impl Pipelines {
         }
         let planned = Self::plan(&self.gateway, &self.functions, &spec)?;
         if let Some((user, limits)) = by {
-            let topics = std::iter::once(planned.plan.source.clone()).chain(spec.stream_names());
-            if let Some(t) = topics.into_iter().find(|t| !limits.topic(t)) {
+            if let Some(t) = topics_of(&planned).into_iter().find(|t| !limits.topic(t)) {
                 return Err(PipelineError::Forbidden(limits.refusal(user, sluice_auth::Resource::Topic(&t))));
             }
         }
@@ -234,8 +233,7 @@ impl Pipelines {
     /// The topics a pipeline's rows come from and go to: its source, then its output
     /// topics (one per output stream). Empty for an unknown pipeline.
     pub fn data_topics(&self, name: &str) -> Vec<String> {
-        let Some(v) = self.engine.as_ref().and_then(|e| e.pipeline(name)) else { return Vec::new() };
-        std::iter::once(v.planned.plan.source.clone()).chain(v.planned.spec.stream_names()).collect()
+        self.engine.as_ref().and_then(|e| e.pipeline(name)).map(|v| topics_of(&v.planned)).unwrap_or_default()
     }
 
     /// Why the principal may not see a pipeline's rows (its live stream, its recent rows,
@@ -299,6 +297,12 @@ impl Pipelines {
     }
 }
 
+/// The topics a planned pipeline reads and writes: its source, then one output topic per
+/// output stream (named after it).
+fn topics_of(planned: &Planned) -> Vec<String> {
+    std::iter::once(planned.plan.source.clone()).chain(planned.spec.stream_names()).collect()
+}
+
 /// A `POST /v1/pipelines` body: a spec, where `name` may come from `CREATE PIPELINE`.
 fn spec_from(mut body: Value) -> Result<PipelineSpec, String> {
     let obj = body.as_object_mut().ok_or("expected a JSON object {\"name\", \"sql\", ...}")?;
@@ -339,7 +343,7 @@ async fn create(State(p): State<Arc<Pipelines>>, who: Option<Extension<Principal
         Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "invalid_request", "message": e}}))).into_response(),
     };
     if let Some(Extension(w)) = who.as_ref().filter(|Extension(w)| !w.limits.pipeline(&spec.name)) {
-        return forbidden(w.limits.refusal(&w.user, sluice_auth::Resource::Pipeline(&spec.name)));
+        return PipelineError::Forbidden(w.limits.refusal(&w.user, sluice_auth::Resource::Pipeline(&spec.name))).response();
     }
     let by = who.map(|Extension(w)| (w.user, w.limits)).filter(|(_, l)| !l.is_unlimited());
     match tokio::task::spawn_blocking(move || p.create_as(spec, by.as_ref().map(|(u, l)| (u.as_str(), l)))).await {
@@ -362,11 +366,6 @@ async fn describe(State(p): State<Arc<Pipelines>>, who: Option<Extension<Princip
         }
         None => PipelineError::Unknown(name).response(),
     }
-}
-
-/// 403 `forbidden`, with the reason.
-pub fn forbidden(message: String) -> Response {
-    (StatusCode::FORBIDDEN, Json(json!({"error": {"code": "forbidden", "message": message}}))).into_response()
 }
 
 async fn drop_route(State(p): State<Arc<Pipelines>>, Path(name): Path<String>) -> Response {
@@ -397,7 +396,7 @@ async fn stream(State(p): State<Arc<Pipelines>>, who: Option<Extension<Principal
         return PipelineError::Unknown(name).response();
     }
     if let Some(why) = p.rows_refusal(&name, &who) {
-        return forbidden(why);
+        return PipelineError::Forbidden(why).response();
     }
     let view = p.live.view(&name);
     let guard = q.early.then(|| view.early_guard());
