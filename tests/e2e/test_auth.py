@@ -132,7 +132,7 @@ def test_every_role_against_every_http_api_family(tmp_path):
         assert cells == len(MATRIX) * len(tokens)
         # /healthz stays public for load balancers.
         assert requests.get(s.url + "/healthz", timeout=10).status_code == 200
-        assert call(s, tokens["viewer"], "GET", "/v1/whoami").json() == {"user": "vic", "role": "viewer", "permissions": ["read"], "limits": {}}
+        assert call(s, tokens["viewer"], "GET", "/v1/whoami").json() == {"user": "vic", "role": "viewer", "permissions": ["read"], "limits": {}, "auth": True}
     finally:
         s.stop()
 

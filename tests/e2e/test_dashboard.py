@@ -1,4 +1,4 @@
-"""The dashboard in a real browser (Debian's Chromium, headless): it lists sessions and
+"""The dashboard's players page in a real browser (Debian's Chromium, headless): it lists sessions and
 updates live from the SSE stream as readings arrive and sessions close."""
 import json
 import os
@@ -29,7 +29,7 @@ def test_dashboard_shows_sessions_live(sluice, page):
     path = DATA / "20210323_yoga.tcx"
     readings = reference.read(path)
     want = reference.sessions(readings)[0]
-    page.goto(sluice.url + "/")
+    page.goto(sluice.url + "/players")
     page.wait_for_selector("#status.live", timeout=15000)
     half = len(readings) // 2
     body = "\n".join(json.dumps(reference.event("yoga", t, b)) for t, b in readings[:half])

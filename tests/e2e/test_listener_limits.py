@@ -405,7 +405,7 @@ def test_kafka_byte_rate_quotas_throttle_producers_and_consumers(tmp_path):
         # One second of burst, then 200 KB/s: at least about 4 s for 1 MB.
         assert took >= 2.5, f"1 MB produced in {took:.1f} s under a {rate} B/s quota"
         assert stored(s, "q") == total // 1000, "throttled, not dropped"
-        assert metric(s, "sluice_quota_throttle_ms_total", quota="produce") > 0
+        assert metric(s, "sluice_quota_throttle_seconds_sum", quota="produce") > 0
 
         c = Consumer({"bootstrap.servers": bootstrap, "group.id": "g", "client.id": "fast-consumer", "auto.offset.reset": "earliest",
                       "fetch.max.bytes": 100_000, "message.max.bytes": 100_000, "max.partition.fetch.bytes": 100_000})
@@ -417,7 +417,7 @@ def test_kafka_byte_rate_quotas_throttle_producers_and_consumers(tmp_path):
         c.close()
         assert got == total // 1000
         assert took >= 2.5, f"1 MB fetched in {took:.1f} s under a {rate} B/s quota"
-        assert metric(s, "sluice_quota_throttle_ms_total", quota="fetch") > 0
+        assert metric(s, "sluice_quota_throttle_seconds_sum", quota="fetch") > 0
     finally:
         s.stop()
 

@@ -220,7 +220,8 @@ fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// Cumulative bucket counts (upper bound ms, count) of sluice's server-side Produce
-/// duration histogram (`sluice_kafka_request_duration_ms{api="Produce"}`), from /metrics.
+/// duration histogram (`sluice_kafka_request_duration_seconds{api="Produce"}`, bounds in
+/// seconds, converted to ms here), from /metrics.
 fn produce_buckets(http: u16) -> Vec<(f64, u64)> {
     use std::io::Read;
     let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", http)) else { return Vec::new() };
@@ -228,10 +229,10 @@ fn produce_buckets(http: u16) -> Vec<(f64, u64)> {
     let mut text = String::new();
     let _ = conn.read_to_string(&mut text);
     text.lines()
-        .filter(|l| l.starts_with("sluice_kafka_request_duration_ms_bucket{") && l.contains("api=\"Produce\""))
+        .filter(|l| l.starts_with("sluice_kafka_request_duration_seconds_bucket{") && l.contains("api=\"Produce\""))
         .filter_map(|l| {
             let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse::<f64>().ok()? * 1e3 };
             Some((le, l.rsplit(' ').next()?.parse().ok()?))
         })
         .collect()

@@ -93,8 +93,8 @@ impl std::fmt::Display for Permission {
 /// What an HTTP request needs: nothing (public) or a permission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// The dashboard's page and assets, the login page and calls, and `/healthz` (for load
-    /// balancers and orchestrators).
+    /// The dashboard's page and assets, the login page and calls, and `/healthz` and
+    /// `/readyz` (for load balancers and orchestrators).
     Public,
     Needs(Permission),
 }
@@ -107,10 +107,12 @@ pub fn http_access(method: &str, path: &str) -> Access {
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let read_only = matches!(method, "GET" | "HEAD");
     match (segs.as_slice(), read_only) {
-        ([] | [""], true) | (["login"], true) | (["assets", _], true) | (["healthz"], true) => Public,
+        ([] | [""], true) | (["login"], true) | (["assets", _], true) | (["healthz"] | ["readyz"] | ["favicon.ico"], true) => Public,
+        // The dashboard's pages (one static shell; their data comes from the API).
+        (["pipelines" | "players" | "topics"] | ["pipelines" | "players" | "topics", _] | ["groups"] | ["alerts"], true) => Public,
         (["v1", "login"] | ["v1", "logout"], false) => Public,
         (["metrics"], true) | (["v1", "whoami"], true) => Needs(Read),
-        (["v1", "sessions"] | ["v1", "sessions", "stream"], true) => Needs(Read),
+        (["v1", "sessions"] | ["v1", "sessions", "stream"] | ["v1", "events"], true) => Needs(Read),
         (["v1", "query"], _) => Needs(Read),
         (["v1", "tables"] | ["v1", "tables", _] | ["v1", "tables", _, "history"], true) => Needs(Read),
         (["v1", "topics"] | ["v1", "topics", _] | ["v1", "topics", _, "schema"], true) => Needs(Read),
@@ -154,6 +156,11 @@ mod tests {
             ("GET", "/assets/app.js", Public),
             ("GET", "/login", Public),
             ("GET", "/healthz", Public),
+            ("GET", "/readyz", Public),
+            ("GET", "/pipelines/hr", Public),
+            ("GET", "/players/ann", Public),
+            ("GET", "/alerts", Public),
+            ("GET", "/v1/events", Needs(Read)),
             ("POST", "/v1/login", Public),
             ("GET", "/metrics", Needs(Read)),
             ("GET", "/v1/sessions", Needs(Read)),

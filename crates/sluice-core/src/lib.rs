@@ -9,8 +9,10 @@
 //! - [`telemetry`]: every metric name, defined once.
 //! - [`net`]: what listeners do when accept fails, and connection caps.
 //! - [`quota`]: per-client rate quotas (Kafka's client quotas).
+//! - [`events`]: processing-status events (checkpoints, pipeline state changes).
 
 pub mod dead_letter;
+pub mod events;
 pub mod heartbeat;
 pub mod model;
 pub mod net;

@@ -1,6 +1,10 @@
 //! Every metric sluice exports, defined in one place. Names follow
-//! `sluice_<name>_<unit>[_total]`; counters end in `_total`. Gauges of state (high
-//! watermarks, open sessions, lag) are sampled when `/metrics` is scraped.
+//! `sluice_<name>_<unit>[_total]` and Prometheus' naming guide
+//! (<https://prometheus.io/docs/practices/naming/>): base units (`seconds`, `bytes`),
+//! counters end in `_total`, timestamps end in `_timestamp_seconds`, and `promtool check
+//! metrics` passes on a scrape (the end-to-end monitoring test runs it). Durations are
+//! measured in ms inside sluice and exported in seconds. Gauges of state (high
+//! watermarks, lag, disk, pipeline state) are sampled when `/metrics` is scraped.
 
 /// Records accepted and durably appended by the ingest gateway. Labels: `topic`, `transport`.
 pub const INGEST_RECORDS_TOTAL: &str = "sluice_ingest_records_total";
@@ -36,8 +40,18 @@ pub const PIPELINE_OUTPUT_ROWS_TOTAL: &str = "sluice_pipeline_output_rows_total"
 pub const PIPELINE_ALERTS_TOTAL: &str = "sluice_pipeline_alerts_total";
 /// Records in the log a pipeline has not read yet (sum over partitions). Labels: `pipeline`.
 pub const PIPELINE_LAG_RECORDS: &str = "sluice_pipeline_lag_records";
-/// A pipeline's watermark, epoch ms. Labels: `pipeline`.
-pub const PIPELINE_WATERMARK_MS: &str = "sluice_pipeline_watermark_ms";
+/// A pipeline's watermark, seconds since the Unix epoch (the event time below which it
+/// expects no more records; `time() - …` is the watermark delay). Labels: `pipeline`.
+pub const PIPELINE_WATERMARK_TIMESTAMP_SECONDS: &str = "sluice_pipeline_watermark_timestamp_seconds";
+/// 1 for a pipeline's current state, 0 for the others, as Kubernetes' `…_phase` gauges.
+/// Labels: `pipeline`, `state` (`starting`, `running`, `draining`, `failed`, `stopped`).
+pub const PIPELINE_STATE: &str = "sluice_pipeline_state";
+/// [`PIPELINE_STATE`]'s `state` label values, all exported so a state can be alerted on
+/// when it is 0 as well.
+pub const PIPELINE_STATES: &[&str] = &["starting", "running", "draining", "failed", "stopped"];
+/// When a pipeline's last checkpoint committed, seconds since the Unix epoch. Labels:
+/// `pipeline`.
+pub const PIPELINE_LAST_CHECKPOINT_TIMESTAMP_SECONDS: &str = "sluice_pipeline_last_checkpoint_timestamp_seconds";
 /// Keys held in a pipeline's state. Labels: `pipeline`.
 pub const PIPELINE_STATE_KEYS: &str = "sluice_pipeline_state_keys";
 /// Windows open in a pipeline's state. Labels: `pipeline`.
@@ -46,19 +60,35 @@ pub const PIPELINE_OPEN_WINDOWS: &str = "sluice_pipeline_open_windows";
 pub const PIPELINE_STATE_BYTES: &str = "sluice_pipeline_state_bytes";
 /// Checkpoints committed.
 pub const CHECKPOINTS_TOTAL: &str = "sluice_checkpoints_total";
-/// Time from a checkpoint's barrier to its manifest committed, ms. A histogram.
-pub const CHECKPOINT_DURATION_MS: &str = "sluice_checkpoint_duration_ms";
+/// Time from a checkpoint's barrier to its manifest committed, seconds. A histogram.
+pub const CHECKPOINT_DURATION_SECONDS: &str = "sluice_checkpoint_duration_seconds";
+/// Checkpoints that failed (after one, pipelines stop checkpointing until a restart).
+pub const CHECKPOINT_FAILURES_TOTAL: &str = "sluice_checkpoint_failures_total";
 /// Bytes of state changes written by checkpoints.
 pub const CHECKPOINT_WRITTEN_BYTES_TOTAL: &str = "sluice_checkpoint_written_bytes_total";
-/// Bucket bounds of [`CHECKPOINT_DURATION_MS`], ms.
-pub const CHECKPOINT_DURATION_BUCKETS_MS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
+/// Bucket bounds of [`CHECKPOINT_DURATION_SECONDS`], seconds (1 ms to 5 s).
+pub const CHECKPOINT_DURATION_BUCKETS_SECONDS: &[f64] = &[0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
-/// Registers descriptions with the installed recorder. Call once after installing it.
+/// 1 while the log refuses writes after a failed fsync or a full disk (it is poisoned
+/// until a restart), else 0.
+pub const LOG_POISONED: &str = "sluice_log_poisoned";
+/// Free bytes on the data directory's file system (for unprivileged users, as `df`).
+pub const DISK_FREE_BYTES: &str = "sluice_disk_free_bytes";
+/// Size of the data directory's file system, bytes.
+pub const DISK_CAPACITY_BYTES: &str = "sluice_disk_capacity_bytes";
+/// Records of a partition a consumer group has not committed yet (high watermark minus
+/// committed offset). Labels: `group`, `topic`, `partition`.
+pub const GROUP_LAG_RECORDS: &str = "sluice_group_lag_records";
+/// 1 once recovery finished and the server acks writes (as `GET /readyz`), else 0.
+pub const READY: &str = "sluice_ready";
+/// Processing-status events published (`GET /v1/events`). Labels: `kind`.
+pub const EVENTS_TOTAL: &str = "sluice_events_total";
+
 /// Kafka protocol requests answered. Labels: `api` (e.g. Produce, Fetch, JoinGroup).
 pub const KAFKA_REQUESTS_TOTAL: &str = "sluice_kafka_requests_total";
-/// Time from a Kafka request's last byte read to its response written, ms (a Produce
-/// includes the fdatasync of its records). Labels: `api`. A histogram.
-pub const KAFKA_REQUEST_DURATION_MS: &str = "sluice_kafka_request_duration_ms";
+/// Time from a Kafka request's last byte read to its response written, seconds (a
+/// Produce includes the fdatasync of its records). Labels: `api`. A histogram.
+pub const KAFKA_REQUEST_DURATION_SECONDS: &str = "sluice_kafka_request_duration_seconds";
 /// Records appended by Kafka Produce requests. Labels: `topic`.
 pub const KAFKA_PRODUCED_RECORDS_TOTAL: &str = "sluice_kafka_produced_records_total";
 /// Kafka produce batches refused (bad batch, sequence error). Labels: `reason`.
@@ -82,9 +112,12 @@ pub const KAFKA_REFUSED_REQUESTS_TOTAL: &str = "sluice_kafka_refused_requests_to
 pub const KAFKA_AUTHENTICATIONS_TOTAL: &str = "sluice_kafka_authentications_total";
 /// Dashboard logins (`POST /v1/login`). Labels: `result` (`ok`, `failed`).
 pub const AUTH_LOGINS_TOTAL: &str = "sluice_auth_logins_total";
-/// Throttle time handed to clients over a quota, ms. Labels: `quota` (`produce`,
-/// `fetch`, `http_ingest`).
-pub const QUOTA_THROTTLE_MS_TOTAL: &str = "sluice_quota_throttle_ms_total";
+/// Throttle time handed to clients over a quota, seconds, one observation per throttled
+/// request (`_sum` is the total). Labels: `quota` (`produce`, `fetch`, `http_ingest`). A
+/// histogram.
+pub const QUOTA_THROTTLE_SECONDS: &str = "sluice_quota_throttle_seconds";
+/// Bucket bounds of [`QUOTA_THROTTLE_SECONDS`], seconds (1 ms to 30 s).
+pub const QUOTA_THROTTLE_BUCKETS_SECONDS: &[f64] = &[0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 /// Open connections of a listener (WebSockets included). Labels: `listener`. A gauge.
 pub const LISTENER_OPEN_CONNECTIONS: &str = "sluice_listener_open_connections";
 /// The connection cap of a listener (0: none). Labels: `listener`. A gauge.
@@ -99,13 +132,15 @@ pub const HTTP_OPEN_STREAMS: &str = "sluice_http_open_streams";
 pub const HTTP_MAX_STREAMS: &str = "sluice_http_max_streams";
 /// Idempotent-producer states (producer id × partition) held. A gauge.
 pub const KAFKA_PRODUCER_STATES: &str = "sluice_kafka_producer_states";
-/// Bucket bounds of [`KAFKA_REQUEST_DURATION_MS`], ms.
-pub const KAFKA_REQUEST_DURATION_BUCKETS_MS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
+/// Bucket bounds of [`KAFKA_REQUEST_DURATION_SECONDS`], seconds (0.5 ms to 5 s).
+pub const KAFKA_REQUEST_DURATION_BUCKETS_SECONDS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// Registers descriptions with the installed recorder. Call once after installing it.
 
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(KAFKA_REQUESTS_TOTAL, Unit::Count, "Kafka protocol requests answered.");
-    describe_histogram!(KAFKA_REQUEST_DURATION_MS, Unit::Milliseconds, "Kafka request time from read to response written.");
+    describe_histogram!(KAFKA_REQUEST_DURATION_SECONDS, Unit::Seconds, "Kafka request time from read to response written.");
     describe_counter!(KAFKA_PRODUCED_RECORDS_TOTAL, Unit::Count, "Records appended by Kafka Produce requests.");
     describe_counter!(KAFKA_REFUSED_BATCHES_TOTAL, Unit::Count, "Kafka produce batches refused.");
     describe_counter!(LISTENER_REFUSED_CONNECTIONS_TOTAL, Unit::Count, "Connections closed at accept because of a connection cap.");
@@ -120,7 +155,7 @@ pub fn describe() {
     describe_gauge!(HTTP_OPEN_STREAMS, Unit::Count, "Open WebSocket and SSE streams.");
     describe_gauge!(HTTP_MAX_STREAMS, Unit::Count, "Cap on open WebSocket and SSE streams.");
     describe_gauge!(KAFKA_PRODUCER_STATES, Unit::Count, "Idempotent-producer states held.");
-    describe_counter!(QUOTA_THROTTLE_MS_TOTAL, Unit::Milliseconds, "Throttle time handed to clients over a quota.");
+    describe_histogram!(QUOTA_THROTTLE_SECONDS, Unit::Seconds, "Throttle time handed to clients over a quota.");
     describe_counter!(LISTENER_ACCEPT_ERRORS_TOTAL, Unit::Count, "Failed accept calls of a listener.");
     describe_counter!(LISTENER_TIMEOUTS_TOTAL, Unit::Count, "Connections closed for a timeout (idle, slow header or frame).");
     describe_counter!(INGEST_RECORDS_TOTAL, Unit::Count, "Records accepted and durably appended by ingest.");
@@ -138,11 +173,20 @@ pub fn describe() {
     describe_counter!(PIPELINE_OUTPUT_ROWS_TOTAL, Unit::Count, "Rows committed to a pipeline's outputs.");
     describe_counter!(PIPELINE_ALERTS_TOTAL, Unit::Count, "Alerts fired.");
     describe_gauge!(PIPELINE_LAG_RECORDS, Unit::Count, "Records not yet read by a pipeline.");
-    describe_gauge!(PIPELINE_WATERMARK_MS, Unit::Milliseconds, "A pipeline's watermark (epoch ms).");
+    describe_gauge!(PIPELINE_WATERMARK_TIMESTAMP_SECONDS, Unit::Seconds, "A pipeline's watermark, seconds since the Unix epoch.");
+    describe_gauge!(PIPELINE_STATE, Unit::Count, "1 for a pipeline's current state, else 0.");
+    describe_gauge!(PIPELINE_LAST_CHECKPOINT_TIMESTAMP_SECONDS, Unit::Seconds, "When a pipeline's last checkpoint committed.");
     describe_gauge!(PIPELINE_STATE_KEYS, Unit::Count, "Keys held in a pipeline's state.");
     describe_gauge!(PIPELINE_OPEN_WINDOWS, Unit::Count, "Windows open in a pipeline's state.");
     describe_gauge!(PIPELINE_STATE_BYTES, Unit::Bytes, "Bytes of a pipeline's state files.");
     describe_counter!(CHECKPOINTS_TOTAL, Unit::Count, "Checkpoints committed.");
-    describe_histogram!(CHECKPOINT_DURATION_MS, Unit::Milliseconds, "Checkpoint time from barrier to manifest committed.");
+    describe_histogram!(CHECKPOINT_DURATION_SECONDS, Unit::Seconds, "Checkpoint time from barrier to manifest committed.");
+    describe_counter!(CHECKPOINT_FAILURES_TOTAL, Unit::Count, "Checkpoints that failed.");
+    describe_gauge!(LOG_POISONED, Unit::Count, "1 while the log refuses writes after a disk failure.");
+    describe_gauge!(DISK_FREE_BYTES, Unit::Bytes, "Free bytes on the data directory's file system.");
+    describe_gauge!(DISK_CAPACITY_BYTES, Unit::Bytes, "Size of the data directory's file system.");
+    describe_gauge!(GROUP_LAG_RECORDS, Unit::Count, "Records a consumer group has not committed yet, per partition.");
+    describe_gauge!(READY, Unit::Count, "1 once recovery finished and the server acks writes.");
+    describe_counter!(EVENTS_TOTAL, Unit::Count, "Processing-status events published.");
     describe_counter!(CHECKPOINT_WRITTEN_BYTES_TOTAL, Unit::Bytes, "Bytes of state changes written by checkpoints.");
 }

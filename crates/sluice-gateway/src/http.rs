@@ -50,7 +50,8 @@
 //!   has live members.
 //!
 //! `GET /v1/topics/{topic}/partitions/{partition}/records?offset=N&max=M`: reads up to
-//! `M` (default 100, at most 10000) durable records from offset `N` (default 0):
+//! `M` (default 100, at most 10000) durable records from offset `N` (default 0), or, with
+//! `timestamp_ms=T`, from the first record appended at or after `T` (epoch ms):
 //! `{"topic", "partition", "log_start_offset", "high_watermark", "records": [{"offset",
 //! "timestamp_ms", "key", "value"}]}`; `value` is the stored JSON, or a string if the
 //! bytes are not JSON. Dead-letter topics (`<topic>.dlq`) are read the same way.
@@ -488,6 +489,9 @@ async fn delete_group(State(s): State<AppState>, Path(group): Path<String>) -> R
 struct ReadQuery {
     offset: Option<u64>,
     max: Option<usize>,
+    /// Start at the first record appended at or after this time (epoch ms), as Kafka's
+    /// ListOffsets by timestamp; overrides `offset`.
+    timestamp_ms: Option<i64>,
 }
 
 async fn read_records(
@@ -503,7 +507,14 @@ async fn read_records(
         Err(e) => return error(StatusCode::NOT_FOUND, "unknown_partition", e.to_string()),
     };
     let (offset, max) = (q.offset.unwrap_or(0), q.max.unwrap_or(100).min(10_000));
-    let read = tokio::task::spawn_blocking(move || p.read(offset, max, 16 << 20).map(|r| (r, p.log_start_offset(), p.high_watermark()))).await;
+    let read = tokio::task::spawn_blocking(move || {
+        let offset = match q.timestamp_ms {
+            Some(ts) => p.offset_for_timestamp(ts)?.unwrap_or_else(|| p.high_watermark()),
+            None => offset,
+        };
+        p.read(offset, max, 16 << 20).map(|r| (r, p.log_start_offset(), p.high_watermark()))
+    })
+    .await;
     match read {
         Ok(Ok((records, start, hw))) => {
             let records: Vec<Value> = records

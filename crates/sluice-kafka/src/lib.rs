@@ -369,7 +369,7 @@ impl KafkaServer {
         };
         let throttle = q.record(client_id, bytes, std::time::Instant::now());
         if !throttle.is_zero() {
-            metrics::counter!(sluice_core::telemetry::QUOTA_THROTTLE_MS_TOTAL, "quota" => label).increment(throttle.as_millis() as u64);
+            metrics::histogram!(sluice_core::telemetry::QUOTA_THROTTLE_SECONDS, "quota" => label).record(throttle.as_secs_f64());
         }
         throttle
     }
@@ -605,7 +605,7 @@ async fn write_replies(mut writer: impl tokio::io::AsyncWrite + Unpin, mut repli
         };
         metrics::counter!(t::KAFKA_REQUESTS_TOTAL, "api" => api.clone()).increment(1);
         let Some(body) = body else {
-            metrics::histogram!(t::KAFKA_REQUEST_DURATION_MS, "api" => api.clone()).record(read_at.elapsed().as_secs_f64() * 1e3);
+            metrics::histogram!(t::KAFKA_REQUEST_DURATION_SECONDS, "api" => api.clone()).record(read_at.elapsed().as_secs_f64());
             continue;
         };
         let mut out = BytesMut::with_capacity(body.len() + 16);
@@ -616,7 +616,7 @@ async fn write_replies(mut writer: impl tokio::io::AsyncWrite + Unpin, mut repli
         let n = (out.len() - 4) as i32;
         out[..4].copy_from_slice(&n.to_be_bytes());
         writer.write_all(&out).await?;
-        metrics::histogram!(t::KAFKA_REQUEST_DURATION_MS, "api" => api).record(read_at.elapsed().as_secs_f64() * 1e3);
+        metrics::histogram!(t::KAFKA_REQUEST_DURATION_SECONDS, "api" => api).record(read_at.elapsed().as_secs_f64());
     }
     Ok(())
 }

@@ -412,6 +412,9 @@ pub fn env_overrides(vars: impl Iterator<Item = (String, String)>, known: &Table
     let (mut applied, mut ignored) = (Vec::new(), Vec::new());
     for (k, v) in vars {
         let Some(rest) = k.strip_prefix("SLUICE_") else { continue };
+        if FLAG_VARIABLES.contains(&k.as_str()) {
+            continue;
+        }
         let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
         if known.contains_key(&path[0]) {
             applied.push((k.clone(), path, parse_scalar(&v)));
@@ -421,6 +424,9 @@ pub fn env_overrides(vars: impl Iterator<Item = (String, String)>, known: &Table
     }
     (applied, ignored)
 }
+
+/// `SLUICE_*` variables that set a command-line flag (runtime behaviour), not a config key.
+pub const FLAG_VARIABLES: &[&str] = &["SLUICE_LOG_FORMAT"];
 
 /// Loads the layered configuration. `overrides` are dotted paths with values (flags).
 pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>, overrides: &[(&str, Value)]) -> Result<Config, ConfigError> {

@@ -192,7 +192,7 @@ pub async fn guard(State(policy): State<Arc<Policy>>, req: Request, next: Next) 
     if policy.ingest_quota.enabled() && is_ingest(&req) {
         let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
         if let Err(wait) = policy.ingest_quota.try_take(&peer, 1, std::time::Instant::now()) {
-            metrics::counter!(t::QUOTA_THROTTLE_MS_TOTAL, "quota" => "http_ingest").increment(wait.as_millis() as u64);
+            metrics::histogram!(t::QUOTA_THROTTLE_SECONDS, "quota" => "http_ingest").record(wait.as_secs_f64());
             metrics::counter!(t::HTTP_REFUSED_REQUESTS_TOTAL, "reason" => "rate_limited").increment(1);
             let message = format!("{peer} is over http.ingest_requests_per_second; retry in {} ms (batch records into fewer requests, or use a WebSocket)", wait.as_millis().max(1));
             let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
@@ -267,7 +267,7 @@ pub async fn guard(State(policy): State<Arc<Policy>>, req: Request, next: Next) 
 
 /// Routes that hold a Server-Sent Events stream open (each counts against
 /// `http.max_sse_subscribers` while it is open).
-pub const SSE_ROUTES: [&str; 2] = ["/v1/sessions/stream", "/v1/pipelines/{name}/stream"];
+pub const SSE_ROUTES: [&str; 3] = ["/v1/sessions/stream", "/v1/pipelines/{name}/stream", "/v1/events"];
 
 /// The SSE subscriber cap: a stream takes a slot for as long as its response body lives;
 /// without a free slot the request gets 503 `too_many_streams` with `Retry-After`.

@@ -9,13 +9,19 @@
 //!   `{"player_id", "open": [...]}`; `event: session_closed` carries one closed session;
 //!   `event: resync` means events were dropped for a slow client: fetch `/v1/sessions` again.
 //! - `GET /metrics`: Prometheus text format (names in `sluice_core::telemetry`).
+//! - `GET /readyz`: 200 `{"ready": true, "reasons": []}` once recovery finished and the
+//!   log acks writes; else 503 with `reasons` (the log refuses writes; a pipeline still
+//!   restoring its checkpoint).
 //! - `GET /healthz`: `{"status": "ok" | "degraded", "log": {"writable", "poisoned"},
-//!   "checkpoints": {"failed"}, "pipelines": [{"name", "state", "error", "lag_records",
+//!   "disk": {"free_bytes", "capacity_bytes"}, "checkpoints": {"failed"}, "pipelines":
+//!   [{"name", "state", "error", "lag_records",
 //!   "last_checkpoint_id"}]}` (503 when degraded: a pipeline failed, checkpoints failed, or
 //!   the log refuses writes after a disk failure).
 //!
 //! Pipelines have their own routes: [`crate::pipelines`].
-//! - `GET /`: the dashboard (static files embedded in the binary).
+//! - The dashboard (static files embedded in the binary): the pages in [`PAGES`] (`/`,
+//!   `/pipelines[/{name}]`, `/players[/{id}]`, `/topics[/{name}]`, `/groups`, `/alerts`),
+//!   and `/assets/*`.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -41,6 +47,10 @@ use crate::sessions::{session_json, SessionStore};
 
 pub struct App {
     pub log: Arc<Log>,
+    /// Consumer groups' committed offsets, for `sluice_group_lag_records`.
+    pub gateway: Arc<sluice_gateway::Gateway>,
+    /// The data directory, whose file system `sluice_disk_*_bytes` describe.
+    pub data_dir: std::path::PathBuf,
     pub sessions: Arc<SessionStore>,
     pub pipelines: Arc<Pipelines>,
     /// What `/metrics` samples of the limits.
@@ -90,10 +100,11 @@ pub fn prometheus() -> &'static PrometheusHandle {
     PROMETHEUS.get_or_init(|| {
         let builder = PrometheusBuilder::new();
         let builder = builder
-            .set_buckets_for_metric(Matcher::Full(t::KAFKA_REQUEST_DURATION_MS.to_string()), t::KAFKA_REQUEST_DURATION_BUCKETS_MS)
-            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(t::CHECKPOINT_DURATION_MS.to_string()), t::CHECKPOINT_DURATION_BUCKETS_MS))
+            .set_buckets_for_metric(Matcher::Full(t::KAFKA_REQUEST_DURATION_SECONDS.to_string()), t::KAFKA_REQUEST_DURATION_BUCKETS_SECONDS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(t::CHECKPOINT_DURATION_SECONDS.to_string()), t::CHECKPOINT_DURATION_BUCKETS_SECONDS))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(t::QUOTA_THROTTLE_SECONDS.to_string()), t::QUOTA_THROTTLE_BUCKETS_SECONDS))
             .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "histogram buckets rejected; Kafka request durations export as summaries");
+                tracing::warn!(error = %e, "histogram buckets rejected; durations export as summaries");
                 PrometheusBuilder::new()
             });
         let recorder = builder.build_recorder();
@@ -108,15 +119,41 @@ pub fn prometheus() -> &'static PrometheusHandle {
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/", get(|| async { Html(include_str!("../assets/index.html")) }))
-        .route("/assets/app.js", get(|| async { asset("text/javascript", include_str!("../assets/app.js")) }))
-        .route("/assets/style.css", get(|| async { asset("text/css", include_str!("../assets/style.css")) }))
-        .route("/assets/chart.umd.min.js", get(|| async { asset("text/javascript", include_str!("../assets/vendor/chart-4.6.1.umd.min.js")) }))
+        .merge(dashboard())
         .route("/v1/sessions", get(sessions))
         .route("/v1/sessions/stream", get(stream))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .with_state(app)
+}
+
+/// The dashboard's pages: one shell (`index.html`) at every page URL, whose script picks
+/// the page from the path (see `assets/app.js`).
+pub const PAGES: [&str; 9] = ["/", "/pipelines", "/pipelines/{name}", "/players", "/players/{id}", "/topics", "/topics/{name}", "/groups", "/alerts"];
+
+/// The dashboard's static files, embedded in the binary: (URL name, content type, body).
+const ASSETS: [(&str, &str, &str); 7] = [
+    ("favicon.svg", "image/svg+xml", include_str!("../assets/favicon.svg")),
+    ("app.js", "text/javascript", include_str!("../assets/app.js")),
+    ("pages-ops.js", "text/javascript", include_str!("../assets/pages-ops.js")),
+    ("pages-pipelines.js", "text/javascript", include_str!("../assets/pages-pipelines.js")),
+    ("pages-players.js", "text/javascript", include_str!("../assets/pages-players.js")),
+    ("style.css", "text/css", include_str!("../assets/style.css")),
+    ("chart.umd.min.js", "text/javascript", include_str!("../assets/vendor/chart-4.6.1.umd.min.js")),
+];
+
+fn dashboard<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    let mut r = Router::new();
+    // Browsers ask for /favicon.ico whatever the page links; answer instead of a 404.
+    r = r.route("/favicon.ico", get(|| async { asset("image/svg+xml", include_str!("../assets/favicon.svg")) }));
+    for page in PAGES {
+        r = r.route(page, get(|| async { Html(include_str!("../assets/index.html")) }));
+    }
+    for (name, content_type, body) in ASSETS {
+        r = r.route(&format!("/assets/{name}"), get(move || async move { asset(content_type, body) }));
+    }
+    r
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -200,8 +237,52 @@ async fn health(State(app): State<Arc<App>>) -> Response {
     let ok = !failed && poisoned.is_none() && fatal.is_none();
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let log = json!({"writable": poisoned.is_none(), "poisoned": poisoned});
-    let body = json!({"status": if ok { "ok" } else { "degraded" }, "log": log, "checkpoints": {"failed": fatal}, "pipelines": pipelines});
+    let disk = disk_space(&app.data_dir).map(|(free, capacity)| json!({"free_bytes": free, "capacity_bytes": capacity})).unwrap_or(Value::Null);
+    let body = json!({"status": if ok { "ok" } else { "degraded" }, "log": log, "disk": disk, "checkpoints": {"failed": fatal}, "pipelines": pipelines});
     (status, Json(body)).into_response()
+}
+
+/// Why the server is not ready to ack writes yet; empty when it is.
+fn readiness(app: &App) -> Vec<String> {
+    let mut why = Vec::new();
+    if let Some(r) = app.log.poison().reason() {
+        why.push(format!("the log refuses writes: {r}"));
+    }
+    if let Some(engine) = &app.pipelines.engine {
+        for v in engine.pipelines() {
+            if v.status.state() == "starting" {
+                why.push(format!("pipeline {:?} is still restoring its last checkpoint", v.planned.spec.name));
+            }
+        }
+    }
+    why
+}
+
+/// `GET /readyz`: 200 `{"ready": true}` once recovery finished (the log was recovered
+/// before the listener opened; every pipeline restored its checkpoint) and the log acks
+/// writes; else 503 `{"ready": false, "reasons": [...]}`. For load balancers and
+/// Kubernetes' readiness probe.
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    let why = readiness(&app);
+    let status = if why.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"ready": why.is_empty(), "reasons": why}))).into_response()
+}
+
+/// Free and total bytes of the file system holding `path` (`statvfs(3)`; free is what an
+/// unprivileged user may use, as `df` shows). Errors: the path's `statvfs` error.
+pub fn disk_space(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path and `st` is a writable statvfs buffer.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    let frsize = st.f_frsize as u64;
+    Ok((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
 }
 
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
@@ -221,12 +302,36 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
             let name = v.planned.spec.name.clone();
             metrics::gauge!(t::PIPELINE_LAG_RECORDS, "pipeline" => name.clone()).set(app.pipelines.lag(&v) as f64);
             let wm = v.status.watermark_ms.load(Ordering::Relaxed);
-            if wm != i64::MIN {
-                metrics::gauge!(t::PIPELINE_WATERMARK_MS, "pipeline" => name.clone()).set(wm as f64);
+            if wm != i64::MIN && wm != 0 {
+                metrics::gauge!(t::PIPELINE_WATERMARK_TIMESTAMP_SECONDS, "pipeline" => name.clone()).set(wm as f64 / 1e3);
+            }
+            let state = v.status.state();
+            for s in t::PIPELINE_STATES {
+                metrics::gauge!(t::PIPELINE_STATE, "pipeline" => name.clone(), "state" => *s).set(if *s == state { 1.0 } else { 0.0 });
+            }
+            let last = v.status.last_checkpoint_ms.load(Ordering::Relaxed);
+            if last > 0 {
+                metrics::gauge!(t::PIPELINE_LAST_CHECKPOINT_TIMESTAMP_SECONDS, "pipeline" => name.clone()).set(last as f64 / 1e3);
             }
             metrics::gauge!(t::PIPELINE_STATE_KEYS, "pipeline" => name.clone()).set(v.status.keys.load(Ordering::Relaxed) as f64);
             metrics::gauge!(t::PIPELINE_OPEN_WINDOWS, "pipeline" => name.clone()).set(v.status.open_windows.load(Ordering::Relaxed) as f64);
             metrics::gauge!(t::PIPELINE_STATE_BYTES, "pipeline" => name).set(v.status.state_bytes.load(Ordering::Relaxed) as f64);
+        }
+    }
+    metrics::gauge!(t::LOG_POISONED).set(if app.log.poison().reason().is_some() { 1.0 } else { 0.0 });
+    metrics::gauge!(t::READY).set(if readiness(&app).is_empty() { 1.0 } else { 0.0 });
+    match disk_space(&app.data_dir) {
+        Ok((free, capacity)) => {
+            metrics::gauge!(t::DISK_FREE_BYTES).set(free as f64);
+            metrics::gauge!(t::DISK_CAPACITY_BYTES).set(capacity as f64);
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot read the data directory's free space"),
+    }
+    for group in app.gateway.offsets().groups() {
+        for (topic, partition, c) in app.gateway.offsets().group(&group) {
+            let Some(hw) = app.log.topic(&topic).and_then(|tp| tp.partition(partition).ok().map(|p| p.high_watermark())) else { continue };
+            let labels = [("group", group.clone()), ("topic", topic), ("partition", partition.to_string())];
+            metrics::gauge!(t::GROUP_LAG_RECORDS, &labels).set(hw.saturating_sub(c.offset) as f64);
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()

@@ -10,6 +10,7 @@ pub mod adapters;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod events;
 pub mod guard;
 pub mod http;
 pub mod listen;
@@ -354,8 +355,8 @@ impl Server {
             kafka: kafka_server,
             kafka_max_connections: config.kafka.max_connections,
         };
-        let app = Arc::new(App { log: log.clone(), sessions: sessions.clone(), pipelines: pipelines.clone(), limits });
-        let mut routes = sluice_gateway::http::router(gateway, routes).merge(http::router(app)).merge(pipelines::router(pipelines.clone()));
+        let app = Arc::new(App { log: log.clone(), gateway: gateway.clone(), data_dir: data.clone(), sessions: sessions.clone(), pipelines: pipelines.clone(), limits });
+        let mut routes = sluice_gateway::http::router(gateway, routes).merge(http::router(app)).merge(events::router()).merge(pipelines::router(pipelines.clone()));
         let query_service = query::QueryService {
             lake: query_lake.clone(),
             sessions: sessions.clone(),
@@ -375,6 +376,8 @@ impl Server {
             routes = routes.merge(auth::router(a.clone()));
             auth_task = Some(auth::spawn_refresher(a.clone()));
             auth = Some(a);
+        } else {
+            routes = routes.merge(auth::open_router());
         }
         let mut router = routes
             .layer(axum::middleware::from_fn_with_state(sse_slots, guard::sse_slots))

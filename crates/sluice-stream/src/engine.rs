@@ -232,7 +232,7 @@ impl Engine {
 impl Inner {
     fn launch(inner: &Arc<Inner>, planned: Planned, resume: Resume) -> Result<(), StreamError> {
         let name = planned.spec.name.clone();
-        let status = Arc::new(PipelineStatus::default());
+        let status = Arc::new(PipelineStatus { name: name.clone(), ..Default::default() });
         status.set_state("starting");
         let (tx, rx) = channel();
         let me = Arc::downgrade(inner);
@@ -301,6 +301,9 @@ impl Inner {
                 if let Err(e) = self.checkpoint(poked) {
                     let chain = crate::error_chain(&e);
                     tracing::error!(error = %chain, "a checkpoint failed; pipelines stop checkpointing until sluice restarts (it resumes from the last committed checkpoint)");
+                    metrics::counter!(t::CHECKPOINT_FAILURES_TOTAL).increment(1);
+                    let id = self.last.lock().unwrap_or_else(|p| p.into_inner()).id + 1;
+                    sluice_core::events::global().publish("checkpoint_failed", serde_json::json!({"checkpoint_id": id, "error": chain}));
                     *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain);
                     return;
                 }
@@ -374,7 +377,12 @@ impl Inner {
         }
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         metrics::counter!(t::CHECKPOINTS_TOTAL).increment(1);
-        metrics::histogram!(t::CHECKPOINT_DURATION_MS).record(duration_ms);
+        metrics::histogram!(t::CHECKPOINT_DURATION_SECONDS).record(duration_ms / 1e3);
+        let names: Vec<&String> = manifest.pipelines.keys().collect();
+        sluice_core::events::global().publish(
+            "checkpoint_completed",
+            serde_json::json!({"checkpoint_id": id, "duration_ms": duration_ms, "barrier_ms": barrier_ms, "written_bytes": written, "changed_keys": changed, "pipelines": names}),
+        );
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         h.push_back(CheckpointRecord { id, duration_ms, barrier_ms, written_bytes: written, changed_keys: changed });
         while h.len() > HISTORY {

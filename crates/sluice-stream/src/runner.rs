@@ -86,6 +86,8 @@ pub(crate) enum Cmd {
 /// Progress of a pipeline, readable from other threads.
 #[derive(Debug, Default)]
 pub struct PipelineStatus {
+    /// The pipeline's name (for its state-change events).
+    pub name: String,
     /// `starting`, `running`, `draining`, `failed` or `stopped`.
     pub state: Mutex<&'static str>,
     pub error: Mutex<Option<String>>,
@@ -107,8 +109,15 @@ pub struct PipelineStatus {
 }
 
 impl PipelineStatus {
+    /// Sets the state; a change is published as a `pipeline_state` event
+    /// ([`sluice_core::events`]).
     pub fn set_state(&self, s: &'static str) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        let previous = std::mem::replace(&mut *self.state.lock().unwrap_or_else(|p| p.into_inner()), s);
+        if previous != s {
+            let previous = if previous.is_empty() { None } else { Some(previous) };
+            let data = serde_json::json!({"pipeline": self.name, "state": s, "previous": previous, "error": self.error()});
+            sluice_core::events::global().publish("pipeline_state", data);
+        }
     }
     pub fn state(&self) -> &'static str {
         *self.state.lock().unwrap_or_else(|p| p.into_inner())

@@ -9,6 +9,7 @@ mod demo;
 mod groups;
 mod pipelines;
 mod replay;
+mod status;
 mod topics;
 mod users;
 
@@ -23,6 +24,16 @@ use sluice_server::{config, Server};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log line format on stderr: `text` (human) or `json` (one JSON object per line, for
+    /// log shippers; processing-status events carry `event_id`, `kind` and `data`).
+    #[arg(long, global = true, value_enum, env = "SLUICE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -38,6 +49,9 @@ enum Command {
     Topics(topics::TopicsArgs),
     /// List and describe consumer groups (committed offsets, lag) of a running server.
     Groups(groups::GroupsArgs),
+    /// One screen of a running server: readiness, disk, topics, group lag, pipelines,
+    /// last checkpoints, alerts and recent events (`--watch` redraws it).
+    Status(status::StatusArgs),
     /// Create, list, describe, drain and drop the SQL pipelines of a running server.
     Pipelines(pipelines::PipelinesArgs),
     /// List, describe, compact, vacuum and show the history of the lake's Delta tables
@@ -162,11 +176,18 @@ impl ServerArgs {
 /// `default` for sluice's own targets. The Delta libraries log every snapshot load at info
 /// (and a table that does not exist yet as an error, which we handle); their failures reach
 /// us as errors, so only their warnings are shown. `RUST_LOG` overrides all of it.
-fn init_tracing(default: &str) {
+fn init_tracing(default: &str, format: LogFormat) {
     let directives = format!("{default},buoyant_kernel=off,buoyant_kernel_engine=warn,deltalake_core=warn,datafusion=warn");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => {
+            JSON_LOG.store(true, std::sync::atomic::Ordering::Relaxed);
+            fmt.json().flatten_event(true).with_current_span(false).init()
+        }
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
@@ -192,21 +213,34 @@ fn raise_open_file_limit() {
     }
 }
 
+/// Whether stderr carries JSON log lines (`--log-format json`).
+static JSON_LOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A line for the person running `serve`: plain on stderr, or, under `--log-format json`,
+/// a log event, so that stderr stays one JSON object per line.
+fn say(line: String) {
+    if JSON_LOG.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!(target: "sluice", "{line}");
+    } else {
+        eprintln!("sluice: {line}");
+    }
+}
+
 async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     raise_open_file_limit();
     let config = args.load()?;
     let server = Server::start(config).await?;
     if let Some(pw) = server.first_admin_password() {
-        eprintln!("sluice: authentication is on and there were no users, so the user `admin` was made with the password below.");
-        eprintln!("sluice: it is shown only now: log in at /login, then change it with `sluice users passwd admin`.");
-        eprintln!("sluice: admin password: {pw}");
+        say("authentication is on and there were no users, so the user `admin` was made with the password below.".into());
+        say("it is shown only now: log in at /login, then change it with `sluice users passwd admin`.".into());
+        say(format!("admin password: {pw}"));
     }
-    eprintln!("sluice: serving on {}://{} (dashboard at /, metrics at /metrics); Ctrl-C stops", server.http_scheme(), server.addr());
+    say(format!("serving on {}://{} (dashboard at /, metrics at /metrics); Ctrl-C stops", server.http_scheme(), server.addr()));
     if let Some(k) = server.kafka_addr() {
-        eprintln!("sluice: Kafka protocol on {k} (bootstrap_servers='{k}')");
+        say(format!("Kafka protocol on {k} (bootstrap_servers='{k}')"));
     }
     shutdown_signal().await;
-    eprintln!("sluice: shutting down (finishing requests, committing the pipelines' checkpoint, syncing the log)");
+    say("shutting down (finishing requests, committing the pipelines' checkpoint, syncing the log)".into());
     server.shutdown().await.context("shutdown was not clean")?;
     Ok(())
 }
@@ -233,10 +267,13 @@ fn limit_malloc_arenas() {}
 fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
-    init_tracing(match cli.command {
-        Command::Serve(_) => "info",
-        _ => "warn",
-    });
+    init_tracing(
+        match cli.command {
+            Command::Serve(_) => "info",
+            _ => "warn",
+        },
+        cli.log_format,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -253,6 +290,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Replay(args) => replay::run(args).await,
             Command::Groups(args) => tokio::task::spawn_blocking(move || groups::run(args)).await?,
+            Command::Status(args) => tokio::task::spawn_blocking(move || status::run(args)).await?,
             Command::Topics(args) => tokio::task::spawn_blocking(move || topics::run(args)).await?,
             Command::Pipelines(args) => tokio::task::spawn_blocking(move || pipelines::run(args)).await?,
             Command::Certs(CertsCommand::Dev { out, hosts, clients }) => {
