@@ -32,7 +32,7 @@ PAGES = [
     (f"/topics/{TOPIC}", "#record-table tr[data-offset]"),
     (f"/topics/{TOPIC}.dlq", "#record-table td.reason"),
     ("/groups", '#groups section[data-group="mon"]'),
-    ("/alerts", "#alerts tbody tr"),
+    ("/alerts", '#alerts tr[data-rule="busy_minute"]'),
 ]
 
 
@@ -63,7 +63,8 @@ def watch_console(page):
 
 def seeded(tmp_path):
     s = Sluice(tmp_path / "data", env={"SLUICE_STREAM__IDLE_TIMEOUT_MS": "0"}).start()
-    assert requests.post(f"{s.url}/v1/pipelines", json={"name": "per_minute", "sql": SQL}, timeout=30).status_code == 201
+    spec = {"name": "per_minute", "sql": SQL, "alerts": [{"name": "busy_minute", "column": "n", "above": 59}]}
+    assert requests.post(f"{s.url}/v1/pipelines", json=spec, timeout=30).status_code == 201
     post(s, readings("ann", BASE, 120) + readings("bob", BASE, 90) + [{"playerId": "bad", "heartbeat": 999, "createdAt": [2023, 1, 1, 0, 0, 0, 0]}])
     assert requests.post(f"{s.url}/v1/pipelines/per_minute/drain", timeout=60).status_code == 200
     s.drain()

@@ -35,6 +35,8 @@ function fmtBytes(n) {
 }
 function fmtNum(n) { return n === null || n === undefined ? '–' : Number(n).toLocaleString('en'); }
 function fmtTime(t) { return t ? String(t).replace('T', ' ').slice(0, 19) : '–'; }
+// Epoch ms as `YYYY-MM-DD hh:mm:ss` (UTC); '–' for a missing or impossible time.
+function fmtMs(ms) { const d = new Date(ms); return ms === null || ms === undefined || Number.isNaN(d.getTime()) ? '–' : fmtTime(d.toISOString()); }
 function ago(iso) {
   if (!iso) return '–';
   const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));

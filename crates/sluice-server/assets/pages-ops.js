@@ -88,13 +88,19 @@ Pages.push({
     every(2000, () => tick().catch((e) => setStatus(false, e.message)));
     const show = (e) => {
       const d = JSON.parse(e.data);
-      events.prepend(h('li', { dataset: { id: d.id, kind: d.kind } }, h('time', {}, fmtTime(new Date(d.time_ms).toISOString())), ' ', eventText(d)));
+      events.prepend(h('li', { dataset: { id: d.id, kind: d.kind } }, h('time', {}, fmtMs(d.time_ms)), ' ', eventText(d)));
       while (events.children.length > 30) events.lastChild.remove();
     };
     stream('/v1/events?last_event_id=0', { pipeline_state: show, checkpoint_completed: show, checkpoint_failed: show });
     return () => chart.destroy();
   },
 });
+
+// {"policy": "fsync"} or {"policy": "interval", "flush_interval_ms": N}.
+function durability(d) {
+  if (!d || typeof d !== 'object') return String(d);
+  return d.policy === 'interval' ? 'fsync every ' + fmtNum(d.flush_interval_ms) + ' ms' : d.policy === 'fsync' ? 'fsync before every ack' : JSON.stringify(d);
+}
 
 Pages.push({
   pattern: /^\/topics$/, title: 'topics',
@@ -106,6 +112,7 @@ Pages.push({
         cell(fmtNum(sum('high_watermark') - sum('log_start_offset'))), cell(fmtBytes(sum('size_bytes'))), cell(sum('segments')),
         cell(t.retention_ms < 0 ? 'forever' : (t.retention_ms / 3600000).toFixed(0) + ' h'));
     }), { id: 'topics' }));
+    setStatus(true, 'live');
   },
 });
 
@@ -118,9 +125,10 @@ Pages.push({
     main.append(h('p', { class: 'crumbs' }, link('/topics', 'Topics'), ' / ', name), h('h2', {}, 'Topic ', name),
       h('dl', { class: 'facts' }, h('dt', {}, 'retention'), h('dd', {}, t.retention_ms < 0 ? 'forever' : fmtNum(t.retention_ms) + ' ms'),
         h('dt', {}, 'retention bytes'), h('dd', {}, t.retention_bytes < 0 ? 'unlimited' : fmtBytes(t.retention_bytes)),
-        h('dt', {}, 'max message'), h('dd', {}, fmtBytes(t.max_message_bytes)), h('dt', {}, 'durability'), h('dd', {}, String(t.durability))),
+        h('dt', {}, 'max message'), h('dd', {}, fmtBytes(t.max_message_bytes)), h('dt', {}, 'durability'), h('dd', {}, durability(t.durability))),
       table(['partition', 'log start offset', 'high watermark', 'size', 'segments'], t.partitions.map((p) =>
         h('tr', {}, cell(p.partition), cell(fmtNum(p.log_start_offset)), cell(fmtNum(p.high_watermark)), cell(fmtBytes(p.size_bytes)), cell(p.segments))), { id: 'partitions' }));
+    setStatus(true, 'live');
     if (!can('consume')) { main.append(h('p', { class: 'note' }, 'Browsing records needs the consume permission (operator).')); return; }
     const part = h('select', { id: 'browse-partition', 'aria-label': 'partition' }, t.partitions.map((p) => h('option', { value: p.partition }, 'partition ' + p.partition)));
     const from = h('input', { id: 'browse-offset', type: 'number', min: 0, value: 0, 'aria-label': 'from offset' });
@@ -134,12 +142,13 @@ Pages.push({
       const r = await api('/v1/topics/' + encodeURIComponent(name) + '/partitions/' + part.value + '/records?' + q);
       const head = dlq ? ['offset', 'appended (UTC)', 'field', 'reason', 'record'] : ['offset', 'appended (UTC)', 'key', 'value'];
       out.replaceChildren(h('p', { class: 'note' }, r.records.length + ' records; log start ' + r.log_start_offset + ', high watermark ' + r.high_watermark),
-        table(head, r.records.map((x) => h('tr', { dataset: { offset: x.offset } }, cell(x.offset), cell(fmtTime(new Date(x.timestamp_ms).toISOString())),
+        table(head, r.records.map((x) => h('tr', { dataset: { offset: x.offset } }, cell(x.offset), cell(fmtMs(x.timestamp_ms)),
           dlq ? [cell(x.value.field), h('td', { class: 'reason' }, x.value.reason), h('td', { class: 'json' }, x.value.record)]
             : [cell(x.key), h('td', { class: 'json' }, typeof x.value === 'string' ? x.value : JSON.stringify(x.value))])), { id: 'record-table' }));
     }
     form.addEventListener('submit', (e) => { e.preventDefault(); show().catch((x) => notice(out, x)); });
     await show();
+    setStatus(true, 'live');
   },
 });
 
@@ -176,7 +185,7 @@ Pages.push({
     ask.hidden = !('Notification' in window) || Notification.permission === 'granted';
     main.append(h('h2', {}, 'Alerts'), h('p', { class: 'note' }, 'Alerts that pipelines fired, newest first, with their evidence. New ones appear live.'), ask,
       h('div', { class: 'table-wrap' }, h('table', { id: 'alerts' }, h('thead', {}, h('tr', {}, ['fired (UTC)', 'pipeline', 'rule', 'key', 'window', 'value', 'evidence'].map((x) => h('th', {}, x)))), body)));
-    const row = (a) => h('tr', { dataset: { pipeline: a.pipeline, rule: a.rule } }, cell(fmtTime(new Date(a.fired_at_ms).toISOString())), h('td', {}, link('/pipelines/' + encodeURIComponent(a.pipeline), a.pipeline)),
+    const row = (a) => h('tr', { dataset: { pipeline: a.pipeline, rule: a.rule } }, cell(fmtMs(a.fired_at_ms)), h('td', {}, link('/pipelines/' + encodeURIComponent(a.pipeline), a.pipeline)),
       cell(a.rule), cell(typeof a.key === 'object' ? JSON.stringify(a.key) : a.key), cell(fmtTime(a.window_start) + ' – ' + fmtTime(a.window_end).slice(11)), cell(a.value),
       cell(a.threshold !== undefined ? a.kind + ' ' + a.threshold : 'mean ' + a.mean + ', stddev ' + a.stddev + ', z ' + a.z + ' over ' + a.samples));
     // Past alerts from the `alerts` topic (needs consume); live ones from each pipeline's stream.

@@ -81,11 +81,25 @@ pub struct StreamSection {
     pub idle_timeout_ms: i64,
     /// Merge a pipeline's state changes into a snapshot once they exceed it and this many bytes.
     pub compaction_min_bytes: u64,
+    /// Early results of pipelines with `early_results` at most this often while no live
+    /// view watches, ms.
+    pub early_results_interval_ms: u64,
+    /// Early results at most this often while a live view watches the pipeline (an SSE
+    /// subscriber with `early=true`; for `heart_rate`, any `/v1/sessions/stream`), ms.
+    pub live_early_results_interval_ms: u64,
 }
 
 impl Default for StreamSection {
     fn default() -> Self {
-        StreamSection { enabled: true, checkpoint_interval_ms: 1000, batch_records: 2000, idle_timeout_ms: 30_000, compaction_min_bytes: 1 << 20 }
+        StreamSection {
+            enabled: true,
+            checkpoint_interval_ms: 1000,
+            batch_records: 2000,
+            idle_timeout_ms: 30_000,
+            compaction_min_bytes: 1 << 20,
+            early_results_interval_ms: 500,
+            live_early_results_interval_ms: 5,
+        }
     }
 }
 
@@ -425,8 +439,9 @@ pub fn env_overrides(vars: impl Iterator<Item = (String, String)>, known: &Table
     (applied, ignored)
 }
 
-/// `SLUICE_*` variables that set a command-line flag (runtime behaviour), not a config key.
-pub const FLAG_VARIABLES: &[&str] = &["SLUICE_LOG_FORMAT"];
+/// `SLUICE_*` variables that are not config keys: `SLUICE_LOG_FORMAT` sets the
+/// `--log-format` flag, `SLUICE_TOKEN` is the CLI clients' API token.
+pub const FLAG_VARIABLES: &[&str] = &["SLUICE_LOG_FORMAT", "SLUICE_TOKEN"];
 
 /// Loads the layered configuration. `overrides` are dotted paths with values (flags).
 pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>, overrides: &[(&str, Value)]) -> Result<Config, ConfigError> {
@@ -552,6 +567,12 @@ mod tests {
         // A variable outside every config table is someone else's: ignored, not fatal.
         let c = load(None, vec![("SLUICE_HTTP_ADDR".to_string(), "x".to_string())].into_iter(), &[]).unwrap();
         assert_eq!(c.http.addr, "127.0.0.1:8080");
+        // Flag and client variables are neither applied nor reported as unknown.
+        let table: Table = toml::from_str(DEFAULT_TOML).unwrap();
+        let vars = ["SLUICE_LOG_FORMAT", "SLUICE_TOKEN", "SLUICE_NOPE"].map(|k| (k.to_string(), "json".to_string()));
+        let (applied, ignored) = env_overrides(vars.into_iter(), &table);
+        assert!(applied.is_empty());
+        assert_eq!(ignored, ["SLUICE_NOPE"]);
         let err = load(None, std::iter::empty(), &[("stream.batch_records", Value::String("many".into()))]).unwrap_err().to_string();
         assert!(err.contains("batch_records") || err.contains("many"), "{err}");
     }

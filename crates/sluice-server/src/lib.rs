@@ -249,7 +249,13 @@ impl Server {
             };
             let settings = EngineSettings {
                 checkpoint_interval_ms: config.stream.checkpoint_interval_ms,
-                run: RunSettings { batch_records: config.stream.batch_records, idle_timeout_ms: config.stream.idle_timeout_ms, compaction_min_bytes: config.stream.compaction_min_bytes },
+                run: RunSettings {
+                    batch_records: config.stream.batch_records,
+                    idle_timeout_ms: config.stream.idle_timeout_ms,
+                    compaction_min_bytes: config.stream.compaction_min_bytes,
+                    early_results_interval_ms: config.stream.early_results_interval_ms,
+                    live_early_results_interval_ms: config.stream.live_early_results_interval_ms,
+                },
             };
             let (c2, l2) = (connectors.clone(), live.clone());
             let engine = tokio::task::spawn_blocking(move || Engine::start(checkpoints, planned, c2, l2, settings)).await.map_err(|e| ServerError::Job(e.to_string()))??;

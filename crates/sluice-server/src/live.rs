@@ -197,7 +197,9 @@ impl Observer for LiveViews {
     }
 
     fn wants_early(&self, pipeline: &str) -> bool {
-        self.views.lock().unwrap_or_else(|p| p.into_inner()).get(pipeline).is_some_and(|v| v.early_subscribers.load(Ordering::Acquire) > 0)
+        // The sessions stream shows heart_rate's open sessions, which are its early results.
+        (pipeline == HEART_RATE && self.sessions.has_subscribers())
+            || self.views.lock().unwrap_or_else(|p| p.into_inner()).get(pipeline).is_some_and(|v| v.early_subscribers.load(Ordering::Acquire) > 0)
     }
 }
 

@@ -141,6 +141,11 @@ impl SessionStore {
         }
     }
 
+    /// Whether anyone follows `/v1/sessions/stream` now.
+    pub fn has_subscribers(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
         self.events.subscribe()
     }

@@ -138,6 +138,11 @@ pub struct RunSettings {
     pub idle_timeout_ms: i64,
     /// Merge a state's deltas into a snapshot once they exceed it and this many bytes.
     pub compaction_min_bytes: u64,
+    /// Early results at most this often while nobody watches live ([`Observer::wants_early`]
+    /// false), ms.
+    pub early_results_interval_ms: u64,
+    /// Early results at most this often while someone watches live, ms.
+    pub live_early_results_interval_ms: u64,
 }
 
 enum SinkRef {
@@ -498,11 +503,15 @@ impl Runner {
             self.route(out, std::mem::take(&mut side));
             self.write_ahead(now)?;
         }
-        // A round of early results every 500 ms, in slices: one per poll while an operator
-        // has keys left, so that a barrier never waits behind a whole round.
-        let due = self.last_early.elapsed() >= Duration::from_millis(500);
+        // A round of early results (of the keys touched since the last round) every
+        // `early_results_interval_ms`, or `live_early_results_interval_ms` while someone
+        // watches live, in slices: one per poll while an operator has keys left, so that a
+        // barrier never waits behind a whole round.
+        let watching = self.observer.wants_early(&self.p.spec.name);
+        let interval = if watching { self.settings.live_early_results_interval_ms } else { self.settings.early_results_interval_ms };
+        let due = self.last_early.elapsed() >= Duration::from_millis(interval);
         let pending = self.chain.early_pending();
-        if (due || pending) && (self.p.spec.early_results || self.observer.wants_early(&self.p.spec.name)) {
+        if (due || pending) && (self.p.spec.early_results || watching) {
             if !pending {
                 self.last_early = Instant::now();
             }

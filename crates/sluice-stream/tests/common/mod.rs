@@ -120,7 +120,7 @@ pub struct Running {
 /// Settings for tests: one record per poll, so records are processed in log order; state
 /// changes are merged into snapshots as soon as they outgrow them (compaction runs often).
 pub fn settings() -> EngineSettings {
-    EngineSettings { checkpoint_interval_ms: 50, run: RunSettings { batch_records: 1, idle_timeout_ms: 0, compaction_min_bytes: 1 } }
+    EngineSettings { checkpoint_interval_ms: 50, run: RunSettings { batch_records: 1, idle_timeout_ms: 0, compaction_min_bytes: 1, early_results_interval_ms: 500, live_early_results_interval_ms: 5 } }
 }
 
 fn append(t: &Topic, records: &[(u32, Value)]) {
