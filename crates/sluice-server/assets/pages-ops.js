@@ -201,6 +201,8 @@ Pages.push({
         all.sort((a, b) => b.fired_at_ms - a.fired_at_ms);
         body.append(...all.map(row));
       } catch (e) { if (e.status !== 404) notice(main, e); }
+    } else {
+      main.insertBefore(h('p', { class: 'note' }, 'Past alerts are read from the alerts topic, which needs the consume permission (operator); new ones still appear here.'), ask);
     }
     const pl = await api('/v1/pipelines');
     for (const p of pl.pipelines) {

@@ -17,6 +17,8 @@ async function pipelineAction(name, action, btn) {
     else await api('/v1/pipelines/' + encodeURIComponent(name), { method: 'DELETE' });
     btn.textContent = action === 'drain' ? 'drained' : 'dropped';
     btn.dataset.done = 'true';
+    // A dropped pipeline's own page has nothing left to show.
+    if (action === 'drop' && location.pathname !== '/pipelines') { history.pushState(null, '', '/pipelines'); route(true); return false; }
     setTimeout(() => { btn.textContent = old; btn.disabled = false; }, 1500);
     return true;
   } catch (e) {

@@ -95,6 +95,9 @@ impl LimitGauges {
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How long a gauge may go without being sampled before `/metrics` leaves it out.
+const GAUGE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The process-wide Prometheus recorder (installed on first use).
 pub fn prometheus() -> &'static PrometheusHandle {
     PROMETHEUS.get_or_init(|| {
@@ -103,6 +106,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .set_buckets_for_metric(Matcher::Full(t::KAFKA_REQUEST_DURATION_SECONDS.to_string()), t::KAFKA_REQUEST_DURATION_BUCKETS_SECONDS)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(t::CHECKPOINT_DURATION_SECONDS.to_string()), t::CHECKPOINT_DURATION_BUCKETS_SECONDS))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(t::QUOTA_THROTTLE_SECONDS.to_string()), t::QUOTA_THROTTLE_BUCKETS_SECONDS))
+            // Every gauge is sampled at scrape time, so one not set for a while belongs to
+            // something gone (a deleted topic or group, a dropped pipeline): leave it out
+            // rather than repeat its last value.
+            .map(|b| b.idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT)))
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "histogram buckets rejected; durations export as summaries");
                 PrometheusBuilder::new()
