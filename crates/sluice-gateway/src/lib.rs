@@ -340,13 +340,24 @@ impl Gateway {
         v
     }
 
-    fn describe_offsets(&self, group: &str) -> Value {
-        let offsets: Vec<Value> = self
-            .offsets
+    /// A group's committed offsets as (topic, partition, committed, the partition's high
+    /// watermark if it still exists). Lag is `high watermark - committed offset`.
+    pub fn committed_with_high_watermarks(&self, group: &str) -> Vec<(String, u32, sluice_log::CommittedOffset, Option<u64>)> {
+        self.offsets
             .group(group)
             .into_iter()
             .map(|(topic, partition, c)| {
                 let hw = self.log.topic(&topic).and_then(|t| t.partition(partition).ok().map(|p| p.high_watermark()));
+                (topic, partition, c, hw)
+            })
+            .collect()
+    }
+
+    fn describe_offsets(&self, group: &str) -> Value {
+        let offsets: Vec<Value> = self
+            .committed_with_high_watermarks(group)
+            .into_iter()
+            .map(|(topic, partition, c, hw)| {
                 json!({
                     "topic": topic, "partition": partition, "offset": c.offset, "metadata": c.metadata,
                     "commit_ms": c.commit_ms, "high_watermark": hw, "lag": hw.map(|h| h.saturating_sub(c.offset)),

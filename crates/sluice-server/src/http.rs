@@ -335,8 +335,8 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
         Err(e) => tracing::debug!(error = %e, "cannot read the data directory's free space"),
     }
     for group in app.gateway.offsets().groups() {
-        for (topic, partition, c) in app.gateway.offsets().group(&group) {
-            let Some(hw) = app.log.topic(&topic).and_then(|tp| tp.partition(partition).ok().map(|p| p.high_watermark())) else { continue };
+        for (topic, partition, c, hw) in app.gateway.committed_with_high_watermarks(&group) {
+            let Some(hw) = hw else { continue };
             let labels = [("group", group.clone()), ("topic", topic), ("partition", partition.to_string())];
             metrics::gauge!(t::GROUP_LAG_RECORDS, &labels).set(hw.saturating_sub(c.offset) as f64);
         }
