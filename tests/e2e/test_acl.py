@@ -91,6 +91,10 @@ def test_a_limited_user_sees_and_uses_only_its_topics_and_pipelines(tmp_path):
         # A limited admin cannot route a topic outside its limits through a pipeline.
         lim = token_for(s, "lim", "admin")
         cli(s, "users", "acl", "lim", "--topic", "team-a.*")
+        # The running server reloads the users file within a moment; wait until it has.
+        deadline = time.time() + 10
+        while call(s, lim, "GET", "/v1/whoami").json().get("limits", {}).get("topics") != ["team-a.*"] and time.time() < deadline:
+            time.sleep(0.05)
         r = call(s, lim, "POST", "/v1/pipelines", {"name": "sneaky", "sql": f'SELECT * FROM "{TOPIC}" WHERE heartbeat > 100'})
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden" and TOPIC in r.json()["error"]["message"], r.text
         assert "sneaky" not in [p["name"] for p in call(s, admin, "GET", "/v1/pipelines").json()["pipelines"]]
