@@ -114,6 +114,12 @@ def test_readings_appear_live_and_drain_from_the_pipelines_page(tmp_path, browse
         appeared = time.monotonic() - t0
         assert appeared < 1.0, f"readings took {appeared:.2f} s to appear"
         assert page.inner_text("#open-note").startswith("Since ")
+        # The live line holds the readings of the last 10 minutes of event time.
+        newest = max(t for t, _ in recs)
+        want = len([t for t, _ in recs if t >= newest - 600_000])
+        page.wait_for_selector(f'#line-note[data-readings="{want}"]', timeout=5000)
+        last_bpm = max(recs)[1]
+        assert float(page.get_attribute("#line-note", "data-bpm")) == last_bpm
         # Drain from the pipelines page: the open session closes.
         page.goto(s.url + "/pipelines")
         page.click('button.drain[data-pipeline="heart_rate"]')
@@ -151,6 +157,31 @@ def test_events_survive_an_sse_reconnect(tmp_path, browser):
         got = ids()
         assert len(got) == len(set(got)), f"duplicates: {got}"
         assert sorted(got) == want, f"missing: {sorted(set(want) - set(got))}"
+        ctx.close()
+    finally:
+        s.stop()
+
+
+def test_a_players_line_survives_an_sse_reconnect(tmp_path, browser):
+    s = Sluice(tmp_path / "data").start()
+    try:
+        ctx = browser.new_context()
+        page = ctx.new_page()
+        errors = watch_console(page)
+        page.goto(s.url + "/players/rx")
+        page.wait_for_selector("#status.live", timeout=15000)
+        post(s, [reference.event("rx", BASE + i * 1000, 100 + i) for i in range(10)])
+        page.wait_for_selector('#line-note[data-readings="10"]', timeout=5000)
+        ctx.set_offline(True)
+        page.wait_for_timeout(500)
+        post(s, [reference.event("rx", BASE + (10 + i) * 1000, 170) for i in range(10)])
+        ctx.set_offline(False)
+        page.wait_for_selector('#line-note[data-readings="20"]', timeout=30000)
+        page.wait_for_timeout(1000)
+        assert page.get_attribute("#line-note", "data-readings") == "20", "no reading twice"
+        assert page.get_attribute("#line-note", "data-zone") == "high"
+        page.screenshot(path=str(ARTIFACTS / "players_rx-line.png"), full_page=True)
+        assert not [e for e in errors if "ERR_INTERNET_DISCONNECTED" not in e], errors
         ctx.close()
     finally:
         s.stop()

@@ -2,6 +2,7 @@
 schemas, windows, lateness, rollups, alerts, live SSE results, output topics read by Kafka
 clients and by other pipelines, and persistence across restarts."""
 import json
+import datetime
 import math
 import threading
 import time
@@ -200,9 +201,18 @@ def test_rollups_from_accumulator_state_and_alerts(sluice):
     alerts = [r["value"] for r in sluice.records("alerts")["records"]]
     rules = {a["rule"] for a in alerts}
     assert rules == {"too_high", "spike"}, alerts
-    spike = next(a for a in alerts if a["rule"] == "spike")
+    spike = next(a for a in alerts if a["rule"] == "spike" and a["state"] == "firing")
     assert spike["value"] == 180 and spike["samples"] >= 20 and spike["stddev"] > 0 and abs(spike["z"]) > 3
     assert spike["key"] == {"playerId": "rex"} and spike["window_start"] and spike["pipeline"] == "hr_1s"
+    # Each rule fired once, at the 180 bpm second, and resolved at the next second.
+    for rule in ("too_high", "spike"):
+        seen = [a for a in alerts if a["rule"] == rule]
+        assert [a["state"] for a in sorted(seen, key=lambda a: a["window_start"])] == ["firing", "resolved"], seen
+        fired, resolved = sorted(seen, key=lambda a: a["window_start"])
+        start = lambda a: int(datetime.datetime.fromisoformat(a["window_start"].replace("Z", "+00:00")).timestamp() * 1000)
+        assert start(resolved) == start(fired) + 1000 and resolved["fired_at_ms"] == fired["fired_at_ms"]
+    p = requests.get(f"{sluice.url}/v1/pipelines/hr_1s", timeout=10).json()
+    assert p["alerts"] == 2 and p["alerts_firing"] == 0, p
 
 
 def test_pipelines_read_other_pipelines_and_outputs_are_protected(sluice):

@@ -15,6 +15,9 @@
 //! - `checkpoint_completed`: `{"checkpoint_id", "duration_ms", "barrier_ms",
 //!   "written_bytes", "changed_keys", "pipelines": [names]}`.
 //! - `checkpoint_failed`: `{"checkpoint_id", "error"}`.
+//! - `alert`: a pipeline's alert once its checkpoint committed, `{"pipeline", "rule",
+//!   "state": "firing" | "resolved", "key", "value", "fired_at_ms", ...evidence}` (see
+//!   `sluice_stream::ops::alerts`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -32,7 +35,7 @@ pub struct StatusEvent {
     pub id: u64,
     /// Wall-clock time of publication, ms since the Unix epoch.
     pub time_ms: i64,
-    /// `pipeline_state`, `checkpoint_completed` or `checkpoint_failed`.
+    /// `pipeline_state`, `checkpoint_completed`, `checkpoint_failed` or `alert`.
     pub kind: &'static str,
     /// The kind's fields (see the module docs).
     pub data: Value,

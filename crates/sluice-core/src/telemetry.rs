@@ -38,6 +38,8 @@ pub const PIPELINE_INVALID_RECORDS_TOTAL: &str = "sluice_pipeline_invalid_record
 pub const PIPELINE_OUTPUT_ROWS_TOTAL: &str = "sluice_pipeline_output_rows_total";
 /// Alerts fired. Labels: `pipeline`.
 pub const PIPELINE_ALERTS_TOTAL: &str = "sluice_pipeline_alerts_total";
+/// Gauge: (rule, key) pairs of a pipeline whose alert fires now (label `pipeline`).
+pub const PIPELINE_ALERTS_FIRING: &str = "sluice_pipeline_alerts_firing";
 /// Records in the log a pipeline has not read yet (sum over partitions). Labels: `pipeline`.
 pub const PIPELINE_LAG_RECORDS: &str = "sluice_pipeline_lag_records";
 /// A pipeline's watermark, seconds since the Unix epoch (the event time below which it
@@ -172,6 +174,7 @@ pub fn describe() {
     describe_counter!(PIPELINE_INVALID_RECORDS_TOTAL, Unit::Count, "Records that did not match the source schema, skipped.");
     describe_counter!(PIPELINE_OUTPUT_ROWS_TOTAL, Unit::Count, "Rows committed to a pipeline's outputs.");
     describe_counter!(PIPELINE_ALERTS_TOTAL, Unit::Count, "Alerts fired.");
+    describe_gauge!(PIPELINE_ALERTS_FIRING, Unit::Count, "Alerts of a pipeline firing now (not yet resolved).");
     describe_gauge!(PIPELINE_LAG_RECORDS, Unit::Count, "Records not yet read by a pipeline.");
     describe_gauge!(PIPELINE_WATERMARK_TIMESTAMP_SECONDS, Unit::Seconds, "A pipeline's watermark, seconds since the Unix epoch.");
     describe_gauge!(PIPELINE_STATE, Unit::Count, "1 for a pipeline's current state, else 0.");

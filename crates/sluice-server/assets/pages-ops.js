@@ -58,12 +58,13 @@ Pages.push({
       const disk = healthz.disk;
       const freePct = disk ? disk.free_bytes / disk.capacity_bytes * 100 : null;
       const alerts = pl.pipelines.reduce((n, p) => n + (p.alerts || 0), 0);
+      const firing = pl.pipelines.reduce((n, p) => n + (p.alerts_firing || 0), 0);
       health.replaceChildren(
         card('ready', ready.ready ? 'ready' : 'not ready', ready.ready ? 'ok' : 'bad', 'card-ready'),
         card('log', healthz.log.poisoned ? 'POISONED' : 'writable', healthz.log.poisoned ? 'bad' : 'ok', 'card-log'),
         card('disk free', disk ? fmtBytes(disk.free_bytes) + ' (' + freePct.toFixed(0) + ' %)' : '–', freePct !== null && freePct < 10 ? 'warn' : 'ok', 'card-disk'),
         card('pipelines', pl.pipelines.length + (failed ? ', ' + failed + ' failed' : ''), failed ? 'bad' : 'ok', 'card-pipelines'),
-        card('alerts fired', fmtNum(alerts), alerts ? 'warn' : 'ok', 'card-alerts'));
+        card('alerts firing', fmtNum(firing) + ' (' + fmtNum(alerts) + ' fired)', firing ? 'warn' : 'ok', 'card-alerts'));
       const now = Date.now();
       if (prev) {
         const secs = (now - prevAt) / 1000;
@@ -179,42 +180,69 @@ Pages.push({
 Pages.push({
   pattern: /^\/alerts$/, title: 'alerts',
   async render(main) {
+    const firingBody = h('tbody');
     const body = h('tbody');
     const ask = h('button', { type: 'button', id: 'notify' }, 'notify me in this browser');
     ask.addEventListener('click', () => Notification.requestPermission().then(() => { ask.hidden = Notification.permission === 'granted'; }));
     ask.hidden = !('Notification' in window) || Notification.permission === 'granted';
-    main.append(h('h2', {}, 'Alerts'), h('p', { class: 'note' }, 'Alerts that pipelines fired, newest first, with their evidence. New ones appear live.'), ask,
-      h('div', { class: 'table-wrap' }, h('table', { id: 'alerts' }, h('thead', {}, h('tr', {}, ['fired (UTC)', 'pipeline', 'rule', 'key', 'window', 'value', 'evidence'].map((x) => h('th', {}, x)))), body)));
-    const row = (a) => h('tr', { dataset: { pipeline: a.pipeline, rule: a.rule } }, cell(fmtMs(a.fired_at_ms)), h('td', {}, link('/pipelines/' + encodeURIComponent(a.pipeline), a.pipeline)),
-      cell(a.rule), cell(typeof a.key === 'object' ? JSON.stringify(a.key) : a.key), cell(fmtTime(a.window_start) + ' – ' + fmtTime(a.window_end).slice(11)), cell(a.value),
-      cell(a.threshold !== undefined ? a.kind + ' ' + a.threshold : 'mean ' + a.mean + ', stddev ' + a.stddev + ', z ' + a.z + ' over ' + a.samples));
-    // Past alerts from the `alerts` topic (needs consume); live ones from each pipeline's stream.
+    const heads = ['since (UTC)', 'pipeline', 'rule', 'key', 'window', 'value', 'evidence'];
+    main.append(h('h2', {}, 'Alerts'),
+      h('p', { class: 'note' }, 'An alert fires when a key\'s row breaks a rule, and resolves at its next row that keeps it. New ones appear live.'), ask,
+      h('h3', {}, 'Firing now'), h('div', { class: 'table-wrap' }, h('table', { id: 'firing' }, h('thead', {}, h('tr', {}, heads.map((x) => h('th', {}, x)))), firingBody)),
+      h('h3', {}, 'History'), h('div', { class: 'table-wrap' }, h('table', { id: 'alerts' }, h('thead', {}, h('tr', {}, ['at (UTC)', 'state', ...heads.slice(1)].map((x) => h('th', {}, x)))), body)));
+    const keyText = (a) => (typeof a.key === 'object' ? JSON.stringify(a.key) : String(a.key));
+    const evidence = (a) => (a.state === 'resolved' ? 'fired ' + fmtMs(a.fired_at_ms) : a.threshold !== undefined ? a.direction + ' ' + a.threshold
+      : 'mean ' + a.mean + ', stddev ' + a.stddev + ', z ' + a.z + ' over ' + a.samples);
+    const cells = (a) => [h('td', {}, link('/pipelines/' + encodeURIComponent(a.pipeline), a.pipeline)), cell(a.rule), cell(keyText(a)),
+      cell(fmtTime(a.window_start) + ' – ' + fmtTime(a.window_end).slice(11)), cell(a.value), cell(evidence(a))];
+    const state = (a) => a.state || 'firing';
+    const at = (a) => (state(a) === 'resolved' ? a.resolved_at_ms : a.fired_at_ms);
+    const row = (a) => h('tr', { dataset: { pipeline: a.pipeline, rule: a.rule, state: state(a) } }, cell(fmtMs(at(a))), h('td', { class: 'alert-' + state(a) }, state(a)), ...cells(a));
+    // The latest alert of each (pipeline, rule, key): firing ones are listed under "Firing now".
+    const latest = new Map();
+    const empty = (tb, cols, text) => { if (!tb.children.length) tb.append(h('tr', { class: 'empty' }, h('td', { colspan: cols }, text))); };
+    const showFiring = () => {
+      const rows = [...latest.values()].filter((a) => state(a) === 'firing').sort((a, b) => b.fired_at_ms - a.fired_at_ms)
+        .map((a) => h('tr', { dataset: { pipeline: a.pipeline, rule: a.rule } }, cell(fmtMs(a.fired_at_ms)), ...cells(a)));
+      firingBody.replaceChildren(...rows);
+      empty(firingBody, 7, 'Nothing fires.');
+    };
+    const add = (a, live) => {
+      const k = a.pipeline + '\u0000' + a.rule + '\u0000' + keyText(a);
+      const was = latest.get(k);
+      if (!was || at(was) <= at(a)) latest.set(k, a);
+      if (live) { body.querySelector('tr.empty')?.remove(); body.prepend(row(a)); }
+    };
+    // Past alerts from the `alerts` topic (needs consume); live ones from `/v1/events`.
     if (can('consume')) {
       try {
         const t = await api('/v1/topics/alerts');
         const all = [];
         for (const p of t.partitions) {
-          const from = Math.max(p.log_start_offset, p.high_watermark - 200);
-          const r = await api('/v1/topics/alerts/partitions/' + p.partition + '/records?max=200&offset=' + from);
-          all.push(...r.records.map((x) => x.value));
+          const from = Math.max(p.log_start_offset, p.high_watermark - 500);
+          const r = await api('/v1/topics/alerts/partitions/' + p.partition + '/records?max=500&offset=' + from);
+          all.push(...r.records.map((x) => x.value).filter((v) => v && typeof v === 'object'));
         }
-        all.sort((a, b) => b.fired_at_ms - a.fired_at_ms);
-        body.append(...all.map(row));
+        all.sort((a, b) => at(a) - at(b));
+        for (const a of all) add(a, false);
+        body.append(...all.reverse().map(row));
       } catch (e) { if (e.status !== 404) notice(main, e); }
     } else {
       main.insertBefore(h('p', { class: 'note' }, 'Past alerts are read from the alerts topic, which needs the consume permission (operator); new ones still appear here.'), ask);
     }
-    const pl = await api('/v1/pipelines');
-    for (const p of pl.pipelines) {
-      stream('/v1/pipelines/' + encodeURIComponent(p.name) + '/stream', {
-        open: () => setStatus(true, 'live'),
-        alert: (e) => {
-          const a = JSON.parse(e.data);
-          body.prepend(row(a));
-          if ('Notification' in window && Notification.permission === 'granted') new Notification('sluice alert: ' + a.rule, { body: a.pipeline + ' ' + a.column + ' = ' + a.value });
-        },
-      });
-    }
-    if (!body.children.length) body.append(h('tr', { class: 'empty' }, h('td', { colspan: 7 }, 'No alerts.')));
+    showFiring();
+    empty(body, 8, 'No alerts.');
+    stream('/v1/events?kind=alert', {
+      open: () => setStatus(true, 'live'),
+      error: () => setStatus(false, 'reconnecting'),
+      alert: (e) => {
+        const a = JSON.parse(e.data);
+        add(a, true);
+        showFiring();
+        if (state(a) === 'firing' && 'Notification' in window && Notification.permission === 'granted') {
+          new Notification('sluice alert: ' + a.rule, { body: a.pipeline + ' ' + a.column + ' = ' + a.value });
+        }
+      },
+    });
   },
 });

@@ -1,5 +1,6 @@
 // Players: every player's sessions and minutes per zone (/players), and one player's page
-// (/players/{id}): the open session's zones as a stacked bar and past sessions with paging.
+// (/players/{id}): a live heart-rate line coloured by zone, the open session's zones as a
+// stacked bar, and past sessions with paging.
 // Both follow /v1/sessions/stream (SSE) and reload /v1/sessions when it (re)opens.
 'use strict';
 
@@ -53,8 +54,11 @@ function followSessions(player, apply, limit, onLoad) {
     schedule();
     return j;
   };
-  stream('/v1/sessions/stream', {
-    open: () => { setStatus(true, 'live'); load().catch(() => {}); },
+  // The first open loads the page; a reconnect resumes from the last event id (the server
+  // replays what changed meanwhile), and `resync` (too much missed) loads it again.
+  let loaded = false;
+  stream('/v1/sessions/stream' + (player ? '?player=' + encodeURIComponent(player) : ''), {
+    open: () => { setStatus(true, 'live'); if (!loaded) { loaded = true; load().catch(() => {}); } },
     error: () => setStatus(false, 'reconnecting…'),
     session_update: (e) => {
       const d = JSON.parse(e.data);
@@ -112,6 +116,53 @@ Pages.push({
   },
 });
 
+// A player's readings (/v1/players/{id}/readings, SSE) as a line whose segments take the
+// zone colour of the reading they lead to; the last 10 minutes of event time are kept.
+const LINE_MS = 10 * 60 * 1000;
+function heartRateLine(canvas, id) {
+  const zones = [];
+  const pts = [];
+  const colors = zoneColors();
+  const chart = new Chart(canvas, {
+    type: 'line',
+    data: { datasets: [{ label: 'bpm', data: pts, borderWidth: 2, pointRadius: 0, tension: 0, segment: { borderColor: (c) => colors[zones[c.p1DataIndex]] } }] },
+    options: {
+      animation: false, maintainAspectRatio: false, parsing: false, normalized: true,
+      scales: { x: { type: 'linear', ticks: { maxTicksLimit: 6, callback: (v) => new Date(v).toISOString().slice(11, 19) }, title: { display: true, text: 'event time (UTC)' } },
+        y: { title: { display: true, text: 'bpm' }, suggestedMin: 60, suggestedMax: 190 } },
+      plugins: { legend: { display: false }, tooltip: { callbacks: { title: (items) => fmtMs(items[0].parsed.x), label: (c) => c.parsed.y + ' bpm, ' + zones[c.dataIndex] } } },
+    },
+  });
+  let pending = false;
+  const draw = () => { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; chart.update(); }); } };
+  const recolor = () => { Object.assign(colors, zoneColors()); draw(); };
+  window.addEventListener('themechange', recolor);
+  const note = document.getElementById('line-note');
+  stream('/v1/players/' + encodeURIComponent(id) + '/readings', {
+    readings: (e) => {
+      const d = JSON.parse(e.data);
+      for (const [t, bpm, zone] of d.readings) {
+        // Readings arrive in log order; one sent late is placed by event time.
+        let i = pts.length;
+        while (i > 0 && pts[i - 1].x > t) i -= 1;
+        pts.splice(i, 0, { x: t, y: bpm }); zones.splice(i, 0, zone);
+      }
+      const newest = pts.length ? pts[pts.length - 1].x : 0;
+      let cut = 0;
+      while (cut < pts.length && pts[cut].x < newest - LINE_MS) cut += 1;
+      if (cut) { pts.splice(0, cut); zones.splice(0, cut); }
+      const last = pts[pts.length - 1];
+      if (last) {
+        note.textContent = last.y + ' bpm at ' + fmtMs(last.x) + ' UTC, ' + zones[zones.length - 1] + ' zone (HRmax ' + d.hr_max_bpm + ').';
+        note.dataset.bpm = last.y; note.dataset.zone = zones[zones.length - 1]; note.dataset.readings = pts.length;
+      }
+      draw();
+    },
+  });
+  chart.$off = () => window.removeEventListener('themechange', recolor);
+  return chart;
+}
+
 Pages.push({
   pattern: /^\/players\/(.+)$/, title: (m) => 'player ' + m[1],
   render(main, m) {
@@ -120,11 +171,15 @@ Pages.push({
     main.append(
       h('p', { class: 'crumbs' }, link('/players', 'Players'), ' / ', id),
       h('h2', {}, 'Player ', h('span', { id: 'player-id' }, id)),
+      h('section', { class: 'chart-box' }, h('h3', {}, 'Heart rate, live'), h('p', { class: 'note', id: 'line-note' }, 'No readings in the last 5 minutes.'),
+        h('div', { class: 'chart-line' }, h('canvas', { id: 'hr-line', role: 'img', 'aria-label': 'heart rate over time, coloured by zone' })),
+        h('p', { class: 'legend' }, Zones.map((z) => h('span', { class: 'key ' + z }, z)))),
       h('section', { class: 'chart-box' }, h('h3', {}, 'Open session: minutes per zone'), h('p', { class: 'note', id: 'open-note' }, 'No open session.'),
         h('div', { class: 'chart-small' }, h('canvas', { id: 'open-chart', role: 'img', 'aria-label': 'open session minutes per zone' }))),
       h('section', {}, h('h3', {}, 'Sessions'), h('p', { class: 'note' }, ZONE_NOTE), table(SESSION_HEAD, [], { id: 'sessions' }),
         h('div', { class: 'pager' }, h('button', { type: 'button', id: 'older', disabled: true }, 'older sessions'))));
     const chart = zoneChart(document.getElementById('open-chart'), true);
+    const line = heartRateLine(document.getElementById('hr-line'), id);
     let older = [];   // closed sessions from later pages
     let next = null;
     const apply = (open, closed) => {
@@ -146,6 +201,6 @@ Pages.push({
       older = older.concat(j.closed); next = j.next; olderBtn.disabled = !next;
       load().catch(() => {});
     });
-    return () => { chart.$off(); chart.destroy(); };
+    return () => { chart.$off(); chart.destroy(); line.$off(); line.destroy(); };
   },
 });

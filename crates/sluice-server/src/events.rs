@@ -74,7 +74,7 @@ fn sse(e: &StatusEvent, data: Value) -> Event {
 
 async fn events(headers: HeaderMap, who: Option<Extension<Principal>>, Query(q): Query<EventsQuery>) -> Response {
     let limits = crate::auth::limits_of(&who);
-    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()).or(q.last_event_id);
+    let last = crate::resume::last_event_id(&headers, q.last_event_id);
     let resume = sluice_core::events::global().subscribe(last);
     let mut first: Vec<Event> = Vec::new();
     if resume.missed > 0 {

@@ -267,7 +267,7 @@ pub async fn guard(State(policy): State<Arc<Policy>>, req: Request, next: Next) 
 
 /// Routes that hold a Server-Sent Events stream open (each counts against
 /// `http.max_sse_subscribers` while it is open).
-pub const SSE_ROUTES: [&str; 3] = ["/v1/sessions/stream", "/v1/pipelines/{name}/stream", "/v1/events"];
+pub const SSE_ROUTES: [&str; 4] = ["/v1/sessions/stream", "/v1/pipelines/{name}/stream", "/v1/events", "/v1/players/{id}/readings"];
 
 /// The SSE subscriber cap: a stream takes a slot for as long as its response body lives;
 /// without a free slot the request gets 503 `too_many_streams` with `Retry-After`.

@@ -5,9 +5,12 @@
 //!   fields). Closed sessions come newest first, `limit` (default 1000, at most 10000) at a
 //!   time; pass `next` as `before` for the next page (open sessions come with the first
 //!   page only). 400 `invalid_cursor`.
-//! - `GET /v1/sessions/stream`: Server-Sent Events. `event: session_update` carries
+//! - `GET /v1/sessions/stream[?player=ID]`: Server-Sent Events (of one player's sessions). `event: session_update` carries
 //!   `{"player_id", "open": [...]}`; `event: session_closed` carries one closed session;
 //!   `event: resync` means events were dropped for a slow client: fetch `/v1/sessions` again.
+//!   Events have ids; a reconnect with `Last-Event-ID: N` (or `?last_event_id=N`) gets the
+//!   open sessions of every player that changed after `N` and the sessions closed after
+//!   it, then live events ([`crate::resume`]).
 //! - `GET /metrics`: Prometheus text format (names in `sluice_core::telemetry`).
 //! - `GET /readyz`: 200 `{"ready": true, "reasons": []}` once recovery finished and the
 //!   log acks writes; else 503 with `reasons` (the log refuses writes; a pipeline still
@@ -23,24 +26,19 @@
 //!   `/pipelines[/{name}]`, `/players[/{id}]`, `/topics[/{name}]`, `/groups`, `/alerts`),
 //!   and `/assets/*`.
 
-use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures_util::StreamExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_core::telemetry as t;
 use sluice_log::Log;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
 
 use crate::pipelines::Pipelines;
 use crate::sessions::{session_json, SessionStore};
@@ -205,17 +203,21 @@ async fn sessions(State(app): State<Arc<App>>, who: Option<axum::Extension<crate
     }
 }
 
-async fn stream(State(app): State<Arc<App>>, who: Option<axum::Extension<crate::auth::Principal>>) -> Response {
+#[derive(Deserialize, Default)]
+struct StreamQuery {
+    /// Only this player's events (a player page needs no others).
+    player: Option<String>,
+    /// Same as the `Last-Event-ID` header (the header wins).
+    last_event_id: Option<u64>,
+}
+
+async fn stream(State(app): State<Arc<App>>, headers: axum::http::HeaderMap, who: Option<axum::Extension<crate::auth::Principal>>, Query(q): Query<StreamQuery>) -> Response {
     if let Some(why) = app.pipelines.rows_refusal(crate::live::HEART_RATE, &who) {
         return crate::pipelines::PipelineError::Forbidden(why).response();
     }
-    let events = BroadcastStream::new(app.sessions.subscribe()).map(|r| {
-        Ok::<_, Infallible>(match r {
-            Ok(e) => Event::default().event(e.name()).data(e.data().to_string()),
-            Err(BroadcastStreamRecvError::Lagged(n)) => Event::default().event("resync").data(json!({"missed": n}).to_string()),
-        })
-    });
-    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+    let resume = app.sessions.subscribe(crate::resume::last_event_id(&headers, q.last_event_id));
+    let player = q.player;
+    crate::resume::respond(resume, move |e| player.as_deref().is_none_or(|p| e.player_id() == p), |e| (e.name(), e.data().to_string()))
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response {
@@ -320,6 +322,7 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
             if last > 0 {
                 metrics::gauge!(t::PIPELINE_LAST_CHECKPOINT_TIMESTAMP_SECONDS, "pipeline" => name.clone()).set(last as f64 / 1e3);
             }
+            metrics::gauge!(t::PIPELINE_ALERTS_FIRING, "pipeline" => name.clone()).set(v.status.alerts_firing.load(Ordering::Relaxed) as f64);
             metrics::gauge!(t::PIPELINE_STATE_KEYS, "pipeline" => name.clone()).set(v.status.keys.load(Ordering::Relaxed) as f64);
             metrics::gauge!(t::PIPELINE_OPEN_WINDOWS, "pipeline" => name.clone()).set(v.status.open_windows.load(Ordering::Relaxed) as f64);
             metrics::gauge!(t::PIPELINE_STATE_BYTES, "pipeline" => name).set(v.status.state_bytes.load(Ordering::Relaxed) as f64);

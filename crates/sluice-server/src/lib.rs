@@ -17,6 +17,8 @@ pub mod listen;
 pub mod live;
 pub mod pipelines;
 pub mod query;
+pub mod readings;
+pub mod resume;
 pub mod sessions;
 pub mod tls;
 
@@ -362,7 +364,7 @@ impl Server {
             kafka_max_connections: config.kafka.max_connections,
         };
         let app = Arc::new(App { log: log.clone(), gateway: gateway.clone(), data_dir: data.clone(), sessions: sessions.clone(), pipelines: pipelines.clone(), limits });
-        let mut routes = sluice_gateway::http::router(gateway, routes).merge(http::router(app)).merge(events::router()).merge(pipelines::router(pipelines.clone()));
+        let mut routes = sluice_gateway::http::router(gateway, routes).merge(http::router(app.clone())).merge(readings::router(app)).merge(events::router()).merge(pipelines::router(pipelines.clone()));
         let query_service = query::QueryService {
             lake: query_lake.clone(),
             sessions: sessions.clone(),

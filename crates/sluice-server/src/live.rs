@@ -10,10 +10,13 @@
 //! - `event: alert`, data: the alert with its evidence;
 //! - `event: resync`: events were dropped for a slow client; fetch the table again.
 //!
+//! Events have ids. A reconnect with `Last-Event-ID: N` gets the results and alerts after
+//! `N` and each key's latest update after it, then live events ([`crate::resume`]).
+//!
 //! Row objects have the pipeline's output columns; timestamps are RFC 3339 (UTC).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
@@ -24,14 +27,16 @@ use serde_json::{json, Value};
 use sluice_core::model::{SessionSummary, ZoneMs};
 use sluice_stream::operator::Rows;
 use sluice_stream::runner::Observer;
-use tokio::sync::broadcast;
 
+use crate::resume::{uptime_ms, Replay, Resume, GRACE_MS};
 use crate::sessions::SessionStore;
 
 /// Name of the pipeline whose output is the heart-rate sessions view.
 pub const HEART_RATE: &str = "heart_rate";
 /// Committed rows kept per pipeline for `GET /v1/pipelines/{name}` (`recent`).
 const RECENT_ROWS: usize = 200;
+/// Result and alert events kept per pipeline for a `Last-Event-ID` resume.
+const REPLAY_EVENTS: usize = 4096;
 
 /// An event of a pipeline's live stream.
 #[derive(Debug, Clone)]
@@ -43,24 +48,34 @@ pub struct LiveEvent {
 
 /// One pipeline's live stream.
 pub struct LiveView {
-    events: broadcast::Sender<LiveEvent>,
+    events: Replay<LiveEvent>,
     early_subscribers: AtomicUsize,
+    /// When the last early subscriber left ([`uptime_ms`]; 0: none did).
+    early_left_ms: AtomicU64,
     recent: Mutex<VecDeque<Value>>,
 }
 
 impl LiveView {
     fn new() -> Self {
-        LiveView { events: broadcast::channel(4096).0, early_subscribers: AtomicUsize::new(0), recent: Mutex::new(VecDeque::new()) }
+        LiveView { events: Replay::new(REPLAY_EVENTS), early_subscribers: AtomicUsize::new(0), early_left_ms: AtomicU64::new(0), recent: Mutex::new(VecDeque::new()) }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
-        self.events.subscribe()
+    /// Follows the stream after `last_seen` (an SSE `Last-Event-ID`).
+    pub fn subscribe(&self, last_seen: Option<u64>) -> Resume<LiveEvent> {
+        self.events.subscribe(last_seen)
     }
 
     /// Counts a subscriber that wants early results until the guard drops.
     pub fn early_guard(self: &Arc<Self>) -> EarlyGuard {
         self.early_subscribers.fetch_add(1, Ordering::AcqRel);
         EarlyGuard(self.clone())
+    }
+
+    /// Whether early results become events: someone wants them, or did less than
+    /// [`GRACE_MS`] ago (so a reconnect resumes them).
+    fn early_wanted(&self) -> bool {
+        let left = self.early_left_ms.load(Ordering::Acquire);
+        self.early_subscribers.load(Ordering::Acquire) > 0 || (left > 0 && uptime_ms().saturating_sub(left) < GRACE_MS)
     }
 
     /// The most recent committed rows, newest last.
@@ -74,6 +89,7 @@ pub struct EarlyGuard(Arc<LiveView>);
 
 impl Drop for EarlyGuard {
     fn drop(&mut self) {
+        self.0.early_left_ms.store(uptime_ms().max(1), Ordering::Release);
         self.0.early_subscribers.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -129,7 +145,7 @@ impl Observer for LiveViews {
     fn committed(&self, pipeline: &str, stream: usize, batches: &[RecordBatch]) {
         let view = self.view(pipeline);
         let output = self.outputs.lock().unwrap_or_else(|p| p.into_inner()).get(pipeline).and_then(|o| o.get(stream).cloned()).unwrap_or_else(|| pipeline.to_string());
-        let listening = view.events.receiver_count() > 0;
+        let listening = view.events.wanted();
         let total: usize = batches.iter().map(|b| b.num_rows()).sum();
         let mut skip = total.saturating_sub(RECENT_ROWS);
         for b in batches {
@@ -151,7 +167,7 @@ impl Observer for LiveViews {
                 }
             }
             if listening {
-                let _ = view.events.send(LiveEvent { name: "result", data: json!({"output": output, "rows": rows}) });
+                view.events.append(LiveEvent { name: "result", data: json!({"output": output, "rows": rows}) });
             }
             if pipeline == HEART_RATE && stream == 0 {
                 self.sessions.add_closed(sessions_of(b, true));
@@ -164,7 +180,7 @@ impl Observer for LiveViews {
         let view = self.view(pipeline);
         let keys = early.keys.len();
         // Rows become JSON only while someone listens.
-        if view.early_subscribers.load(Ordering::Acquire) > 0 {
+        if view.early_wanted() {
             let mut by_key: Vec<Vec<Value>> = vec![Vec::new(); keys];
             for (i, r) in rows_json(&rows.batch).into_iter().enumerate() {
                 if let Some(v) = by_key.get_mut(early.row_key.value(i) as usize) {
@@ -172,7 +188,7 @@ impl Observer for LiveViews {
                 }
             }
             for (k, rows) in by_key.iter().enumerate() {
-                let _ = view.events.send(LiveEvent { name: "update", data: json!({"key": early.keys[k], "rows": rows}) });
+                view.events.set(early.keys[k].clone(), LiveEvent { name: "update", data: json!({"key": early.keys[k], "rows": rows}) });
             }
         }
         if pipeline == HEART_RATE && rows.stream == 0 {
@@ -192,7 +208,9 @@ impl Observer for LiveViews {
     fn alerts(&self, pipeline: &str, alerts: &[Value]) {
         let view = self.view(pipeline);
         for a in alerts {
-            let _ = view.events.send(LiveEvent { name: "alert", data: a.clone() });
+            view.events.append(LiveEvent { name: "alert", data: a.clone() });
+            // Also on `/v1/events`, where one stream carries every pipeline's alerts.
+            sluice_core::events::global().publish("alert", a.clone());
         }
     }
 

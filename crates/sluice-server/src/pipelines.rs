@@ -21,18 +21,15 @@
 //! - `POST /v1/jobs/heart_rate/drain`: the earlier name of draining `heart_rate`.
 
 use std::collections::BTreeSet;
-use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_core::time::format_ms;
@@ -43,8 +40,6 @@ use sluice_stream::functions::FunctionConfig;
 use sluice_stream::pipeline::{self, PipelineSpec, Planned, SpecError};
 use crate::auth::{limits_of, Principal};
 use sluice_stream::sql::Catalog;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
 
 use crate::live::LiveViews;
 
@@ -240,6 +235,16 @@ impl Pipelines {
     /// and the heart-rate sessions): the first of [`Self::data_topics`] outside the
     /// principal's topic limits, so that no limit on topics is bypassed through a pipeline
     /// over them. `None`: allowed (or authentication is off).
+    /// A player's HRmax from the `[heart_rate]` configuration, bpm.
+    pub fn hr_max_bpm(&self, player: &str) -> f64 {
+        self.functions.hr_max.get(player)
+    }
+
+    /// The topic a running pipeline reads.
+    pub fn source_of(&self, name: &str) -> Option<String> {
+        self.engine.as_ref().and_then(|e| e.pipeline(name)).map(|v| v.planned.plan.source.clone())
+    }
+
     pub fn rows_refusal(&self, name: &str, who: &Option<Extension<Principal>>) -> Option<String> {
         let Extension(w) = who.as_ref().filter(|Extension(w)| w.limits.topics.is_some())?;
         let t = self.data_topics(name).into_iter().find(|t| !w.limits.topic(t))?;
@@ -282,6 +287,7 @@ impl Pipelines {
             "invalid_records": s.invalid.load(Ordering::Relaxed),
             "output_rows": s.output_rows.load(Ordering::Relaxed),
             "alerts": s.alerts.load(Ordering::Relaxed),
+            "alerts_firing": s.alerts_firing.load(Ordering::Relaxed),
             "state_keys": s.keys.load(Ordering::Relaxed),
             "open_windows": s.open_windows.load(Ordering::Relaxed),
             "state_bytes": s.state_bytes.load(Ordering::Relaxed),
@@ -389,9 +395,11 @@ async fn drain(State(p): State<Arc<Pipelines>>, Path(name): Path<String>) -> Res
 struct StreamQuery {
     #[serde(default)]
     early: bool,
+    /// Same as the `Last-Event-ID` header (the header wins).
+    last_event_id: Option<u64>,
 }
 
-async fn stream(State(p): State<Arc<Pipelines>>, who: Option<Extension<Principal>>, Path(name): Path<String>, Query(q): Query<StreamQuery>) -> Response {
+async fn stream(State(p): State<Arc<Pipelines>>, headers: axum::http::HeaderMap, who: Option<Extension<Principal>>, Path(name): Path<String>, Query(q): Query<StreamQuery>) -> Response {
     if p.engine.as_ref().and_then(|e| e.pipeline(&name)).is_none() {
         return PipelineError::Unknown(name).response();
     }
@@ -400,14 +408,13 @@ async fn stream(State(p): State<Arc<Pipelines>>, who: Option<Extension<Principal
     }
     let view = p.live.view(&name);
     let guard = q.early.then(|| view.early_guard());
-    let events = BroadcastStream::new(view.subscribe()).filter_map(move |r| {
-        let _keep = &guard;
-        let ev = match r {
-            Ok(e) if e.name == "update" && !q.early => None,
-            Ok(e) => Some(Event::default().event(e.name).data(e.data.to_string())),
-            Err(BroadcastStreamRecvError::Lagged(n)) => Some(Event::default().event("resync").data(json!({"missed": n}).to_string())),
-        };
-        std::future::ready(ev.map(Ok::<_, Infallible>))
-    });
-    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+    let resume = view.subscribe(crate::resume::last_event_id(&headers, q.last_event_id));
+    crate::resume::respond(
+        resume,
+        move |e| {
+            let _keep = &guard;
+            e.name != "update" || q.early
+        },
+        |e| (e.name, e.data.to_string()),
+    )
 }

@@ -14,7 +14,8 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 use sluice_core::model::SessionSummary;
 use sluice_core::time::format_ms;
-use tokio::sync::broadcast;
+
+use crate::resume::{Replay, Resume};
 
 /// A change, as sent on `/v1/sessions/stream`.
 #[derive(Debug, Clone)]
@@ -30,6 +31,14 @@ impl SessionEvent {
         match self {
             SessionEvent::Update { .. } => "session_update",
             SessionEvent::Closed(_) => "session_closed",
+        }
+    }
+
+    /// The player the event is about.
+    pub fn player_id(&self) -> &str {
+        match self {
+            SessionEvent::Update { player_id, .. } => player_id,
+            SessionEvent::Closed(s) => &s.player_id,
         }
     }
 
@@ -105,14 +114,18 @@ pub struct SessionStore {
     /// Open sessions per player (a hash map: the live view replaces about 100,000 entries a
     /// second at that many players; readers sort).
     open: Mutex<HashMap<String, Vec<SessionSummary>, foldhash::fast::RandomState>>,
-    events: broadcast::Sender<SessionEvent>,
+    events: Replay<SessionEvent>,
 }
+
+/// Events kept for a `Last-Event-ID` resume of `/v1/sessions/stream` (closed sessions;
+/// open ones are kept as the latest per player).
+const REPLAY_EVENTS: usize = 16_384;
 
 impl SessionStore {
     /// An empty store holding at most `max_recent` closed sessions in memory (the newest);
     /// older pages are read from `archive`, if any. [`SessionStore::load`] fills it.
     pub fn new(max_recent: usize, archive: Option<Archive>) -> Self {
-        let (events, _) = broadcast::channel(4096);
+        let events = Replay::new(REPLAY_EVENTS);
         SessionStore {
             closed: Mutex::new(BTreeMap::new()),
             truncated: std::sync::atomic::AtomicBool::new(false),
@@ -143,16 +156,18 @@ impl SessionStore {
 
     /// Whether anyone follows `/v1/sessions/stream` now.
     pub fn has_subscribers(&self) -> bool {
-        self.events.receiver_count() > 0
+        self.events.listeners() > 0
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
-        self.events.subscribe()
+    /// Follows the changes after `last_seen` (an SSE `Last-Event-ID`): the replay is each
+    /// player's open sessions now, if they changed after it, and the sessions closed after it.
+    pub fn subscribe(&self, last_seen: Option<u64>) -> Resume<SessionEvent> {
+        self.events.subscribe(last_seen)
     }
 
     pub fn set_open(&self, player_id: String, open: Vec<SessionSummary>) {
-        // Built only while someone listens.
-        let event = (self.events.receiver_count() > 0).then(|| open.clone());
+        // Built only while someone listens (or may resume).
+        let event = self.events.wanted().then(|| open.clone());
         {
             let mut map = self.open.lock().unwrap_or_else(|p| p.into_inner());
             if open.is_empty() {
@@ -164,7 +179,7 @@ impl SessionStore {
             }
         }
         if let Some(open) = event {
-            let _ = self.events.send(SessionEvent::Update { player_id, open });
+            self.events.set(player_id.clone(), SessionEvent::Update { player_id, open });
         }
     }
 
@@ -186,9 +201,9 @@ impl SessionStore {
                 if rest.is_empty() {
                     self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&s.player_id);
                 }
-                let _ = self.events.send(SessionEvent::Update { player_id: s.player_id.clone(), open: rest });
+                self.events.set(s.player_id.clone(), SessionEvent::Update { player_id: s.player_id.clone(), open: rest });
             }
-            let _ = self.events.send(SessionEvent::Closed(s));
+            self.events.append(SessionEvent::Closed(s));
         }
     }
 

@@ -74,6 +74,8 @@ pub struct OperatorStats {
     pub open_windows: u64,
     /// Approximate memory held, bytes.
     pub state_bytes: u64,
+    /// Alerts firing now (the alerts operator).
+    pub firing_alerts: u64,
 }
 
 /// A streaming operator. See the module docs.

@@ -98,7 +98,10 @@ pub struct PipelineStatus {
     pub duplicates: AtomicU64,
     pub invalid: AtomicU64,
     pub output_rows: AtomicU64,
+    /// Alerts fired (state `firing`) since the pipeline started.
     pub alerts: AtomicU64,
+    /// (rule, key) pairs whose alert fires now (set at each checkpoint, moved by each alert).
+    pub alerts_firing: AtomicU64,
     pub last_checkpoint_id: AtomicU64,
     pub last_checkpoint_ms: AtomicI64,
     pub state_bytes: AtomicU64,
@@ -558,8 +561,13 @@ impl Runner {
                     metrics::counter!(t::PIPELINE_DUPLICATE_RECORDS_TOTAL, "pipeline" => self.p.spec.name.clone()).increment(1);
                 }
                 SideOutput::Alert(v) => {
-                    self.status.alerts.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(t::PIPELINE_ALERTS_TOTAL, "pipeline" => self.p.spec.name.clone()).increment(1);
+                    if v.get("state").and_then(|s| s.as_str()) == Some("resolved") {
+                        let _ = self.status.alerts_firing.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+                    } else {
+                        self.status.alerts.fetch_add(1, Ordering::Relaxed);
+                        self.status.alerts_firing.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!(t::PIPELINE_ALERTS_TOTAL, "pipeline" => self.p.spec.name.clone()).increment(1);
+                    }
                     self.alerts.push(v);
                     self.status.dirty.store(true, Ordering::Release);
                 }
@@ -623,10 +631,12 @@ impl Runner {
         let mut changed_keys = 0u64;
         let mut state_keys = 0;
         let mut open = 0;
+        let mut firing = 0;
         for (i, op) in self.chain.ops.iter_mut().enumerate() {
             let s = op.stats();
             state_keys += s.keys;
             open += s.open_windows;
+            firing += s.firing_alerts;
             let (mut w, ahead_keys) = next_change_file(&self.dir, &mut self.ahead[i], &name, i, op.name());
             op.snapshot(&mut w)?;
             changed_keys += w.changed_keys + ahead_keys;
@@ -642,6 +652,7 @@ impl Runner {
         metrics::counter!(t::CHECKPOINT_WRITTEN_BYTES_TOTAL).increment(written);
         self.status.keys.store(state_keys, Ordering::Relaxed);
         self.status.open_windows.store(open, Ordering::Relaxed);
+        self.status.alerts_firing.store(firing, Ordering::Relaxed);
         self.status.state_bytes.store(self.files.iter().map(|f| f.snapshot_bytes + f.delta_bytes).sum(), Ordering::Relaxed);
         let mut staged = BTreeMap::new();
         let mut pending = Pending { publishes: Vec::new(), streams: Vec::new(), alerts: Vec::new() };

@@ -5,6 +5,7 @@ mod tables;
 mod bench_lake;
 mod bench_log;
 mod bench_pipelines;
+mod bench_sse;
 mod demo;
 mod groups;
 mod pipelines;
@@ -109,6 +110,9 @@ enum BenchCommand {
     /// The Delta lake: commit latency, table open time after many commits, query time over
     /// 10M readings, beside the Python deltalake package and DuckDB on the same files.
     Lake(bench_lake::LakeArgs),
+    /// Ingest ack → SSE delivery of the updated session (p50/p99 ms) under background load,
+    /// against a running server.
+    SseLatency(bench_sse::SseLatencyArgs),
 }
 
 /// Where configuration comes from; flags override the file and SLUICE_* variables.
@@ -311,6 +315,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(BenchCommand::Log(args)) => tokio::task::spawn_blocking(move || bench_log::run(args)).await?,
             Command::Bench(BenchCommand::Pipelines(args)) => bench_pipelines::run(args).await,
             Command::Bench(BenchCommand::Lake(args)) => bench_lake::run(args).await,
+            Command::Bench(BenchCommand::SseLatency(args)) => tokio::task::spawn_blocking(move || bench_sse::run(args)).await?,
             Command::Bench(BenchCommand::Pipeline { config, args }) => {
                 bench::pipeline(ServerArgs { config, data_dir: None, http_addr: None, kafka_addr: None, insecure: false }.load()?, args).await
             }

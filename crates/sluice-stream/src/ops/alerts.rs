@@ -6,16 +6,27 @@
 //!   (a z-score test on a trailing window, as in the "anomaly detection" chapter of the
 //!   source book, ch. 9). The value then joins the trailing window.
 //!
+//! An alert has a `state`, as in Prometheus' Alertmanager: it is `firing` at the first
+//! row of a key that breaks the rule, and `resolved` at the key's next row that keeps it
+//! again (with `fired_at_ms` of the firing and `resolved_at_ms`). Rows that break the rule
+//! while it already fires raise nothing new.
+//!
 //! Each alert carries its evidence: the value, the baseline mean and standard deviation,
 //! the sample count, the rule and the row's window. Alerts go to the `alerts` topic and
-//! the pipeline's live stream. State (checkpointed): per rule and key, the trailing values.
+//! the pipeline's live stream. State (checkpointed): per rule and key, the trailing values
+//! and, while it fires, the firing time.
+//!
+//! State file columns: `key` (binary: rule index as u32 big-endian, then the key's JSON),
+//! `tombstone` (bool), `values` (list of f64, the trailing values; null: none) and
+//! `firing_since_ms` (i64, null: not firing). Files written before alerts had a state
+//! lack `firing_since_ms` and are still read.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use arrow_array::builder::{BinaryBuilder, BooleanBuilder, Float64Builder, ListBuilder};
+use arrow_array::builder::{BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, ListBuilder};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, TimestampMillisecondType};
+use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
@@ -100,6 +111,8 @@ pub struct Alerts {
     rules: Vec<AlertRule>,
     /// (rule index, key display) → trailing values.
     trailing: HashMap<(usize, String), VecDeque<f64>>,
+    /// (rule index, key display) → when its alert fired (ms since the epoch), while it fires.
+    firing: HashMap<(usize, String), i64>,
     dirty: HashSet<(usize, String)>,
     state_schema: SchemaRef,
 }
@@ -116,8 +129,9 @@ impl Alerts {
             Field::new(KEY, DataType::Binary, false),
             Field::new(TOMBSTONE, DataType::Boolean, false),
             Field::new("values", DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true))), true),
+            Field::new("firing_since_ms", DataType::Int64, true),
         ]);
-        Alerts { pipeline: pipeline.into(), rules, trailing: HashMap::new(), dirty: HashSet::new(), state_schema: Arc::new(schema) }
+        Alerts { pipeline: pipeline.into(), rules, trailing: HashMap::new(), firing: HashMap::new(), dirty: HashSet::new(), state_schema: Arc::new(schema) }
     }
 
     fn check_batch(&mut self, batch: &RecordBatch, ctx: &mut Ctx) -> Result<(), StreamError> {
@@ -163,7 +177,27 @@ impl Alerts {
                     }
                     self.dirty.insert((ri, key_text.clone()));
                 }
-                if let Some(Value::Object(mut e)) = evidence {
+                let id = (ri, key_text);
+                let fired_at = self.firing.get(&id).copied();
+                let (state, mut e) = match (evidence, fired_at) {
+                    (Some(Value::Object(e)), None) => {
+                        self.firing.insert(id.clone(), ctx.now_ms);
+                        self.dirty.insert(id);
+                        ("firing", e)
+                    }
+                    (None, Some(since)) => {
+                        self.firing.remove(&id);
+                        self.dirty.insert(id);
+                        let mut e = Map::new();
+                        e.insert("kind".into(), json!(if rule.baseline_k.is_some() && rule.above.is_none() && rule.below.is_none() { "baseline" } else { "threshold" }));
+                        e.insert("fired_at_ms".into(), json!(since));
+                        e.insert("resolved_at_ms".into(), json!(ctx.now_ms));
+                        ("resolved", e)
+                    }
+                    _ => continue,
+                };
+                {
+                    e.insert("state".into(), json!(state));
                     e.insert("pipeline".into(), json!(self.pipeline));
                     e.insert("rule".into(), json!(rule.name));
                     e.insert("column".into(), json!(rule.column));
@@ -172,7 +206,7 @@ impl Alerts {
                     let ts = |a: &Option<arrow_array::TimestampMillisecondArray>| a.as_ref().filter(|a| a.is_valid(i)).map(|a| sluice_core::time::format_ms(a.value(i)));
                     e.insert("window_start".into(), json!(ts(&ws)));
                     e.insert("window_end".into(), json!(ts(&we)));
-                    e.insert("fired_at_ms".into(), json!(ctx.now_ms));
+                    e.entry("fired_at_ms").or_insert(json!(ctx.now_ms));
                     ctx.side.push(SideOutput::Alert(Value::Object(e)));
                 }
             }
@@ -198,21 +232,33 @@ impl Operator for Alerts {
         let mut key = BinaryBuilder::new();
         let mut tomb = BooleanBuilder::new();
         let mut values = ListBuilder::new(Float64Builder::new());
-        for (ri, k) in self.dirty.drain() {
-            key.append_value(key_bytes(ri, &k));
-            tomb.append_value(false);
-            let v = self.trailing.get(&(ri, k)).map(|d| d.iter().copied().collect::<Vec<_>>()).unwrap_or_default();
-            values.values().append_slice(&v);
-            values.append(true);
+        let mut since = Int64Builder::new();
+        for id in self.dirty.drain() {
+            key.append_value(key_bytes(id.0, &id.1));
+            let trailing = self.trailing.get(&id);
+            let firing = self.firing.get(&id).copied();
+            tomb.append_value(trailing.is_none() && firing.is_none());
+            match trailing {
+                Some(d) => {
+                    values.values().extend(d.iter().map(|v| Some(*v)));
+                    values.append(true);
+                }
+                None => values.append(false),
+            }
+            since.append_option(firing);
         }
-        let batch = RecordBatch::try_new(self.state_schema.clone(), vec![Arc::new(key.finish()), Arc::new(tomb.finish()), Arc::new(values.finish())]).map_err(|e| StreamError::Eval(e.to_string()))?;
+        let columns: Vec<ArrayRef> = vec![Arc::new(key.finish()), Arc::new(tomb.finish()), Arc::new(values.finish()), Arc::new(since.finish())];
+        let batch = RecordBatch::try_new(self.state_schema.clone(), columns).map_err(|e| StreamError::Eval(e.to_string()))?;
         w.write(batch)?;
         Ok(true)
     }
 
     fn restore(&mut self, files: &[Vec<RecordBatch>]) -> Result<(), StreamError> {
         for b in files.iter().flatten() {
-            if b.schema().fields() != self.state_schema.fields() {
+            // The first three columns are the same in files from before `firing_since_ms`.
+            let fields = b.schema().fields().clone();
+            let known = fields.len() <= self.state_schema.fields().len() && fields.len() >= 3 && fields.iter().zip(self.state_schema.fields()).all(|(a, b)| a == b);
+            if !known {
                 return Err(StreamError::Eval(format!(
                     "alert baseline state: expected columns {:?}, found {:?}",
                     self.state_schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>(),
@@ -222,27 +268,31 @@ impl Operator for Alerts {
             let keys = b.column(0).as_binary::<i32>();
             let tombs = b.column(1).as_boolean();
             let lists = b.column(2).as_list::<i32>();
+            let since = b.columns().get(3).and_then(|c| c.as_primitive_opt::<Int64Type>());
             for r in 0..b.num_rows() {
                 let k = keys.value(r);
                 if k.len() < 4 {
                     continue;
                 }
-                let rule = u32::from_be_bytes([k[0], k[1], k[2], k[3]]) as usize;
-                let text = String::from_utf8_lossy(&k[4..]).to_string();
+                let id = (u32::from_be_bytes([k[0], k[1], k[2], k[3]]) as usize, String::from_utf8_lossy(&k[4..]).to_string());
+                match since.filter(|s| !tombs.value(r) && s.is_valid(r)) {
+                    Some(s) => self.firing.insert(id.clone(), s.value(r)),
+                    None => self.firing.remove(&id),
+                };
                 if tombs.value(r) || lists.is_null(r) {
-                    self.trailing.remove(&(rule, text));
+                    self.trailing.remove(&id);
                     continue;
                 }
                 let vals = lists.value(r);
                 let Some(vals) = vals.as_primitive_opt::<Float64Type>() else { continue };
-                self.trailing.insert((rule, text), vals.values().iter().copied().collect());
+                self.trailing.insert(id, vals.values().iter().copied().collect());
             }
         }
         Ok(())
     }
 
     fn stats(&self) -> OperatorStats {
-        OperatorStats { keys: self.trailing.len() as u64, ..Default::default() }
+        OperatorStats { keys: self.trailing.len() as u64, firing_alerts: self.firing.len() as u64, ..Default::default() }
     }
 }
 
@@ -256,6 +306,56 @@ mod tests {
         let (m, sd) = mean_stddev(&v);
         assert_eq!(m, 5.0);
         assert!((sd - 2.138).abs() < 1e-3);
+    }
+
+    fn rule(above: f64) -> AlertRule {
+        AlertRule { name: "hot".into(), column: "v".into(), above: Some(above), below: None, baseline_k: None, min_samples: 10, trailing: 60, key_columns: Vec::new() }
+    }
+
+    /// Feeds (key, value) rows at `now_ms`; returns (state, key) of the alerts raised.
+    fn feed(a: &mut Alerts, now_ms: i64, rows: &[(&str, f64)]) -> Vec<(String, String)> {
+        let batch = RecordBatch::try_from_iter([
+            ("k", Arc::new(arrow_array::StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())) as ArrayRef),
+            ("v", Arc::new(arrow_array::Float64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())) as ArrayRef),
+        ])
+        .unwrap();
+        let mut side = Vec::new();
+        let mut ctx = Ctx { now_ms, watermark_ms: 0, caught_up: false, side: &mut side };
+        a.check_batch(&batch, &mut ctx).unwrap();
+        side.into_iter()
+            .map(|s| match s {
+                SideOutput::Alert(v) => (v["state"].as_str().unwrap().to_string(), v["key"]["k"].as_str().unwrap().to_string()),
+                _ => panic!("not an alert"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_alert_fires_once_then_resolves_and_its_state_survives_a_snapshot() {
+        let pair = |s: &str, k: &str| (s.to_string(), k.to_string());
+        let mut a = Alerts::new("p", vec![rule(100.0)]);
+        assert_eq!(feed(&mut a, 1, &[("x", 150.0), ("y", 50.0)]), [pair("firing", "x")]);
+        assert!(feed(&mut a, 2, &[("x", 160.0)]).is_empty(), "still firing: nothing new");
+        assert_eq!(a.stats().firing_alerts, 1);
+        let mut w = StateWriter::default();
+        a.snapshot(&mut w).unwrap();
+        let mut b = Alerts::new("p", vec![rule(100.0)]);
+        b.restore(std::slice::from_ref(&w.batches)).unwrap();
+        assert_eq!(b.firing, a.firing);
+        assert!(feed(&mut b, 3, &[("x", 170.0)]).is_empty(), "a restored alert still fires");
+        let mut side = Vec::new();
+        let mut ctx = Ctx { now_ms: 4, watermark_ms: 0, caught_up: false, side: &mut side };
+        let batch = RecordBatch::try_from_iter([("k", Arc::new(arrow_array::StringArray::from(vec!["x"])) as ArrayRef), ("v", Arc::new(arrow_array::Float64Array::from(vec![90.0])) as ArrayRef)]).unwrap();
+        b.check_batch(&batch, &mut ctx).unwrap();
+        let SideOutput::Alert(resolved) = &side[0] else { panic!() };
+        assert_eq!((resolved["state"].as_str(), resolved["fired_at_ms"].as_i64(), resolved["resolved_at_ms"].as_i64()), (Some("resolved"), Some(1), Some(4)));
+        assert_eq!(b.stats().firing_alerts, 0);
+        // The resolution reaches the state as a tombstone: a restore forgets the alert.
+        let mut w = StateWriter::default();
+        b.snapshot(&mut w).unwrap();
+        a.restore(std::slice::from_ref(&w.batches)).unwrap();
+        assert!(a.firing.is_empty());
+        assert_eq!(feed(&mut a, 5, &[("x", 101.0)]), [pair("firing", "x")], "fires again");
     }
 
     #[test]

@@ -584,7 +584,7 @@ impl Operator for AlignedAggregate {
 
     fn stats(&self) -> OperatorStats {
         let open: usize = self.levels.iter().flat_map(|l| l.values()).map(|w| w.ids.len()).sum();
-        OperatorStats { keys: self.keys.len() as u64, open_windows: open as u64, state_bytes: 0 }
+        OperatorStats { keys: self.keys.len() as u64, open_windows: open as u64, ..Default::default() }
     }
 }
 

@@ -654,7 +654,7 @@ impl Operator for WindowAggregate {
 
     fn stats(&self) -> OperatorStats {
         let open: usize = self.keys.values().map(|s| s.open_windows()).sum();
-        OperatorStats { keys: self.keys.len() as u64, open_windows: open as u64, state_bytes: 0 }
+        OperatorStats { keys: self.keys.len() as u64, open_windows: open as u64, ..Default::default() }
     }
 }
 

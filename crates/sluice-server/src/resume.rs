@@ -1,0 +1,287 @@
+//! Resumable Server-Sent Event streams: every event gets an id, and a client that
+//! reconnects with `Last-Event-ID: N` (browsers' `EventSource` sends it by itself) gets
+//! what happened after `N` once, then live events: no gap and no duplicate.
+//!
+//! Two kinds of event share one id sequence (1, 2, … per stream):
+//! - **appended** ([`Replay::append`]): each one matters (a committed row batch, a closed
+//!   session, an alert). The last `capacity` are kept in a ring.
+//! - **keyed state** ([`Replay::set`]): the current state of one key replaces the key's
+//!   previous one (a player's open sessions, a key's early window results). Only the
+//!   latest per key is kept and replayed, as a compacted Kafka topic keeps the last value
+//!   of a key.
+//!
+//! A resume from `N` replays, in id order, the kept appended events after `N` and the
+//! latest state of every key that changed after `N`. It is complete while `N` is at or
+//! after the ring's horizon (the id before its oldest kept event); otherwise
+//! [`Resume::missed`] says how many appended events are gone and the client should fetch
+//! the whole view again (`event: resync`).
+//!
+//! Events are built only while someone listens, or for [`GRACE_MS`] after the last
+//! listener left, so a browser that reconnects within that time resumes exactly. A
+//! subscriber that comes after a longer silence starts a fresh history (a resume from
+//! before it gets `missed`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+
+/// How long after its last listener left a stream keeps building events for a resume, ms.
+pub const GRACE_MS: u64 = 60_000;
+
+/// An event with its id, and its SSE text once rendered (shared by every subscriber).
+#[derive(Debug)]
+pub struct Sequenced<E> {
+    pub id: u64,
+    pub event: E,
+    rendered: OnceLock<(&'static str, String)>,
+}
+
+impl<E> Sequenced<E> {
+    fn new(id: u64, event: E) -> Self {
+        Sequenced { id, event, rendered: OnceLock::new() }
+    }
+}
+
+/// What a subscriber gets: the replay after its last id, then live events.
+pub struct Resume<E> {
+    pub backlog: Vec<Arc<Sequenced<E>>>,
+    pub live: broadcast::Receiver<Arc<Sequenced<E>>>,
+    /// Appended events after the last id that are no longer kept (0: the resume is complete).
+    pub missed: u64,
+    /// Counts this subscriber as a listener until dropped.
+    pub guard: ListenGuard,
+}
+
+struct Inner<E> {
+    next_id: u64,
+    /// Ids at or below this cannot be resumed from exactly.
+    horizon: u64,
+    appended: VecDeque<Arc<Sequenced<E>>>,
+    latest: HashMap<String, Arc<Sequenced<E>>>,
+}
+
+/// A resumable stream of events `E`.
+pub struct Replay<E> {
+    inner: Mutex<Inner<E>>,
+    tx: broadcast::Sender<Arc<Sequenced<E>>>,
+    capacity: usize,
+    shared: Arc<Listeners>,
+}
+
+/// Who listens: the count, and when the last one left (ms since process start).
+struct Listeners {
+    count: AtomicUsize,
+    left_at_ms: AtomicU64,
+}
+
+/// Keeps a subscriber counted as a listener.
+pub struct ListenGuard(Arc<Listeners>);
+
+impl Drop for ListenGuard {
+    fn drop(&mut self) {
+        self.0.left_at_ms.store(uptime_ms().max(1), Ordering::Release);
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The id a client resumes after: the `Last-Event-ID` header, else the `last_event_id`
+/// query parameter.
+pub fn last_event_id(headers: &HeaderMap, query: Option<u64>) -> Option<u64> {
+    headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()).or(query)
+}
+
+/// Serves a subscription as Server-Sent Events: `event: resync` first when events were
+/// missed (also when the client reads too slowly), then each event that `keep` selects,
+/// with `id:` set. `render` gives an event's (name, data); it runs once per event, however
+/// many subscribers there are, so it must not depend on the subscriber.
+pub fn respond<E, K>(resume: Resume<E>, keep: K, render: fn(&E) -> (&'static str, String)) -> Response
+where
+    E: Send + Sync + 'static,
+    K: Fn(&E) -> bool + Send + Sync + 'static,
+{
+    let Resume { backlog, live, missed, guard } = resume;
+    let event = move |e: &Sequenced<E>| {
+        keep(&e.event).then(|| {
+            let (name, data) = e.rendered.get_or_init(|| render(&e.event));
+            Event::default().id(e.id.to_string()).event(*name).data(data.as_str())
+        })
+    };
+    let mut first = Vec::new();
+    if missed > 0 {
+        first.push(Event::default().event("resync").data(json!({"missed": missed}).to_string()));
+    }
+    first.extend(backlog.iter().filter_map(|e| event(e)));
+    let live = BroadcastStream::new(live).filter_map(move |r| {
+        let _listening = &guard;
+        std::future::ready(match r {
+            Ok(e) => event(&e),
+            Err(BroadcastStreamRecvError::Lagged(n)) => Some(Event::default().event("resync").data(json!({"missed": n}).to_string())),
+        })
+    });
+    let stream = futures_util::stream::iter(first).chain(live).map(Ok::<_, std::convert::Infallible>);
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// Milliseconds since the process first asked (a monotonic clock).
+pub fn uptime_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl<E: Send + Sync + 'static> Replay<E> {
+    /// A stream keeping the last `capacity` appended events (at least 1); its live channel
+    /// holds as many for slow readers.
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Replay {
+            inner: Mutex::new(Inner { next_id: 1, horizon: 0, appended: VecDeque::new(), latest: HashMap::new() }),
+            tx: broadcast::channel(capacity).0,
+            capacity,
+            // Never listened: no grace.
+            shared: Arc::new(Listeners { count: AtomicUsize::new(0), left_at_ms: AtomicU64::new(0) }),
+        }
+    }
+
+    /// Listeners now.
+    pub fn listeners(&self) -> usize {
+        self.shared.count.load(Ordering::Acquire)
+    }
+
+    /// Whether events should be built: someone listens, or left less than [`GRACE_MS`] ago.
+    pub fn wanted(&self) -> bool {
+        self.listeners() > 0 || self.in_grace()
+    }
+
+    fn in_grace(&self) -> bool {
+        let left = self.shared.left_at_ms.load(Ordering::Acquire);
+        left > 0 && uptime_ms().saturating_sub(left) < GRACE_MS
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<E>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes an appended event; returns its id.
+    pub fn append(&self, event: E) -> u64 {
+        let mut inner = self.lock();
+        let e = Arc::new(Sequenced::new(inner.next_id, event));
+        inner.next_id += 1;
+        inner.appended.push_back(e.clone());
+        while inner.appended.len() > self.capacity {
+            if let Some(old) = inner.appended.pop_front() {
+                inner.horizon = old.id;
+            }
+        }
+        let horizon = inner.horizon;
+        // Superseded-by-time tombstones nobody can resume into any more.
+        if inner.latest.len() > self.capacity {
+            inner.latest.retain(|_, v| v.id > horizon);
+        }
+        // Sent under the lock, so a subscriber's backlog and its live receiver meet exactly.
+        let _ = self.tx.send(e.clone());
+        e.id
+    }
+
+    /// Publishes the current state of `key`; returns its id.
+    pub fn set(&self, key: String, event: E) -> u64 {
+        let mut inner = self.lock();
+        let e = Arc::new(Sequenced::new(inner.next_id, event));
+        inner.next_id += 1;
+        inner.latest.insert(key, e.clone());
+        let _ = self.tx.send(e.clone());
+        e.id
+    }
+
+    /// Subscribes after `last_seen` (`None`: live events only).
+    pub fn subscribe(&self, last_seen: Option<u64>) -> Resume<E> {
+        let mut inner = self.lock();
+        if self.listeners() == 0 && !self.in_grace() {
+            // Nothing was built while nobody listened: the history restarts here.
+            inner.appended.clear();
+            inner.latest.clear();
+            inner.horizon = inner.next_id - 1;
+        }
+        self.shared.count.fetch_add(1, Ordering::AcqRel);
+        let guard = ListenGuard(self.shared.clone());
+        let live = self.tx.subscribe();
+        let Some(last) = last_seen else { return Resume { backlog: Vec::new(), live, missed: 0, guard } };
+        // An id from another life of the process (beyond any given) resumes from the start.
+        let last = if last >= inner.next_id { 0 } else { last };
+        let missed = inner.horizon.saturating_sub(last);
+        let mut backlog: Vec<Arc<Sequenced<E>>> = inner.appended.iter().filter(|e| e.id > last).cloned().collect();
+        backlog.extend(inner.latest.values().filter(|e| e.id > last).cloned());
+        backlog.sort_by_key(|e| e.id);
+        Resume { backlog, live, missed, guard }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids<E>(v: &[Arc<Sequenced<E>>]) -> Vec<u64> {
+        v.iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn a_resume_replays_appends_and_the_latest_state_of_changed_keys() {
+        let r: Replay<&str> = Replay::new(8);
+        let first = r.subscribe(None);
+        r.append("row 1"); // 1
+        r.set("a".into(), "a=1"); // 2
+        r.set("b".into(), "b=1"); // 3
+        r.set("a".into(), "a=2"); // 4
+        r.append("row 2"); // 5
+        drop(first);
+        let resumed = r.subscribe(Some(2));
+        assert_eq!(ids(&resumed.backlog), [3, 4, 5], "a=1 is superseded by a=2");
+        assert_eq!(resumed.missed, 0);
+        assert_eq!(resumed.backlog.iter().map(|e| e.event).collect::<Vec<_>>(), ["b=1", "a=2", "row 2"]);
+        // Live events follow the backlog with no gap.
+        let mut live = resumed.live;
+        r.append("row 3");
+        assert_eq!(live.try_recv().map(|e| e.id).ok(), Some(6));
+        assert!(r.subscribe(Some(6)).backlog.is_empty(), "nothing after the newest id");
+    }
+
+    #[test]
+    fn a_resume_past_the_ring_counts_what_is_gone() {
+        let r: Replay<u32> = Replay::new(2);
+        let _listening = r.subscribe(None);
+        for i in 0..5 {
+            r.append(i); // ids 1..=5; 4 and 5 kept
+        }
+        let resumed = r.subscribe(Some(1));
+        assert_eq!((ids(&resumed.backlog), resumed.missed), (vec![4, 5], 2));
+        assert_eq!(r.subscribe(Some(3)).missed, 0);
+        // An id beyond any given (a previous life of the server) replays what is kept.
+        assert_eq!(r.subscribe(Some(99)).missed, 3);
+    }
+
+    #[test]
+    fn events_are_wanted_while_listened_to_and_history_restarts_after_silence() {
+        let r: Replay<u32> = Replay::new(4);
+        assert!(!r.wanted(), "never listened");
+        let s = r.subscribe(None);
+        assert!(r.wanted());
+        r.append(1);
+        drop(s);
+        assert!(r.wanted(), "within the grace period");
+        // A silence longer than the grace period (0: no one left recently).
+        r.shared.left_at_ms.store(0, Ordering::Release);
+        assert!(!r.wanted());
+        let resumed = r.subscribe(Some(0));
+        assert!(resumed.backlog.is_empty());
+        assert_eq!(resumed.missed, 1, "event 1 was before the silence");
+    }
+}
