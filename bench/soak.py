@@ -78,25 +78,31 @@ def main():
     ap.add_argument("--rate", type=int, default=100_000)
     ap.add_argument("--players", type=int, default=10_000)
     ap.add_argument("--subscribers", type=int, default=200)
+    ap.add_argument("--readings", type=int, default=4, help="of the subscribers, player readings streams")
     ap.add_argument("--sample-s", type=float, default=60)
     ap.add_argument("--sluice", default="target/release/sluice")
     a = ap.parse_args()
     seconds = int(a.minutes * 60)
     stop = threading.Event()
     paths = []
+    # Player streams follow players of the load (`load-<run>-<i>`). A readings stream scans
+    # its player's partition, so only --readings of them.
+    run = f"soak{int(time.time())}"
     for i in range(a.subscribers):
-        kind = i % 4
-        player = f"load-{i * 37 % a.players}"
-        paths.append([f"/v1/sessions/stream?player={player}", f"/v1/players/{player}/readings", "/v1/events",
-                      "/v1/pipelines/heart_rate/stream"][kind])
+        player = f"load-{run}-{i * 37 % a.players}"
+        if i < a.readings:
+            paths.append(f"/v1/players/{player}/readings")
+        else:
+            paths.append([f"/v1/sessions/stream?player={player}", f"/v1/sessions/stream?player={player}", "/v1/events",
+                          "/v1/pipelines/heart_rate/stream"][i % 4])
     subs = [Subscriber(a.url, p, stop) for p in paths]
     gen = subprocess.Popen([a.sluice, "bench", "sse-latency", "--url", a.url, "--rate", str(a.rate), "--players", str(a.players),
-                            "--seconds", str(seconds), "--pid", str(a.pid)], stdout=subprocess.PIPE, text=True)
+                            "--seconds", str(seconds), "--pid", str(a.pid), "--run", run], stdout=subprocess.PIPE, text=True)
     from playwright.sync_api import sync_playwright
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"])
         pages = []
-        for path in ("/", "/players/load-1"):
+        for path in ("/", f"/players/load-{run}-1"):
             page = browser.new_page()
             page.goto(a.url + path)
             pages.append((path, page, page.context.new_cdp_session(page)))

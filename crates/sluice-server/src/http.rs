@@ -215,7 +215,7 @@ async fn stream(State(app): State<Arc<App>>, headers: axum::http::HeaderMap, who
     if let Some(why) = app.pipelines.rows_refusal(crate::live::HEART_RATE, &who) {
         return crate::pipelines::PipelineError::Forbidden(why).response();
     }
-    let resume = app.sessions.subscribe(crate::resume::last_event_id(&headers, q.last_event_id));
+    let resume = app.sessions.subscribe(crate::resume::last_event_id(&headers, q.last_event_id), q.player.as_deref());
     let player = q.player;
     crate::resume::respond(resume, move |e| player.as_deref().is_none_or(|p| e.player_id() == p), |e| (e.name(), e.data().to_string()))
 }

@@ -8,7 +8,8 @@
 //! - **keyed state** ([`Replay::set`]): the current state of one key replaces the key's
 //!   previous one (a player's open sessions, a key's early window results). Only the
 //!   latest per key is kept and replayed, as a compacted Kafka topic keeps the last value
-//!   of a key.
+//!   of a key. The newest states of at most `2 × capacity` keys are kept; beyond that the
+//!   oldest half go and the horizon moves past them.
 //!
 //! A resume from `N` replays, in id order, the kept appended events after `N` and the
 //! latest state of every key that changed after `N`. It is complete while `N` is at or
@@ -56,7 +57,7 @@ impl<E> Sequenced<E> {
 pub struct Resume<E> {
     pub backlog: Vec<Arc<Sequenced<E>>>,
     pub live: broadcast::Receiver<Arc<Sequenced<E>>>,
-    /// Appended events after the last id that are no longer kept (0: the resume is complete).
+    /// Events after the last id that are no longer kept (at most; 0: the resume is complete).
     pub missed: u64,
     /// Counts this subscriber as a listener until dropped.
     pub guard: ListenGuard,
@@ -66,9 +67,27 @@ struct Inner<E> {
     next_id: u64,
     /// Ids at or below this cannot be resumed from exactly.
     horizon: u64,
-    appended: VecDeque<Arc<Sequenced<E>>>,
+    appended: VecDeque<(Option<String>, Arc<Sequenced<E>>)>,
     latest: HashMap<String, Arc<Sequenced<E>>>,
+    /// Channels of subscribers to one route (e.g. one player), so that they are not woken
+    /// for every other event. Dropped when their last subscriber goes.
+    routes: HashMap<String, broadcast::Sender<Arc<Sequenced<E>>>>,
 }
+
+impl<E> Inner<E> {
+    /// Sends `e` to the subscribers of `route`, if any.
+    fn route(&mut self, route: Option<&str>, e: &Arc<Sequenced<E>>) {
+        let Some(r) = route.filter(|_| !self.routes.is_empty()) else { return };
+        if let Some(tx) = self.routes.get(r) {
+            if tx.send(e.clone()).is_err() {
+                self.routes.remove(r);
+            }
+        }
+    }
+}
+
+/// Live events for one route's subscribers.
+const ROUTE_CHANNEL: usize = 1024;
 
 /// A resumable stream of events `E`.
 pub struct Replay<E> {
@@ -144,7 +163,7 @@ impl<E: Send + Sync + 'static> Replay<E> {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Replay {
-            inner: Mutex::new(Inner { next_id: 1, horizon: 0, appended: VecDeque::new(), latest: HashMap::new() }),
+            inner: Mutex::new(Inner { next_id: 1, horizon: 0, appended: VecDeque::new(), latest: HashMap::new(), routes: HashMap::new() }),
             tx: broadcast::channel(capacity).0,
             capacity,
             // Never listened: no grace.
@@ -173,17 +192,23 @@ impl<E: Send + Sync + 'static> Replay<E> {
 
     /// Publishes an appended event; returns its id.
     pub fn append(&self, event: E) -> u64 {
+        self.append_routed(None, event)
+    }
+
+    /// Publishes an appended event that also goes to the subscribers of `route`.
+    pub fn append_routed(&self, route: Option<&str>, event: E) -> u64 {
         let mut inner = self.lock();
         let e = Arc::new(Sequenced::new(inner.next_id, event));
         inner.next_id += 1;
-        inner.appended.push_back(e.clone());
+        inner.appended.push_back((route.map(str::to_string), e.clone()));
         while inner.appended.len() > self.capacity {
-            if let Some(old) = inner.appended.pop_front() {
+            if let Some((_, old)) = inner.appended.pop_front() {
                 inner.horizon = old.id;
             }
         }
+        inner.route(route, &e);
         let horizon = inner.horizon;
-        // Superseded-by-time tombstones nobody can resume into any more.
+        // States at or below the horizon are never replayed (a resume from there is told to resync).
         if inner.latest.len() > self.capacity {
             inner.latest.retain(|_, v| v.id > horizon);
         }
@@ -192,18 +217,36 @@ impl<E: Send + Sync + 'static> Replay<E> {
         e.id
     }
 
-    /// Publishes the current state of `key`; returns its id.
+    /// Publishes the current state of `key`; returns its id. It also goes to the
+    /// subscribers of the route named `key`.
     pub fn set(&self, key: String, event: E) -> u64 {
         let mut inner = self.lock();
         let e = Arc::new(Sequenced::new(inner.next_id, event));
         inner.next_id += 1;
+        inner.route(Some(&key), &e);
         inner.latest.insert(key, e.clone());
+        if inner.latest.len() > 2 * self.capacity {
+            // Keep the newest `capacity` keys' states; a resume from before the oldest one
+            // dropped is told to resync. Amortised O(1): this runs once per `capacity` sets.
+            let mut ids: Vec<u64> = inner.latest.values().map(|v| v.id).collect();
+            let cut = ids.len() - self.capacity - 1;
+            let (_, threshold, _) = ids.select_nth_unstable(cut);
+            let threshold = *threshold;
+            inner.latest.retain(|_, v| v.id > threshold);
+            inner.horizon = inner.horizon.max(threshold);
+        }
         let _ = self.tx.send(e.clone());
         e.id
     }
 
     /// Subscribes after `last_seen` (`None`: live events only).
     pub fn subscribe(&self, last_seen: Option<u64>) -> Resume<E> {
+        self.subscribe_route(last_seen, None)
+    }
+
+    /// Subscribes to the events of one route only (with `Some`): those appended with it and
+    /// the state of the key of that name.
+    pub fn subscribe_route(&self, last_seen: Option<u64>, route: Option<&str>) -> Resume<E> {
         let mut inner = self.lock();
         if self.listeners() == 0 && !self.in_grace() {
             // Nothing was built while nobody listened: the history restarts here.
@@ -213,13 +256,17 @@ impl<E: Send + Sync + 'static> Replay<E> {
         }
         self.shared.count.fetch_add(1, Ordering::AcqRel);
         let guard = ListenGuard(self.shared.clone());
-        let live = self.tx.subscribe();
+        let live = match route {
+            None => self.tx.subscribe(),
+            Some(r) => inner.routes.entry(r.to_string()).or_insert_with(|| broadcast::channel(ROUTE_CHANNEL).0).subscribe(),
+        };
         let Some(last) = last_seen else { return Resume { backlog: Vec::new(), live, missed: 0, guard } };
         // An id from another life of the process (beyond any given) resumes from the start.
         let last = if last >= inner.next_id { 0 } else { last };
         let missed = inner.horizon.saturating_sub(last);
-        let mut backlog: Vec<Arc<Sequenced<E>>> = inner.appended.iter().filter(|e| e.id > last).cloned().collect();
-        backlog.extend(inner.latest.values().filter(|e| e.id > last).cloned());
+        let on_route = |r: Option<&str>| route.is_none_or(|want| r == Some(want));
+        let mut backlog: Vec<Arc<Sequenced<E>>> = inner.appended.iter().filter(|(r, e)| e.id > last && on_route(r.as_deref())).map(|(_, e)| e.clone()).collect();
+        backlog.extend(inner.latest.iter().filter(|(k, e)| e.id > last && on_route(Some(k.as_str()))).map(|(_, e)| e.clone()));
         backlog.sort_by_key(|e| e.id);
         Resume { backlog, live, missed, guard }
     }
@@ -266,6 +313,34 @@ mod tests {
         assert_eq!(r.subscribe(Some(3)).missed, 0);
         // An id beyond any given (a previous life of the server) replays what is kept.
         assert_eq!(r.subscribe(Some(99)).missed, 3);
+    }
+
+    #[test]
+    fn a_route_gets_only_its_events_live_and_in_the_replay() {
+        let r: Replay<&str> = Replay::new(8);
+        let mine = r.subscribe_route(None, Some("ann"));
+        r.set("bob".into(), "bob open"); // 1
+        r.set("ann".into(), "ann open"); // 2
+        r.append_routed(Some("bob"), "bob closed"); // 3
+        r.append_routed(Some("ann"), "ann closed"); // 4
+        let mut live = mine.live;
+        assert_eq!([live.try_recv().map(|e| e.id).ok(), live.try_recv().map(|e| e.id).ok()], [Some(2), Some(4)]);
+        assert!(live.try_recv().is_err());
+        assert_eq!(ids(&r.subscribe_route(Some(0), Some("ann")).backlog), [2, 4]);
+        assert_eq!(ids(&r.subscribe(Some(0)).backlog), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn keyed_states_are_bounded_and_a_resume_from_before_them_resyncs() {
+        let r: Replay<u64> = Replay::new(4);
+        let _listening = r.subscribe(None);
+        for k in 0..9u64 {
+            r.set(format!("k{k}"), k); // ids 1..=9; past 8 keys, the oldest 5 go
+        }
+        let resumed = r.subscribe(Some(0));
+        assert_eq!(ids(&resumed.backlog), [6, 7, 8, 9]);
+        assert_eq!(resumed.missed, 5, "states 1..=5 are gone: resync");
+        assert_eq!(r.subscribe(Some(5)).missed, 0);
     }
 
     #[test]

@@ -161,8 +161,9 @@ impl SessionStore {
 
     /// Follows the changes after `last_seen` (an SSE `Last-Event-ID`): the replay is each
     /// player's open sessions now, if they changed after it, and the sessions closed after it.
-    pub fn subscribe(&self, last_seen: Option<u64>) -> Resume<SessionEvent> {
-        self.events.subscribe(last_seen)
+    /// With `player`, only that player's events (and only they wake the subscriber).
+    pub fn subscribe(&self, last_seen: Option<u64>, player: Option<&str>) -> Resume<SessionEvent> {
+        self.events.subscribe_route(last_seen, player)
     }
 
     pub fn set_open(&self, player_id: String, open: Vec<SessionSummary>) {
@@ -203,7 +204,7 @@ impl SessionStore {
                 }
                 self.events.set(s.player_id.clone(), SessionEvent::Update { player_id: s.player_id.clone(), open: rest });
             }
-            self.events.append(SessionEvent::Closed(s));
+            self.events.append_routed(Some(&s.player_id.clone()), SessionEvent::Closed(s));
         }
     }
 

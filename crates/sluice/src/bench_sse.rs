@@ -4,8 +4,9 @@
 //!
 //! - A probe player sends one reading every `--probe-ms` over HTTP and notes when each is
 //!   acknowledged (the server acks after fsync).
-//! - A listener on `/v1/sessions/stream` (the dashboard's stream) notes when the probe's
-//!   open session first counts that many readings. The difference is the latency a
+//! - A listener on `/v1/sessions/stream?player=<probe>` (a player page's stream; with
+//!   `--all-players`, every player's, as the players page) notes when the probe's open
+//!   session first counts that many readings. The difference is the latency a
 //!   dashboard sees.
 //! - Meanwhile `--rate` readings/s from `--players` other players go in as NDJSON bodies,
 //!   100 a second, from `--loaders` threads.
@@ -47,15 +48,23 @@ pub struct SseLatencyArgs {
     /// The server's pid, for its RSS.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Follow every player's updates (`/v1/sessions/stream`, as the players page does), not
+    /// only the probe's (`?player=`, as a player page does).
+    #[arg(long)]
+    pub all_players: bool,
+    /// Names this run's players `load-<run>-<i>` and the probe `probe-<run>` (default: the
+    /// time in seconds, so no reading is late behind an earlier run's).
+    #[arg(long)]
+    pub run: Option<String>,
 }
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().into()
 }
 
-/// Sends `rate` readings/s as 100 NDJSON bodies a second. Player `i`'s readings are 1 s
-/// apart in event time.
-fn load(url: String, rate: u64, players: u64, first: u64, step: u64, until: Instant, start_ms: i64, sent: Arc<AtomicU64>) {
+/// Sends `rate` readings/s as 100 NDJSON bodies a second, as players `load-<run>-<i>`,
+/// each one's readings 1 s apart in event time.
+fn load(url: String, rate: u64, players: u64, first: u64, step: u64, until: Instant, start_ms: i64, run: String, sent: Arc<AtomicU64>) {
     let agent = agent();
     let per_tick = (rate / 100).max(1);
     let t0 = Instant::now();
@@ -66,7 +75,7 @@ fn load(url: String, rate: u64, players: u64, first: u64, step: u64, until: Inst
         body.clear();
         for _ in 0..per_tick {
             let (p, k) = (n % players, n / players);
-            body.push_str(&format!("{{\"playerId\":\"load-{p}\",\"heartbeat\":{},\"createdAt\":{}}}\n", 90 + (n * 7) % 90, start_ms + k as i64 * 1000));
+            body.push_str(&format!("{{\"playerId\":\"load-{run}-{p}\",\"heartbeat\":{},\"createdAt\":{}}}\n", 90 + (n * 7) % 90, start_ms + k as i64 * 1000));
             n += step;
         }
         let ok = agent.post(&format!("{url}/v1/topics/{TOPIC}/records")).header("Content-Type", "application/x-ndjson").send(body.as_str()).map(|r| r.status() == 200);
@@ -81,9 +90,10 @@ fn load(url: String, rate: u64, players: u64, first: u64, step: u64, until: Inst
 }
 
 /// Follows the sessions stream; notes when the probe's open session first has n readings.
-fn listen(url: String, probe: String, seen: Arc<Mutex<HashMap<u64, Instant>>>, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn listen(url: String, probe: String, all: bool, seen: Arc<Mutex<HashMap<u64, Instant>>>, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let resp = agent.get(&format!("{url}/v1/sessions/stream")).call().context("GET /v1/sessions/stream")?;
+    let path = if all { "/v1/sessions/stream".to_string() } else { format!("/v1/sessions/stream?player={probe}") };
+    let resp = agent.get(&format!("{url}{path}")).call().context("GET /v1/sessions/stream")?;
     if resp.status() != 200 {
         bail!("GET /v1/sessions/stream: {}", resp.status());
     }
@@ -135,14 +145,16 @@ fn cpu_seconds() -> f64 {
 pub fn run(a: SseLatencyArgs) -> anyhow::Result<()> {
     let url = a.url.trim_end_matches('/').to_string();
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let probe = format!("probe-{}", now_ms / 1000);
+    // Players are new in each run, so no reading is late behind an earlier run's.
+    let run = a.run.clone().unwrap_or_else(|| format!("{}", now_ms / 1000));
+    let probe = format!("probe-{run}");
     let start_ms = now_ms / 60_000 * 60_000 - 3_600_000;
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let ready = Arc::new(AtomicBool::new(false));
     {
-        let (url, probe, seen, ready) = (url.clone(), probe.clone(), seen.clone(), ready.clone());
+        let (url, probe, seen, ready, all) = (url.clone(), probe.clone(), seen.clone(), ready.clone(), a.all_players);
         std::thread::spawn(move || {
-            if let Err(e) = listen(url, probe, seen, ready) {
+            if let Err(e) = listen(url, probe, all, seen, ready) {
                 eprintln!("listener: {e:#}");
             }
         });
@@ -164,7 +176,8 @@ pub fn run(a: SseLatencyArgs) -> anyhow::Result<()> {
         for i in 0..loaders {
             let (url, sent) = (url.clone(), sent.clone());
             let (rate, players) = (a.rate / loaders, a.players.max(1));
-            threads.push(std::thread::spawn(move || load(url, rate, players, i, loaders, until, start_ms, sent)));
+            let run = run.clone();
+            threads.push(std::thread::spawn(move || load(url, rate, players, i, loaders, until, start_ms, run, sent)));
         }
     }
     let agent = agent();
