@@ -31,27 +31,29 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 class Subscriber(threading.Thread):
-    def __init__(self, url, path, stop):
+    """Reads one SSE stream with blocking reads (a socket file object cannot be read
+    again after a timeout); close() ends it."""
+
+    def __init__(self, url, path, kind):
         super().__init__(daemon=True)
-        self.url, self.path, self.stop = urlparse(url), path, stop
+        self.url, self.path, self.kind = urlparse(url), path, kind
         self.events = self.resyncs = self.bytes = 0
         self.error = None
+        self.closing = False
+        self.sock = None
         self.start()
 
     def run(self):
         try:
-            sock = socket.create_connection((self.url.hostname, self.url.port), timeout=5)
-            sock.sendall(f"GET {self.path} HTTP/1.1\r\nHost: {self.url.hostname}\r\nAccept: text/event-stream\r\n\r\n".encode())
-            f = sock.makefile("rb")
+            self.sock = socket.create_connection((self.url.hostname, self.url.port), timeout=5)
+            self.sock.settimeout(None)
+            self.sock.sendall(f"GET {self.path} HTTP/1.1\r\nHost: {self.url.hostname}\r\nAccept: text/event-stream\r\n\r\n".encode())
+            f = self.sock.makefile("rb")
             status = f.readline()
             if b" 200 " not in status:
                 raise RuntimeError(status.decode(errors="replace").strip())
-            sock.settimeout(1.0)
-            while not self.stop.is_set():
-                try:
-                    line = f.readline()
-                except (socket.timeout, OSError):
-                    continue
+            while True:
+                line = f.readline()
                 if not line:
                     raise RuntimeError("stream ended")
                 self.bytes += len(line)
@@ -59,9 +61,17 @@ class Subscriber(threading.Thread):
                     self.events += 1
                     if b"resync" in line:
                         self.resyncs += 1
-            sock.close()
         except Exception as e:  # noqa: BLE001 - reported at the end
-            self.error = f"{self.path}: {e}"
+            if not self.closing:
+                self.error = f"{self.path}: {e}"
+
+    def close(self):
+        self.closing = True
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def js_heap_mb(page, cdp):
@@ -83,7 +93,6 @@ def main():
     ap.add_argument("--sluice", default="target/release/sluice")
     a = ap.parse_args()
     seconds = int(a.minutes * 60)
-    stop = threading.Event()
     paths = []
     # Player streams follow players of the load (`load-<run>-<i>`). A readings stream scans
     # its player's partition, so only --readings of them.
@@ -91,11 +100,11 @@ def main():
     for i in range(a.subscribers):
         player = f"load-{run}-{i * 37 % a.players}"
         if i < a.readings:
-            paths.append(f"/v1/players/{player}/readings")
+            paths.append(("readings", f"/v1/players/{player}/readings"))
         else:
-            paths.append([f"/v1/sessions/stream?player={player}", f"/v1/sessions/stream?player={player}", "/v1/events",
-                          "/v1/pipelines/heart_rate/stream"][i % 4])
-    subs = [Subscriber(a.url, p, stop) for p in paths]
+            paths.append([("player sessions", f"/v1/sessions/stream?player={player}"), ("player sessions", f"/v1/sessions/stream?player={player}"),
+                          ("events", "/v1/events"), ("pipeline", "/v1/pipelines/heart_rate/stream")][i % 4])
+    subs = [Subscriber(a.url, p, k) for k, p in paths]
     gen = subprocess.Popen([a.sluice, "bench", "sse-latency", "--url", a.url, "--rate", str(a.rate), "--players", str(a.players),
                             "--seconds", str(seconds), "--pid", str(a.pid), "--run", run], stdout=subprocess.PIPE, text=True)
     from playwright.sync_api import sync_playwright
@@ -120,12 +129,13 @@ def main():
         heap1 = {p: js_heap_mb(pg, cdp) for p, pg, cdp in pages}
         texts = {p: pg.inner_text("#status") for p, pg, _ in pages}
         browser.close()
-    stop.set()
+    for sub in subs:
+        sub.close()
     print(gen.stdout.read())
     errors = [s.error for s in subs if s.error]
     by_kind = {}
     for s in subs:
-        k = s.path.split("?")[0].rsplit("/", 1)[-1] if "readings" not in s.path else "readings"
+        k = s.kind
         e, n, r = by_kind.get(k, (0, 0, 0))
         by_kind[k] = (e + s.events, n + 1, r + s.resyncs)
     print("subscribers:", ", ".join(f"{k}: {n} streams, {e:,} events, {r} resyncs" for k, (e, n, r) in by_kind.items()))
