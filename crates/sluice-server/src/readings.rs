@@ -113,11 +113,16 @@ async fn readings(State(app): State<Arc<App>>, headers: HeaderMap, who: Option<E
                 let woken = notify.notified();
                 tokio::pin!(woken);
                 woken.as_mut().enable();
-                let from = next.max(partition.log_start_offset());
+                // Before the log start (retention deleted it): from the start. Past the high
+                // watermark (an id from another log): from the end.
+                let from = next.max(partition.log_start_offset()).min(partition.high_watermark());
                 let read = {
                     let (partition, decoder, player) = (partition.clone(), decoder.clone(), player.clone());
                     tokio::task::spawn_blocking(move || {
-                        let records = partition.read(from, READ_RECORDS, 4 << 20).unwrap_or_default();
+                        let records = partition.read(from, READ_RECORDS, 4 << 20).unwrap_or_else(|e| {
+                            tracing::warn!(topic = %partition.topic(), offset = from, error = %e, "player readings stream: read failed; retrying");
+                            Vec::new()
+                        });
                         let next = records.last().map(|r| r.offset + 1);
                         let found: Vec<(i64, f64)> = records
                             .iter()
