@@ -207,11 +207,6 @@ impl<E: Send + Sync + 'static> Replay<E> {
             }
         }
         inner.route(route, &e);
-        let horizon = inner.horizon;
-        // States at or below the horizon are never replayed (a resume from there is told to resync).
-        if inner.latest.len() > self.capacity {
-            inner.latest.retain(|_, v| v.id > horizon);
-        }
         // Sent under the lock, so a subscriber's backlog and its live receiver meet exactly.
         let _ = self.tx.send(e.clone());
         e.id
