@@ -216,8 +216,8 @@ async fn stream(State(app): State<Arc<App>>, headers: axum::http::HeaderMap, who
         return crate::pipelines::PipelineError::Forbidden(why).response();
     }
     let resume = app.sessions.subscribe(crate::resume::last_event_id(&headers, q.last_event_id), q.player.as_deref());
-    let player = q.player;
-    crate::resume::respond(resume, move |e| player.as_deref().is_none_or(|p| e.player_id() == p), |e| (e.name(), e.data().to_string()))
+    // With `player`, the subscription's route already holds only that player's events.
+    crate::resume::respond(resume, |_| true, |e| (e.name(), e.data().to_string()))
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response {

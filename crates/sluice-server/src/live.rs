@@ -16,7 +16,6 @@
 //! Row objects have the pipeline's output columns; timestamps are RFC 3339 (UTC).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
@@ -28,7 +27,7 @@ use sluice_core::model::{SessionSummary, ZoneMs};
 use sluice_stream::operator::Rows;
 use sluice_stream::runner::Observer;
 
-use crate::resume::{uptime_ms, Replay, Resume, GRACE_MS};
+use crate::resume::{ListenGuard, Presence, Replay, Resume};
 use crate::sessions::SessionStore;
 
 /// Name of the pipeline whose output is the heart-rate sessions view.
@@ -49,15 +48,14 @@ pub struct LiveEvent {
 /// One pipeline's live stream.
 pub struct LiveView {
     events: Replay<LiveEvent>,
-    early_subscribers: AtomicUsize,
-    /// When the last early subscriber left ([`uptime_ms`]; 0: none did).
-    early_left_ms: AtomicU64,
+    /// Subscribers that want early results.
+    early: Arc<Presence>,
     recent: Mutex<VecDeque<Value>>,
 }
 
 impl LiveView {
     fn new() -> Self {
-        LiveView { events: Replay::new(REPLAY_EVENTS), early_subscribers: AtomicUsize::new(0), early_left_ms: AtomicU64::new(0), recent: Mutex::new(VecDeque::new()) }
+        LiveView { events: Replay::new(REPLAY_EVENTS), early: Arc::new(Presence::default()), recent: Mutex::new(VecDeque::new()) }
     }
 
     /// Follows the stream after `last_seen` (an SSE `Last-Event-ID`).
@@ -66,31 +64,13 @@ impl LiveView {
     }
 
     /// Counts a subscriber that wants early results until the guard drops.
-    pub fn early_guard(self: &Arc<Self>) -> EarlyGuard {
-        self.early_subscribers.fetch_add(1, Ordering::AcqRel);
-        EarlyGuard(self.clone())
-    }
-
-    /// Whether early results become events: someone wants them, or did less than
-    /// [`GRACE_MS`] ago (so a reconnect resumes them).
-    fn early_wanted(&self) -> bool {
-        let left = self.early_left_ms.load(Ordering::Acquire);
-        self.early_subscribers.load(Ordering::Acquire) > 0 || (left > 0 && uptime_ms().saturating_sub(left) < GRACE_MS)
+    pub fn early_guard(&self) -> ListenGuard {
+        self.early.enter()
     }
 
     /// The most recent committed rows, newest last.
     pub fn recent(&self) -> Vec<Value> {
         self.recent.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
-    }
-}
-
-/// Keeps early results flowing while a subscriber wants them.
-pub struct EarlyGuard(Arc<LiveView>);
-
-impl Drop for EarlyGuard {
-    fn drop(&mut self) {
-        self.0.early_left_ms.store(uptime_ms().max(1), Ordering::Release);
-        self.0.early_subscribers.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -180,7 +160,8 @@ impl Observer for LiveViews {
         let view = self.view(pipeline);
         let keys = early.keys.len();
         // Rows become JSON only while someone listens.
-        if view.early_wanted() {
+        // (or did within the grace period, so that a reconnect resumes them).
+        if view.early.wanted() {
             let mut by_key: Vec<Vec<Value>> = vec![Vec::new(); keys];
             for (i, r) in rows_json(&rows.batch).into_iter().enumerate() {
                 if let Some(v) = by_key.get_mut(early.row_key.value(i) as usize) {
@@ -217,7 +198,7 @@ impl Observer for LiveViews {
     fn wants_early(&self, pipeline: &str) -> bool {
         // The sessions stream shows heart_rate's open sessions, which are its early results.
         (pipeline == HEART_RATE && self.sessions.has_subscribers())
-            || self.views.lock().unwrap_or_else(|p| p.into_inner()).get(pipeline).is_some_and(|v| v.early_subscribers.load(Ordering::Acquire) > 0)
+            || self.views.lock().unwrap_or_else(|p| p.into_inner()).get(pipeline).is_some_and(|v| v.early.count() > 0)
     }
 }
 

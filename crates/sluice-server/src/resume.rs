@@ -94,17 +94,44 @@ pub struct Replay<E> {
     inner: Mutex<Inner<E>>,
     tx: broadcast::Sender<Arc<Sequenced<E>>>,
     capacity: usize,
-    shared: Arc<Listeners>,
+    shared: Arc<Presence>,
 }
 
-/// Who listens: the count, and when the last one left (ms since process start).
-struct Listeners {
+/// Who listens: the count, and when the last one left (ms since process start; 0: none
+/// did). Shared by a [`Replay`] and anything else that works only while someone listens
+/// (a pipeline's early results).
+#[derive(Default)]
+pub struct Presence {
     count: AtomicUsize,
     left_at_ms: AtomicU64,
 }
 
+impl Presence {
+    /// Counts a listener until the guard drops.
+    pub fn enter(self: &Arc<Self>) -> ListenGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        ListenGuard(self.clone())
+    }
+
+    /// Listeners now.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Whether the last listener left less than [`GRACE_MS`] ago.
+    pub fn in_grace(&self) -> bool {
+        let left = self.left_at_ms.load(Ordering::Acquire);
+        left > 0 && uptime_ms().saturating_sub(left) < GRACE_MS
+    }
+
+    /// Someone listens, or left less than [`GRACE_MS`] ago.
+    pub fn wanted(&self) -> bool {
+        self.count() > 0 || self.in_grace()
+    }
+}
+
 /// Keeps a subscriber counted as a listener.
-pub struct ListenGuard(Arc<Listeners>);
+pub struct ListenGuard(Arc<Presence>);
 
 impl Drop for ListenGuard {
     fn drop(&mut self) {
@@ -167,23 +194,18 @@ impl<E: Send + Sync + 'static> Replay<E> {
             tx: broadcast::channel(capacity).0,
             capacity,
             // Never listened: no grace.
-            shared: Arc::new(Listeners { count: AtomicUsize::new(0), left_at_ms: AtomicU64::new(0) }),
+            shared: Arc::new(Presence::default()),
         }
     }
 
     /// Listeners now.
     pub fn listeners(&self) -> usize {
-        self.shared.count.load(Ordering::Acquire)
+        self.shared.count()
     }
 
     /// Whether events should be built: someone listens, or left less than [`GRACE_MS`] ago.
     pub fn wanted(&self) -> bool {
-        self.listeners() > 0 || self.in_grace()
-    }
-
-    fn in_grace(&self) -> bool {
-        let left = self.shared.left_at_ms.load(Ordering::Acquire);
-        left > 0 && uptime_ms().saturating_sub(left) < GRACE_MS
+        self.shared.wanted()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner<E>> {
@@ -243,14 +265,13 @@ impl<E: Send + Sync + 'static> Replay<E> {
     /// the state of the key of that name.
     pub fn subscribe_route(&self, last_seen: Option<u64>, route: Option<&str>) -> Resume<E> {
         let mut inner = self.lock();
-        if self.listeners() == 0 && !self.in_grace() {
+        if !self.shared.wanted() {
             // Nothing was built while nobody listened: the history restarts here.
             inner.appended.clear();
             inner.latest.clear();
             inner.horizon = inner.next_id - 1;
         }
-        self.shared.count.fetch_add(1, Ordering::AcqRel);
-        let guard = ListenGuard(self.shared.clone());
+        let guard = self.shared.enter();
         let live = match route {
             None => self.tx.subscribe(),
             Some(r) => inner.routes.entry(r.to_string()).or_insert_with(|| broadcast::channel(ROUTE_CHANNEL).0).subscribe(),

@@ -34,14 +34,6 @@ impl SessionEvent {
         }
     }
 
-    /// The player the event is about.
-    pub fn player_id(&self) -> &str {
-        match self {
-            SessionEvent::Update { player_id, .. } => player_id,
-            SessionEvent::Closed(s) => &s.player_id,
-        }
-    }
-
     pub fn data(&self) -> Value {
         match self {
             SessionEvent::Update { player_id, open } => json!({"player_id": player_id, "open": open.iter().map(session_json).collect::<Vec<_>>()}),

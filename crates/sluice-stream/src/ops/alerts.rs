@@ -196,19 +196,17 @@ impl Alerts {
                     }
                     _ => continue,
                 };
-                {
-                    e.insert("state".into(), json!(state));
-                    e.insert("pipeline".into(), json!(self.pipeline));
-                    e.insert("rule".into(), json!(rule.name));
-                    e.insert("column".into(), json!(rule.column));
-                    e.insert("value".into(), json!(v));
-                    e.insert("key".into(), Value::Object(key));
-                    let ts = |a: &Option<arrow_array::TimestampMillisecondArray>| a.as_ref().filter(|a| a.is_valid(i)).map(|a| sluice_core::time::format_ms(a.value(i)));
-                    e.insert("window_start".into(), json!(ts(&ws)));
-                    e.insert("window_end".into(), json!(ts(&we)));
-                    e.entry("fired_at_ms").or_insert(json!(ctx.now_ms));
-                    ctx.side.push(SideOutput::Alert(Value::Object(e)));
-                }
+                e.insert("state".into(), json!(state));
+                e.insert("pipeline".into(), json!(self.pipeline));
+                e.insert("rule".into(), json!(rule.name));
+                e.insert("column".into(), json!(rule.column));
+                e.insert("value".into(), json!(v));
+                e.insert("key".into(), Value::Object(key));
+                let ts = |a: &Option<arrow_array::TimestampMillisecondArray>| a.as_ref().filter(|a| a.is_valid(i)).map(|a| sluice_core::time::format_ms(a.value(i)));
+                e.insert("window_start".into(), json!(ts(&ws)));
+                e.insert("window_end".into(), json!(ts(&we)));
+                e.entry("fired_at_ms").or_insert(json!(ctx.now_ms));
+                ctx.side.push(SideOutput::Alert(Value::Object(e)));
             }
         }
         Ok(())
