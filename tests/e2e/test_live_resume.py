@@ -165,3 +165,32 @@ def test_alerts_fire_resolve_and_reach_the_events_stream(sluice):
     assert (p["alerts"], p["alerts_firing"]) == (1, 0), p
     metrics = requests.get(f"{sluice.url}/metrics", timeout=10).text
     assert 'sluice_pipeline_alerts_firing{pipeline="hot"} 0' in metrics
+
+
+def test_a_merged_sessions_stream_sends_each_players_newest_state_once_per_interval(sluice):
+    url = f"{sluice.url}/v1/sessions/stream"
+    every, merged = Reader(url), Reader(url + "?merge_ms=1000")
+    time.sleep(0.5)  # both subscribed
+    players = [f"m{i}" for i in range(5)]
+    for k in range(10):  # ten small posts 50 ms apart: ten rounds of early results
+        post(sluice, [reference.event(p, BASE + k * 1000, 120) for p in players])
+        time.sleep(0.05)
+
+    def latest(evs):
+        out = {}
+        for _, e, d in evs:
+            if e == "session_update" and d["player_id"] in players:
+                out[d["player_id"]] = d["open"][0]["samples"] if d["open"] else 0
+        return out
+
+    done = lambda evs: latest(evs) == {p: 10 for p in players}
+    got_merged, got_every = merged.wait(done), every.wait(done)
+    merged.close()
+    every.close()
+    ids = [int(i) for i, _, _ in got_merged]
+    assert ids == sorted(ids) and len(ids) == len(set(ids)), "id order, no duplicate"
+    count = lambda evs, p: sum(1 for _, e, d in evs if e == "session_update" and d["player_id"] == p)
+    for p in players:
+        # The posts took about 0.6 s, so at most two 1 s flushes (three if one fell between).
+        assert 1 <= count(got_merged, p) <= 3, (p, count(got_merged, p))
+    assert sum(count(got_every, p) for p in players) > sum(count(got_merged, p) for p in players) >= len(players)

@@ -64,6 +64,11 @@ pub const PIPELINE_STATE_BYTES: &str = "sluice_pipeline_state_bytes";
 pub const CHECKPOINTS_TOTAL: &str = "sluice_checkpoints_total";
 /// Time from a checkpoint's barrier to its manifest committed, seconds. A histogram.
 pub const CHECKPOINT_DURATION_SECONDS: &str = "sluice_checkpoint_duration_seconds";
+/// How long a pipeline takes no input at a checkpoint barrier (the synchronous part of
+/// its snapshot: changed state written to the page cache, output staged; the fsync of
+/// the state follows on another thread), seconds. Flink calls it the sync duration.
+/// Labels: `pipeline`. A histogram with [`CHECKPOINT_DURATION_BUCKETS_SECONDS`].
+pub const PIPELINE_CHECKPOINT_PAUSE_SECONDS: &str = "sluice_pipeline_checkpoint_pause_seconds";
 /// Checkpoints that failed (after one, pipelines stop checkpointing until a restart).
 pub const CHECKPOINT_FAILURES_TOTAL: &str = "sluice_checkpoint_failures_total";
 /// Bytes of state changes written by checkpoints.
@@ -184,6 +189,7 @@ pub fn describe() {
     describe_gauge!(PIPELINE_STATE_BYTES, Unit::Bytes, "Bytes of a pipeline's state files.");
     describe_counter!(CHECKPOINTS_TOTAL, Unit::Count, "Checkpoints committed.");
     describe_histogram!(CHECKPOINT_DURATION_SECONDS, Unit::Seconds, "Checkpoint time from barrier to manifest committed.");
+    describe_histogram!(PIPELINE_CHECKPOINT_PAUSE_SECONDS, Unit::Seconds, "Time a pipeline takes no input at a checkpoint barrier (the synchronous part of its snapshot).");
     describe_counter!(CHECKPOINT_FAILURES_TOTAL, Unit::Count, "Checkpoints that failed.");
     describe_gauge!(LOG_POISONED, Unit::Count, "1 while the log refuses writes after a disk failure.");
     describe_gauge!(DISK_FREE_BYTES, Unit::Bytes, "Free bytes on the data directory's file system.");

@@ -57,7 +57,9 @@ function followSessions(player, apply, limit, onLoad) {
   // The first open loads the page; a reconnect resumes from the last event id (the server
   // replays what changed meanwhile), and `resync` (too much missed) loads it again.
   let loaded = false;
-  stream('/v1/sessions/stream' + (player ? '?player=' + encodeURIComponent(player) : ''), {
+  // A player's page takes each of its updates; the page of every player takes one per
+  // player per 250 ms (the server merges them), so it keeps up at any ingest rate.
+  stream('/v1/sessions/stream' + (player ? '?player=' + encodeURIComponent(player) : '?merge_ms=250'), {
     open: () => { setStatus(true, 'live'); if (!loaded) { loaded = true; load().catch(() => {}); } },
     error: () => setStatus(false, 'reconnecting…'),
     session_update: (e) => {

@@ -5,8 +5,10 @@
 //!   fields). Closed sessions come newest first, `limit` (default 1000, at most 10000) at a
 //!   time; pass `next` as `before` for the next page (open sessions come with the first
 //!   page only). 400 `invalid_cursor`.
-//! - `GET /v1/sessions/stream[?player=ID]`: Server-Sent Events (of one player's sessions). `event: session_update` carries
+//! - `GET /v1/sessions/stream[?player=ID][&merge_ms=N]`: Server-Sent Events (of one player's sessions). `event: session_update` carries
 //!   `{"player_id", "open": [...]}`; `event: session_closed` carries one closed session;
+//!   with `merge_ms`, live events come once per `N` ms with one update per player (the
+//!   newest; at most 60,000 ms), as a page of every player wants under load;
 //!   `event: resync` means events were dropped for a slow client: fetch `/v1/sessions` again.
 //!   Events have ids; a reconnect with `Last-Event-ID: N` (or `?last_event_id=N`) gets the
 //!   open sessions of every player that changed after `N` and the sessions closed after
@@ -103,6 +105,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let builder = builder
             .set_buckets_for_metric(Matcher::Full(t::KAFKA_REQUEST_DURATION_SECONDS.to_string()), t::KAFKA_REQUEST_DURATION_BUCKETS_SECONDS)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(t::CHECKPOINT_DURATION_SECONDS.to_string()), t::CHECKPOINT_DURATION_BUCKETS_SECONDS))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(t::PIPELINE_CHECKPOINT_PAUSE_SECONDS.to_string()), t::CHECKPOINT_DURATION_BUCKETS_SECONDS))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(t::QUOTA_THROTTLE_SECONDS.to_string()), t::QUOTA_THROTTLE_BUCKETS_SECONDS))
             // Every gauge is sampled at scrape time, so one not set for a while belongs to
             // something gone (a deleted topic or group, a dropped pipeline): leave it out
@@ -209,6 +212,10 @@ struct StreamQuery {
     player: Option<String>,
     /// Same as the `Last-Event-ID` header (the header wins).
     last_event_id: Option<u64>,
+    /// Send live events once per this many ms, with only each player's newest open
+    /// sessions ([`crate::resume::respond`]); 0 or absent: each event as it comes.
+    #[serde(default)]
+    merge_ms: u64,
 }
 
 async fn stream(State(app): State<Arc<App>>, headers: axum::http::HeaderMap, who: Option<axum::Extension<crate::auth::Principal>>, Query(q): Query<StreamQuery>) -> Response {
@@ -217,7 +224,7 @@ async fn stream(State(app): State<Arc<App>>, headers: axum::http::HeaderMap, who
     }
     let resume = app.sessions.subscribe(crate::resume::last_event_id(&headers, q.last_event_id), q.player.as_deref());
     // With `player`, the subscription's route already holds only that player's events.
-    crate::resume::respond(resume, |_| true, |e| (e.name(), e.data().to_string()))
+    crate::resume::respond(resume, |_| true, |e| (e.name(), e.data().to_string()), q.merge_ms)
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response {

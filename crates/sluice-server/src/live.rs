@@ -1,12 +1,13 @@
 //! Live views of pipelines: committed rows, early results and alerts as they happen, for
 //! Server-Sent Events, plus the heart-rate sessions view behind `/v1/sessions`.
 //!
-//! `GET /v1/pipelines/{name}/stream[?early=true]` sends:
+//! `GET /v1/pipelines/{name}/stream[?early=true][&merge_ms=N]` sends:
 //! - `event: result`, data `{"output": <table>, "rows": [...]}`: rows committed to an
 //!   output (the pipeline's, or a rollup level's), after their checkpoint;
 //! - `event: update`, data `{"key": <key>, "rows": [...]}` (only with `early=true`): the
-//!   current results of a key's open windows, at most every 500 ms; `rows` is empty when
-//!   the key has no open window any more;
+//!   current results of a key's open windows, every `stream.live_early_results_interval_ms`
+//!   while watched (5 ms by default); `rows` is empty when the key has no open window any
+//!   more. With `merge_ms`, live events come once per `N` ms with each key's newest update;
 //! - `event: alert`, data: the alert with its evidence;
 //! - `event: resync`: events were dropped for a slow client; fetch the table again.
 //!

@@ -397,6 +397,10 @@ struct StreamQuery {
     early: bool,
     /// Same as the `Last-Event-ID` header (the header wins).
     last_event_id: Option<u64>,
+    /// Send live events once per this many ms, with only each key's newest early results
+    /// ([`crate::resume::respond`]); 0 or absent: each event as it comes.
+    #[serde(default)]
+    merge_ms: u64,
 }
 
 async fn stream(State(p): State<Arc<Pipelines>>, headers: axum::http::HeaderMap, who: Option<Extension<Principal>>, Path(name): Path<String>, Query(q): Query<StreamQuery>) -> Response {
@@ -416,5 +420,6 @@ async fn stream(State(p): State<Arc<Pipelines>>, headers: axum::http::HeaderMap,
             e.name != "update" || q.early
         },
         |e| (e.name, e.data.to_string()),
+        q.merge_ms,
     )
 }

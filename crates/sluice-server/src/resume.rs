@@ -22,10 +22,10 @@
 //! subscriber that comes after a longer silence starts a fresh history (a resume from
 //! before it gets `missed`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -44,12 +44,14 @@ pub const GRACE_MS: u64 = 60_000;
 pub struct Sequenced<E> {
     pub id: u64,
     pub event: E,
+    /// The key of a keyed state ([`Replay::set`]); None for an appended event.
+    pub key: Option<String>,
     rendered: OnceLock<(&'static str, String)>,
 }
 
 impl<E> Sequenced<E> {
-    fn new(id: u64, event: E) -> Self {
-        Sequenced { id, event, rendered: OnceLock::new() }
+    fn new(id: u64, key: Option<String>, event: E) -> Self {
+        Sequenced { id, event, key, rendered: OnceLock::new() }
     }
 }
 
@@ -146,11 +148,22 @@ pub fn last_event_id(headers: &HeaderMap, query: Option<u64>) -> Option<u64> {
     headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()).or(query)
 }
 
+/// The longest `merge_ms` a subscriber may ask for, ms.
+pub const MAX_MERGE_MS: u64 = 60_000;
+
 /// Serves a subscription as Server-Sent Events: `event: resync` first when events were
 /// missed (also when the client reads too slowly), then each event that `keep` selects,
 /// with `id:` set. `render` gives an event's (name, data); it runs once per event, however
 /// many subscribers there are, so it must not depend on the subscriber.
-pub fn respond<E, K>(resume: Resume<E>, keep: K, render: fn(&E) -> (&'static str, String)) -> Response
+///
+/// With `merge_ms` > 0 (capped at [`MAX_MERGE_MS`]), live events go out in one flush per
+/// `merge_ms`, and a flush holds only the newest state of each key ([`Replay::set`])
+/// with every appended event, in id order. A key's older states are dropped only when a
+/// newer one goes out in the same flush, so a `Last-Event-ID` resume still sees every
+/// key's latest state: merging loses nothing a compacted topic would keep. This is how a
+/// page of every player follows 100k updates a second: it gets at most one per player
+/// per flush.
+pub fn respond<E, K>(resume: Resume<E>, keep: K, render: fn(&E) -> (&'static str, String), merge_ms: u64) -> Response
 where
     E: Send + Sync + 'static,
     K: Fn(&E) -> bool + Send + Sync + 'static,
@@ -167,15 +180,92 @@ where
         first.push(Event::default().event("resync").data(json!({"missed": missed}).to_string()));
     }
     first.extend(backlog.iter().filter_map(|e| event(e)));
-    let live = BroadcastStream::new(live).filter_map(move |r| {
-        let _listening = &guard;
-        std::future::ready(match r {
-            Ok(e) => event(&e),
-            Err(BroadcastStreamRecvError::Lagged(n)) => Some(Event::default().event("resync").data(json!({"missed": n}).to_string())),
-        })
-    });
+    let resync = |n: u64| Event::default().event("resync").data(json!({"missed": n}).to_string());
+    let live = if merge_ms == 0 {
+        BroadcastStream::new(live)
+            .filter_map(move |r| {
+                let _listening = &guard;
+                std::future::ready(match r {
+                    Ok(e) => event(&e),
+                    Err(BroadcastStreamRecvError::Lagged(n)) => Some(resync(n)),
+                })
+            })
+            .boxed()
+    } else {
+        let merge = Merge::new(live, Duration::from_millis(merge_ms.min(MAX_MERGE_MS)));
+        futures_util::stream::unfold(merge, |mut m| async move { m.next_flush().await.map(|f| (f, m)) })
+            .flat_map(move |(missed, events)| {
+                let _listening = &guard;
+                let mut out: Vec<Event> = Vec::with_capacity(events.len() + 1);
+                if missed > 0 {
+                    out.push(resync(missed));
+                }
+                out.extend(events.iter().filter_map(|e| event(e)));
+                futures_util::stream::iter(out)
+            })
+            .boxed()
+    };
     let stream = futures_util::stream::iter(first).chain(live).map(Ok::<_, std::convert::Infallible>);
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// One subscriber's live events gathered between flushes, the newest state per key.
+struct Merge<E> {
+    live: broadcast::Receiver<Arc<Sequenced<E>>>,
+    tick: tokio::time::Interval,
+    /// Held events by id (an id order flush).
+    held: BTreeMap<u64, Arc<Sequenced<E>>>,
+    /// The id of each key's held state.
+    held_key: HashMap<String, u64>,
+    missed: u64,
+    closed: bool,
+}
+
+impl<E> Merge<E> {
+    fn new(live: broadcast::Receiver<Arc<Sequenced<E>>>, every: Duration) -> Self {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Merge { live, tick, held: BTreeMap::new(), held_key: HashMap::new(), missed: 0, closed: false }
+    }
+
+    /// Holds `e`, dropping the held state of its key that it replaces.
+    fn hold(&mut self, e: Arc<Sequenced<E>>) {
+        if let Some(k) = &e.key {
+            if let Some(old) = self.held_key.insert(k.clone(), e.id) {
+                self.held.remove(&old);
+            }
+        }
+        self.held.insert(e.id, e);
+    }
+
+    /// Waits for the next tick with something to send: (events missed by lagging, the
+    /// held events in id order). None once the stream ended and nothing is held.
+    async fn next_flush(&mut self) -> Option<(u64, Vec<Arc<Sequenced<E>>>)> {
+        loop {
+            if self.closed {
+                if self.held.is_empty() && self.missed == 0 {
+                    return None;
+                }
+            } else {
+                tokio::select! {
+                    r = self.live.recv() => {
+                        match r {
+                            Ok(e) => self.hold(e),
+                            Err(broadcast::error::RecvError::Lagged(n)) => self.missed += n,
+                            Err(broadcast::error::RecvError::Closed) => self.closed = true,
+                        }
+                        continue;
+                    }
+                    _ = self.tick.tick() => {}
+                }
+            }
+            if !self.held.is_empty() || self.missed > 0 {
+                self.held_key.clear();
+                let events = std::mem::take(&mut self.held).into_values().collect();
+                return Some((std::mem::take(&mut self.missed), events));
+            }
+        }
+    }
 }
 
 /// Milliseconds since the process first asked (a monotonic clock).
@@ -220,7 +310,7 @@ impl<E: Send + Sync + 'static> Replay<E> {
     /// Publishes an appended event that also goes to the subscribers of `route`.
     pub fn append_routed(&self, route: Option<&str>, event: E) -> u64 {
         let mut inner = self.lock();
-        let e = Arc::new(Sequenced::new(inner.next_id, event));
+        let e = Arc::new(Sequenced::new(inner.next_id, None, event));
         inner.next_id += 1;
         inner.appended.push_back((route.map(str::to_string), e.clone()));
         while inner.appended.len() > self.capacity {
@@ -238,7 +328,7 @@ impl<E: Send + Sync + 'static> Replay<E> {
     /// subscribers of the route named `key`.
     pub fn set(&self, key: String, event: E) -> u64 {
         let mut inner = self.lock();
-        let e = Arc::new(Sequenced::new(inner.next_id, event));
+        let e = Arc::new(Sequenced::new(inner.next_id, Some(key.clone()), event));
         inner.next_id += 1;
         inner.route(Some(&key), &e);
         inner.latest.insert(key, e.clone());
@@ -294,6 +384,37 @@ mod tests {
 
     fn ids<E>(v: &[Arc<Sequenced<E>>]) -> Vec<u64> {
         v.iter().map(|e| e.id).collect()
+    }
+
+    #[tokio::test]
+    async fn a_merged_flush_holds_each_keys_newest_state_and_every_append_in_id_order() {
+        let r: Replay<&str> = Replay::new(64);
+        let mut m = Merge::new(r.subscribe(None).live, Duration::from_millis(20));
+        r.set("a".into(), "a1");
+        r.append("x");
+        r.set("b".into(), "b1");
+        r.set("a".into(), "a2");
+        r.append("y");
+        let (missed, events) = m.next_flush().await.unwrap();
+        assert_eq!(missed, 0);
+        assert_eq!(events.iter().map(|e| e.event).collect::<Vec<_>>(), ["x", "b1", "a2", "y"]);
+        assert_eq!(ids(&events), [2, 3, 4, 5]);
+        // The next flush starts empty: a key sent before is sent again when it changes.
+        r.set("a".into(), "a3");
+        let (_, events) = m.next_flush().await.unwrap();
+        assert_eq!(events.iter().map(|e| e.event).collect::<Vec<_>>(), ["a3"]);
+    }
+
+    #[tokio::test]
+    async fn a_merging_subscriber_that_lags_is_told_how_many_it_missed() {
+        let r: Replay<u32> = Replay::new(4);
+        let mut m = Merge::new(r.subscribe(None).live, Duration::from_millis(20));
+        for i in 0..10 {
+            r.append(i);
+        }
+        let (missed, events) = m.next_flush().await.unwrap();
+        assert_eq!(missed, 6);
+        assert_eq!(events.iter().map(|e| e.event).collect::<Vec<_>>(), [6, 7, 8, 9]);
     }
 
     #[test]

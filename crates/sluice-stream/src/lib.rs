@@ -24,6 +24,7 @@ mod reader;
 pub mod runner;
 pub mod sql;
 pub mod state;
+mod state_sync;
 pub mod window;
 pub mod zones;
 

@@ -21,7 +21,8 @@ use crate::decode::{BatchDecoder, SourceChunk};
 use crate::reader::{Fetched, ReadAhead, Waker};
 use crate::operator::{Chain, Ctx, Hook, Rows, SideOutput};
 use crate::pipeline::{Planned, StartPosition, ALERTS_TOPIC};
-use crate::state::{self, StateFiles, StateWriter};
+use crate::state::{self, ClosedStateFile, StateFiles, StateWriter};
+use crate::state_sync::Syncer;
 use crate::{BoxError, StreamError};
 
 /// A partitioned, offset-addressed input (a topic of the log, seen through a trait).
@@ -192,11 +193,15 @@ pub(crate) struct Runner {
     draining: Option<(Vec<u64>, Sender<Result<(), String>>)>,
     drain_waiters: Vec<(u64, Sender<Result<(), String>>)>,
     last_barrier: u64,
+    /// Makes each barrier's change files durable off this thread, then answers it.
+    syncer: Syncer,
     status: Arc<PipelineStatus>,
     observer: Arc<dyn Observer>,
     request_checkpoint: Arc<dyn Fn() + Send + Sync>,
     settings: RunSettings,
     last_early: Instant,
+    /// Whether records came since the last round of early results began.
+    input_since_early: bool,
     last_timer: Instant,
     /// This poll's chunks: (partition, index of its first record among the poll's records, chunk).
     polled: Vec<(u32, u32, SourceChunk)>,
@@ -296,11 +301,13 @@ impl Runner {
             draining: None,
             drain_waiters: Vec::new(),
             last_barrier: 0,
+            syncer: Syncer::start(&name)?,
             status,
             observer,
             request_checkpoint,
             settings,
             last_early: Instant::now(),
+            input_since_early: false,
             last_timer: Instant::now(),
             polled: Vec::new(),
         })
@@ -359,7 +366,10 @@ impl Runner {
                     Err(TryRecvError::Empty) => break,
                 }
             }
-            self.poll(Duration::from_millis(10))?;
+            if let Some(e) = self.syncer.failure() {
+                return Err(StreamError::Checkpoint { path: self.dir.join("state").join(self.name()), reason: e });
+            }
+            self.poll(self.poll_wait())?;
             // A command waiting (a barrier) goes first; the timers run on the next round.
             if !self.reader.woken() {
                 self.after_poll()?;
@@ -375,17 +385,13 @@ impl Runner {
 
     fn handle(&mut self, cmd: Cmd) -> Result<(), StreamError> {
         match cmd {
-            Cmd::Barrier { id, reply } => {
-                let r = self.barrier(id);
-                let (out, err) = match r {
-                    Ok(cp) => (Ok(cp), None),
-                    Err(e) => (Err(crate::error_chain(&e)), Some(e)),
-                };
-                let _ = reply.send(out);
-                if let Some(e) = err {
+            Cmd::Barrier { id, reply } => match self.barrier(id) {
+                Ok((cp, files)) => self.syncer.submit(files, cp, reply),
+                Err(e) => {
+                    let _ = reply.send(Err(crate::error_chain(&e)));
                     return Err(e);
                 }
-            }
+            },
             Cmd::Commit { id } => self.commit(id)?,
             Cmd::Drain { reply } => {
                 let targets = (0..self.source.partition_count()).map(|p| self.source.end_offset(p)).collect();
@@ -468,6 +474,7 @@ impl Runner {
         }
         self.polled.push((p, base, chunk));
         self.part_last_input[pi] = now_ms();
+        self.input_since_early = true;
         let rows = Rows { stream: 0, batch, event_ms, origin: Some(origin), early: None };
         let mut side = Vec::new();
         let mut ctx = Ctx { now_ms: now_ms(), watermark_ms: self.watermark, caught_up: false, side: &mut side };
@@ -510,19 +517,40 @@ impl Runner {
         // `early_results_interval_ms`, or `live_early_results_interval_ms` while someone
         // watches live, in slices: one per poll while an operator has keys left, so that a
         // barrier never waits behind a whole round.
-        let watching = self.observer.wants_early(&self.p.spec.name);
-        let interval = if watching { self.settings.live_early_results_interval_ms } else { self.settings.early_results_interval_ms };
-        let due = self.last_early.elapsed() >= Duration::from_millis(interval);
+        let due = self.early_interval().is_some_and(|i| self.last_early.elapsed() >= i);
         let pending = self.chain.early_pending();
-        if (due || pending) && (self.p.spec.early_results || watching) {
+        if due || (pending && self.early_interval().is_some()) {
             if !pending {
                 self.last_early = Instant::now();
+                self.input_since_early = false;
             }
             let mut ctx = Ctx { now_ms: now, watermark_ms: self.watermark, caught_up, side: &mut side };
             let out = self.chain.hook(Hook::Early, &mut ctx)?;
             self.route(out, side);
         }
         Ok(())
+    }
+
+    /// How often early results are due: every `live_early_results_interval_ms` while
+    /// someone watches the pipeline live, else every `early_results_interval_ms` for a
+    /// pipeline with `early_results`; None when neither.
+    fn early_interval(&self) -> Option<Duration> {
+        if self.observer.wants_early(&self.p.spec.name) {
+            Some(Duration::from_millis(self.settings.live_early_results_interval_ms))
+        } else {
+            self.p.spec.early_results.then(|| Duration::from_millis(self.settings.early_results_interval_ms))
+        }
+    }
+
+    /// How long a poll may wait for input: 10 ms, or less when input came since the last
+    /// round of early results and the next round is due sooner, so that a lone record on
+    /// an idle pipeline is shown when its round is due, not a whole wait later.
+    fn poll_wait(&self) -> Duration {
+        const WAIT: Duration = Duration::from_millis(10);
+        match self.early_interval() {
+            Some(i) if self.input_since_early => i.saturating_sub(self.last_early.elapsed()).min(WAIT),
+            _ => WAIT,
+        }
     }
 
     /// Sends chain output and side outputs where they belong.
@@ -595,7 +623,7 @@ impl Runner {
     fn write_ahead(&mut self, now: i64) -> Result<(), StreamError> {
         let name = self.p.spec.name.clone();
         for (i, op) in self.chain.ops.iter_mut().enumerate() {
-            let (mut w, keys) = next_change_file(&self.dir, &mut self.ahead[i], &name, i, op.name());
+            let (mut w, keys) = next_change_file(&self.dir, &mut self.ahead[i], &name, i, op.name(), self.last_barrier);
             op.presnapshot(now, &mut w)?;
             let keys = keys + w.changed_keys;
             self.ahead[i] = w.into_file().map(|f| (f, keys));
@@ -603,9 +631,24 @@ impl Runner {
         Ok(())
     }
 
-    /// Checkpoint barrier: write changed state, stage buffered output.
-    fn barrier(&mut self, id: u64) -> Result<PipelineCheckpoint, StreamError> {
+    /// Checkpoint barrier: write changed state, stage buffered output. The change files
+    /// come back closed but not yet durable, with their names; the [`Syncer`] fsyncs them
+    /// before the checkpoint is answered.
+    fn barrier(&mut self, id: u64) -> Result<(PipelineCheckpoint, Vec<(ClosedStateFile, PathBuf)>), StreamError> {
+        let started = Instant::now();
+        let r = self.barrier_sync(id);
+        metrics::histogram!(t::PIPELINE_CHECKPOINT_PAUSE_SECONDS, "pipeline" => self.p.spec.name.clone()).record(started.elapsed().as_secs_f64());
+        r
+    }
+
+    /// The synchronous part of [`Runner::barrier`], during which the pipeline takes no input.
+    fn barrier_sync(&mut self, id: u64) -> Result<(PipelineCheckpoint, Vec<(ClosedStateFile, PathBuf)>), StreamError> {
+        // The change file of this barrier (when none was written ahead) is named for the
+        // previous one, as files written ahead are, and the next write ahead for this one,
+        // so a file still being synced is never opened again.
+        let seq = self.last_barrier;
         self.last_barrier = id;
+        let mut unsynced = Vec::new();
         self.status.dirty.store(false, Ordering::Release);
         let name = self.p.spec.name.clone();
         // Adopt finished compactions.
@@ -637,13 +680,15 @@ impl Runner {
             state_keys += s.keys;
             open += s.open_windows;
             firing += s.firing_alerts;
-            let (mut w, ahead_keys) = next_change_file(&self.dir, &mut self.ahead[i], &name, i, op.name());
+            let (mut w, ahead_keys) = next_change_file(&self.dir, &mut self.ahead[i], &name, i, op.name(), seq);
             op.snapshot(&mut w)?;
             changed_keys += w.changed_keys + ahead_keys;
             // A file exists when state was written ahead or now.
             if let Some(file) = w.into_file() {
                 let rel = format!("state/{name}/{i}-{}/delta-{id:020}.arrow", op.name());
-                let size = file.finish(&self.dir.join(&rel))?;
+                let closed = file.close()?;
+                let size = closed.size;
+                unsynced.push((closed, self.dir.join(&rel)));
                 self.files[i].deltas.push(rel);
                 self.files[i].delta_bytes += size;
                 written += size;
@@ -683,7 +728,7 @@ impl Runner {
             pending.alerts = alerts;
         }
         self.pending.insert(id, pending);
-        Ok(PipelineCheckpoint {
+        let cp = PipelineCheckpoint {
             fingerprint: self.p.fingerprint.clone(),
             offsets: self.offsets.clone(),
             partition_max_event_ms: self.part_max.clone(),
@@ -691,7 +736,8 @@ impl Runner {
             staged,
             written_bytes: written,
             changed_keys,
-        })
+        };
+        Ok((cp, unsynced))
     }
 
     /// The checkpoint `id` is committed: publish what was staged for it.
@@ -769,20 +815,23 @@ fn lower_priority() {
     }
 }
 
-/// The checkpoint id of a delta file name (`…/delta-<id>.arrow`).
-/// The temporary name of an operator's next change file (relative to the checkpoints
-/// directory); a crash leaves it unnamed by any manifest, and the next one truncates it.
 /// The writer of operator `op_index`'s next change file, appending to what was written
 /// ahead of the barrier (`ahead`, taken), and how many keys that was.
-fn next_change_file(dir: &Path, ahead: &mut Option<(state::StateFileWriter, u64)>, pipeline: &str, op_index: usize, op_name: &str) -> (StateWriter, u64) {
+fn next_change_file(dir: &Path, ahead: &mut Option<(state::StateFileWriter, u64)>, pipeline: &str, op_index: usize, op_name: &str, after: u64) -> (StateWriter, u64) {
     let (open, keys) = ahead.take().map_or((None, 0), |(f, k)| (Some(f), k));
-    (StateWriter::to_file(dir.join(ahead_path(pipeline, op_index, op_name)), open), keys)
+    (StateWriter::to_file(dir.join(ahead_path(pipeline, op_index, op_name, after)), open), keys)
 }
 
-fn ahead_path(pipeline: &str, op_index: usize, op_name: &str) -> String {
-    format!("state/{pipeline}/{op_index}-{op_name}/delta-next.arrow.tmp")
+/// The temporary name (relative to the checkpoints directory) of an operator's change
+/// file begun after barrier `after`; a crash leaves it unnamed by any manifest. Names differ from
+/// one barrier to the next, so the file of a barrier still being synced is never truncated
+/// by the next one; after a restart, barrier ids (and so names) repeat from the last
+/// committed checkpoint, so what a crash left is reused, not piled up.
+fn ahead_path(pipeline: &str, op_index: usize, op_name: &str, after: u64) -> String {
+    format!("state/{pipeline}/{op_index}-{op_name}/delta-after-{after:020}.arrow.tmp")
 }
 
+/// The checkpoint id of a delta file name (`…/delta-<id>.arrow`).
 fn delta_id(path: &str) -> Option<u64> {
     path.rsplit('/').next()?.strip_prefix("delta-")?.strip_suffix(".arrow")?.parse().ok()
 }

@@ -151,14 +151,40 @@ impl StateFileWriter {
     }
 
     /// Ends the file, fsyncs it and renames it to `path`; returns its size.
-    pub fn finish(mut self, path: &Path) -> Result<u64, StreamError> {
+    pub fn finish(self, path: &Path) -> Result<u64, StreamError> {
+        self.close()?.persist(path)
+    }
+
+    /// Ends the file (footer written, buffers flushed to the kernel), not yet durable.
+    /// This is the cheap, synchronous half of [`StateFileWriter::finish`]; the fsync is
+    /// [`ClosedStateFile::persist`], which another thread can do.
+    pub fn close(mut self) -> Result<ClosedStateFile, StreamError> {
         let tmp = self.tmp;
         self.writer.finish().map_err(arrow_err(&tmp))?;
         let file = self.writer.into_inner().map_err(arrow_err(&tmp))?.into_inner().map_err(|e| StreamError::State { path: tmp.clone(), reason: e.to_string() })?;
-        file.sync_all().map_err(io(&tmp))?;
         let size = file.metadata().map_err(io(&tmp))?.len();
-        std::fs::rename(&tmp, path).map_err(io(path))?;
-        Ok(size)
+        Ok(ClosedStateFile { tmp, file, size })
+    }
+}
+
+/// A whole state file under its temporary name, written but not yet fsync'd.
+pub struct ClosedStateFile {
+    tmp: PathBuf,
+    file: File,
+    /// Its size, bytes.
+    pub size: u64,
+}
+
+impl ClosedStateFile {
+    /// Fsyncs the file, renames it to `path` and fsyncs the directory, so that the name
+    /// survives a crash too; returns its size. Errors name the file and the failed step.
+    pub fn persist(self, path: &Path) -> Result<u64, StreamError> {
+        self.file.sync_all().map_err(io(&self.tmp))?;
+        std::fs::rename(&self.tmp, path).map_err(io(path))?;
+        if let Some(dir) = path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        }
+        Ok(self.size)
     }
 }
 

@@ -52,6 +52,10 @@ pub struct SseLatencyArgs {
     /// only the probe's (`?player=`, as a player page does).
     #[arg(long)]
     pub all_players: bool,
+    /// With `--all-players`: ask the server to merge updates per player over this many ms
+    /// (`?merge_ms=`, as the players page does with 250); 0: every update.
+    #[arg(long, default_value_t = 0)]
+    pub merge_ms: u64,
     /// Names this run's players `load-<run>-<i>` and the probe `probe-<run>` (default: the
     /// time in seconds, so no reading is late behind an earlier run's).
     #[arg(long)]
@@ -90,9 +94,12 @@ fn load(url: String, rate: u64, players: u64, first: u64, step: u64, until: Inst
 }
 
 /// Follows the sessions stream; notes when the probe's open session first has n readings.
-fn listen(url: String, probe: String, all: bool, seen: Arc<Mutex<HashMap<u64, Instant>>>, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn listen(url: String, probe: String, all: Option<u64>, seen: Arc<Mutex<HashMap<u64, Instant>>>, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let path = if all { "/v1/sessions/stream".to_string() } else { format!("/v1/sessions/stream?player={probe}") };
+    let path = match all {
+        Some(merge_ms) => format!("/v1/sessions/stream?merge_ms={merge_ms}"),
+        None => format!("/v1/sessions/stream?player={probe}"),
+    };
     let resp = agent.get(&format!("{url}{path}")).call().context("GET /v1/sessions/stream")?;
     if resp.status() != 200 {
         bail!("GET /v1/sessions/stream: {}", resp.status());
@@ -152,7 +159,7 @@ pub fn run(a: SseLatencyArgs) -> anyhow::Result<()> {
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let ready = Arc::new(AtomicBool::new(false));
     {
-        let (url, probe, seen, ready, all) = (url.clone(), probe.clone(), seen.clone(), ready.clone(), a.all_players);
+        let (url, probe, seen, ready, all) = (url.clone(), probe.clone(), seen.clone(), ready.clone(), a.all_players.then_some(a.merge_ms));
         std::thread::spawn(move || {
             if let Err(e) = listen(url, probe, all, seen, ready) {
                 eprintln!("listener: {e:#}");
