@@ -169,12 +169,12 @@ where
     K: Fn(&E) -> bool + Send + Sync + 'static,
 {
     let Resume { backlog, live, missed, guard } = resume;
-    let event = move |e: &Sequenced<E>| {
+    let event = Arc::new(move |e: &Sequenced<E>| {
         keep(&e.event).then(|| {
             let (name, data) = e.rendered.get_or_init(|| render(&e.event));
             Event::default().id(e.id.to_string()).event(*name).data(data.as_str())
         })
-    };
+    });
     let mut first = Vec::new();
     if missed > 0 {
         first.push(Event::default().event("resync").data(json!({"missed": missed}).to_string()));
@@ -192,16 +192,14 @@ where
             })
             .boxed()
     } else {
-        let merge = Merge::new(live, Duration::from_millis(merge_ms.min(MAX_MERGE_MS)));
+        let merge = Merge::start(live, Duration::from_millis(merge_ms.min(MAX_MERGE_MS)));
         futures_util::stream::unfold(merge, |mut m| async move { m.next_flush().await.map(|f| (f, m)) })
             .flat_map(move |(missed, events)| {
                 let _listening = &guard;
-                let mut out: Vec<Event> = Vec::with_capacity(events.len() + 1);
-                if missed > 0 {
-                    out.push(resync(missed));
-                }
-                out.extend(events.iter().filter_map(|e| event(e)));
-                futures_util::stream::iter(out)
+                let event = event.clone();
+                // Rendered as the connection takes them, so the first go out at once.
+                let events = events.into_iter().filter_map(move |e| event(&e));
+                futures_util::stream::iter((missed > 0).then(|| resync(missed)).into_iter().chain(events))
             })
             .boxed()
     };
@@ -209,60 +207,78 @@ where
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
-/// One subscriber's live events gathered between flushes, the newest state per key.
+/// One subscriber's live events gathered between flushes, the newest state per key. A
+/// task takes them off the channel as they come, also while a flush is being written, so
+/// a big flush to a slow reader does not make the subscriber lag.
 struct Merge<E> {
-    live: broadcast::Receiver<Arc<Sequenced<E>>>,
+    held: Arc<Mutex<Held<E>>>,
     tick: tokio::time::Interval,
-    /// Held events by id (an id order flush).
-    held: BTreeMap<u64, Arc<Sequenced<E>>>,
+    /// Ends the collecting task when this subscriber goes.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+struct Held<E> {
+    /// Held events by id (a flush is in id order).
+    events: BTreeMap<u64, Arc<Sequenced<E>>>,
     /// The id of each key's held state.
-    held_key: HashMap<String, u64>,
+    by_key: HashMap<String, u64>,
     missed: u64,
     closed: bool,
 }
 
-impl<E> Merge<E> {
-    fn new(live: broadcast::Receiver<Arc<Sequenced<E>>>, every: Duration) -> Self {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Merge { live, tick, held: BTreeMap::new(), held_key: HashMap::new(), missed: 0, closed: false }
-    }
-
+impl<E> Held<E> {
     /// Holds `e`, dropping the held state of its key that it replaces.
     fn hold(&mut self, e: Arc<Sequenced<E>>) {
         if let Some(k) = &e.key {
-            if let Some(old) = self.held_key.insert(k.clone(), e.id) {
-                self.held.remove(&old);
+            if let Some(old) = self.by_key.insert(k.clone(), e.id) {
+                self.events.remove(&old);
             }
         }
-        self.held.insert(e.id, e);
+        self.events.insert(e.id, e);
+    }
+}
+
+impl<E: Send + Sync + 'static> Merge<E> {
+    /// Starts collecting `live` (on the Tokio runtime) for flushes every `every`.
+    fn start(mut live: broadcast::Receiver<Arc<Sequenced<E>>>, every: Duration) -> Self {
+        let held = Arc::new(Mutex::new(Held { events: BTreeMap::new(), by_key: HashMap::new(), missed: 0, closed: false }));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let h = held.clone();
+        tokio::spawn(async move {
+            loop {
+                let r = tokio::select! {
+                    r = live.recv() => r,
+                    _ = &mut stopped => return,
+                };
+                let mut held = h.lock().unwrap_or_else(|p| p.into_inner());
+                match r {
+                    Ok(e) => held.hold(e),
+                    Err(broadcast::error::RecvError::Lagged(n)) => held.missed += n,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        held.closed = true;
+                        return;
+                    }
+                }
+            }
+        });
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Merge { held, tick, _stop: stop }
     }
 
     /// Waits for the next tick with something to send: (events missed by lagging, the
     /// held events in id order). None once the stream ended and nothing is held.
     async fn next_flush(&mut self) -> Option<(u64, Vec<Arc<Sequenced<E>>>)> {
         loop {
-            if self.closed {
-                if self.held.is_empty() && self.missed == 0 {
-                    return None;
-                }
-            } else {
-                tokio::select! {
-                    r = self.live.recv() => {
-                        match r {
-                            Ok(e) => self.hold(e),
-                            Err(broadcast::error::RecvError::Lagged(n)) => self.missed += n,
-                            Err(broadcast::error::RecvError::Closed) => self.closed = true,
-                        }
-                        continue;
-                    }
-                    _ = self.tick.tick() => {}
-                }
+            self.tick.tick().await;
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            if !held.events.is_empty() || held.missed > 0 {
+                held.by_key.clear();
+                let events = std::mem::take(&mut held.events).into_values().collect();
+                return Some((std::mem::take(&mut held.missed), events));
             }
-            if !self.held.is_empty() || self.missed > 0 {
-                self.held_key.clear();
-                let events = std::mem::take(&mut self.held).into_values().collect();
-                return Some((std::mem::take(&mut self.missed), events));
+            if held.closed {
+                return None;
             }
         }
     }
@@ -389,7 +405,7 @@ mod tests {
     #[tokio::test]
     async fn a_merged_flush_holds_each_keys_newest_state_and_every_append_in_id_order() {
         let r: Replay<&str> = Replay::new(64);
-        let mut m = Merge::new(r.subscribe(None).live, Duration::from_millis(20));
+        let mut m = Merge::start(r.subscribe(None).live, Duration::from_millis(20));
         r.set("a".into(), "a1");
         r.append("x");
         r.set("b".into(), "b1");
@@ -408,7 +424,7 @@ mod tests {
     #[tokio::test]
     async fn a_merging_subscriber_that_lags_is_told_how_many_it_missed() {
         let r: Replay<u32> = Replay::new(4);
-        let mut m = Merge::new(r.subscribe(None).live, Duration::from_millis(20));
+        let mut m = Merge::start(r.subscribe(None).live, Duration::from_millis(20));
         for i in 0..10 {
             r.append(i);
         }
