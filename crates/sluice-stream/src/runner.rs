@@ -277,6 +277,8 @@ impl Runner {
         let streams = 1 + p.spec.rollups.len();
         let n_ops = chain.ops.len();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        remove_unnamed_change_files(&dir, &name);
+        let syncer = Syncer::start(&name)?;
         let reader = ReadAhead::start(source.clone(), &BatchDecoder::new(p.plan.record.clone()), &offsets, settings.batch_records, cores, READ_AHEAD + cores, &p.spec.name)?;
         Ok(Runner {
             p,
@@ -301,7 +303,7 @@ impl Runner {
             draining: None,
             drain_waiters: Vec::new(),
             last_barrier: 0,
-            syncer: Syncer::start(&name)?,
+            syncer,
             status,
             observer,
             request_checkpoint,
@@ -823,12 +825,31 @@ fn next_change_file(dir: &Path, ahead: &mut Option<(state::StateFileWriter, u64)
 }
 
 /// The temporary name (relative to the checkpoints directory) of an operator's change
-/// file begun after barrier `after`; a crash leaves it unnamed by any manifest. Names differ from
-/// one barrier to the next, so the file of a barrier still being synced is never truncated
-/// by the next one; after a restart, barrier ids (and so names) repeat from the last
-/// committed checkpoint, so what a crash left is reused, not piled up.
+/// file begun after barrier `after`. Names differ from one barrier to the next, so the
+/// file of a barrier still being synced is never truncated by the next one. A crash leaves
+/// such files unnamed by any manifest; [`remove_unnamed_change_files`] deletes them when
+/// the pipeline starts again.
 fn ahead_path(pipeline: &str, op_index: usize, op_name: &str, after: u64) -> String {
     format!("state/{pipeline}/{op_index}-{op_name}/delta-after-{after:020}.arrow.tmp")
+}
+
+/// Deletes the temporary change files (`*.arrow.tmp`) under a pipeline's state folder,
+/// which only a crash leaves (no manifest names them). Called before the pipeline's
+/// thread starts, when no file of it is being written; a file that cannot be deleted is
+/// logged and left.
+fn remove_unnamed_change_files(dir: &Path, pipeline: &str) {
+    let Ok(ops) = std::fs::read_dir(dir.join("state").join(pipeline)) else { return };
+    for op in ops.flatten() {
+        let Ok(files) = std::fs::read_dir(op.path()) else { continue };
+        for f in files.flatten() {
+            let path = f.path();
+            if path.to_string_lossy().ends_with(".arrow.tmp") {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot delete a change file left by a crash");
+                }
+            }
+        }
+    }
 }
 
 /// The checkpoint id of a delta file name (`…/delta-<id>.arrow`).
@@ -853,4 +874,27 @@ pub(crate) fn with_window_placeholders(batch: RecordBatch) -> Result<RecordBatch
     cols.push(ts());
     cols.push(ts());
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| StreamError::Eval(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_files_a_crash_left_are_deleted_and_named_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let op = dir.path().join("state/p/0-window");
+        std::fs::create_dir_all(&op).unwrap();
+        for f in ["delta-after-00000000000000000007.arrow.tmp", "delta-00000000000000000007.arrow", "snapshot-00000000000000000003.arrow"] {
+            std::fs::write(op.join(f), b"x").unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("state/other/0-window")).unwrap();
+        std::fs::write(dir.path().join("state/other/0-window/delta-after-00000000000000000001.arrow.tmp"), b"x").unwrap();
+        remove_unnamed_change_files(dir.path(), "p");
+        let mut left: Vec<String> = std::fs::read_dir(&op).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["delta-00000000000000000007.arrow", "snapshot-00000000000000000003.arrow"]);
+        assert!(dir.path().join("state/other/0-window/delta-after-00000000000000000001.arrow.tmp").exists(), "another pipeline's files are its own");
+        assert_eq!(ahead_path("p", 0, "window", 7), "state/p/0-window/delta-after-00000000000000000007.arrow.tmp");
+    }
 }
