@@ -217,11 +217,18 @@ struct Merge<E> {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// Appended events one subscriber may hold between flushes; past it they are dropped and
+/// counted as missed (the client gets `resync`), as a lagging unmerged subscriber's are.
+/// Keyed states need no bound of their own: one per key is held.
+const MERGE_MAX_APPENDED: usize = 16_384;
+
 struct Held<E> {
     /// Held events by id (a flush is in id order).
     events: BTreeMap<u64, Arc<Sequenced<E>>>,
     /// The id of each key's held state.
     by_key: HashMap<String, u64>,
+    /// Appended events among `events`.
+    appended: usize,
     missed: u64,
     closed: bool,
 }
@@ -229,19 +236,35 @@ struct Held<E> {
 impl<E> Held<E> {
     /// Holds `e`, dropping the held state of its key that it replaces.
     fn hold(&mut self, e: Arc<Sequenced<E>>) {
-        if let Some(k) = &e.key {
-            if let Some(old) = self.by_key.insert(k.clone(), e.id) {
-                self.events.remove(&old);
+        match &e.key {
+            Some(k) => {
+                if let Some(old) = self.by_key.insert(k.clone(), e.id) {
+                    self.events.remove(&old);
+                }
             }
+            None if self.appended == MERGE_MAX_APPENDED => {
+                self.events.retain(|_, e| e.key.is_some());
+                self.missed += self.appended as u64 + 1;
+                self.appended = 0;
+                return;
+            }
+            None => self.appended += 1,
         }
         self.events.insert(e.id, e);
+    }
+
+    /// Takes what is held, in id order, and what was missed.
+    fn take(&mut self) -> (u64, Vec<Arc<Sequenced<E>>>) {
+        self.by_key.clear();
+        self.appended = 0;
+        (std::mem::take(&mut self.missed), std::mem::take(&mut self.events).into_values().collect())
     }
 }
 
 impl<E: Send + Sync + 'static> Merge<E> {
     /// Starts collecting `live` (on the Tokio runtime) for flushes every `every`.
     fn start(mut live: broadcast::Receiver<Arc<Sequenced<E>>>, every: Duration) -> Self {
-        let held = Arc::new(Mutex::new(Held { events: BTreeMap::new(), by_key: HashMap::new(), missed: 0, closed: false }));
+        let held = Arc::new(Mutex::new(Held { events: BTreeMap::new(), by_key: HashMap::new(), appended: 0, missed: 0, closed: false }));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let h = held.clone();
         tokio::spawn(async move {
@@ -273,9 +296,7 @@ impl<E: Send + Sync + 'static> Merge<E> {
             self.tick.tick().await;
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
             if !held.events.is_empty() || held.missed > 0 {
-                held.by_key.clear();
-                let events = std::mem::take(&mut held.events).into_values().collect();
-                return Some((std::mem::take(&mut held.missed), events));
+                return Some(held.take());
             }
             if held.closed {
                 return None;
@@ -419,6 +440,23 @@ mod tests {
         r.set("a".into(), "a3");
         let (_, events) = m.next_flush().await.unwrap();
         assert_eq!(events.iter().map(|e| e.event).collect::<Vec<_>>(), ["a3"]);
+    }
+
+    #[test]
+    fn a_merging_subscriber_holds_a_bounded_number_of_appended_events() {
+        let mut held: Held<u64> = Held { events: BTreeMap::new(), by_key: HashMap::new(), appended: 0, missed: 0, closed: false };
+        held.hold(Arc::new(Sequenced::new(0, Some("k".into()), 0)));
+        for id in 1..=MERGE_MAX_APPENDED as u64 + 1 {
+            held.hold(Arc::new(Sequenced::new(id, None, id)));
+        }
+        // The appended ones overflowed: gone and counted; the key's state stays.
+        let (missed, events) = held.take();
+        assert_eq!(missed, MERGE_MAX_APPENDED as u64 + 1);
+        assert_eq!(ids(&events), [0]);
+        // The count starts again after a flush.
+        held.hold(Arc::new(Sequenced::new(99_999, None, 1)));
+        let (missed, events) = held.take();
+        assert_eq!((missed, ids(&events)), (0, vec![99_999]));
     }
 
     #[tokio::test]
