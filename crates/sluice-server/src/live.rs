@@ -160,8 +160,8 @@ impl Observer for LiveViews {
         let Some(early) = &rows.early else { return };
         let view = self.view(pipeline);
         let keys = early.keys.len();
-        // Rows become JSON only while someone listens.
-        // (or did within the grace period, so that a reconnect resumes them).
+        // Rows become JSON only while someone listens (or did within the grace period,
+        // so that a reconnect resumes them).
         if view.early.wanted() {
             let mut by_key: Vec<Vec<Value>> = vec![Vec::new(); keys];
             for (i, r) in rows_json(&rows.batch).into_iter().enumerate() {

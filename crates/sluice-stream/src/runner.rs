@@ -519,9 +519,9 @@ impl Runner {
         // `early_results_interval_ms`, or `live_early_results_interval_ms` while someone
         // watches live, in slices: one per poll while an operator has keys left, so that a
         // barrier never waits behind a whole round.
-        let due = self.early_interval().is_some_and(|i| self.last_early.elapsed() >= i);
+        let Some(interval) = self.early_interval() else { return Ok(()) };
         let pending = self.chain.early_pending();
-        if due || (pending && self.early_interval().is_some()) {
+        if pending || self.last_early.elapsed() >= interval {
             if !pending {
                 self.last_early = Instant::now();
                 self.input_since_early = false;
