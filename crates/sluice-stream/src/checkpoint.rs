@@ -37,9 +37,17 @@ pub struct PipelineCheckpoint {
     /// State files per operator (by position in the pipeline).
     #[serde(default)]
     pub operators: Vec<StateFiles>,
-    /// Output staged for this checkpoint, per sink name (sink-defined handles).
+    /// Output staged for this checkpoint, per sink name (sink-defined handles). Kept in
+    /// later manifests until the pipeline answers another barrier, which it only does
+    /// after publishing it; so output that a failed or stuck pipeline never published is
+    /// published on recovery.
     #[serde(default)]
     pub staged: BTreeMap<String, Vec<String>>,
+    /// The checkpoint id `staged` was staged for (None in manifests of earlier releases,
+    /// where it is the manifest's id). Sinks publish it under this id, so that publishing
+    /// is idempotent however many manifests repeat it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_id: Option<u64>,
     /// Bytes of state changes this checkpoint wrote (not stored).
     #[serde(skip)]
     pub written_bytes: u64,
@@ -74,8 +82,8 @@ pub enum Resume {
 pub struct RecoveryPlan {
     /// Per pipeline (by name) that is defined now.
     pub resume: BTreeMap<String, Resume>,
-    /// Staged output to (re)publish: (sink name, handles).
-    pub publish: Vec<(String, Vec<String>)>,
+    /// Staged output to (re)publish, in manifest order.
+    pub publish: Vec<Republish>,
     /// Staged output of checkpoints with an id greater than this is discarded.
     pub discard_after: u64,
     pub next_id: u64,
@@ -92,9 +100,41 @@ pub fn recovery_plan(latest: Option<&Manifest>, defined: &BTreeMap<String, Strin
         };
         resume.insert(name.clone(), r);
     }
-    let publish = latest.map(|m| m.pipelines.values().flat_map(|p| p.staged.iter().map(|(s, h)| (s.clone(), h.clone()))).collect()).unwrap_or_default();
+    let publish = latest
+        .map(|m| {
+            m.pipelines
+                .iter()
+                .flat_map(|(pipeline, p)| {
+                    let id = p.staged_id.unwrap_or(m.id);
+                    p.staged.iter().map(move |(sink, handles)| Republish { pipeline: pipeline.clone(), sink: sink.clone(), id, handles: handles.clone() })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let id = latest.map_or(0, |m| m.id);
     RecoveryPlan { resume, publish, discard_after: id, next_id: id + 1 }
+}
+
+/// Output of a committed checkpoint that may not have been published before a crash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Republish {
+    pub pipeline: String,
+    pub sink: String,
+    /// The checkpoint it was staged for (the id sinks publish it under).
+    pub id: u64,
+    pub handles: Vec<String>,
+}
+
+/// The manifest of checkpoint `id`, after `last`: each pipeline in `answered` with the
+/// checkpoint it answered the barrier with, and every other pipeline still in `running`
+/// (failed, or too slow to answer) with its entry in `last`, staged output included. A
+/// pipeline answers a barrier only after publishing what it staged before, so the staged
+/// output an entry carries is either published or still to be published by recovery;
+/// dropping it would lose output whose input the entry's offsets already cover.
+pub fn next_manifest(last: &Manifest, id: u64, answered: BTreeMap<String, PipelineCheckpoint>, running: &[String], committed_at_ms: i64) -> Manifest {
+    let mut pipelines: BTreeMap<String, PipelineCheckpoint> = last.pipelines.iter().filter(|(n, _)| running.contains(n)).map(|(n, c)| (n.clone(), c.clone())).collect();
+    pipelines.extend(answered);
+    Manifest { id, committed_at_ms, pipelines }
 }
 
 /// State files referenced by `old` but by none of `keep`: safe to delete once `old` is gone.
@@ -207,9 +247,32 @@ mod tests {
         assert_eq!(plan.resume["b"], Resume::Changed { was: "y".into() });
         assert_eq!(plan.resume["c"], Resume::Fresh);
         assert_eq!(plan.publish.len(), 2, "staged output of every pipeline in the manifest is republished");
+        assert!(plan.publish.iter().all(|r| r.id == 7 && r.handles == ["f"]), "staged output of an earlier release is republished as the manifest's id");
         assert_eq!((plan.discard_after, plan.next_id), (7, 8));
         let none = recovery_plan(None, &defined);
         assert_eq!((none.discard_after, none.next_id), (0, 1));
+    }
+
+    #[test]
+    fn output_of_a_pipeline_that_did_not_answer_stays_in_the_manifest_until_it_does() {
+        let mut a = cp("x", &[]);
+        a.staged_id = Some(7);
+        let last = Manifest { id: 7, committed_at_ms: 0, pipelines: BTreeMap::from([("a".to_string(), a.clone()), ("b".to_string(), cp("y", &[])), ("gone".to_string(), cp("z", &[]))]) };
+        let mut b8 = cp("y", &[]);
+        b8.staged = BTreeMap::from([("lake:u".to_string(), vec!["g".to_string()])]);
+        b8.staged_id = Some(8);
+        let running = ["a".to_string(), "b".to_string()];
+        let m8 = next_manifest(&last, 8, BTreeMap::from([("b".to_string(), b8.clone())]), &running, 1);
+        assert_eq!(m8.pipelines.keys().collect::<Vec<_>>(), ["a", "b"], "a dropped pipeline leaves the manifest");
+        assert_eq!(m8.pipelines["a"], a, "a keeps its unanswered checkpoint with its staged output");
+        let plan = recovery_plan(Some(&m8), &BTreeMap::from([("a".to_string(), "x".to_string()), ("b".to_string(), "y".to_string())]));
+        let ids: Vec<(&str, u64, &str)> = plan.publish.iter().map(|r| (r.pipeline.as_str(), r.id, r.handles[0].as_str())).collect();
+        assert_eq!(ids, [("a", 7, "f"), ("b", 8, "g")], "each output is republished under the id it was staged for");
+        let mut a9 = cp("x", &[]);
+        a9.staged.clear();
+        let m9 = next_manifest(&m8, 9, BTreeMap::from([("a".to_string(), a9)]), &running, 2);
+        assert!(m9.pipelines["a"].staged.is_empty(), "an answer replaces the entry (the pipeline published before answering)");
+        assert_eq!(m9.pipelines["b"], b8);
     }
 
     #[test]

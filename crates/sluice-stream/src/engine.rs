@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use sluice_core::telemetry as t;
 use sluice_core::time::now_ms;
 
-use crate::checkpoint::{recovery_plan, CheckpointStore, Manifest, Resume};
+use crate::checkpoint::{next_manifest, recovery_plan, CheckpointStore, Manifest, Resume};
 use crate::pipeline::Planned;
 use crate::reader::Waker;
 use crate::runner::{Cmd, Connectors, Observer, PipelineStatus, RunSettings, Runner};
@@ -109,12 +109,8 @@ impl Engine {
         let latest = store.latest()?;
         let defined: BTreeMap<String, String> = pipelines.iter().map(|p| (p.spec.name.clone(), p.fingerprint.clone())).collect();
         let plan = recovery_plan(latest.as_ref(), &defined);
-        if let Some(m) = &latest {
-            for (pipeline, cp) in &m.pipelines {
-                for (sink, handles) in &cp.staged {
-                    connectors.sink(pipeline, sink, -1).and_then(|mut s| s.publish(m.id, handles)).map_err(StreamError::Sink)?;
-                }
-            }
+        for r in &plan.publish {
+            connectors.sink(&r.pipeline, &r.sink, -1).and_then(|mut s| s.publish(r.id, &r.handles)).map_err(StreamError::Sink)?;
         }
         connectors.discard_staged_after(plan.discard_after).map_err(StreamError::Sink)?;
         let mut last = latest.unwrap_or_default();
@@ -321,9 +317,8 @@ impl Inner {
             return Ok(());
         }
         let started = Instant::now();
-        let mut manifest = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        manifest.id += 1;
-        let id = manifest.id;
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let id = last.id + 1;
         let targets: Vec<(String, Commands, Arc<PipelineStatus>)> = self
             .pipelines
             .lock()
@@ -340,13 +335,14 @@ impl Inner {
             }
         }
         let mut committed = Vec::new();
+        let mut answered = BTreeMap::new();
         let (mut written, mut changed) = (0, 0);
         for (name, cmds, rx) in replies {
             match rx.recv_timeout(Duration::from_secs(300)) {
                 Ok(Ok(cp)) => {
                     written += cp.written_bytes;
                     changed += cp.changed_keys;
-                    manifest.pipelines.insert(name, cp);
+                    answered.insert(name, cp);
                     committed.push(cmds);
                 }
                 Ok(Err(e)) => tracing::warn!(pipeline = %name, error = %e, "pipeline failed at a checkpoint barrier; it keeps its last checkpoint"),
@@ -355,8 +351,7 @@ impl Inner {
         }
         let barrier_ms = started.elapsed().as_secs_f64() * 1000.0;
         let names: Vec<String> = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
-        manifest.pipelines.retain(|n, _| names.contains(n));
-        manifest.committed_at_ms = now_ms();
+        let manifest = next_manifest(&last, id, answered, &names, now_ms());
         let garbage = self.store.commit(&manifest)?;
         for f in garbage {
             let path = self.store.dir().join(&f);
@@ -366,12 +361,9 @@ impl Inner {
                 }
             }
         }
-        // Staged output is published by each pipeline; the manifest records it for recovery.
-        let mut stored = manifest.clone();
-        for cp in stored.pipelines.values_mut() {
-            cp.staged.clear();
-        }
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = stored;
+        // Staged output is published by each pipeline; the manifest records it for recovery
+        // (and the next manifests too, for a pipeline that does not answer again).
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = manifest.clone();
         for cmds in committed {
             let _ = cmds.send(Cmd::Commit { id });
         }

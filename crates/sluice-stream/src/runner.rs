@@ -735,6 +735,7 @@ impl Runner {
             offsets: self.offsets.clone(),
             partition_max_event_ms: self.part_max.clone(),
             operators: self.files.clone(),
+            staged_id: (!staged.is_empty()).then_some(id),
             staged,
             written_bytes: written,
             changed_keys,
