@@ -8,11 +8,12 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-step "system packages (chromium for the dashboard tests, strace for the ack-after-fsync test, curl for the HTTPS test, prometheus and promtool for the monitoring test)"
-if ! command -v chromium >/dev/null 2>&1 || ! command -v strace >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+step "system packages (chromium for the dashboard tests, strace for the ack-after-fsync test, curl for the HTTPS test, prometheus and promtool for the monitoring test; make, pkg-config and libssl-dev to build librdkafka for the cluster client)"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v strace >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1 \
+  || ! command -v make >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1 || ! dpkg -s libssl-dev >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   as_root apt-get update -qq
-  as_root apt-get install -y -qq chromium strace curl >/dev/null
+  as_root apt-get install -y -qq chromium strace curl make pkg-config libssl-dev >/dev/null
   as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 chromium --version

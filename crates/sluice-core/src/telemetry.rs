@@ -96,6 +96,13 @@ pub const KAFKA_REQUESTS_TOTAL: &str = "sluice_kafka_requests_total";
 /// Time from a Kafka request's last byte read to its response written, seconds (a
 /// Produce includes the fdatasync of its records). Labels: `api`. A histogram.
 pub const KAFKA_REQUEST_DURATION_SECONDS: &str = "sluice_kafka_request_duration_seconds";
+/// Time from an ingest request's records handed to the external cluster (`serve --log
+/// kafka://…`) to the cluster's acks for all of them (acks=all), seconds. Labels:
+/// `topic`. A histogram with [`KAFKA_REQUEST_DURATION_BUCKETS_SECONDS`].
+pub const CLUSTER_APPEND_DURATION_SECONDS: &str = "sluice_cluster_append_duration_seconds";
+/// Appends to the external cluster that failed or timed out (the device got a 503 and
+/// nothing was acknowledged). Labels: `topic`.
+pub const CLUSTER_APPEND_FAILURES_TOTAL: &str = "sluice_cluster_append_failures_total";
 /// Records appended by Kafka Produce requests. Labels: `topic`.
 pub const KAFKA_PRODUCED_RECORDS_TOTAL: &str = "sluice_kafka_produced_records_total";
 /// Kafka produce batches refused (bad batch, sequence error). Labels: `reason`.
@@ -148,6 +155,8 @@ pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(KAFKA_REQUESTS_TOTAL, Unit::Count, "Kafka protocol requests answered.");
     describe_histogram!(KAFKA_REQUEST_DURATION_SECONDS, Unit::Seconds, "Kafka request time from read to response written.");
+    describe_histogram!(CLUSTER_APPEND_DURATION_SECONDS, Unit::Seconds, "Time from records handed to the external Kafka cluster to its acks (acks=all).");
+    describe_counter!(CLUSTER_APPEND_FAILURES_TOTAL, Unit::Count, "Appends to the external Kafka cluster that failed or timed out (nothing acknowledged).");
     describe_counter!(KAFKA_PRODUCED_RECORDS_TOTAL, Unit::Count, "Records appended by Kafka Produce requests.");
     describe_counter!(KAFKA_REFUSED_BATCHES_TOTAL, Unit::Count, "Kafka produce batches refused.");
     describe_counter!(LISTENER_REFUSED_CONNECTIONS_TOTAL, Unit::Count, "Connections closed at accept because of a connection cap.");

@@ -143,10 +143,13 @@ fn error_body(e: &IngestError) -> (StatusCode, Value) {
         IngestError::InternalTopic(_) => (StatusCode::FORBIDDEN, "internal_topic"),
         IngestError::PipelineOutput { .. } => (StatusCode::FORBIDDEN, "pipeline_output"),
         IngestError::Log(_) => (StatusCode::SERVICE_UNAVAILABLE, "log_unavailable"),
+        IngestError::External { .. } => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
     };
     let mut message = e.to_string();
-    if let IngestError::Log(source) = e {
-        message = format!("{message}: {source}");
+    match e {
+        IngestError::Log(source) => message = format!("{message}: {source}"),
+        IngestError::External { source, .. } => message = format!("{message}: {source}"),
+        _ => {}
     }
     (status, json!({"code": code, "message": message}))
 }

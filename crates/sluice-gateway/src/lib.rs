@@ -136,6 +136,55 @@ pub enum IngestError {
     PipelineOutput { topic: String, pipeline: String },
     #[error("the log could not store the records; nothing from this request was acknowledged")]
     Log(#[from] LogError),
+    /// The external cluster (`serve --log kafka://…`) did not acknowledge every record.
+    #[error("the cluster at {cluster} did not acknowledge the records; nothing from this request was acknowledged, send it again")]
+    External {
+        cluster: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Appends to an external log (see [`Gateway::use_external`]): every partition's records
+/// and the dead letters, each call waiting for the cluster's acks. Records are stamped
+/// with the receive time, as the embedded log's append time stamps them.
+fn append_external(x: &dyn ExternalLog, topic: &str, dlq_name: &str, by_partition: &BTreeMap<u32, Vec<Pending>>, dead: &mut [NewRecord], received_at_ms: i64) -> Result<Vec<(u32, Vec<u64>)>, IngestError> {
+    let fail = |source| {
+        metrics::counter!(t::CLUSTER_APPEND_FAILURES_TOTAL, "topic" => topic.to_string()).increment(1);
+        IngestError::External { cluster: x.describe(), source }
+    };
+    let started = std::time::Instant::now();
+    let mut out = Vec::with_capacity(by_partition.len());
+    for (&p, pending) in by_partition {
+        let records: Vec<NewRecord> = pending.iter().map(|x| NewRecord { timestamp_ms: x.record.timestamp_ms.or(Some(received_at_ms)), ..x.record.clone() }).collect();
+        out.push((p, x.append(topic, p, &records).map_err(fail)?));
+    }
+    if !dead.is_empty() {
+        for d in dead.iter_mut() {
+            d.timestamp_ms = d.timestamp_ms.or(Some(received_at_ms));
+        }
+        x.append(dlq_name, 0, dead).map_err(fail)?;
+    }
+    metrics::histogram!(t::CLUSTER_APPEND_DURATION_SECONDS, "topic" => topic.to_string()).record(started.elapsed().as_secs_f64());
+    Ok(out)
+}
+
+/// An error of an [`ExternalLog`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A log outside the process that the gateway appends to instead of the embedded one:
+/// an external Kafka cluster under `sluice serve --log kafka://HOST:PORT`.
+pub trait ExternalLog: Send + Sync {
+    /// Where it is, for messages (`HOST:PORT,…`).
+    fn describe(&self) -> String;
+    /// The partition count of `topic`, once [`ExternalLog::ensure_topic`] saw it.
+    fn partition_count(&self, topic: &str) -> Option<u32>;
+    /// Creates `topic` with `partitions` if missing; returns its partition count. Blocking.
+    fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<u32, BoxError>;
+    /// Appends `records` to `partition` of `topic` and returns once every one is
+    /// acknowledged by the cluster's in-sync replicas (acks=all), with their offsets in
+    /// order. Blocking. After an error some may be stored: the client resends (at least once).
+    fn append(&self, topic: &str, partition: u32, records: &[NewRecord]) -> Result<Vec<u64>, BoxError>;
 }
 
 /// Live consumer-group membership (the Kafka group coordinator), shown beside committed
@@ -171,6 +220,8 @@ pub struct Gateway {
     /// Where schemas declared at runtime are persisted (`<name>.json`), if anywhere.
     schemas_dir: Option<std::path::PathBuf>,
     round_robin: AtomicU64,
+    /// Where records go instead of the embedded log, if set (`serve --log kafka://…`).
+    external: std::sync::OnceLock<Arc<dyn ExternalLog>>,
 }
 
 /// Why a schema could not be declared.
@@ -231,7 +282,30 @@ impl Gateway {
             rules: std::sync::RwLock::new(rules),
             schemas_dir: schemas_dir.map(|d| d.to_path_buf()),
             round_robin: AtomicU64::new(0),
+            external: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Appends ingested records to `external` instead of the embedded log, from now on:
+    /// creates the configured topics and their dead-letter topics there when missing (with
+    /// the configured partition counts) and partitions by its counts. Blocking. Errors name
+    /// the topic the cluster refused.
+    pub fn use_external(&self, external: Arc<dyn ExternalLog>, specs: &[TopicSpec]) -> Result<(), GatewayError> {
+        for spec in specs {
+            for (name, parts) in [(spec.name.clone(), spec.partitions), (format!("{}{DLQ_SUFFIX}", spec.name), 1)] {
+                let n = external.ensure_topic(&name, parts).map_err(|e| GatewayError::Config(format!("[[topics]] {:?} on the cluster at {}: {e}", name, external.describe())))?;
+                if n != parts {
+                    tracing::warn!(topic = %name, configured = parts, cluster = n, "the topic has another partition count on the cluster; records are partitioned by the cluster's");
+                }
+            }
+        }
+        let _ = self.external.set(external);
+        Ok(())
+    }
+
+    /// The external log records go to, if any.
+    pub fn external(&self) -> Option<&Arc<dyn ExternalLog>> {
+        self.external.get()
     }
 
     /// Declares (or, with `None`, removes) the schema of a topic at runtime, persisted so
@@ -394,7 +468,11 @@ impl Gateway {
         let rules = self.ingest_rules(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
         let log_topic = self.log.topic(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
         let dlq_name = format!("{topic}{DLQ_SUFFIX}");
-        let dlq = self.log.ensure_topic(&dlq_name, 1)?;
+        let external = self.external.get();
+        let partition_count = match external {
+            Some(x) => x.partition_count(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?,
+            None => log_topic.partition_count(),
+        };
         let received_at_ms = now_ms();
         let mut results: Vec<Result<Ingested, IngestError>> = Vec::with_capacity(bodies.len());
         let mut by_partition: BTreeMap<u32, Vec<Pending>> = BTreeMap::new();
@@ -416,8 +494,8 @@ impl Gateway {
                 match checked {
                     Ok(key) => {
                         let partition = match &key {
-                            Some(k) => partition_for_key(k, log_topic.partition_count()),
-                            None => (self.round_robin.fetch_add(1, Ordering::Relaxed) % log_topic.partition_count() as u64) as u32,
+                            Some(k) => partition_for_key(k, partition_count),
+                            None => (self.round_robin.fetch_add(1, Ordering::Relaxed) % partition_count as u64) as u32,
                         };
                         by_partition
                             .entry(partition)
@@ -433,26 +511,15 @@ impl Gateway {
             }
             results.push(Ok(outcome));
         }
-        // Write everything, then wait for durability of all of it, then answer.
-        let mut written = Vec::new();
-        for (&p, pending) in &by_partition {
-            let records: Vec<NewRecord> = pending.iter().map(|x| x.record.clone()).collect();
-            let info = log_topic.partition(p)?.write(&records, received_at_ms)?;
-            written.push((p, info));
-        }
-        let dlq_info = if dead.is_empty() { None } else { Some(dlq.partition(0)?.write(&dead, received_at_ms)?) };
-        // Acknowledge per each topic's durability policy (by default: fsync, shared by group commit).
-        for (p, info) in &written {
-            log_topic.partition(*p)?.complete(info)?;
-        }
-        if let Some(info) = dlq_info {
-            dlq.partition(0)?.complete(&info)?;
-        }
+        let offsets = match external {
+            Some(x) => append_external(x.as_ref(), topic, &dlq_name, &by_partition, &mut dead, received_at_ms)?,
+            None => self.append_local(&log_topic, &dlq_name, &by_partition, &dead, received_at_ms)?,
+        };
         let mut accepted_total = 0u64;
-        for ((p, info), (_, pending)) in written.iter().zip(&by_partition) {
-            for (i, x) in pending.iter().enumerate() {
+        for ((p, offsets), (_, pending)) in offsets.iter().zip(&by_partition) {
+            for (x, offset) in pending.iter().zip(offsets) {
                 if let Ok(outcome) = &mut results[x.origin.0] {
-                    outcome.accepted.push(Accepted { index: x.origin.1, partition: *p, offset: info.base_offset + i as u64 });
+                    outcome.accepted.push(Accepted { index: x.origin.1, partition: *p, offset: *offset });
                 }
             }
             accepted_total += pending.len() as u64;
@@ -463,6 +530,28 @@ impl Gateway {
             r.accepted.sort_by_key(|a| a.index);
         }
         Ok(results)
+    }
+
+    /// Writes each partition's records and the dead letters to the embedded log, then waits
+    /// for their durability (per each topic's policy; by default an fsync shared by group
+    /// commit). Returns each partition's offsets, in `by_partition` order.
+    fn append_local(&self, log_topic: &Arc<sluice_log::Topic>, dlq_name: &str, by_partition: &BTreeMap<u32, Vec<Pending>>, dead: &[NewRecord], received_at_ms: i64) -> Result<Vec<(u32, Vec<u64>)>, IngestError> {
+        let dlq = self.log.ensure_topic(dlq_name, 1)?;
+        // Write everything, then wait for durability of all of it, then answer.
+        let mut written = Vec::new();
+        for (&p, pending) in by_partition {
+            let records: Vec<NewRecord> = pending.iter().map(|x| x.record.clone()).collect();
+            let info = log_topic.partition(p)?.write(&records, received_at_ms)?;
+            written.push((p, info));
+        }
+        let dlq_info = if dead.is_empty() { None } else { Some(dlq.partition(0)?.write(dead, received_at_ms)?) };
+        for (p, info) in &written {
+            log_topic.partition(*p)?.complete(info)?;
+        }
+        if let Some(info) = dlq_info {
+            dlq.partition(0)?.complete(&info)?;
+        }
+        Ok(written.iter().zip(by_partition.values()).map(|((p, info), pending)| (*p, (0..pending.len() as u64).map(|i| info.base_offset + i).collect())).collect())
     }
 
     /// Ingests one body. See [`Gateway::ingest_many`].

@@ -35,6 +35,29 @@ pub struct Config {
     pub pipelines: Vec<PipelineSpec>,
     #[serde(default)]
     pub lake: LakeSection,
+    #[serde(default)]
+    pub cluster: ClusterSection,
+}
+
+/// The `[cluster]` table: how sluice talks to an external Kafka cluster (`sluice serve
+/// --log kafka://HOST:PORT`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// librdkafka properties (`security.protocol`, `sasl.*`, `ssl.*`, timeouts), passed
+    /// through; values are text. Secrets are redacted by `sluice config`.
+    pub properties: sluice_lake::StorageOptions,
+    /// Replication factor of the topics sluice creates on the cluster; -1: the cluster's
+    /// default (`default.replication.factor`).
+    pub replication_factor: i32,
+    /// How long ingest waits for the cluster's acks before answering 503, ms.
+    pub ack_timeout_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection { properties: Default::default(), replication_factor: -1, ack_timeout_ms: 30_000 }
+    }
 }
 
 /// The `[lake]` table: where the lake is, SQL limits and table maintenance.

@@ -104,6 +104,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let builder = PrometheusBuilder::new();
         let builder = builder
             .set_buckets_for_metric(Matcher::Full(t::KAFKA_REQUEST_DURATION_SECONDS.to_string()), t::KAFKA_REQUEST_DURATION_BUCKETS_SECONDS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(t::CLUSTER_APPEND_DURATION_SECONDS.to_string()), t::KAFKA_REQUEST_DURATION_BUCKETS_SECONDS))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(t::CHECKPOINT_DURATION_SECONDS.to_string()), t::CHECKPOINT_DURATION_BUCKETS_SECONDS))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(t::PIPELINE_CHECKPOINT_PAUSE_SECONDS.to_string()), t::CHECKPOINT_DURATION_BUCKETS_SECONDS))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(t::QUOTA_THROTTLE_SECONDS.to_string()), t::QUOTA_THROTTLE_BUCKETS_SECONDS))

@@ -153,6 +153,19 @@ fn spawn_retention(log: Arc<Log>, interval_ms: u64) -> tokio::task::JoinHandle<(
 impl Server {
     /// Opens (recovering) the log, the lake and the pipelines' checkpoint, and starts serving.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
+        Server::start_with(config, None).await
+    }
+
+    /// [`Server::start`], with ingest appending to `external` (an external Kafka cluster,
+    /// `serve --log kafka://…`) instead of the embedded log. Then the server is the edge of
+    /// a deployment: the gateway, the dashboard and the API, while pipelines run in
+    /// `sluice worker`s (neither the pipelines nor the Kafka listener start here).
+    pub async fn start_with(mut config: Config, external: Option<Arc<dyn sluice_gateway::ExternalLog>>) -> Result<Server, ServerError> {
+        if let Some(x) = &external {
+            tracing::info!(cluster = %x.describe(), "ingest appends to the external cluster; pipelines run in `sluice worker` (not here), and Kafka clients use the cluster directly");
+            config.stream.enabled = false;
+            config.kafka.enabled = false;
+        }
         let data = config.data_dir.clone();
         let mut listeners = vec![("http.addr", config.http.addr.as_str(), config.auth.enabled)];
         if config.kafka.enabled {
@@ -180,6 +193,9 @@ impl Server {
                 let log_config = LogConfig { segment_bytes: config.log.segment_bytes, segment_ms: config.log.segment_ms };
                 let log = Arc::new(Log::open(&data.join("log"), log_config)?);
                 let gateway = Arc::new(Gateway::new(log.clone(), config.topics.clone(), Some(&data.join("schemas")))?);
+                if let Some(x) = external {
+                    gateway.use_external(x, &config.topics)?;
+                }
                 let lake = Arc::new(Lake::open_at(config.lake_root()?)?);
                 let archive: sessions::Archive = {
                     let lake = lake.clone();

@@ -15,6 +15,7 @@ mod topics;
 mod users;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -40,7 +41,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: ingest, the log, the Kafka listener, the pipelines, the lake, the dashboard.
-    Serve(ServerArgs),
+    Serve(ServeArgs),
     /// Start a server, replay the bundled real Garmin recordings through it, print each
     /// session's minutes per zone, and keep serving the dashboard until Ctrl-C.
     Demo(DemoArgs),
@@ -138,6 +139,19 @@ struct ServerArgs {
 }
 
 #[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Append ingested records to an external Kafka cluster instead of the embedded log:
+    /// kafka://HOST:PORT[,HOST:PORT...]. A device is acknowledged only after the cluster
+    /// acknowledged its records (acks=all, idempotent producer). Then this server is the
+    /// edge: gateway, dashboard and API; pipelines run in `sluice worker`s, and Kafka
+    /// clients use the cluster. TLS and SASL settings: `[cluster] properties`.
+    #[arg(long, value_name = "URL")]
+    log: Option<String>,
+}
+
+#[derive(Args)]
 struct DemoArgs {
     #[command(flatten)]
     server: ServerArgs,
@@ -230,10 +244,26 @@ fn say(line: String) {
     }
 }
 
-async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     raise_open_file_limit();
-    let config = args.load()?;
-    let server = Server::start(config).await?;
+    let config = args.server.load()?;
+    let external: Option<Arc<dyn sluice_gateway::ExternalLog>> = match &args.log {
+        None => None,
+        Some(url) => {
+            let cluster = sluice_cluster::ClusterConfig {
+                bootstrap: sluice_cluster::parse_log_url(url)?,
+                properties: config.cluster.properties.0.clone(),
+                replication_factor: config.cluster.replication_factor,
+                ack_timeout_ms: config.cluster.ack_timeout_ms,
+            };
+            Some(Arc::new(sluice_cluster::ClusterLog::connect(cluster)?))
+        }
+    };
+    let edge = external.is_some();
+    let server = Server::start_with(config, external).await?;
+    if edge {
+        say(format!("ingest appends to the cluster at {}; pipelines run in `sluice worker`s", args.log.as_deref().unwrap_or_default()));
+    }
     if let Some(pw) = server.first_admin_password() {
         say("authentication is on and there were no users, so the user `admin` was made with the password below.".into());
         say("it is shown only now: log in at /login, then change it with `sluice users passwd admin`.".into());
