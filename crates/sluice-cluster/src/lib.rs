@@ -144,6 +144,19 @@ impl Batch {
     }
 }
 
+/// The batch (by position in `append`'s input) of the first record without a report.
+fn first_unreported(batches: &[(&str, u32, &[NewRecord])], reports: &[Option<Result<i64, String>>]) -> usize {
+    let i = reports.iter().position(|r| r.is_none()).unwrap_or(0);
+    let mut end = 0;
+    for (b, batch) in batches.iter().enumerate() {
+        end += batch.2.len();
+        if i < end {
+            return b;
+        }
+    }
+    0
+}
+
 /// Routes delivery reports to the waiting `append` call.
 struct Reports;
 
@@ -242,61 +255,78 @@ impl ClusterLog {
         self.partitions.read().unwrap_or_else(|p| p.into_inner()).get(topic).copied()
     }
 
-    /// Appends `records` to `partition` of `topic` and waits until the cluster has
-    /// acknowledged every one (acks=all) or `timeout` passed. Returns their offsets, in
-    /// order. Blocking. On an error some records may still have been written: a retry of
-    /// the whole call is at-least-once, as a device's resend is.
-    pub fn append(&self, topic: &str, partition: u32, records: &[NewRecord], timeout: Duration) -> Result<Vec<u64>, ClusterError> {
-        let batch = Arc::new(Batch { state: Mutex::new((records.len(), vec![None; records.len()])), done: Condvar::new() });
+    /// Appends each batch (`topic`, `partition`, records) and waits until the cluster has
+    /// acknowledged every record of every batch (acks=all) or `timeout` passed. All are
+    /// queued before the wait, so batches to several partitions cost one round trip.
+    /// Returns each batch's offsets, in order. Blocking. On an error some records may still
+    /// have been written: a retry of the whole call is at-least-once, as a device's resend is.
+    pub fn append(&self, batches: &[(&str, u32, &[NewRecord])], timeout: Duration) -> Result<Vec<Vec<u64>>, ClusterError> {
+        let total: usize = batches.iter().map(|b| b.2.len()).sum();
+        let wait = Arc::new(Batch { state: Mutex::new((total, vec![None; total])), done: Condvar::new() });
         let deadline = std::time::Instant::now() + timeout;
-        let fail = |reason: String| ClusterError::Produce { topic: topic.into(), partition, reason };
-        for (i, r) in records.iter().enumerate() {
-            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-            for h in &r.headers {
-                headers = headers.insert(Header { key: &h.key, value: h.value.as_deref() });
-            }
-            let mut rec = BaseRecord::with_opaque_to(topic, Box::new((batch.clone(), i))).partition(partition as i32).payload(&r.value).headers(headers);
-            if let Some(k) = &r.key {
-                rec = rec.key(k);
-            }
-            if let Some(ts) = r.timestamp_ms {
-                rec = rec.timestamp(ts);
-            }
-            loop {
-                match self.producer.send(rec) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if std::time::Instant::now() < deadline => {
-                        rec = back;
-                        std::thread::sleep(Duration::from_millis(1));
+        let fail = |b: usize, reason: String| ClusterError::Produce { topic: batches[b].0.into(), partition: batches[b].1, reason };
+        let mut i = 0;
+        for (b, &(topic, partition, records)) in batches.iter().enumerate() {
+            for r in records {
+                if let Err(e) = self.send(topic, partition, r, (wait.clone(), i), deadline) {
+                    // Records queued before this one still report; mark the rest.
+                    for j in i..total {
+                        wait.report(j, Err(e.clone()));
                     }
-                    Err((e, _)) => {
-                        // Records queued before this one still report; mark the rest.
-                        for j in i..records.len() {
-                            batch.report(j, Err(e.to_string()));
-                        }
-                        return Err(fail(e.to_string()));
-                    }
+                    return Err(fail(b, e));
                 }
+                i += 1;
             }
         }
-        let mut g = batch.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = wait.state.lock().unwrap_or_else(|p| p.into_inner());
         while g.0 > 0 {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
-                return Err(fail(format!("no acknowledgement within {} ms", timeout.as_millis())));
+                let b = first_unreported(batches, &g.1);
+                return Err(fail(b, format!("no acknowledgement within {} ms", timeout.as_millis())));
             }
-            g = batch.done.wait_timeout(g, left).unwrap_or_else(|p| p.into_inner()).0;
+            g = wait.done.wait_timeout(g, left).unwrap_or_else(|p| p.into_inner()).0;
         }
-        let mut offsets = Vec::with_capacity(records.len());
-        for r in g.1.iter() {
-            match r {
-                Some(Ok(o)) if *o >= 0 => offsets.push(*o as u64),
-                Some(Ok(o)) => return Err(fail(format!("acknowledged without an offset ({o})"))),
-                Some(Err(e)) => return Err(fail(e.clone())),
-                None => return Err(fail("no delivery report".into())),
+        let mut out = Vec::with_capacity(batches.len());
+        let mut reports = g.1.iter();
+        for (b, batch) in batches.iter().enumerate() {
+            let mut offsets = Vec::with_capacity(batch.2.len());
+            for r in reports.by_ref().take(batch.2.len()) {
+                match r {
+                    Some(Ok(o)) if *o >= 0 => offsets.push(*o as u64),
+                    Some(Ok(o)) => return Err(fail(b, format!("acknowledged without an offset ({o})"))),
+                    Some(Err(e)) => return Err(fail(b, e.clone())),
+                    None => return Err(fail(b, "no delivery report".into())),
+                }
+            }
+            out.push(offsets);
+        }
+        Ok(out)
+    }
+
+    /// Queues one record, waiting while librdkafka's queue is full (until `deadline`).
+    fn send(&self, topic: &str, partition: u32, r: &NewRecord, opaque: (Arc<Batch>, usize), deadline: std::time::Instant) -> Result<(), String> {
+        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+        for h in &r.headers {
+            headers = headers.insert(Header { key: &h.key, value: h.value.as_deref() });
+        }
+        let mut rec = BaseRecord::with_opaque_to(topic, Box::new(opaque)).partition(partition as i32).payload(&r.value).headers(headers);
+        if let Some(k) = &r.key {
+            rec = rec.key(k);
+        }
+        if let Some(ts) = r.timestamp_ms {
+            rec = rec.timestamp(ts);
+        }
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if std::time::Instant::now() < deadline => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.to_string()),
             }
         }
-        Ok(offsets)
     }
 
     /// Waits up to `timeout` for queued records (at shutdown).
@@ -320,9 +350,9 @@ impl ExternalLog for ClusterLog {
         Ok(ClusterLog::ensure_topic(self, topic, partitions, self.config.ack_timeout())?)
     }
 
-    fn append(&self, topic: &str, partition: u32, records: &[NewRecord]) -> Result<Vec<u64>, BoxError> {
+    fn append(&self, batches: &[(&str, u32, &[NewRecord])]) -> Result<Vec<Vec<u64>>, BoxError> {
         // librdkafka fails a record after message.timeout.ms; the wait allows a little more.
-        Ok(ClusterLog::append(self, topic, partition, records, self.config.ack_timeout() + Duration::from_secs(1))?)
+        Ok(ClusterLog::append(self, batches, self.config.ack_timeout() + Duration::from_secs(1))?)
     }
 }
 

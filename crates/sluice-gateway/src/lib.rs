@@ -146,7 +146,7 @@ pub enum IngestError {
 }
 
 /// Appends to an external log (see [`Gateway::use_external`]): every partition's records
-/// and the dead letters, each call waiting for the cluster's acks. Records are stamped
+/// and the dead letters in one call, which waits for the cluster's acks. Records are stamped
 /// with the receive time, as the embedded log's append time stamps them.
 fn append_external(x: &dyn ExternalLog, topic: &str, dlq_name: &str, by_partition: &BTreeMap<u32, Vec<Pending>>, dead: &mut [NewRecord], received_at_ms: i64) -> Result<Vec<(u32, Vec<u64>)>, IngestError> {
     let fail = |source| {
@@ -154,17 +154,23 @@ fn append_external(x: &dyn ExternalLog, topic: &str, dlq_name: &str, by_partitio
         IngestError::External { cluster: x.describe(), source }
     };
     let started = std::time::Instant::now();
-    let mut out = Vec::with_capacity(by_partition.len());
-    for (&p, pending) in by_partition {
-        let records: Vec<NewRecord> = pending.iter().map(|x| NewRecord { timestamp_ms: x.record.timestamp_ms.or(Some(received_at_ms)), ..x.record.clone() }).collect();
-        out.push((p, x.append(topic, p, &records).map_err(fail)?));
+    let stamped: Vec<(u32, Vec<NewRecord>)> = by_partition
+        .iter()
+        .map(|(&p, pending)| (p, pending.iter().map(|x| NewRecord { timestamp_ms: x.record.timestamp_ms.or(Some(received_at_ms)), ..x.record.clone() }).collect()))
+        .collect();
+    for d in dead.iter_mut() {
+        d.timestamp_ms = d.timestamp_ms.or(Some(received_at_ms));
     }
+    let mut batches: Vec<(&str, u32, &[NewRecord])> = stamped.iter().map(|(p, r)| (topic, *p, r.as_slice())).collect();
     if !dead.is_empty() {
-        for d in dead.iter_mut() {
-            d.timestamp_ms = d.timestamp_ms.or(Some(received_at_ms));
-        }
-        x.append(dlq_name, 0, dead).map_err(fail)?;
+        batches.push((dlq_name, 0, &*dead));
     }
+    let mut offsets = x.append(&batches).map_err(fail)?;
+    if offsets.len() != batches.len() || offsets.iter().zip(&batches).any(|(o, b)| o.len() != b.2.len()) {
+        return Err(fail("the cluster client returned offsets that do not match the records sent".into()));
+    }
+    offsets.truncate(stamped.len());
+    let out = stamped.iter().map(|(p, _)| *p).zip(offsets).collect();
     metrics::histogram!(t::CLUSTER_APPEND_DURATION_SECONDS, "topic" => topic.to_string()).record(started.elapsed().as_secs_f64());
     Ok(out)
 }
@@ -181,10 +187,11 @@ pub trait ExternalLog: Send + Sync {
     fn partition_count(&self, topic: &str) -> Option<u32>;
     /// Creates `topic` with `partitions` if missing; returns its partition count. Blocking.
     fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<u32, BoxError>;
-    /// Appends `records` to `partition` of `topic` and returns once every one is
-    /// acknowledged by the cluster's in-sync replicas (acks=all), with their offsets in
-    /// order. Blocking. After an error some may be stored: the client resends (at least once).
-    fn append(&self, topic: &str, partition: u32, records: &[NewRecord]) -> Result<Vec<u64>, BoxError>;
+    /// Appends each batch (`topic`, `partition`, records) and returns once every record
+    /// is acknowledged by the cluster's in-sync replicas (acks=all), with each batch's
+    /// offsets in order. Blocking. After an error some may be stored: the client resends
+    /// (at least once).
+    fn append(&self, batches: &[(&str, u32, &[NewRecord])]) -> Result<Vec<Vec<u64>>, BoxError>;
 }
 
 /// Live consumer-group membership (the Kafka group coordinator), shown beside committed
