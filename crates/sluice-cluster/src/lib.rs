@@ -10,7 +10,9 @@
 //!   and returns their offsets. The gateway acknowledges a device only after that, so a
 //!   device ack means the record is on the cluster's in-sync replicas;
 //! - topics are created on the cluster when missing ([`ClusterLog::ensure_topic`]), with
-//!   the configured partition count and the cluster's default replication factor.
+//!   the configured partition count and the cluster's default replication factor;
+//! - a producer that hit a fatal error (an idempotent producer's state lost by the
+//!   cluster) is replaced by a new one after the request that saw it failed.
 //!
 //! Client settings pass through: `[cluster] properties` in the config are librdkafka
 //! properties (`security.protocol`, `sasl.mechanism`, `sasl.username`, `ssl.ca.location`,
@@ -144,6 +146,31 @@ impl Batch {
     }
 }
 
+/// Queues one record, waiting while librdkafka's queue is full (until `deadline`).
+fn send(producer: &ThreadedProducer<Reports>, topic: &str, partition: u32, r: &NewRecord, opaque: (Arc<Batch>, usize), deadline: std::time::Instant) -> Result<(), String> {
+    let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+    for h in &r.headers {
+        headers = headers.insert(Header { key: &h.key, value: h.value.as_deref() });
+    }
+    let mut rec = BaseRecord::with_opaque_to(topic, Box::new(opaque)).partition(partition as i32).payload(&r.value).headers(headers);
+    if let Some(k) = &r.key {
+        rec = rec.key(k);
+    }
+    if let Some(ts) = r.timestamp_ms {
+        rec = rec.timestamp(ts);
+    }
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if std::time::Instant::now() < deadline => {
+                rec = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e.to_string()),
+        }
+    }
+}
+
 /// The batch (by position in `append`'s input) of the first record without a report.
 fn first_unreported(batches: &[(&str, u32, &[NewRecord])], reports: &[Option<Result<i64, String>>]) -> usize {
     let i = reports.iter().position(|r| r.is_none()).unwrap_or(0);
@@ -177,7 +204,9 @@ impl ProducerContext for Reports {
 
 /// The gateway's append path to an external Kafka cluster (see the module docs).
 pub struct ClusterLog {
-    producer: ThreadedProducer<Reports>,
+    /// Replaced after a fatal error (see [`ClusterLog::renew_if_fatal`]).
+    producer: RwLock<Arc<ThreadedProducer<Reports>>>,
+    producer_config: ClientConfig,
     admin: AdminClient<DefaultClientContext>,
     config: ClusterConfig,
     partitions: RwLock<HashMap<String, u32>>,
@@ -193,14 +222,37 @@ impl ClusterLog {
             cc.set(k, v);
         }
         let client = |source| ClusterError::Client { bootstrap: config.bootstrap.clone(), source };
-        let producer = cc.create_with_context(Reports).map_err(client)?;
+        let producer = Arc::new(cc.create_with_context(Reports).map_err(client)?);
         let mut ac = ClientConfig::new();
         for (k, v) in settings.iter().filter(|(k, _)| !PRODUCER_ONLY.contains(&k.as_str())) {
             ac.set(k, v);
         }
         ac.set("client.id", "sluice-admin");
         let admin = ac.create().map_err(client)?;
-        Ok(ClusterLog { producer, admin, config, partitions: RwLock::new(HashMap::new()) })
+        Ok(ClusterLog { producer: RwLock::new(producer), producer_config: cc, admin, config, partitions: RwLock::new(HashMap::new()) })
+    }
+
+    fn producer(&self) -> Arc<ThreadedProducer<Reports>> {
+        self.producer.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// An idempotent producer that hit a fatal error (the cluster lost its producer state,
+    /// or its sequence numbers went out of order; KIP-98) fails every later record. After
+    /// an error, this replaces such a producer with a new one (a new producer id), so the
+    /// next request goes through; the failed request was not acknowledged.
+    fn renew_if_fatal(&self, used: &Arc<ThreadedProducer<Reports>>) {
+        let Some((code, reason)) = used.client().fatal_error() else { return };
+        let mut current = self.producer.write().unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(&current, used) {
+            return;
+        }
+        match self.producer_config.create_with_context(Reports) {
+            Ok(p) => {
+                tracing::error!(cluster = %self.config.bootstrap, error = %code, %reason, "the cluster producer hit a fatal error; it was replaced by a new one");
+                *current = Arc::new(p);
+            }
+            Err(e) => tracing::error!(cluster = %self.config.bootstrap, error = %e, "the cluster producer hit a fatal error and cannot be replaced; ingest answers 503"),
+        }
     }
 
     pub fn bootstrap(&self) -> &str {
@@ -215,7 +267,7 @@ impl ClusterLog {
         let deadline = std::time::Instant::now() + timeout;
         let mut created = false;
         loop {
-            let md = self.producer.client().fetch_metadata(Some(topic), deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(100)));
+            let md = self.producer().client().fetch_metadata(Some(topic), deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(100)));
             let md = md.map_err(|e| err(format!("cannot read the cluster's metadata: {e}")))?;
             let t = md.topics().iter().find(|t| t.name() == topic);
             match t {
@@ -264,11 +316,15 @@ impl ClusterLog {
         let total: usize = batches.iter().map(|b| b.2.len()).sum();
         let wait = Arc::new(Batch { state: Mutex::new((total, vec![None; total])), done: Condvar::new() });
         let deadline = std::time::Instant::now() + timeout;
-        let fail = |b: usize, reason: String| ClusterError::Produce { topic: batches[b].0.into(), partition: batches[b].1, reason };
+        let producer = self.producer();
+        let fail = |b: usize, reason: String| {
+            self.renew_if_fatal(&producer);
+            ClusterError::Produce { topic: batches[b].0.into(), partition: batches[b].1, reason }
+        };
         let mut i = 0;
         for (b, &(topic, partition, records)) in batches.iter().enumerate() {
             for r in records {
-                if let Err(e) = self.send(topic, partition, r, (wait.clone(), i), deadline) {
+                if let Err(e) = send(&producer, topic, partition, r, (wait.clone(), i), deadline) {
                     // Records queued before this one still report; mark the rest.
                     for j in i..total {
                         wait.report(j, Err(e.clone()));
@@ -304,34 +360,9 @@ impl ClusterLog {
         Ok(out)
     }
 
-    /// Queues one record, waiting while librdkafka's queue is full (until `deadline`).
-    fn send(&self, topic: &str, partition: u32, r: &NewRecord, opaque: (Arc<Batch>, usize), deadline: std::time::Instant) -> Result<(), String> {
-        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-        for h in &r.headers {
-            headers = headers.insert(Header { key: &h.key, value: h.value.as_deref() });
-        }
-        let mut rec = BaseRecord::with_opaque_to(topic, Box::new(opaque)).partition(partition as i32).payload(&r.value).headers(headers);
-        if let Some(k) = &r.key {
-            rec = rec.key(k);
-        }
-        if let Some(ts) = r.timestamp_ms {
-            rec = rec.timestamp(ts);
-        }
-        loop {
-            match self.producer.send(rec) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if std::time::Instant::now() < deadline => {
-                    rec = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => return Err(e.to_string()),
-            }
-        }
-    }
-
     /// Waits up to `timeout` for queued records (at shutdown).
     pub fn flush(&self, timeout: Duration) {
-        if let Err(e) = self.producer.flush(timeout) {
+        if let Err(e) = self.producer().flush(timeout) {
             tracing::warn!(error = %e, "records still queued for the cluster at shutdown");
         }
     }
