@@ -117,3 +117,24 @@ def test_sigkill_of_the_gateway_loses_no_acknowledged_reading(tmp_path):
         assert not missing, f"{len(missing)} of {len(sent)} acknowledged readings are not on the cluster: {missing[:5]}"
     finally:
         cluster.stop()
+
+
+def test_topics_missing_on_the_cluster_are_created_with_the_configured_partitions(tmp_path):
+    cluster = Sluice(tmp_path / "cluster" / "data", log_path=tmp_path / "cluster.log").start()
+    try:
+        cfg = tmp_path / "edge.toml"
+        cfg.write_text('[[topics]]\nname = "heartbeat-raw-topic"\npartitions = 2\nschema = "heartbeat"\n\n'
+                       '[[topics]]\nname = "watch-events"\npartitions = 3\n')
+        edge = Sluice(tmp_path / "edge" / "data", log_path=tmp_path / "edge.log")
+        edge.extra_args = ["--config", str(cfg), "--log", f"kafka://127.0.0.1:{cluster.kafka_port}"]
+        edge.start()
+        try:
+            assert partitions(cluster, "watch-events") == 3
+            assert partitions(cluster, "watch-events.dlq") == 1
+            r = requests.post(f"{edge.url}/v1/topics/watch-events/records", json=[{"device": f"w{i}", "x": i} for i in range(30)], timeout=30)
+            assert r.status_code == 200 and r.json()["accepted"] == 30, r.text
+            assert len(stored(cluster, "watch-events")) == 30
+        finally:
+            edge.stop()
+    finally:
+        cluster.stop()

@@ -261,25 +261,25 @@ impl ClusterLog {
 
     /// The partition count of `topic` on the cluster, creating it with `partitions` when
     /// missing. Blocking: waits up to `timeout` for the cluster. Errors name the topic and
-    /// what the cluster answered.
+    /// what the cluster answered. The topic is created before its metadata is read: a
+    /// producer's metadata request may auto-create a missing topic with the cluster's
+    /// default partition count instead.
     pub fn ensure_topic(&self, topic: &str, partitions: u32, timeout: Duration) -> Result<u32, ClusterError> {
         let err = |reason: String| ClusterError::Topic { topic: topic.into(), bootstrap: self.config.bootstrap.clone(), reason };
         let deadline = std::time::Instant::now() + timeout;
-        let mut created = false;
+        // Refused creation (no permission to create topics, say) is an error only if the
+        // topic is not there.
+        let created = self.create(topic, partitions, deadline);
         loop {
-            let md = self.producer().client().fetch_metadata(Some(topic), deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(100)));
-            let md = md.map_err(|e| err(format!("cannot read the cluster's metadata: {e}")))?;
-            let t = md.topics().iter().find(|t| t.name() == topic);
-            match t {
+            let left = deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(100));
+            let md = self.producer().client().fetch_metadata(Some(topic), left).map_err(|e| err(format!("cannot read the cluster's metadata: {e}")))?;
+            match md.topics().iter().find(|t| t.name() == topic) {
                 Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
                     let n = t.partitions().len() as u32;
                     self.partitions.write().unwrap_or_else(|p| p.into_inner()).insert(topic.to_string(), n);
                     return Ok(n);
                 }
-                _ if !created => {
-                    created = true;
-                    self.create(topic, partitions, deadline).map_err(err)?;
-                }
+                _ if created.is_err() => return Err(err(created.err().unwrap_or_default())),
                 _ if std::time::Instant::now() >= deadline => return Err(err("created, but the cluster does not list it yet".into())),
                 _ => std::thread::sleep(Duration::from_millis(100)),
             }
