@@ -134,6 +134,12 @@ def test_topics_missing_on_the_cluster_are_created_with_the_configured_partition
             r = requests.post(f"{edge.url}/v1/topics/watch-events/records", json=[{"device": f"w{i}", "x": i} for i in range(30)], timeout=30)
             assert r.status_code == 200 and r.json()["accepted"] == 30, r.text
             assert len(stored(cluster, "watch-events")) == 30
+            # A topic created at the edge at runtime is created on the cluster at its first records.
+            r = requests.post(f"{edge.url}/v1/topics", json={"name": "phone-events", "partitions": 2}, timeout=10)
+            assert r.status_code in (200, 201), r.text
+            r = requests.post(f"{edge.url}/v1/topics/phone-events/records", json={"phone": "p1"}, timeout=30)
+            assert r.status_code == 200, r.text
+            assert partitions(cluster, "phone-events") == 2 and len(stored(cluster, "phone-events")) == 1
         finally:
             edge.stop()
     finally:

@@ -477,7 +477,16 @@ impl Gateway {
         let dlq_name = format!("{topic}{DLQ_SUFFIX}");
         let external = self.external.get();
         let partition_count = match external {
-            Some(x) => x.partition_count(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?,
+            Some(x) => match x.partition_count(topic) {
+                Some(n) => n,
+                // A topic created at runtime (POST /v1/topics) is created on the cluster
+                // at its first records.
+                None => {
+                    let fail = |source| IngestError::External { cluster: x.describe(), source };
+                    x.ensure_topic(&dlq_name, 1).map_err(fail)?;
+                    x.ensure_topic(topic, log_topic.partition_count()).map_err(fail)?
+                }
+            },
             None => log_topic.partition_count(),
         };
         let received_at_ms = now_ms();
