@@ -158,11 +158,12 @@ impl Server {
 
     /// [`Server::start`], with ingest appending to `external` (an external Kafka cluster,
     /// `serve --log kafka://…`) instead of the embedded log. Then the server is the edge of
-    /// a deployment: the gateway, the dashboard and the API, while pipelines run in
-    /// `sluice worker`s (neither the pipelines nor the Kafka listener start here).
+    /// a deployment: the gateway, the dashboard and the API. Neither the pipelines (they
+    /// read the embedded log) nor the Kafka listener start here; Kafka clients use the
+    /// cluster.
     pub async fn start_with(mut config: Config, external: Option<Arc<dyn sluice_gateway::ExternalLog>>) -> Result<Server, ServerError> {
         if let Some(x) = &external {
-            tracing::info!(cluster = %x.describe(), "ingest appends to the external cluster; pipelines run in `sluice worker` (not here), and Kafka clients use the cluster directly");
+            tracing::info!(cluster = %x.describe(), "ingest appends to the external cluster; pipelines and the Kafka listener do not run at the edge (Kafka clients use the cluster directly)");
             config.stream.enabled = false;
             config.kafka.enabled = false;
         }

@@ -2,7 +2,9 @@
 //! is split across accumulators and merged (as checkpoints and rollups do):
 //!
 //! - `approx_distinct` (DataFusion's HyperLogLog, 2^14 registers, 16 KiB): relative error
-//!   at most 3 × 1.04 / √16384 ≈ 2.4 % (three standard errors; Flajolet et al. 2007).
+//!   at most 4 × 1.04 / √16384 ≈ 3.3 % (four standard errors; Flajolet et al. 2007). At
+//!   three, 12 random cases a run failed by chance about once in 30 runs (one CI run saw
+//!   2.45 % against 2.44 %); at four the chance is about 1 in 1,300 runs.
 //! - `approx_percentile_cont` (DataFusion's t-digest, 100 centroids): the value returned
 //!   for quantile q has a rank within q ± 1.5 % of the input (Dunning & Ertl 2019 report
 //!   errors well under 1 % for this size; the test allows a margin).
@@ -52,13 +54,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(12), ..ProptestConfig::default() })]
 
     #[test]
-    fn approx_distinct_within_three_standard_errors(n in 1_000usize..60_000, repeat in 1usize..4, seed in any::<u64>()) {
+    fn approx_distinct_within_four_standard_errors(n in 1_000usize..60_000, repeat in 1usize..4, seed in any::<u64>()) {
         let values: Vec<i64> = (0..n * repeat).map(|i| ((i % n) as i64).wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64) ^ seed as i64).collect();
         let arr: ArrayRef = Arc::new(Int64Array::from(values));
         let accs = accumulators("approx_distinct(i) AS d");
         let ScalarValue::UInt64(Some(est)) = split_merge(accs, &[arr]) else { panic!("approx_distinct returns UInt64") };
         let err = (est as f64 - n as f64).abs() / n as f64;
-        prop_assert!(err <= 3.0 * 1.04 / (16384f64).sqrt(), "estimate {est} for {n} distinct values: {:.2} %", err * 100.0);
+        prop_assert!(err <= 4.0 * 1.04 / (16384f64).sqrt(), "estimate {est} for {n} distinct values: {:.2} %", err * 100.0);
     }
 
     #[test]

@@ -145,8 +145,8 @@ struct ServeArgs {
     /// Append ingested records to an external Kafka cluster instead of the embedded log:
     /// kafka://HOST:PORT[,HOST:PORT...]. A device is acknowledged only after the cluster
     /// acknowledged its records (acks=all, idempotent producer). Then this server is the
-    /// edge: gateway, dashboard and API; pipelines run in `sluice worker`s, and Kafka
-    /// clients use the cluster. TLS and SASL settings: `[cluster] properties`.
+    /// edge: gateway, dashboard and API; pipelines and the Kafka listener do not run, and
+    /// Kafka clients use the cluster. TLS and SASL settings: `[cluster] properties`.
     #[arg(long, value_name = "URL")]
     log: Option<String>,
 }
@@ -262,7 +262,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let edge = external.is_some();
     let server = Server::start_with(config, external).await?;
     if edge {
-        say(format!("ingest appends to the cluster at {}; pipelines run in `sluice worker`s", args.log.as_deref().unwrap_or_default()));
+        say(format!("ingest appends to the cluster at {}; pipelines and the Kafka listener do not run at the edge", args.log.as_deref().unwrap_or_default()));
     }
     if let Some(pw) = server.first_admin_password() {
         say("authentication is on and there were no users, so the user `admin` was made with the password below.".into());
