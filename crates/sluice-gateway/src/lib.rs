@@ -175,6 +175,20 @@ fn append_external(x: &dyn ExternalLog, topic: &str, dlq_name: &str, by_partitio
     Ok(out)
 }
 
+/// Creates `topic` (with `partitions`) and its dead-letter topic (one partition) on `x`
+/// when missing; returns the topic's partition count there. A count that differs from
+/// the one asked for is logged.
+fn ensure_external_topic(x: &dyn ExternalLog, topic: &str, partitions: u32) -> Result<u32, BoxError> {
+    let mut n = 0;
+    for (name, parts) in [(format!("{topic}{DLQ_SUFFIX}"), 1), (topic.to_string(), partitions)] {
+        n = x.ensure_topic(&name, parts)?;
+        if n != parts {
+            tracing::warn!(topic = %name, configured = parts, cluster = n, "the topic has another partition count on the cluster; records are partitioned by the cluster's");
+        }
+    }
+    Ok(n)
+}
+
 /// An error of an [`ExternalLog`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -299,20 +313,10 @@ impl Gateway {
     /// the topic the cluster refused.
     pub fn use_external(&self, external: Arc<dyn ExternalLog>, specs: &[TopicSpec]) -> Result<(), GatewayError> {
         for spec in specs {
-            for (name, parts) in [(spec.name.clone(), spec.partitions), (format!("{}{DLQ_SUFFIX}", spec.name), 1)] {
-                let n = external.ensure_topic(&name, parts).map_err(|e| GatewayError::Config(format!("[[topics]] {:?} on the cluster at {}: {e}", name, external.describe())))?;
-                if n != parts {
-                    tracing::warn!(topic = %name, configured = parts, cluster = n, "the topic has another partition count on the cluster; records are partitioned by the cluster's");
-                }
-            }
+            ensure_external_topic(external.as_ref(), &spec.name, spec.partitions).map_err(|e| GatewayError::Config(format!("[[topics]] {:?} on the cluster at {}: {e}", spec.name, external.describe())))?;
         }
         let _ = self.external.set(external);
         Ok(())
-    }
-
-    /// The external log records go to, if any.
-    pub fn external(&self) -> Option<&Arc<dyn ExternalLog>> {
-        self.external.get()
     }
 
     /// Declares (or, with `None`, removes) the schema of a topic at runtime, persisted so
@@ -481,11 +485,7 @@ impl Gateway {
                 Some(n) => n,
                 // A topic created at runtime (POST /v1/topics) is created on the cluster
                 // at its first records.
-                None => {
-                    let fail = |source| IngestError::External { cluster: x.describe(), source };
-                    x.ensure_topic(&dlq_name, 1).map_err(fail)?;
-                    x.ensure_topic(topic, log_topic.partition_count()).map_err(fail)?
-                }
+                None => ensure_external_topic(x.as_ref(), topic, log_topic.partition_count()).map_err(|source| IngestError::External { cluster: x.describe(), source })?,
             },
             None => log_topic.partition_count(),
         };

@@ -126,13 +126,14 @@ pub struct Republish {
 }
 
 /// The manifest of checkpoint `id`, after `last`: each pipeline in `answered` with the
-/// checkpoint it answered the barrier with, and every other pipeline still in `running`
-/// (failed, or too slow to answer) with its entry in `last`, staged output included. A
+/// checkpoint it answered the barrier with, and every other pipeline the engine still has
+/// (`present`: failed, or too slow to answer) with its entry in `last`, staged output
+/// included; a dropped pipeline leaves the manifest. A
 /// pipeline answers a barrier only after publishing what it staged before, so the staged
 /// output an entry carries is either published or still to be published by recovery;
 /// dropping it would lose output whose input the entry's offsets already cover.
-pub fn next_manifest(last: &Manifest, id: u64, answered: BTreeMap<String, PipelineCheckpoint>, running: &[String], committed_at_ms: i64) -> Manifest {
-    let mut pipelines: BTreeMap<String, PipelineCheckpoint> = last.pipelines.iter().filter(|(n, _)| running.contains(n)).map(|(n, c)| (n.clone(), c.clone())).collect();
+pub fn next_manifest(last: &Manifest, id: u64, answered: BTreeMap<String, PipelineCheckpoint>, present: &[String], committed_at_ms: i64) -> Manifest {
+    let mut pipelines: BTreeMap<String, PipelineCheckpoint> = last.pipelines.iter().filter(|(n, _)| present.contains(n)).map(|(n, c)| (n.clone(), c.clone())).collect();
     pipelines.extend(answered);
     Manifest { id, committed_at_ms, pipelines }
 }
