@@ -14,10 +14,17 @@
 //! - a producer that hit a fatal error (an idempotent producer's state lost by the
 //!   cluster) is replaced by a new one after the request that saw it failed.
 //!
+//! `sluice worker` reads the cluster too: [`group::GroupMember`] holds the worker's share of
+//! the partitions in a consumer group, and [`source::PartitionSource`] reads one partition
+//! as a pipeline source.
+//!
 //! Client settings pass through: `[cluster] properties` in the config are librdkafka
 //! properties (`security.protocol`, `sasl.mechanism`, `sasl.username`, `ssl.ca.location`,
 //! …; see librdkafka's CONFIGURATION.md). Settings that would weaken the ack
 //! (`acks`, `enable.idempotence`) are refused.
+
+pub mod group;
+pub mod source;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -122,6 +129,14 @@ pub fn producer_settings(config: &ClusterConfig) -> Result<BTreeMap<String, Stri
     s.insert("message.timeout.ms".into(), config.ack_timeout().as_millis().to_string());
     s.extend(config.properties.clone());
     s.insert("bootstrap.servers".into(), config.bootstrap.clone());
+    Ok(s)
+}
+
+/// The settings of a consumer or admin client: [`producer_settings`] without the
+/// producer's own keys. Errors: as [`producer_settings`].
+pub fn client_settings(config: &ClusterConfig) -> Result<BTreeMap<String, String>, ClusterError> {
+    let mut s = producer_settings(config)?;
+    s.retain(|k, _| !PRODUCER_ONLY.contains(&k.as_str()));
     Ok(s)
 }
 

@@ -103,6 +103,14 @@ pub const CLUSTER_APPEND_DURATION_SECONDS: &str = "sluice_cluster_append_duratio
 /// Appends to the external cluster that failed or timed out (the device got a 503 and
 /// nothing was acknowledged). Labels: `topic`.
 pub const CLUSTER_APPEND_FAILURES_TOTAL: &str = "sluice_cluster_append_failures_total";
+/// Rebalances of a worker's consumer group as this worker saw them. Labels: `kind`
+/// (`assigned`, `revoked`: given up cleanly, `lost`: the group moved on without it).
+pub const WORKER_REBALANCES_TOTAL: &str = "sluice_worker_rebalances_total";
+/// Partitions a worker owns now (sampled at scrape time).
+pub const WORKER_PARTITIONS: &str = "sluice_worker_partitions";
+/// Checkpoints a worker could not commit because another worker had committed that
+/// checkpoint of the partition first (it was fenced, and drops the partition's task).
+pub const WORKER_FENCED_TOTAL: &str = "sluice_worker_fenced_total";
 /// Records appended by Kafka Produce requests. Labels: `topic`.
 pub const KAFKA_PRODUCED_RECORDS_TOTAL: &str = "sluice_kafka_produced_records_total";
 /// Kafka produce batches refused (bad batch, sequence error). Labels: `reason`.
@@ -157,6 +165,9 @@ pub fn describe() {
     describe_histogram!(KAFKA_REQUEST_DURATION_SECONDS, Unit::Seconds, "Kafka request time from read to response written.");
     describe_histogram!(CLUSTER_APPEND_DURATION_SECONDS, Unit::Seconds, "Time from records handed to the external Kafka cluster to its acks (acks=all).");
     describe_counter!(CLUSTER_APPEND_FAILURES_TOTAL, Unit::Count, "Appends to the external Kafka cluster that failed or timed out (nothing acknowledged).");
+    describe_counter!(WORKER_REBALANCES_TOTAL, Unit::Count, "Consumer-group rebalances seen by this worker, by kind (assigned, revoked, lost).");
+    describe_gauge!(WORKER_PARTITIONS, Unit::Count, "Source partitions this worker owns now.");
+    describe_counter!(WORKER_FENCED_TOTAL, Unit::Count, "Checkpoints refused because another worker committed that checkpoint of the partition first.");
     describe_counter!(KAFKA_PRODUCED_RECORDS_TOTAL, Unit::Count, "Records appended by Kafka Produce requests.");
     describe_counter!(KAFKA_REFUSED_BATCHES_TOTAL, Unit::Count, "Kafka produce batches refused.");
     describe_counter!(LISTENER_REFUSED_CONNECTIONS_TOTAL, Unit::Count, "Connections closed at accept because of a connection cap.");

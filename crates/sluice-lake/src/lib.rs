@@ -24,6 +24,7 @@ pub mod local;
 pub mod maintain;
 pub mod query;
 pub mod schema;
+pub mod remote;
 pub mod store;
 mod write;
 

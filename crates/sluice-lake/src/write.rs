@@ -163,6 +163,25 @@ impl Lake {
         tables.entry(table.to_string()).or_default().clone()
     }
 
+    /// Forgets what this process knows of `pipeline`'s commits (its `txn` versions, and the
+    /// tables as last seen), so its next publish reads them from the log. For a pipeline
+    /// whose app id another process may have committed with since (a worker's task that
+    /// moved to another worker and back).
+    pub fn forget_pipeline(&self, pipeline: &str) {
+        let slots: Vec<Slot> = self.tables.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let pipeline = pipeline.to_string();
+        let _ = self.run(async move {
+            for slot in slots {
+                let mut g = slot.lock().await;
+                g.txn.remove(&pipeline);
+                g.committed_here.remove(&pipeline);
+                // The table as last seen may predate another process's commits.
+                g.table = None;
+            }
+            Ok::<(), LakeError>(())
+        });
+    }
+
     /// Names of the lake's tables (folders with a Delta log), sorted.
     pub fn table_names(&self) -> Result<Vec<String>, LakeError> {
         let root = self.root.clone();

@@ -70,6 +70,14 @@ pub struct LakeSink {
     last_retention_ms: i64,
 }
 
+impl LakeSink {
+    /// A sink of `pipeline` (its Delta `txn` app id is `sluice/<pipeline>`) into `table`,
+    /// applying `retention_ms` (-1: keep forever) at most once a minute.
+    pub fn new(lake: Arc<Lake>, pipeline: String, table: String, retention_ms: i64) -> LakeSink {
+        LakeSink { lake, pipeline, table, retention_ms, last_retention_ms: 0 }
+    }
+}
+
 impl Sink for LakeSink {
     fn stage(&mut self, id: u64, batches: &[RecordBatch]) -> Result<Vec<String>, BoxError> {
         Ok(self.lake.stage_table(&self.table, id, batches, sluice_core::time::now_ms())?)

@@ -513,6 +513,21 @@ impl Config {
         }
     }
 
+    /// The stream engine's settings (the `[stream]` table).
+    pub fn engine_settings(&self) -> sluice_stream::engine::EngineSettings {
+        let s = &self.stream;
+        sluice_stream::engine::EngineSettings {
+            checkpoint_interval_ms: s.checkpoint_interval_ms,
+            run: sluice_stream::runner::RunSettings {
+                batch_records: s.batch_records,
+                idle_timeout_ms: s.idle_timeout_ms,
+                compaction_min_bytes: s.compaction_min_bytes,
+                early_results_interval_ms: s.early_results_interval_ms,
+                live_early_results_interval_ms: s.live_early_results_interval_ms,
+            },
+        }
+    }
+
     /// Opens the lake's root (see [`sluice_lake::Root::open`]); errors name the location.
     pub fn lake_root(&self) -> Result<sluice_lake::Root, sluice_lake::LakeError> {
         sluice_lake::Root::open(&self.lake_location(), &self.lake.storage_options)

@@ -28,8 +28,8 @@ use std::sync::Arc;
 use sluice_gateway::Gateway;
 use sluice_lake::Lake;
 use sluice_log::{Log, LogConfig};
-use sluice_stream::engine::{Engine, EngineSettings};
-use sluice_stream::runner::{Connectors, RunSettings};
+use sluice_stream::engine::Engine;
+use sluice_stream::runner::Connectors;
 use tokio::sync::oneshot;
 
 pub use config::Config;
@@ -266,16 +266,7 @@ impl Server {
                 .await
                 .map_err(|e| ServerError::Job(e.to_string()))??
             };
-            let settings = EngineSettings {
-                checkpoint_interval_ms: config.stream.checkpoint_interval_ms,
-                run: RunSettings {
-                    batch_records: config.stream.batch_records,
-                    idle_timeout_ms: config.stream.idle_timeout_ms,
-                    compaction_min_bytes: config.stream.compaction_min_bytes,
-                    early_results_interval_ms: config.stream.early_results_interval_ms,
-                    live_early_results_interval_ms: config.stream.live_early_results_interval_ms,
-                },
-            };
+            let settings = config.engine_settings();
             let (c2, l2) = (connectors.clone(), live.clone());
             let engine = tokio::task::spawn_blocking(move || Engine::start(checkpoints, planned, c2, l2, settings)).await.map_err(|e| ServerError::Job(e.to_string()))??;
             Some((engine, broken))

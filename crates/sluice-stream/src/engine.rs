@@ -44,6 +44,17 @@ pub struct CheckpointRecord {
     pub changed_keys: u64,
 }
 
+/// Where a checkpoint is made durable beyond this machine (a worker's object store, see
+/// `sluice-worker`). Called on the coordinator thread.
+pub trait CheckpointHook: Send + Sync {
+    /// Called before the manifest is committed in `dir`, with every state file it names
+    /// written there. An error aborts the checkpoint: nothing is published, and the engine
+    /// stops checkpointing ([`Engine::fatal`]); a fenced owner returns one.
+    fn commit(&self, dir: &std::path::Path, manifest: &Manifest) -> Result<(), crate::BoxError>;
+    /// After the manifest is committed: state files no retained manifest names any more.
+    fn committed(&self, _manifest: &Manifest, _garbage: &[String]) {}
+}
+
 /// How many [`CheckpointRecord`]s the engine keeps.
 const HISTORY: usize = 4096;
 
@@ -85,6 +96,7 @@ struct Inner {
     stop: AtomicBool,
     fatal: Mutex<Option<String>>,
     history: Mutex<std::collections::VecDeque<CheckpointRecord>>,
+    hook: Option<Arc<dyn CheckpointHook>>,
 }
 
 /// A running engine.
@@ -105,6 +117,11 @@ impl Engine {
     /// A pipeline whose checkpoint belongs to a different query does not start; its
     /// status says why.
     pub fn start(dir: PathBuf, pipelines: Vec<Planned>, connectors: Arc<dyn Connectors>, observer: Arc<dyn Observer>, settings: EngineSettings) -> Result<Engine, StreamError> {
+        Engine::start_with(dir, pipelines, connectors, observer, settings, None)
+    }
+
+    /// [`Engine::start`], with every checkpoint also committed through `hook` first.
+    pub fn start_with(dir: PathBuf, pipelines: Vec<Planned>, connectors: Arc<dyn Connectors>, observer: Arc<dyn Observer>, settings: EngineSettings, hook: Option<Arc<dyn CheckpointHook>>) -> Result<Engine, StreamError> {
         let store = CheckpointStore::open(&dir)?;
         let latest = store.latest()?;
         let defined: BTreeMap<String, String> = pipelines.iter().map(|p| (p.spec.name.clone(), p.fingerprint.clone())).collect();
@@ -127,6 +144,7 @@ impl Engine {
             stop: AtomicBool::new(false),
             fatal: Mutex::new(None),
             history: Mutex::new(Default::default()),
+            hook,
         });
         for p in pipelines {
             let resume = plan.resume.get(&p.spec.name).cloned().unwrap_or(Resume::Fresh);
@@ -198,6 +216,13 @@ impl Engine {
     /// Why the engine stopped checkpointing, if it did (a failed manifest write).
     pub fn fatal(&self) -> Option<String> {
         self.inner.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Stops every pipeline without a last checkpoint (their progress since the last one is
+    /// dropped; whoever resumes them starts from it). For an owner that lost its input.
+    pub fn abort(&self) {
+        *self.inner.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some("aborted".into());
+        let _ = self.stop();
     }
 
     /// Commits a last checkpoint and stops every pipeline. Stopping again does nothing (a
@@ -352,7 +377,13 @@ impl Inner {
         let barrier_ms = started.elapsed().as_secs_f64() * 1000.0;
         let names: Vec<String> = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
         let manifest = next_manifest(&last, id, answered, &names, now_ms());
+        if let Some(h) = &self.hook {
+            h.commit(self.store.dir(), &manifest).map_err(|e| StreamError::Eval(format!("checkpoint {id} was not committed: {}", sluice_core::error_chain(e.as_ref()))))?;
+        }
         let garbage = self.store.commit(&manifest)?;
+        if let Some(h) = &self.hook {
+            h.committed(&manifest, &garbage);
+        }
         for f in garbage {
             let path = self.store.dir().join(&f);
             if let Err(e) = std::fs::remove_file(&path) {

@@ -295,7 +295,7 @@ fn read_loop(source: Arc<dyn Source>, mut decoder: BatchDecoder, batch_records: 
                 return;
             }
         };
-        let decoded = match decoder.decode(partition, &chunk) {
+        let decoded = match decoder.decode(source.partition_id(partition), &chunk) {
             Ok(d) => d,
             Err(e) => {
                 let _ = tx.send(Feed::Chunk(Err(e.to_string())));

@@ -37,6 +37,11 @@ pub trait Source: Send + Sync {
     fn end_offset(&self, partition: u32) -> u64;
     /// Blocks until new data may be readable, or `timeout` passes.
     fn wait(&self, timeout: Duration);
+    /// The partition number records of partition `index` carry in `_partition` (a source
+    /// that shows one partition of a topic as its only one gives the topic's number).
+    fn partition_id(&self, index: u32) -> u32 {
+        index
+    }
 }
 
 /// A transactional output: stage at a checkpoint, publish once it is committed.

@@ -13,6 +13,7 @@ mod replay;
 mod status;
 mod topics;
 mod users;
+mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +43,10 @@ enum LogFormat {
 enum Command {
     /// Run the server: ingest, the log, the Kafka listener, the pipelines, the lake, the dashboard.
     Serve(ServeArgs),
+    /// Run the configured pipelines as a worker over an external Kafka cluster: workers of
+    /// one --group share the source partitions (Kafka's consumer-group protocol); state and
+    /// checkpoints go to --state, tables to --lake (local paths or s3:// URLs).
+    Worker(worker::WorkerArgs),
     /// Start a server, replay the bundled real Garmin recordings through it, print each
     /// session's minutes per zone, and keep serving the dashboard until Ctrl-C.
     Demo(DemoArgs),
@@ -118,7 +123,7 @@ enum BenchCommand {
 
 /// Where configuration comes from; flags override the file and SLUICE_* variables.
 #[derive(Args, Clone)]
-struct ServerArgs {
+pub(crate) struct ServerArgs {
     /// Config file (TOML), layered over the embedded defaults.
     #[arg(long, short)]
     config: Option<PathBuf>,
@@ -209,7 +214,7 @@ fn init_tracing(default: &str, format: LogFormat) {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(mut term) => {
@@ -224,7 +229,7 @@ async fn shutdown_signal() {
 /// Raises the soft limit on open files to the hard limit: every connection (a device's
 /// WebSocket, a Kafka client) holds a descriptor, and the common soft default of 1024 is
 /// far below what one server can hold.
-fn raise_open_file_limit() {
+pub(crate) fn raise_open_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::info!(open_files = n, "open-file limit (RLIMIT_NOFILE, raised to the hard limit)"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit; connections beyond `ulimit -n` will be refused"),
@@ -236,7 +241,7 @@ static JSON_LOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 
 /// A line for the person running `serve`: plain on stderr, or, under `--log-format json`,
 /// a log event, so that stderr stays one JSON object per line.
-fn say(line: String) {
+pub(crate) fn say(line: String) {
     if JSON_LOG.load(std::sync::atomic::Ordering::Relaxed) {
         tracing::info!(target: "sluice", "{line}");
     } else {
@@ -303,7 +308,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(
         match cli.command {
-            Command::Serve(_) => "info",
+            Command::Serve(_) | Command::Worker(_) => "info",
             _ => "warn",
         },
         cli.log_format,
@@ -318,6 +323,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Worker(args) => worker::run(args).await,
             Command::Demo(args) => {
                 raise_open_file_limit();
                 demo::run(args.server.load()?, args.speed, args.exit).await
