@@ -29,7 +29,9 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("SLUICE", str(ROOT / "target" / "release" / "sluice"))
 PLAYERS = int(os.environ.get("PLAYERS", "1000"))
-SECONDS = int(os.environ.get("SECONDS", "300"))
+# Seconds of readings in the cluster (the workers' input) and in the single process's log.
+SECONDS = int(os.environ.get("SECONDS", "10000"))
+SINGLE_SECONDS = int(os.environ.get("SINGLE_SECONDS", "2000"))
 PARTITIONS = 12
 TOPIC = "heartbeat-raw-topic"
 T0 = 1_764_000_000_000
@@ -75,8 +77,8 @@ class Proc:
         self.proc.wait(timeout=120)
 
 
-def load(url):
-    for s in range(SECONDS):
+def load(url, seconds):
+    for s in range(seconds):
         body = [{"playerId": f"p{i:05}", "heartbeat": 60 + (i * 7 + s * 3) % 130, "createdAt": T0 + s * 1000} for i in range(PLAYERS)]
         r = requests.post(f"{url}/v1/topics/{TOPIC}/records", json=body, timeout=60)
         r.raise_for_status()
@@ -96,16 +98,16 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="sluice-bench-workers-"))
     cfg = work / "sluice.toml"
     cfg.write_text(f'[[topics]]\nname = "{TOPIC}"\npartitions = {PARTITIONS}\nschema = "heartbeat"\n')
-    off = {"SLUICE_STREAM__ENABLED": "false"}
+    off = {"SLUICE_STREAM__ENABLED": "false", "SLUICE_KAFKA__GROUP_INITIAL_REBALANCE_DELAY_MS": "0"}
     kafka_port = free_port()
     cluster = Proc(["serve", "--config", str(cfg), "--data-dir", str(work / "cluster"), "--kafka-addr", f"127.0.0.1:{kafka_port}"], off, work / "cluster.log")
     single_dir = work / "single"
     single = Proc(["serve", "--config", str(cfg), "--data-dir", str(single_dir), "--kafka-addr", f"127.0.0.1:{free_port()}"], off, work / "single.log")
     t = time.time()
-    load(cluster.url)
-    load(single.url)
-    records = PLAYERS * SECONDS
-    print(f"loaded {records} readings into the cluster and the single process in {time.time() - t:.1f} s")
+    load(cluster.url, SECONDS)
+    load(single.url, SINGLE_SECONDS)
+    records, single_records = PLAYERS * SECONDS, PLAYERS * SINGLE_SECONDS
+    print(f"loaded {records} readings into the cluster and {single_records} into the single process in {time.time() - t:.1f} s")
     single.stop()
 
     results = []
@@ -113,20 +115,30 @@ def main():
     single = Proc(["serve", "--config", str(cfg), "--data-dir", str(single_dir), "--kafka-addr", f"127.0.0.1:{free_port()}"], {}, work / "single.log")
     drain(single.url)
     elapsed = time.time() - t
-    results.append(("single process (sluice serve)", elapsed, [peak_rss_mb(single.proc.pid)]))
+    results.append(("single process (sluice serve)", single_records, elapsed, None, [peak_rss_mb(single.proc.pid)]))
     single.stop()
 
-    for n in (1, 2, 3):
+    for n in [int(x) for x in os.environ.get("WORKERS", "1,2,3").split(",")]:
         group = f"bench-{n}"
         lake, state = work / f"lake-{n}", work / f"state-{n}"
         t = time.time()
         ws = [Proc(["worker", "--config", str(cfg), "--data-dir", str(work / f"w{n}-{i}"), "--kafka-bootstrap", f"127.0.0.1:{kafka_port}",
                     "--lake", str(lake), "--state", str(state), "--group", group, "--name", f"w{i}"], {}, work / f"w{n}-{i}.log") for i in range(n)]
-        # Done when the group's committed offsets reach every partition's end.
+        # Running once every partition has a task; done when the group's committed offsets
+        # reach every partition's end.
+        running = None
+        progress = []  # (s, records committed by the group)
         while True:
+            if running is None:
+                try:
+                    if sum(len(requests.get(w.url + "/v1/status", timeout=5).json()["partitions"]) for w in ws) == PARTITIONS:
+                        running = time.time() - t
+                except requests.RequestException:
+                    pass
             g = requests.get(f"{cluster.url}/v1/groups/{group}", timeout=10)
             if g.status_code == 200:
                 offs = [o for o in g.json()["offsets"] if o["topic"] == TOPIC]
+                progress.append((time.time() - t, sum(o["offset"] for o in offs)))
                 if len(offs) == PARTITIONS and all(o["lag"] == 0 for o in offs):
                     break
             time.sleep(0.1)
@@ -134,13 +146,23 @@ def main():
         rss = [peak_rss_mb(w.proc.pid) for w in ws]
         for w in ws:
             w.stop()
-        results.append((f"{n} worker{'s' if n > 1 else ''}", elapsed, rss))
+        # Steady state: from 20 % to 80 % of the input committed.
+        a = next(p for p in progress if p[1] >= 0.2 * records)
+        b = next(p for p in progress if p[1] >= 0.8 * records)
+        steady = (b[1] - a[1]) / (b[0] - a[0]) if b[0] > a[0] else None
+        results.append((f"{n} worker{'s' if n > 1 else ''} (all running at {running or elapsed:.1f} s)", records, elapsed, steady, rss))
     cluster.stop()
-    print(f"\n{records} readings, {PARTITIONS} partitions, both pipelines; {os.cpu_count()} cores")
-    print(f"{'run':32} {'s':>7} {'records/s':>10}  peak RSS per process (MB)")
-    for name, s, rss in results:
-        print(f"{name:32} {s:7.1f} {records / s:10.0f}  {', '.join(f'{r:.0f}' for r in rss)}")
-    shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{PLAYERS} players, {PARTITIONS} partitions, both pipelines; {os.cpu_count()} cores")
+    print("s: from the start of the processes to every record processed and committed;")
+    print("steady: records/s while the group's committed offsets went from 20 % to 80 % of the input")
+    print(f"{'run':42} {'records':>9} {'s':>7} {'records/s':>10} {'steady':>10}  peak RSS per process (MB)")
+    for name, n, s, steady, rss in results:
+        st = f"{steady:10.0f}" if steady else f"{'-':>10}"
+        print(f"{name:42} {n:9d} {s:7.1f} {n / s:10.0f} {st}  {', '.join(f'{r:.0f}' for r in rss)}")
+    if os.environ.get("KEEP"):
+        print(f"logs in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

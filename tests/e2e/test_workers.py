@@ -11,12 +11,13 @@ import json
 import os
 import random
 import signal
+import subprocess
 import time
 
 import requests
 
 import workers as wk
-from conftest import TOPIC
+from conftest import BIN, TOPIC
 
 PARTITIONS = 12
 PLAYERS = 1000
@@ -159,6 +160,11 @@ def test_a_paused_worker_whose_partitions_moved_commits_nothing(tmp_path, moto):
         log = a.log()
         assert "kind=\"lost\"" in log or "kind=lost" in log or "fenced" in log, "a saw that it lost its partitions"
         owners = wk.wait_stable([a, b], partitions)
+        # `sluice status` on a worker: its group, partitions, pipelines and checkpoints.
+        out = subprocess.run([str(BIN), "status", "--server", b.url], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "worker b in group g" in out.stdout, out.stdout + out.stderr
+        mine = [p for p, w in owners.items() if w == "b"]
+        assert all(f"{TOPIC}-{p}" in out.stdout for p in mine) and "heart_rate" in out.stdout, out.stdout
         for pipeline in ("heart_rate", "heartbeat_raw"):
             for w in (a, b):
                 w.drain(pipeline)

@@ -54,7 +54,7 @@ impl PartitionSource {
         for (k, v) in settings {
             cc.set(k, v);
         }
-        cc.set("auto.offset.reset", "earliest").set("fetch.wait.max.ms", "100").set("enable.auto.commit", "false").set("enable.auto.offset.store", "false").set("enable.partition.eof", "false");
+        cc.set("auto.offset.reset", "earliest").set("fetch.wait.max.ms", "100").set("queued.max.messages.kbytes", "16384").set("enable.auto.commit", "false").set("enable.auto.offset.store", "false").set("enable.partition.eof", "false");
         cc.set("group.id", format!("sluice-task-reader-{topic}-{partition}"));
         cc.set("client.id", format!("sluice-worker-{topic}-{partition}"));
         let bootstrap = settings.get("bootstrap.servers").cloned().unwrap_or_default();

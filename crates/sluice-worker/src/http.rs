@@ -9,6 +9,9 @@
 //!   with the partitions drained. 404: no such pipeline; 409: partitions are being
 //!   assigned (try again); 500: a task failed.
 //! - `GET /metrics`: Prometheus text (names in `sluice_core::telemetry`).
+//!
+//! There is no authentication here: `sluice worker` listens on loopback unless `--insecure`
+//! (as `serve` without `[auth]`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -94,6 +94,11 @@ pub struct Worker {
 /// How often a task that failed to start is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// How often every task's offset is committed to the group again. A commit made during a
+/// rebalance is refused (the generation changed), and a task with no new input takes no
+/// checkpoint that would commit it again.
+const RECOMMIT: Duration = Duration::from_secs(1);
+
 impl Worker {
     pub fn new(opts: WorkerOptions, rt: tokio::runtime::Handle) -> Result<Arc<Worker>, WorkerError> {
         if opts.pipelines.is_empty() {
@@ -192,8 +197,16 @@ impl Worker {
         let member = Arc::new(GroupMember::join(&self.opts.client, &self.opts.group, &self.opts.name, &self.topics(), on)?);
         *self.member.lock().unwrap_or_else(|p| p.into_inner()) = Some(member.clone());
         let mut retry_at: BTreeMap<(String, u32), Instant> = BTreeMap::new();
+        let mut recommitted = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             member.poll(Duration::from_millis(100));
+            if recommitted.elapsed() >= RECOMMIT {
+                recommitted = Instant::now();
+                let offsets: Vec<(String, u32, u64)> = self.with_tasks(|m| m.iter().filter_map(|((t, p), task)| task.hook.committed_offset().map(|o| (t.clone(), *p, o))).collect());
+                for (t, p, o) in offsets {
+                    member.commit(&t, p, o);
+                }
+            }
             let pending: Vec<(String, u32)> = self.pending.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
             for key in pending {
                 if retry_at.get(&key).is_some_and(|at| Instant::now() < *at) {

@@ -69,6 +69,8 @@ pub struct RemoteCheckpoints {
     fenced: AtomicBool,
     /// The id of this incarnation's claim (its manifests below and at it are kept).
     claim_id: u64,
+    /// The offset every pipeline has read past, as of the last committed checkpoint.
+    committed_offset: Mutex<Option<u64>>,
 }
 
 /// The claim of a task that loaded `loaded` (None: the task has no checkpoint yet): the
@@ -89,6 +91,12 @@ impl RemoteCheckpoints {
     /// Whether another owner committed a checkpoint this one tried to.
     pub fn fenced(&self) -> bool {
         self.fenced.load(Ordering::Acquire)
+    }
+
+    /// The offset every pipeline of the task has read past, as of its last committed
+    /// checkpoint (None before its first).
+    pub fn committed_offset(&self) -> Option<u64> {
+        *self.committed_offset.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -136,6 +144,7 @@ impl CheckpointHook for RemoteCheckpoints {
 
     fn committed(&self, m: &Manifest, garbage: &[String]) {
         if let Some(offset) = m.pipelines.values().filter_map(|p| p.offsets.first().copied()).min() {
+            *self.committed_offset.lock().unwrap_or_else(|p| p.into_inner()) = Some(offset);
             (self.on_commit)(offset);
         }
         let mut gone = Vec::new();
@@ -227,6 +236,7 @@ impl Task {
             on_commit,
             fenced: AtomicBool::new(false),
             claim_id: claim.id,
+            committed_offset: Mutex::new(None),
         });
         if !hook.put_manifest(&claim, &files).map_err(|e| WorkerError::State(sluice_core::error_chain(e.as_ref())))? {
             return Err(WorkerError::State(format!("another worker committed checkpoint {} of {topic}-{partition} while this one loaded it", claim.id)));

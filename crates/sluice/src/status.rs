@@ -45,8 +45,12 @@ pub struct Snapshot {
 
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     loop {
-        let snap = fetch(&args)?;
-        let screen = render(&snap);
+        // A worker (`sluice worker`) answers /v1/status with its mode; a server has no such route.
+        let worker = get(args.server.trim_end_matches('/'), "/v1/status").ok().filter(|v| v["mode"] == "worker");
+        let screen = match worker {
+            Some(w) => render_worker(&w),
+            None => render(&fetch(&args)?),
+        };
         if args.watch {
             // Clear the screen and home the cursor (ANSI), then draw.
             print!("\x1b[2J\x1b[H{screen}");
@@ -151,6 +155,32 @@ fn text(v: &Value) -> String {
 }
 
 /// The screen, as text. Pure: the same snapshot gives the same screen.
+/// One screen of a worker: its group, and per owned partition each pipeline's state, next
+/// offset and last checkpoint. (The group's members and lag per partition are the
+/// cluster's: `sluice status` or `sluice groups describe` on a sluice cluster, Kafka's
+/// `kafka-consumer-groups` on another.)
+pub fn render_worker(w: &Value) -> String {
+    let mut out = format!("worker {} in group {} (source topics: {}); rebalances seen: {}\n\n", text(&w["worker"]), text(&w["group"]), w["topics"].as_array().map(|t| t.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_default(), text(&w["rebalances"]));
+    let parts = w["partitions"].as_array().cloned().unwrap_or_default();
+    let owned = w["owned"].as_array().map_or(0, Vec::len);
+    if owned > parts.len() {
+        out.push_str(&format!("{} partition(s) assigned and starting\n", owned - parts.len()));
+    }
+    if parts.is_empty() {
+        out.push_str("no partitions running (the group has given this worker none yet)\n");
+        return out;
+    }
+    out.push_str(&format!("{:<28} {:<18} {:<9} {:>12} {:>11}  {}\n", "PARTITION", "PIPELINE", "STATE", "NEXT OFFSET", "CHECKPOINT", "RESUMED FROM"));
+    for p in &parts {
+        let name = format!("{}-{}", text(&p["topic"]), text(&p["partition"]));
+        for pl in p["pipelines"].as_array().into_iter().flatten() {
+            let state = if pl["error"].is_null() { text(&pl["state"]) } else { format!("{} ({})", text(&pl["state"]), text(&pl["error"])) };
+            out.push_str(&format!("{:<28} {:<18} {:<9} {:>12} {:>11}  {}\n", name, text(&pl["name"]), state, text(&pl["offset"]), text(&pl["last_checkpoint_id"]), text(&p["resumed_from"])));
+        }
+    }
+    out
+}
+
 pub fn render(s: &Snapshot) -> String {
     let mut o = String::new();
     let ready = if s.ready["ready"].as_bool() == Some(true) {
@@ -252,6 +282,17 @@ pub fn render(s: &Snapshot) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn renders_a_worker() {
+        let w = serde_json::json!({"mode": "worker", "worker": "w1", "group": "g", "topics": ["t"], "rebalances": 3, "owned": [{"topic": "t", "partition": 0}, {"topic": "t", "partition": 4}],
+            "partitions": [{"topic": "t", "partition": 0, "resumed_from": 41, "fenced": false, "pipelines": [{"name": "heart_rate", "state": "running", "offset": 6600, "last_checkpoint_id": 65, "error": null}]}]});
+        let s = render_worker(&w);
+        assert!(s.contains("worker w1 in group g") && s.contains("rebalances seen: 3"), "{s}");
+        assert!(s.contains("1 partition(s) assigned and starting"), "{s}");
+        let row = s.lines().find(|l| l.starts_with("t-0")).unwrap();
+        assert!(row.contains("heart_rate") && row.contains("6600") && row.contains("65") && row.ends_with("41"), "{row}");
+    }
 
     #[test]
     fn renders_every_section() {

@@ -44,6 +44,8 @@ pub struct WorkerArgs {
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     crate::raise_open_file_limit();
     let config = args.server.load()?;
+    // The worker's API has no authentication: loopback only, unless --insecure.
+    sluice_server::config::check_exposure(&[("http.addr", config.http.addr.as_str(), false)], config.insecure)?;
     let bootstrap = sluice_cluster::parse_log_url(&format!("kafka://{}", args.kafka_bootstrap)).context("--kafka-bootstrap")?;
     let cluster = sluice_cluster::ClusterConfig { bootstrap, properties: config.cluster.properties.0.clone(), replication_factor: config.cluster.replication_factor, ack_timeout_ms: config.cluster.ack_timeout_ms };
     let client = sluice_cluster::client_settings(&cluster)?;
