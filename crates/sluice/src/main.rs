@@ -249,19 +249,19 @@ pub(crate) fn say(line: String) {
     }
 }
 
+/// The external cluster at `bootstrap`, with the `[cluster]` settings (for `serve --log`
+/// and `worker`).
+pub(crate) fn cluster_config(config: &config::Config, bootstrap: String) -> sluice_cluster::ClusterConfig {
+    sluice_cluster::ClusterConfig { bootstrap, properties: config.cluster.properties.0.clone(), replication_factor: config.cluster.replication_factor, ack_timeout_ms: config.cluster.ack_timeout_ms }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     raise_open_file_limit();
     let config = args.server.load()?;
     let external: Option<Arc<dyn sluice_gateway::ExternalLog>> = match &args.log {
         None => None,
         Some(url) => {
-            let cluster = sluice_cluster::ClusterConfig {
-                bootstrap: sluice_cluster::parse_log_url(url)?,
-                properties: config.cluster.properties.0.clone(),
-                replication_factor: config.cluster.replication_factor,
-                ack_timeout_ms: config.cluster.ack_timeout_ms,
-            };
-            Some(Arc::new(sluice_cluster::ClusterLog::connect(cluster)?))
+            Some(Arc::new(sluice_cluster::ClusterLog::connect(cluster_config(&config, sluice_cluster::parse_log_url(url)?))?))
         }
     };
     let edge = external.is_some();

@@ -47,13 +47,13 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     // The worker's API has no authentication: loopback only, unless --insecure.
     sluice_server::config::check_exposure(&[("http.addr", config.http.addr.as_str(), false)], config.insecure)?;
     let bootstrap = sluice_cluster::parse_log_url(&format!("kafka://{}", args.kafka_bootstrap)).context("--kafka-bootstrap")?;
-    let cluster = sluice_cluster::ClusterConfig { bootstrap, properties: config.cluster.properties.0.clone(), replication_factor: config.cluster.replication_factor, ack_timeout_ms: config.cluster.ack_timeout_ms };
+    let cluster = crate::cluster_config(&config, bootstrap);
     let client = sluice_cluster::client_settings(&cluster)?;
     let name = args.name.clone().unwrap_or_else(|| format!("worker-{}", std::process::id()));
     let scratch = config.data_dir.join("worker");
     let (lake_at, options, state_at) = (args.lake.clone().unwrap_or_else(|| config.lake_location()), config.lake.storage_options.clone(), args.state.clone());
     let (pipelines, topics, functions) = (config.pipelines.clone(), config.topics.clone(), config.heart_rate.functions());
-    let scratch2 = scratch.clone();
+    let (scratch2, lake_shown) = (scratch.clone(), lake_at.clone());
     let opened = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let cluster = Arc::new(sluice_cluster::ClusterLog::connect(cluster)?);
         let lake = Arc::new(Lake::open_at(Root::open(&lake_at, &options)?).context("--lake")?);
@@ -89,7 +89,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.http.addr).await.with_context(|| format!("cannot listen on {} (--http-addr)", config.http.addr))?;
     let addr = listener.local_addr()?;
     let http = tokio::spawn(sluice_worker::http::serve(listener, worker.clone()));
-    crate::say(format!("worker {name} of group {:?}: pipelines from {}, lake at {}, checkpoints at {state_url}; API on http://{addr} (status at /v1/status, metrics at /metrics); Ctrl-C stops", args.group, args.kafka_bootstrap, worker_lake(&args, &config)));
+    crate::say(format!("worker {name} of group {:?}: pipelines from {}, lake at {}, checkpoints at {state_url}; API on http://{addr} (status at /v1/status, metrics at /metrics); Ctrl-C stops", args.group, args.kafka_bootstrap, lake_shown));
     let w2 = worker.clone();
     let mut run = tokio::task::spawn_blocking(move || w2.run());
     let result = tokio::select! {
@@ -103,8 +103,4 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     http.abort();
     result?.context("the worker stopped")?;
     Ok(())
-}
-
-fn worker_lake(args: &WorkerArgs, config: &sluice_server::Config) -> String {
-    args.lake.clone().unwrap_or_else(|| config.lake_location())
 }
